@@ -1,0 +1,70 @@
+//! SASL OAUTHBEARER (RFC 7628) as PostgreSQL 18 speaks it, including the discovery exchange
+//! libpq 18 starts with.
+
+use bytes::Bytes;
+use pgbastion_auth::oauthbearer::{self, ClientInitialResponse, OAuthErrorResponse};
+use pgbastion_wire::{Authentication, SaslInitialResponse, SaslResponse};
+
+use super::{challenge, read_auth_response};
+use crate::conn::{ClientConn, ClientIo};
+use crate::error::GatewayError;
+use crate::hooks::{Credential, Hooks};
+
+pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
+    conn: &mut ClientConn<S>,
+    hooks: &H,
+    user: String,
+    issuer: &str,
+    scope: &str,
+) -> Result<(), GatewayError> {
+    let mechanisms = vec![oauthbearer::OAUTHBEARER.to_owned()];
+    challenge(conn, Authentication::Sasl { mechanisms }).await?;
+    let frame = read_auth_response(conn, "SASL initial response").await?;
+    let initial = SaslInitialResponse::decode(&frame.body)?;
+    if initial.mechanism != oauthbearer::OAUTHBEARER {
+        return Err(GatewayError::Sasl(
+            "client selected an invalid SASL authentication mechanism".to_owned(),
+        ));
+    }
+    let data = match initial.data {
+        Some(data) => data,
+        None => {
+            // No initial response: ask for it with an empty challenge (RFC 4422 section 5).
+            challenge(conn, Authentication::SaslContinue(Bytes::new())).await?;
+            let frame = read_auth_response(conn, "SASL response").await?;
+            SaslResponse::decode(&frame.body)?.data
+        }
+    };
+    let parsed = oauthbearer::parse_initial_response(&data).map_err(sasl)?;
+    let refusal = match parsed {
+        ClientInitialResponse::Discovery => "the client asked for the issuer (discovery)",
+        ClientInitialResponse::Token(token) => {
+            let credential = Credential::BearerToken {
+                user: user.clone(),
+                token: token.expose().to_owned(),
+            };
+            if hooks.validate_credentials(conn.state(), &credential).await? {
+                conn.state_mut().authenticated_user = Some(user);
+                return Ok(());
+            }
+            "the bearer token was not accepted"
+        }
+    };
+    let error = OAuthErrorResponse {
+        issuer: issuer.to_owned(),
+        scope: scope.to_owned(),
+    };
+    challenge(conn, Authentication::SaslContinue(Bytes::from(error.to_json()))).await?;
+    let frame = read_auth_response(conn, "SASL response").await?;
+    oauthbearer::parse_error_acknowledgement(&SaslResponse::decode(&frame.body)?.data)
+        .map_err(sasl)?;
+    Err(GatewayError::AuthFailed {
+        method: "OAuth bearer",
+        user,
+        reason: refusal.to_owned(),
+    })
+}
+
+fn sasl(error: oauthbearer::OAuthBearerError) -> GatewayError {
+    GatewayError::Sasl(error.to_string())
+}

@@ -1,0 +1,81 @@
+//! SCRAM-SHA-256 and SCRAM-SHA-256-PLUS over the SASL messages of the protocol.
+
+use bytes::Bytes;
+use pgbastion_auth::scram::{ScramError, ScramSecret, ScramServer, ServerBinding};
+use pgbastion_wire::{Authentication, SaslInitialResponse, SaslResponse};
+
+use super::{challenge, read_auth_response};
+use crate::config::GatewayConfig;
+use crate::conn::{ClientConn, ClientIo};
+use crate::error::GatewayError;
+use crate::hooks::Hooks;
+
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
+    conn: &mut ClientConn<S>,
+    config: &GatewayConfig,
+    hooks: &H,
+    user: String,
+) -> Result<(), GatewayError> {
+    let binding = server_binding(conn);
+    let mut mechanisms = Vec::with_capacity(2);
+    if matches!(binding, ServerBinding::Offered(_)) {
+        mechanisms.push(SCRAM_SHA_256_PLUS.to_owned());
+    }
+    mechanisms.push(SCRAM_SHA_256.to_owned());
+    challenge(conn, Authentication::Sasl { mechanisms }).await?;
+
+    let stored = hooks.scram_secret(conn.state()).await?;
+    let known_user = stored.is_some();
+    let secret = stored.unwrap_or_else(|| decoy_secret(&user, config.scram_iterations));
+
+    let frame = read_auth_response(conn, "SASL initial response").await?;
+    let initial = SaslInitialResponse::decode(&frame.body)?;
+    let client_first = initial.data.unwrap_or_default();
+    let (server, server_first) = ScramServer::new(secret, binding)
+        .handle_client_first(&initial.mechanism, &client_first)
+        .map_err(|e| scram_error(e, &user))?;
+    challenge(conn, Authentication::SaslContinue(Bytes::from(server_first))).await?;
+
+    let frame = read_auth_response(conn, "SASL response").await?;
+    let response = SaslResponse::decode(&frame.body)?;
+    let outcome = server
+        .handle_client_final(&response.data)
+        .map_err(|e| scram_error(e, &user))?;
+    if !known_user {
+        return Err(GatewayError::InvalidPassword { user });
+    }
+    conn.send(&pgbastion_wire::BackendMessage::Authentication(
+        Authentication::SaslFinal(Bytes::from(outcome.server_final)),
+    ))?;
+    conn.state_mut().authenticated_user = Some(user);
+    Ok(())
+}
+
+/// Channel binding is offered whenever the client is on TLS and we know the certificate we
+/// served, as PostgreSQL does.
+fn server_binding<S: ClientIo>(conn: &ClientConn<S>) -> ServerBinding {
+    conn.state()
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.server_certificate.as_ref())
+        .map(|cert| ServerBinding::Offered(pgbastion_auth::scram::tls_server_end_point(cert)))
+        .unwrap_or(ServerBinding::NotOffered)
+}
+
+/// A secret for users that do not exist: the exchange runs to the end and fails there, so
+/// the client cannot tell unknown users from wrong passwords.
+fn decoy_secret(user: &str, iterations: u32) -> ScramSecret {
+    ScramSecret::generate(user.as_bytes(), iterations)
+}
+
+fn scram_error(error: ScramError, user: &str) -> GatewayError {
+    match error {
+        ScramError::InvalidProof => GatewayError::InvalidPassword {
+            user: user.to_owned(),
+        },
+        other => GatewayError::Sasl(other.to_string()),
+    }
+}

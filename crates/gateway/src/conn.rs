@@ -1,0 +1,222 @@
+//! [`ClientConn`]: a client connection's stream, buffers and state, with the helpers hooks
+//! use to talk to the client.
+
+use bytes::{Bytes, BytesMut};
+use pgbastion_wire::{
+    BackendMessage, ErrorResponse, Frame, FrameDecoder, StartupPacket, TransactionStatus,
+};
+use std::future::Future;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{timeout_at, Instant};
+
+use crate::error::GatewayError;
+use crate::state::ConnectionState;
+use crate::stream::{ClientStream, Rewind};
+
+/// The streams a gateway can serve: TCP, Unix sockets, in-memory duplexes.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+
+/// How much we ask the socket for at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A client connection: its stream (plain or TLS), read and write buffers, and state.
+#[derive(Debug)]
+pub struct ClientConn<S> {
+    /// `None` only while a TLS upgrade holds the stream (and after a failed one).
+    stream: Option<ClientStream<S>>,
+    /// Every wait on the client ends at this instant (set while authenticating).
+    deadline: Option<Instant>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    state: ConnectionState,
+}
+
+/// A connection handed back raw: the stream and any bytes already read from it but not
+/// processed, which the new owner must treat as the start of the stream.
+#[derive(Debug)]
+pub struct Detached<S> {
+    /// The stream (plain or TLS).
+    pub stream: ClientStream<S>,
+    /// Bytes read from the client and not processed.
+    pub buffered: Bytes,
+    /// What was learned before detaching.
+    pub state: ConnectionState,
+}
+
+impl<S: ClientIo> ClientConn<S> {
+    /// Wraps a freshly accepted stream.
+    pub fn new(io: S, state: ConnectionState) -> Self {
+        Self {
+            stream: Some(ClientStream::Plain(Rewind::new(io))),
+            deadline: None,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: BytesMut::with_capacity(READ_CHUNK),
+            state,
+        }
+    }
+
+    /// What is known about the connection.
+    pub fn state(&self) -> &ConnectionState {
+        &self.state
+    }
+
+    /// Mutable access to the state (e.g. to record the authenticated user).
+    pub fn state_mut(&mut self) -> &mut ConnectionState {
+        &mut self.state
+    }
+
+    /// Bytes read from the client but not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.read_buf
+    }
+
+    pub(crate) fn read_buf_mut(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    pub(crate) fn stream(&self) -> Option<&ClientStream<S>> {
+        self.stream.as_ref()
+    }
+
+    /// Takes the stream out for an upgrade, with the unread bytes it must replay.
+    pub(crate) fn take_stream(&mut self) -> Result<(ClientStream<S>, Bytes), GatewayError> {
+        let stream = self.stream.take().ok_or(GatewayError::Closed)?;
+        Ok((stream, self.read_buf.split().freeze()))
+    }
+
+    pub(crate) fn put_stream(&mut self, stream: ClientStream<S>) {
+        self.stream = Some(stream);
+    }
+
+    /// Bounds every later wait on the client by `deadline` (`None`: no bound).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// The current deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Reads more bytes into the read buffer; `Ok(0)` at end of stream.
+    pub async fn fill(&mut self) -> Result<usize, GatewayError> {
+        self.read_buf.reserve(READ_CHUNK);
+        let deadline = self.deadline;
+        let stream = self.stream.as_mut().ok_or(GatewayError::Closed)?;
+        Ok(bounded(deadline, stream.read_buf(&mut self.read_buf)).await??)
+    }
+
+    /// Reads one startup-phase packet (StartupMessage, SSLRequest, GSSENCRequest or
+    /// CancelRequest), at most 10 000 bytes as PostgreSQL allows. `None` at end of stream.
+    pub async fn read_startup_packet(&mut self) -> Result<Option<StartupPacket>, GatewayError> {
+        loop {
+            if let Some(packet) = StartupPacket::split(
+                &mut self.read_buf,
+                pgbastion_wire::limits::MAX_STARTUP_PACKET_LEN,
+            )? {
+                return Ok(Some(packet));
+            }
+            if self.fill().await? == 0 {
+                return end_of_stream(&self.read_buf);
+            }
+        }
+    }
+
+    /// Reads one tagged message of at most `max_len` bytes. `None` at end of stream.
+    pub async fn read_frame(&mut self, max_len: usize) -> Result<Option<Frame>, GatewayError> {
+        let mut decoder = FrameDecoder::new(max_len);
+        loop {
+            if let Some(frame) = decoder.decode(&mut self.read_buf)? {
+                return Ok(Some(frame));
+            }
+            if self.fill().await? == 0 {
+                return end_of_stream(&self.read_buf);
+            }
+        }
+    }
+
+    /// Queues a message for the client (sent at the next [`flush`](Self::flush)).
+    pub fn send(&mut self, message: &BackendMessage) -> Result<(), GatewayError> {
+        message.encode(&mut self.write_buf)?;
+        Ok(())
+    }
+
+    /// Queues raw bytes (already-encoded messages) for the client.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.write_buf.extend_from_slice(bytes);
+    }
+
+    /// Queues an ErrorResponse.
+    pub fn send_error(&mut self, error: ErrorResponse) -> Result<(), GatewayError> {
+        self.send(&BackendMessage::ErrorResponse(error))
+    }
+
+    /// Queues a ParameterStatus.
+    pub fn send_parameter_status(&mut self, name: &str, value: &str) -> Result<(), GatewayError> {
+        self.send(&BackendMessage::ParameterStatus {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+
+    /// Queues a BackendKeyData (the key is 4 bytes for protocol 3.0, up to 256 for 3.2).
+    pub fn send_backend_key_data(
+        &mut self,
+        process_id: u32,
+        secret_key: Bytes,
+    ) -> Result<(), GatewayError> {
+        self.send(&BackendMessage::BackendKeyData {
+            process_id,
+            secret_key,
+        })
+    }
+
+    /// Queues a ReadyForQuery.
+    pub fn send_ready_for_query(&mut self, status: TransactionStatus) -> Result<(), GatewayError> {
+        self.send(&BackendMessage::ReadyForQuery(status))
+    }
+
+    /// Writes everything queued to the client.
+    pub async fn flush(&mut self) -> Result<(), GatewayError> {
+        let deadline = self.deadline;
+        let stream = self.stream.as_mut().ok_or(GatewayError::Closed)?;
+        bounded(deadline, async {
+            stream.write_all(&self.write_buf).await?;
+            stream.flush().await
+        })
+        .await??;
+        self.write_buf.clear();
+        Ok(())
+    }
+
+    /// Gives up protocol processing and returns the raw stream with unread bytes.
+    pub fn detach(self) -> Result<Detached<S>, GatewayError> {
+        Ok(Detached {
+            stream: self.stream.ok_or(GatewayError::Closed)?,
+            buffered: self.read_buf.freeze(),
+            state: self.state,
+        })
+    }
+}
+
+/// Runs `work`, failing with [`GatewayError::Timeout`] at `deadline`.
+pub(crate) async fn bounded<T>(
+    deadline: Option<Instant>,
+    work: impl Future<Output = T>,
+) -> Result<T, GatewayError> {
+    match deadline {
+        Some(at) => timeout_at(at, work).await.map_err(|_| GatewayError::Timeout),
+        None => Ok(work.await),
+    }
+}
+
+fn end_of_stream<T>(buffered: &BytesMut) -> Result<Option<T>, GatewayError> {
+    if buffered.is_empty() {
+        Ok(None)
+    } else {
+        Err(GatewayError::UnexpectedEof)
+    }
+}

@@ -1,0 +1,195 @@
+//! The connection driver: runs the lifecycle for one client, calling the hooks.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use pgbastion_wire::{
+    BackendMessage, CancelRequest, ErrorResponse, FrontendTag, Severity, SqlState,
+    TransactionStatus,
+};
+use rand::RngCore;
+use tokio::time::Instant;
+
+use crate::auth;
+use crate::config::GatewayConfig;
+use crate::conn::{ClientConn, ClientIo, Detached};
+use crate::error::GatewayError;
+use crate::handshake::{self, Startup};
+use crate::hooks::{Flow, Hooks};
+use crate::state::{ConnectionState, Phase};
+
+/// How [`accept`] ended.
+#[derive(Debug)]
+pub enum Outcome<S> {
+    /// The client is authenticated and got ReadyForQuery (unless `after_auth` handled that);
+    /// drive the session yourself or pass it to [`serve`].
+    Authenticated(ClientConn<S>),
+    /// `on_startup` returned [`Flow::Handled`]: the connection is yours from the startup
+    /// message on.
+    Handled(ClientConn<S>),
+    /// A hook asked to detach: the raw stream and unread bytes.
+    Detached(Detached<S>),
+    /// The connection carried a CancelRequest (nothing else can follow on it).
+    Cancel {
+        /// The request.
+        request: CancelRequest,
+        /// Who sent it.
+        state: ConnectionState,
+    },
+    /// The client went away before sending anything that needed an answer.
+    Closed,
+}
+
+/// Runs PROXY header → TLS → startup → authentication for one client. On failure the
+/// client has been sent a FATAL ErrorResponse (when it could be) and the error is returned
+/// for logging.
+pub async fn accept<S: ClientIo, H: Hooks>(
+    io: S,
+    peer: SocketAddr,
+    config: &GatewayConfig,
+    hooks: &H,
+) -> Result<Outcome<S>, GatewayError> {
+    let mut conn = ClientConn::new(io, ConnectionState::new(peer));
+    conn.set_deadline(Some(Instant::now() + config.auth_timeout));
+    match run_handshake(&mut conn, config, hooks).await {
+        Ok(Step::Proceed) => {
+            conn.set_deadline(None);
+            Ok(Outcome::Authenticated(conn))
+        }
+        Ok(Step::Handled) => {
+            conn.set_deadline(None);
+            Ok(Outcome::Handled(conn))
+        }
+        Ok(Step::Detach) => Ok(Outcome::Detached(conn.detach()?)),
+        Ok(Step::Cancel(request)) => Ok(Outcome::Cancel {
+            request,
+            state: conn.state().clone(),
+        }),
+        Ok(Step::Closed) => Ok(Outcome::Closed),
+        Err(error) => {
+            report(&mut conn, &error).await;
+            Err(error)
+        }
+    }
+}
+
+/// Sends the client the error `error` maps to, if any, ignoring write failures (the client
+/// may be gone; the original error is what matters).
+pub async fn report<S: ClientIo>(conn: &mut ClientConn<S>, error: &GatewayError) {
+    if let Some(response) = error.client_error() {
+        if conn.send_error(response).is_ok() {
+            let _ = conn.flush().await;
+        }
+    }
+}
+
+enum Step {
+    Proceed,
+    Handled,
+    Detach,
+    Cancel(CancelRequest),
+    Closed,
+}
+
+async fn run_handshake<S: ClientIo, H: Hooks>(
+    conn: &mut ClientConn<S>,
+    config: &GatewayConfig,
+    hooks: &H,
+) -> Result<Step, GatewayError> {
+    handshake::read_proxy_header(conn, config).await?;
+    match handshake::read_startup(conn, config, hooks).await? {
+        Startup::Started => {}
+        Startup::Cancel(request) => return Ok(Step::Cancel(request)),
+        Startup::Closed => return Ok(Step::Closed),
+        Startup::Detach => return Ok(Step::Detach),
+    }
+    match hooks.on_startup(conn).await? {
+        Flow::Continue => {}
+        Flow::Handled => return Ok(Step::Handled),
+        Flow::Detach => return Ok(Step::Detach),
+    }
+    let method = hooks.auth_method(conn.state()).await?;
+    auth::authenticate(conn, config, hooks, &method).await?;
+    conn.send(&BackendMessage::Authentication(
+        pgbastion_wire::Authentication::Ok,
+    ))?;
+    conn.state_mut().phase = Phase::Authenticated;
+    match hooks.after_auth(conn).await? {
+        Flow::Continue => send_ready(conn, config)?,
+        Flow::Handled => {}
+        Flow::Detach => return Ok(Step::Detach),
+    }
+    conn.flush().await?;
+    Ok(Step::Proceed)
+}
+
+/// Queues the standard end of startup: ParameterStatus, BackendKeyData, ReadyForQuery.
+fn send_ready<S: ClientIo>(
+    conn: &mut ClientConn<S>,
+    config: &GatewayConfig,
+) -> Result<(), GatewayError> {
+    conn.send_parameter_status("server_version", &config.server_version)?;
+    for (name, value) in &config.parameter_status {
+        conn.send_parameter_status(name, value)?;
+    }
+    let key_len = if conn.state().client.as_ref().map(|c| c.version.minor) >= Some(2) {
+        32
+    } else {
+        4
+    };
+    let mut key = vec![0u8; key_len];
+    let mut rng = rand::thread_rng();
+    rng.fill_bytes(&mut key);
+    conn.send_backend_key_data(rng.next_u32() & 0x7fff_ffff, Bytes::from(key))?;
+    conn.send_ready_for_query(TransactionStatus::Idle)
+}
+
+/// Drives an authenticated session: every client message goes to [`Hooks::on_message`];
+/// messages no hook handled get a `0A000` error (and ReadyForQuery after Query or Sync) so
+/// clients never hang. Returns when the client sends Terminate or goes away.
+pub async fn serve<S: ClientIo, H: Hooks>(
+    mut conn: ClientConn<S>,
+    config: &GatewayConfig,
+    hooks: &H,
+) -> Result<(), GatewayError> {
+    loop {
+        let frame = match conn.read_frame(config.max_message_len).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(()),
+            Err(error) => {
+                report(&mut conn, &error).await;
+                return Err(error);
+            }
+        };
+        let tag = FrontendTag::from_byte(frame.tag);
+        if tag == Some(FrontendTag::Terminate) {
+            return Ok(());
+        }
+        match hooks.on_message(&mut conn, frame).await {
+            Ok(Flow::Handled) => {}
+            Ok(Flow::Continue) => answer_unhandled(&mut conn, tag)?,
+            Ok(Flow::Detach) => return Ok(()),
+            Err(error) => {
+                let error = GatewayError::Hook(error);
+                report(&mut conn, &error).await;
+                return Err(error);
+            }
+        }
+        conn.flush().await?;
+    }
+}
+
+fn answer_unhandled<S: ClientIo>(
+    conn: &mut ClientConn<S>,
+    tag: Option<FrontendTag>,
+) -> Result<(), GatewayError> {
+    if matches!(tag, Some(FrontendTag::Query | FrontendTag::Sync)) {
+        conn.send_error(ErrorResponse::new(
+            Severity::Error,
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "this server does not handle that message",
+        ))?;
+        conn.send_ready_for_query(TransactionStatus::Idle)?;
+    }
+    Ok(())
+}

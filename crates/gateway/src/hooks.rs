@@ -1,0 +1,261 @@
+//! The [`Hooks`] trait: where a user of the library decides what the gateway does.
+//!
+//! Hook order for one connection:
+//!
+//! 1. PROXY header (policy from [`GatewayConfig`](crate::GatewayConfig), no hook)
+//! 2. TLS upgrade → [`Hooks::after_tls`] (only when TLS was negotiated)
+//! 3. StartupMessage → [`Hooks::on_startup`]
+//! 4. [`Hooks::auth_method`] picks the mode → the exchange → [`Hooks::validate_credentials`]
+//!    (or [`Hooks::scram_secret`] for SCRAM)
+//! 5. AuthenticationOk → [`Hooks::after_auth`]
+//! 6. Every client message → [`Hooks::on_message`] (when the gateway drives the session with
+//!    [`serve`](crate::serve))
+//!
+//! Every hook has a default, so `impl Hooks for MyServer {}` is a trust-everyone server.
+
+use std::fmt;
+use std::future::Future;
+
+use pgbastion_auth::scram::ScramSecret;
+use pgbastion_wire::Frame;
+
+use crate::conn::{ClientConn, ClientIo};
+use crate::state::ConnectionState;
+
+/// What to do after a hook ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Carry on with the built-in processing.
+    Continue,
+    /// The hook answered the client itself; skip the built-in processing of this step.
+    Handled,
+    /// Stop processing and hand the raw stream back ([`Outcome::Detached`](crate::Outcome)).
+    Detach,
+}
+
+/// How a client proves who it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// No credential asked for.
+    Trust,
+    /// `AuthenticationCleartextPassword`; the password goes to [`Hooks::validate_credentials`].
+    Cleartext,
+    /// `AuthenticationMD5Password` with a fresh salt per connection.
+    Md5,
+    /// SASL `SCRAM-SHA-256`, and `SCRAM-SHA-256-PLUS` (channel binding `tls-server-end-point`)
+    /// over TLS. The secret comes from [`Hooks::scram_secret`].
+    ScramSha256,
+    /// A TLS client certificate verified against the configured CA; by default its common
+    /// name must equal the startup user.
+    Certificate,
+    /// SASL `OAUTHBEARER` (RFC 7628, as PostgreSQL 18): the bearer token goes to the hook;
+    /// failures answer with the discovery document of `issuer`.
+    OAuthBearer {
+        /// The issuer URL (or its full `/.well-known/...` discovery URL).
+        issuer: String,
+        /// Scopes the client must request.
+        scope: String,
+    },
+    /// A JWT sent as a cleartext password (CockroachDB pg-auth-proxy style).
+    JwtPassword,
+}
+
+/// A credential presented by a client, one variant per mode. `Debug` never shows secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// A cleartext password.
+    Password {
+        /// Startup user.
+        user: String,
+        /// The password.
+        password: String,
+    },
+    /// An md5 response: `"md5" + hex(md5(hex(md5(password + user)) + salt))`.
+    Md5 {
+        /// Startup user.
+        user: String,
+        /// What the client sent.
+        response: String,
+        /// The salt this connection used.
+        salt: [u8; 4],
+    },
+    /// A verified TLS client certificate.
+    Certificate {
+        /// Startup user.
+        user: String,
+        /// The certificate subject's common name.
+        common_name: Option<String>,
+    },
+    /// A bearer token from OAUTHBEARER.
+    BearerToken {
+        /// Startup user.
+        user: String,
+        /// The token.
+        token: String,
+    },
+    /// A JWT sent as the password.
+    Jwt {
+        /// Startup user.
+        user: String,
+        /// The token.
+        token: String,
+    },
+}
+
+impl Credential {
+    /// The startup user the credential was presented for.
+    pub fn user(&self) -> &str {
+        match self {
+            Self::Password { user, .. }
+            | Self::Md5 { user, .. }
+            | Self::Certificate { user, .. }
+            | Self::BearerToken { user, .. }
+            | Self::Jwt { user, .. } => user,
+        }
+    }
+
+    /// Checks an md5 or cleartext credential against a stored secret (a plaintext password
+    /// or an `md5...` hash), in constant time. Other credentials never match.
+    pub fn matches_password(&self, stored: &str) -> bool {
+        match self {
+            Self::Password { password, .. } => {
+                pgbastion_auth::md5::constant_time_eq(password.as_bytes(), stored.as_bytes())
+            }
+            Self::Md5 {
+                user,
+                response,
+                salt,
+            } => pgbastion_auth::md5::verify_md5_response(stored, user, *salt, response),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self {
+            Self::Password { .. } => "Password",
+            Self::Md5 { .. } => "Md5",
+            Self::Certificate { common_name, .. } => {
+                return f
+                    .debug_struct("Certificate")
+                    .field("user", &self.user())
+                    .field("common_name", common_name)
+                    .finish();
+            }
+            Self::BearerToken { .. } => "BearerToken",
+            Self::Jwt { .. } => "Jwt",
+        };
+        f.debug_struct(kind)
+            .field("user", &self.user())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An error a hook reports. Its message is shown to the client, so keep secrets out of it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct HookError {
+    /// The SQLSTATE the client receives.
+    pub code: pgbastion_wire::SqlState,
+    /// The message the client receives.
+    pub message: String,
+}
+
+impl HookError {
+    /// An error with `code` and `message`.
+    pub fn new(code: pgbastion_wire::SqlState, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result type of hooks.
+pub type HookResult<T> = Result<T, HookError>;
+
+/// Callbacks that shape each connection. All have defaults; implement the ones you need.
+///
+/// Methods take the connection (`&mut ClientConn<S>`) where a hook may want to write to the
+/// client, and only the state where it may not.
+pub trait Hooks: Send + Sync {
+    /// After the TLS handshake: SNI, ALPN and the client certificate are in `conn.state().tls`.
+    /// Return [`Flow::Detach`] to take the stream (e.g. an SNI router).
+    fn after_tls<S: ClientIo>(
+        &self,
+        conn: &mut ClientConn<S>,
+    ) -> impl Future<Output = HookResult<Flow>> + Send {
+        let _ = conn;
+        async { Ok(Flow::Continue) }
+    }
+
+    /// After the StartupMessage (in `conn.state().client`). [`Flow::Handled`] skips the
+    /// gateway's authentication: the connection is returned as
+    /// [`Outcome::Handled`](crate::Outcome) for the caller to drive.
+    fn on_startup<S: ClientIo>(
+        &self,
+        conn: &mut ClientConn<S>,
+    ) -> impl Future<Output = HookResult<Flow>> + Send {
+        let _ = conn;
+        async { Ok(Flow::Continue) }
+    }
+
+    /// The authentication mode for this connection. Default: [`AuthMethod::Trust`].
+    fn auth_method(
+        &self,
+        state: &ConnectionState,
+    ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
+        let _ = state;
+        async { Ok(AuthMethod::Trust) }
+    }
+
+    /// Decides whether a credential is valid. Default: a certificate whose common name equals
+    /// the user is accepted, everything else refused.
+    fn validate_credentials(
+        &self,
+        state: &ConnectionState,
+        credential: &Credential,
+    ) -> impl Future<Output = HookResult<bool>> + Send {
+        let _ = state;
+        let valid = matches!(
+            credential,
+            Credential::Certificate { user, common_name: Some(cn) } if user == cn
+        );
+        async move { Ok(valid) }
+    }
+
+    /// The SCRAM secret for the startup user, for [`AuthMethod::ScramSha256`]. `None` for an
+    /// unknown user: the exchange then runs against a decoy secret and fails at the end, so
+    /// clients cannot probe which users exist.
+    fn scram_secret(
+        &self,
+        state: &ConnectionState,
+    ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
+        let _ = state;
+        async { Ok(None) }
+    }
+
+    /// After AuthenticationOk was sent. [`Flow::Continue`] lets the gateway send the
+    /// configured ParameterStatus messages, a BackendKeyData and ReadyForQuery; return
+    /// [`Flow::Handled`] when the hook sends them itself (a proxy relays its backend's).
+    fn after_auth<S: ClientIo>(
+        &self,
+        conn: &mut ClientConn<S>,
+    ) -> impl Future<Output = HookResult<Flow>> + Send {
+        let _ = conn;
+        async { Ok(Flow::Continue) }
+    }
+
+    /// Every client message once authenticated, when the gateway drives the session.
+    /// [`Flow::Continue`] means "not handled": the gateway answers Query and Sync with a
+    /// `0A000` error and ReadyForQuery so the client never hangs.
+    fn on_message<S: ClientIo>(
+        &self,
+        conn: &mut ClientConn<S>,
+        frame: Frame,
+    ) -> impl Future<Output = HookResult<Flow>> + Send {
+        let _ = (conn, frame);
+        async { Ok(Flow::Continue) }
+    }
+}
