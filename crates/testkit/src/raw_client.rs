@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use pgbastion_auth::md5::md5_client_response;
 use pgbastion_auth::scram::{ChannelBinding, ClientCredential, ScramClient};
 use pgbastion_wire::{
-    Authentication, BackendMessage, CancelRequest, ErrorResponse, FrameDecoder, FrontendMessage,
+    Authentication, BackendMessage, CancelKey, ErrorResponse, FrameDecoder, FrontendMessage,
     PasswordMessage, ProtocolVersion, SaslInitialResponse, SaslResponse, StartupMessage,
     StartupPacket,
 };
@@ -66,7 +66,7 @@ pub struct RawClient {
     out: BytesMut,
     decoder: FrameDecoder,
     /// The BackendKeyData the server sent.
-    pub backend_key: Option<(u32, Bytes)>,
+    pub backend_key: Option<CancelKey>,
     /// ParameterStatus values received during startup.
     pub parameters: Vec<(String, String)>,
 }
@@ -272,10 +272,7 @@ impl RawClient {
                 BackendMessage::ParameterStatus { name, value } => {
                     self.parameters.push((name, value))
                 }
-                BackendMessage::BackendKeyData {
-                    process_id,
-                    secret_key,
-                } => self.backend_key = Some((process_id, secret_key)),
+                BackendMessage::BackendKeyData(key) => self.backend_key = Some(key),
                 BackendMessage::ReadyForQuery(_) => return Ok(()),
                 BackendMessage::NoticeResponse(_) => {}
                 BackendMessage::ErrorResponse(e) => return Err(RawClientError::Server(e)),
@@ -287,16 +284,11 @@ impl RawClient {
     /// Sends a CancelRequest for this connection's backend key over a new connection to
     /// `addr`.
     pub async fn cancel(&self, addr: SocketAddr) -> Result<(), RawClientError> {
-        let (process_id, secret_key) = self
+        let key = self
             .backend_key
             .clone()
             .ok_or_else(|| RawClientError::Unexpected("no BackendKeyData".into()))?;
         let mut canceller = Self::connect(addr).await?;
-        canceller
-            .send_packet(&StartupPacket::CancelRequest(CancelRequest {
-                process_id,
-                secret_key,
-            }))
-            .await
+        canceller.send_packet(&StartupPacket::CancelRequest(key)).await
     }
 }
