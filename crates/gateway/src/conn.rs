@@ -3,7 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use pgbastion_wire::{
-    BackendMessage, ErrorResponse, Frame, FrameDecoder, StartupPacket, TransactionStatus,
+    BackendMessage, CancelKey, ErrorResponse, Frame, FrameDecoder, StartupPacket,
+    TransactionStatus,
 };
 use std::future::Future;
 
@@ -77,10 +78,6 @@ impl<S: ClientIo> ClientConn<S> {
         &mut self.read_buf
     }
 
-    pub(crate) fn stream(&self) -> Option<&ClientStream<S>> {
-        self.stream.as_ref()
-    }
-
     /// Takes the stream out for an upgrade, with the unread bytes it must replay.
     pub(crate) fn take_stream(&mut self) -> Result<(ClientStream<S>, Bytes), GatewayError> {
         let stream = self.stream.take().ok_or(GatewayError::Closed)?;
@@ -127,7 +124,7 @@ impl<S: ClientIo> ClientConn<S> {
 
     /// Reads one tagged message of at most `max_len` bytes. `None` at end of stream.
     pub async fn read_frame(&mut self, max_len: usize) -> Result<Option<Frame>, GatewayError> {
-        let mut decoder = FrameDecoder::new(max_len);
+        let decoder = FrameDecoder::new(max_len);
         loop {
             if let Some(frame) = decoder.decode(&mut self.read_buf)? {
                 return Ok(Some(frame));
@@ -168,10 +165,9 @@ impl<S: ClientIo> ClientConn<S> {
         process_id: u32,
         secret_key: Bytes,
     ) -> Result<(), GatewayError> {
-        self.send(&BackendMessage::BackendKeyData {
-            process_id,
-            secret_key,
-        })
+        self.send(&BackendMessage::BackendKeyData(CancelKey::new(
+            process_id, secret_key,
+        )))
     }
 
     /// Queues a ReadyForQuery.

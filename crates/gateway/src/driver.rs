@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use pgbastion_wire::{
-    BackendMessage, CancelRequest, ErrorResponse, FrontendTag, Severity, SqlState,
+    BackendMessage, CancelKey, ErrorResponse, FrontendTag, Severity, SqlState,
     TransactionStatus,
 };
 use rand::RngCore;
@@ -29,10 +29,10 @@ pub enum Outcome<S> {
     Handled(ClientConn<S>),
     /// A hook asked to detach: the raw stream and unread bytes.
     Detached(Detached<S>),
-    /// The connection carried a CancelRequest (nothing else can follow on it).
+    /// The connection carried a CancelKey (nothing else can follow on it).
     Cancel {
         /// The request.
-        request: CancelRequest,
+        request: CancelKey,
         /// Who sent it.
         state: ConnectionState,
     },
@@ -87,7 +87,7 @@ enum Step {
     Proceed,
     Handled,
     Detach,
-    Cancel(CancelRequest),
+    Cancel(CancelKey),
     Closed,
 }
 

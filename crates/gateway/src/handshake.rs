@@ -1,8 +1,8 @@
 //! Everything before authentication: the PROXY header, the TLS upgrade (SSLRequest or
-//! direct TLS), GSSENCRequest, CancelRequest and the StartupMessage with protocol version
+//! direct TLS), GSSENCRequest, CancelKey and the StartupMessage with protocol version
 //! negotiation.
 
-use pgbastion_wire::{BackendMessage, CancelRequest, ProtocolVersion, StartupMessage, StartupPacket};
+use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion, StartupMessage, StartupPacket};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::GatewayConfig;
@@ -24,8 +24,8 @@ pub const NEWEST_PROTOCOL: ProtocolVersion = ProtocolVersion::V3_2;
 pub(crate) enum Startup {
     /// A StartupMessage; `state.client` is filled in.
     Started,
-    /// A CancelRequest: the connection carries nothing else.
-    Cancel(CancelRequest),
+    /// A CancelKey: the connection carries nothing else.
+    Cancel(CancelKey),
     /// The client went away before sending a startup packet (e.g. a port probe).
     Closed,
     /// `after_tls` asked to detach.
@@ -65,7 +65,7 @@ pub(crate) async fn read_proxy_header<S: ClientIo>(
     Ok(())
 }
 
-/// Runs the startup loop until a StartupMessage or CancelRequest arrives, upgrading to TLS
+/// Runs the startup loop until a StartupMessage or CancelKey arrives, upgrading to TLS
 /// on the way when asked. `after_tls` runs right after a successful upgrade.
 pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,

@@ -32,7 +32,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
             // No initial response: ask for it with an empty challenge (RFC 4422 section 5).
             challenge(conn, Authentication::SaslContinue(Bytes::new())).await?;
             let frame = read_auth_response(conn, "SASL response").await?;
-            SaslResponse::decode(&frame.body)?.data
+            SaslResponse::decode(&frame.body).data
         }
     };
     let parsed = oauthbearer::parse_initial_response(&data).map_err(sasl)?;
@@ -56,7 +56,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     };
     challenge(conn, Authentication::SaslContinue(Bytes::from(error.to_json()))).await?;
     let frame = read_auth_response(conn, "SASL response").await?;
-    oauthbearer::parse_error_acknowledgement(&SaslResponse::decode(&frame.body)?.data)
+    oauthbearer::parse_error_acknowledgement(&SaslResponse::decode(&frame.body).data)
         .map_err(sasl)?;
     Err(GatewayError::AuthFailed {
         method: "OAuth bearer",

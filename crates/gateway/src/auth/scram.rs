@@ -40,7 +40,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     challenge(conn, Authentication::SaslContinue(Bytes::from(server_first))).await?;
 
     let frame = read_auth_response(conn, "SASL response").await?;
-    let response = SaslResponse::decode(&frame.body)?;
+    let response = SaslResponse::decode(&frame.body);
     let outcome = server
         .handle_client_final(&response.data)
         .map_err(|e| scram_error(e, &user))?;
