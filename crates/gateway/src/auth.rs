@@ -25,7 +25,10 @@ pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(
 ) -> Result<(), GatewayError> {
     let user = startup_user(conn);
     match method {
-        AuthMethod::Trust => Ok(()),
+        AuthMethod::Trust => {
+            conn.state_mut().authenticated_user = Some(user);
+            Ok(())
+        }
         AuthMethod::Cleartext => {
             let password = request_password(conn).await?;
             let credential = Credential::Password {
