@@ -188,6 +188,28 @@ impl<S: ClientIo> ClientConn<S> {
         Ok(())
     }
 
+    /// Ends the connection politely after a final message: flushes, sends TLS close_notify
+    /// and FIN, then reads (and discards) what the client already sent, for at most 250 ms
+    /// and 64 KiB. Closing a socket with unread bytes makes the kernel send a reset, which can
+    /// destroy the error message in flight before the client reads it.
+    pub async fn close_gracefully(&mut self) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        let drain = async {
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 4096];
+            let mut left = 64 * 1024usize;
+            while left > 0 {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(250), drain).await;
+    }
+
     /// Gives up protocol processing and returns the raw stream with unread bytes.
     pub fn detach(self) -> Result<Detached<S>, GatewayError> {
         Ok(Detached {

@@ -77,8 +77,8 @@ pub async fn accept<S: ClientIo, H: Hooks>(
 /// may be gone; the original error is what matters).
 pub async fn report<S: ClientIo>(conn: &mut ClientConn<S>, error: &GatewayError) {
     if let Some(response) = error.client_error() {
-        if conn.send_error(response).is_ok() {
-            let _ = conn.flush().await;
+        if conn.send_error(response).is_ok() && conn.flush().await.is_ok() {
+            conn.close_gracefully().await;
         }
     }
 }

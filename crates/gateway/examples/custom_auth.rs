@@ -1,0 +1,151 @@
+//! A server with its own user table and a custom validate hook: cleartext for `alice`, md5
+//! for `bob`, SCRAM-SHA-256 for everyone else; queries answer `hello <user>`.
+//!
+//! ```sh
+//! cargo run -p pgbastion-gateway --example custom_auth -- 127.0.0.1:6434
+//! PGPASSWORD=wonderland psql "host=127.0.0.1 port=6434 user=alice" -c 'select 1'
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pgbastion_auth::scram::{ScramSecret, DEFAULT_ITERATIONS};
+use pgbastion_gateway::{
+    accept, serve, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
+    GatewayConfig, HookResult, Hooks, Outcome,
+};
+use pgbastion_wire::{
+    BackendMessage, DataRow, FieldDescription, Frame, FrontendTag, TransactionStatus,
+};
+use tokio::net::TcpListener;
+
+/// Users and their passwords; SCRAM secrets are derived once at start.
+pub struct UserTable {
+    passwords: HashMap<String, String>,
+    scram: HashMap<String, ScramSecret>,
+}
+
+impl UserTable {
+    /// A table from `(user, password)` pairs.
+    pub fn new(users: &[(&str, &str)]) -> Self {
+        let passwords: HashMap<String, String> = users
+            .iter()
+            .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+            .collect();
+        let scram = passwords
+            .iter()
+            .map(|(u, p)| (u.clone(), ScramSecret::generate(p.as_bytes(), DEFAULT_ITERATIONS)))
+            .collect();
+        Self { passwords, scram }
+    }
+
+    fn user(state: &ConnectionState) -> String {
+        state.client.as_ref().map(|c| c.user().to_owned()).unwrap_or_default()
+    }
+}
+
+impl Hooks for UserTable {
+    fn auth_method(
+        &self,
+        state: &ConnectionState,
+    ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
+        let method = match Self::user(state).as_str() {
+            "alice" => AuthMethod::Cleartext,
+            "bob" => AuthMethod::Md5,
+            _ => AuthMethod::ScramSha256,
+        };
+        async move { Ok(method) }
+    }
+
+    fn validate_credentials(
+        &self,
+        _state: &ConnectionState,
+        credential: &Credential,
+    ) -> impl Future<Output = HookResult<bool>> + Send {
+        let valid = self
+            .passwords
+            .get(credential.user())
+            .is_some_and(|stored| credential.matches_password(stored));
+        async move { Ok(valid) }
+    }
+
+    fn scram_secret(
+        &self,
+        state: &ConnectionState,
+    ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
+        let secret = self.scram.get(&Self::user(state)).cloned();
+        async move { Ok(secret) }
+    }
+
+    fn on_message<S: ClientIo>(
+        &self,
+        conn: &mut ClientConn<S>,
+        frame: Frame,
+    ) -> impl Future<Output = HookResult<Flow>> + Send {
+        async move {
+            if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
+                return Ok(Flow::Continue);
+            }
+            let greeting = format!(
+                "hello {}",
+                conn.state().authenticated_user.as_deref().unwrap_or("stranger")
+            );
+            let field = FieldDescription {
+                name: "greeting".into(),
+                table_oid: 0,
+                column_id: 0,
+                type_oid: 25,
+                type_size: -1,
+                type_modifier: -1,
+                format: 0,
+            };
+            let row = DataRow::new([Some(greeting.as_bytes())]).map_err(internal)?;
+            for message in [
+                BackendMessage::RowDescription { fields: vec![field] },
+                BackendMessage::DataRow(row),
+                BackendMessage::CommandComplete { tag: "SELECT 1".into() },
+                BackendMessage::ReadyForQuery(TransactionStatus::Idle),
+            ] {
+                conn.send(&message).map_err(internal)?;
+            }
+            Ok(Flow::Handled)
+        }
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> pgbastion_gateway::HookError {
+    pgbastion_gateway::HookError::new(pgbastion_wire::SqlState::INTERNAL_ERROR, error.to_string())
+}
+
+/// Serves clients from `listener`.
+pub async fn run(listener: TcpListener, users: Arc<UserTable>) {
+    let config = Arc::new(GatewayConfig::default());
+    while let Ok((stream, peer)) = listener.accept().await {
+        let (config, users) = (config.clone(), users.clone());
+        tokio::spawn(async move {
+            if let Ok(Outcome::Authenticated(conn)) = accept(stream, peer, &config, &*users).await {
+                let _ = serve(conn, &config, &*users).await;
+            }
+        });
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:6434".into())
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let users = Arc::new(UserTable::new(&[
+        ("alice", "wonderland"),
+        ("bob", "builder"),
+        ("carol", "singer"),
+    ]));
+    let listener = TcpListener::bind(addr).await?;
+    println!("custom-auth server on {addr}: alice/wonderland (cleartext), bob/builder (md5), carol/singer (SCRAM)");
+    run(listener, users).await;
+    Ok(())
+}

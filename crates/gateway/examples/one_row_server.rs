@@ -1,0 +1,83 @@
+//! A server where every query answers one row, `test-field = test-value`: the functional-test
+//! server Teleport ships, in a few lines on the gateway library.
+//!
+//! ```sh
+//! cargo run -p pgbastion-gateway --example one_row_server -- 127.0.0.1:6433
+//! psql "host=127.0.0.1 port=6433 user=anyone" -c 'select whatever'
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use pgbastion_gateway::{accept, serve, ClientConn, ClientIo, Flow, GatewayConfig, HookResult, Hooks, Outcome};
+use pgbastion_wire::{
+    BackendMessage, DataRow, FieldDescription, Frame, FrontendTag, TransactionStatus,
+};
+use tokio::net::TcpListener;
+
+/// Trusts everyone and answers every Query with one row.
+pub struct OneRow;
+
+impl Hooks for OneRow {
+    fn on_message<S: ClientIo>(
+        &self,
+        conn: &mut ClientConn<S>,
+        frame: Frame,
+    ) -> impl Future<Output = HookResult<Flow>> + Send {
+        async move {
+            if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
+                return Ok(Flow::Continue);
+            }
+            let field = FieldDescription {
+                name: "test-field".into(),
+                table_oid: 0,
+                column_id: 0,
+                type_oid: 25,
+                type_size: -1,
+                type_modifier: -1,
+                format: 0,
+            };
+            let row = DataRow::new([Some(&b"test-value"[..])]).map_err(internal)?;
+            for message in [
+                BackendMessage::RowDescription { fields: vec![field] },
+                BackendMessage::DataRow(row),
+                BackendMessage::CommandComplete { tag: "SELECT 1".into() },
+                BackendMessage::ReadyForQuery(TransactionStatus::Idle),
+            ] {
+                conn.send(&message).map_err(internal)?;
+            }
+            Ok(Flow::Handled)
+        }
+    }
+}
+
+fn internal(error: impl std::fmt::Display) -> pgbastion_gateway::HookError {
+    pgbastion_gateway::HookError::new(pgbastion_wire::SqlState::INTERNAL_ERROR, error.to_string())
+}
+
+/// Serves clients from `listener` until the task is dropped.
+pub async fn run(listener: TcpListener, config: GatewayConfig) {
+    let config = Arc::new(config);
+    while let Ok((stream, peer)) = listener.accept().await {
+        let config = config.clone();
+        tokio::spawn(async move {
+            if let Ok(Outcome::Authenticated(conn)) = accept(stream, peer, &config, &OneRow).await {
+                let _ = serve(conn, &config, &OneRow).await;
+            }
+        });
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let addr: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:6433".into())
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listener = TcpListener::bind(addr).await?;
+    println!("one-row server on {addr}");
+    run(listener, GatewayConfig::default()).await;
+    Ok(())
+}
