@@ -80,7 +80,12 @@ mod tests {
         let salt = [1, 2, 3, 4];
         let response = md5_client_response("alice", "secret", salt);
         assert!(verify_md5_response("secret", "alice", salt, &response));
-        assert!(verify_md5_response(&md5_hash("alice", "secret"), "alice", salt, &response));
+        assert!(verify_md5_response(
+            &md5_hash("alice", "secret"),
+            "alice",
+            salt,
+            &response
+        ));
         assert!(!verify_md5_response("wrong", "alice", salt, &response));
         assert!(!verify_md5_response("secret", "bob", salt, &response));
         assert!(!verify_md5_response("secret", "alice", [0; 4], &response));

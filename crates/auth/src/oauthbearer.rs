@@ -65,12 +65,20 @@ pub fn parse_initial_response(input: &[u8]) -> Result<ClientInitialResponse, OAu
         [] => return Err(OAuthBearerError::Malformed("the message is empty")),
         [b'p', ..] => return Err(OAuthBearerError::ChannelBindingRequested),
         [b'n' | b'y', b',', rest @ ..] => rest,
-        _ => return Err(OAuthBearerError::Malformed("unexpected channel-binding flag")),
+        _ => {
+            return Err(OAuthBearerError::Malformed(
+                "unexpected channel-binding flag",
+            ))
+        }
     };
     let rest = match rest {
         [b'a', ..] => return Err(OAuthBearerError::AuthzidNotSupported),
         [b',', KVSEP, rest @ ..] => rest,
-        _ => return Err(OAuthBearerError::Malformed("expected \",\" and a key-value separator")),
+        _ => {
+            return Err(OAuthBearerError::Malformed(
+                "expected \",\" and a key-value separator",
+            ))
+        }
     };
     let auth = parse_kvpairs(rest)?;
     if auth.is_empty() {
@@ -90,7 +98,9 @@ fn parse_kvpairs(mut input: &[u8]) -> Result<&[u8], OAuthBearerError> {
         let (pair, after) = (&input[..end], &input[end + 1..]);
         if pair.is_empty() {
             if !after.is_empty() {
-                return Err(OAuthBearerError::Malformed("data after the final terminator"));
+                return Err(OAuthBearerError::Malformed(
+                    "data after the final terminator",
+                ));
             }
             return auth.ok_or(OAuthBearerError::Malformed("no auth value"));
         }
@@ -100,10 +110,8 @@ fn parse_kvpairs(mut input: &[u8]) -> Result<&[u8], OAuthBearerError> {
             .ok_or(OAuthBearerError::Malformed("a key without a value"))?;
         let (key, value) = (&pair[..eq], &pair[eq + 1..]);
         validate_kvpair(key, value)?;
-        if key == b"auth" {
-            if auth.replace(value).is_some() {
-                return Err(OAuthBearerError::Malformed("multiple auth values"));
-            }
+        if key == b"auth" && auth.replace(value).is_some() {
+            return Err(OAuthBearerError::Malformed("multiple auth values"));
         }
         input = after;
     }
@@ -146,7 +154,9 @@ pub fn parse_error_acknowledgement(input: &[u8]) -> Result<(), OAuthBearerError>
     if input == [KVSEP] {
         Ok(())
     } else {
-        Err(OAuthBearerError::Malformed("the client did not send a kvsep response"))
+        Err(OAuthBearerError::Malformed(
+            "the client did not send a kvsep response",
+        ))
     }
 }
 
@@ -255,7 +265,10 @@ mod tests {
         ];
         for case in cases {
             assert!(
-                matches!(parse_initial_response(case), Err(OAuthBearerError::Malformed(_))),
+                matches!(
+                    parse_initial_response(case),
+                    Err(OAuthBearerError::Malformed(_))
+                ),
                 "accepted {case:?}"
             );
         }

@@ -14,7 +14,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
 
-pub use client::{ChannelBinding, ClientCredential, ScramClient, ScramClientFinalSent, MAX_ITERATIONS};
+pub use client::{
+    ChannelBinding, ClientCredential, ScramClient, ScramClientFinalSent, MAX_ITERATIONS,
+};
 pub use keys::{Key, KEY_LEN};
 pub use secret::{ScramSecret, DEFAULT_ITERATIONS};
 pub use server::{ScramServer, ScramServerFirstSent, ScramSuccess, ServerBinding};

@@ -36,13 +36,22 @@ impl UserTable {
             .collect();
         let scram = passwords
             .iter()
-            .map(|(u, p)| (u.clone(), ScramSecret::generate(p.as_bytes(), DEFAULT_ITERATIONS)))
+            .map(|(u, p)| {
+                (
+                    u.clone(),
+                    ScramSecret::generate(p.as_bytes(), DEFAULT_ITERATIONS),
+                )
+            })
             .collect();
         Self { passwords, scram }
     }
 
     fn user(state: &ConnectionState) -> String {
-        state.client.as_ref().map(|c| c.user().to_owned()).unwrap_or_default()
+        state
+            .client
+            .as_ref()
+            .map(|c| c.user().to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -79,39 +88,44 @@ impl Hooks for UserTable {
         async move { Ok(secret) }
     }
 
-    fn on_message<S: ClientIo>(
+    async fn on_message<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
         frame: Frame,
-    ) -> impl Future<Output = HookResult<Flow>> + Send {
-        async move {
-            if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
-                return Ok(Flow::Continue);
-            }
-            let greeting = format!(
-                "hello {}",
-                conn.state().authenticated_user.as_deref().unwrap_or("stranger")
-            );
-            let field = FieldDescription {
-                name: "greeting".into(),
-                table_oid: 0,
-                column_id: 0,
-                type_oid: 25,
-                type_size: -1,
-                type_modifier: -1,
-                format: 0,
-            };
-            let row = DataRow::new([Some(greeting.as_bytes())]).map_err(internal)?;
-            for message in [
-                BackendMessage::RowDescription { fields: vec![field] },
-                BackendMessage::DataRow(row),
-                BackendMessage::CommandComplete { tag: "SELECT 1".into() },
-                BackendMessage::ReadyForQuery(TransactionStatus::Idle),
-            ] {
-                conn.send(&message).map_err(internal)?;
-            }
-            Ok(Flow::Handled)
+    ) -> HookResult<Flow> {
+        if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
+            return Ok(Flow::Continue);
         }
+        let greeting = format!(
+            "hello {}",
+            conn.state()
+                .authenticated_user
+                .as_deref()
+                .unwrap_or("stranger")
+        );
+        let field = FieldDescription {
+            name: "greeting".into(),
+            table_oid: 0,
+            column_id: 0,
+            type_oid: 25,
+            type_size: -1,
+            type_modifier: -1,
+            format: 0,
+        };
+        let row = DataRow::new([Some(greeting.as_bytes())]).map_err(internal)?;
+        for message in [
+            BackendMessage::RowDescription {
+                fields: vec![field],
+            },
+            BackendMessage::DataRow(row),
+            BackendMessage::CommandComplete {
+                tag: "SELECT 1".into(),
+            },
+            BackendMessage::ReadyForQuery(TransactionStatus::Idle),
+        ] {
+            conn.send(&message).map_err(internal)?;
+        }
+        Ok(Flow::Handled)
     }
 }
 

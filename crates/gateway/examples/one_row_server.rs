@@ -6,11 +6,12 @@
 //! psql "host=127.0.0.1 port=6433 user=anyone" -c 'select whatever'
 //! ```
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pgbastion_gateway::{accept, serve, ClientConn, ClientIo, Flow, GatewayConfig, HookResult, Hooks, Outcome};
+use pgbastion_gateway::{
+    accept, serve, ClientConn, ClientIo, Flow, GatewayConfig, HookResult, Hooks, Outcome,
+};
 use pgbastion_wire::{
     BackendMessage, DataRow, FieldDescription, Frame, FrontendTag, TransactionStatus,
 };
@@ -20,35 +21,37 @@ use tokio::net::TcpListener;
 pub struct OneRow;
 
 impl Hooks for OneRow {
-    fn on_message<S: ClientIo>(
+    async fn on_message<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
         frame: Frame,
-    ) -> impl Future<Output = HookResult<Flow>> + Send {
-        async move {
-            if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
-                return Ok(Flow::Continue);
-            }
-            let field = FieldDescription {
-                name: "test-field".into(),
-                table_oid: 0,
-                column_id: 0,
-                type_oid: 25,
-                type_size: -1,
-                type_modifier: -1,
-                format: 0,
-            };
-            let row = DataRow::new([Some(&b"test-value"[..])]).map_err(internal)?;
-            for message in [
-                BackendMessage::RowDescription { fields: vec![field] },
-                BackendMessage::DataRow(row),
-                BackendMessage::CommandComplete { tag: "SELECT 1".into() },
-                BackendMessage::ReadyForQuery(TransactionStatus::Idle),
-            ] {
-                conn.send(&message).map_err(internal)?;
-            }
-            Ok(Flow::Handled)
+    ) -> HookResult<Flow> {
+        if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
+            return Ok(Flow::Continue);
         }
+        let field = FieldDescription {
+            name: "test-field".into(),
+            table_oid: 0,
+            column_id: 0,
+            type_oid: 25,
+            type_size: -1,
+            type_modifier: -1,
+            format: 0,
+        };
+        let row = DataRow::new([Some(&b"test-value"[..])]).map_err(internal)?;
+        for message in [
+            BackendMessage::RowDescription {
+                fields: vec![field],
+            },
+            BackendMessage::DataRow(row),
+            BackendMessage::CommandComplete {
+                tag: "SELECT 1".into(),
+            },
+            BackendMessage::ReadyForQuery(TransactionStatus::Idle),
+        ] {
+            conn.send(&message).map_err(internal)?;
+        }
+        Ok(Flow::Handled)
     }
 }
 

@@ -35,7 +35,10 @@ pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(
                 user: user.clone(),
                 password,
             };
-            validate(conn, hooks, &credential, || GatewayError::InvalidPassword { user }).await
+            validate(conn, hooks, &credential, || GatewayError::InvalidPassword {
+                user,
+            })
+            .await
         }
         AuthMethod::JwtPassword => {
             let token = request_password(conn).await?;
@@ -43,7 +46,10 @@ pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(
                 user: user.clone(),
                 token,
             };
-            validate(conn, hooks, &credential, || GatewayError::InvalidPassword { user }).await
+            validate(conn, hooks, &credential, || GatewayError::InvalidPassword {
+                user,
+            })
+            .await
         }
         AuthMethod::Md5 => md5(conn, hooks, user).await,
         AuthMethod::Certificate => certificate(conn, hooks, user).await,
@@ -127,7 +133,10 @@ async fn md5<S: ClientIo, H: Hooks>(
         response,
         salt,
     };
-    validate(conn, hooks, &credential, || GatewayError::InvalidPassword { user }).await
+    validate(conn, hooks, &credential, || GatewayError::InvalidPassword {
+        user,
+    })
+    .await
 }
 
 async fn certificate<S: ClientIo, H: Hooks>(

@@ -3,8 +3,7 @@
 
 use bytes::{Bytes, BytesMut};
 use pgbastion_wire::{
-    BackendMessage, CancelKey, ErrorResponse, Frame, FrameDecoder, StartupPacket,
-    TransactionStatus,
+    BackendMessage, CancelKey, ErrorResponse, Frame, FrameDecoder, StartupPacket, TransactionStatus,
 };
 use std::future::Future;
 
@@ -226,7 +225,9 @@ pub(crate) async fn bounded<T>(
     work: impl Future<Output = T>,
 ) -> Result<T, GatewayError> {
     match deadline {
-        Some(at) => timeout_at(at, work).await.map_err(|_| GatewayError::Timeout),
+        Some(at) => timeout_at(at, work)
+            .await
+            .map_err(|_| GatewayError::Timeout),
         None => Ok(work.await),
     }
 }

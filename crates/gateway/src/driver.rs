@@ -4,8 +4,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use pgbastion_wire::{
-    BackendMessage, CancelKey, ErrorResponse, FrontendTag, Severity, SqlState,
-    TransactionStatus,
+    BackendMessage, CancelKey, ErrorResponse, FrontendTag, Severity, SqlState, TransactionStatus,
 };
 use rand::RngCore;
 use tokio::time::Instant;

@@ -2,7 +2,9 @@
 
 use std::io;
 
-use pgbastion_wire::{DecodeError, EncodeError, ErrorResponse, ProtocolVersion, Severity, SqlState};
+use pgbastion_wire::{
+    DecodeError, EncodeError, ErrorResponse, ProtocolVersion, Severity, SqlState,
+};
 
 use crate::hooks::HookError;
 use crate::proxy_protocol::ProxyHeaderError;

@@ -53,7 +53,12 @@ pub(crate) async fn read_proxy_header<S: ClientIo>(
     };
     let peer = conn.state().peer_addr.ip();
     let present = matches!(detection, Detection::Header { .. });
-    proxy_protocol::admit(config.proxy_protocol, &config.trusted_proxies, peer, present)?;
+    proxy_protocol::admit(
+        config.proxy_protocol,
+        &config.trusted_proxies,
+        peer,
+        present,
+    )?;
     if let Detection::Header { info, len } = detection {
         let _ = conn.read_buf_mut().split_to(len);
         let state = conn.state_mut();
@@ -73,7 +78,10 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
     hooks: &H,
 ) -> Result<Startup, GatewayError> {
     if starts_with_tls_record(conn).await? {
-        let tls = config.tls.as_ref().ok_or(GatewayError::DirectTlsNotConfigured)?;
+        let tls = config
+            .tls
+            .as_ref()
+            .ok_or(GatewayError::DirectTlsNotConfigured)?;
         upgrade(conn, tls, true).await?;
         if hooks.after_tls(conn).await? == Flow::Detach {
             return Ok(Startup::Detach);

@@ -205,11 +205,17 @@ fn from_v1(header: &v1::Header<'_>) -> ProxyInfo {
     let (source, destination) = match header.addresses {
         v1::Addresses::Tcp4(a) => (
             Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((a.destination_address, a.destination_port))),
+            Some(SocketAddr::from((
+                a.destination_address,
+                a.destination_port,
+            ))),
         ),
         v1::Addresses::Tcp6(a) => (
             Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((a.destination_address, a.destination_port))),
+            Some(SocketAddr::from((
+                a.destination_address,
+                a.destination_port,
+            ))),
         ),
         v1::Addresses::Unknown => (None, None),
     };
@@ -225,11 +231,17 @@ fn from_v2(header: &v2::Header<'_>) -> ProxyInfo {
     let (source, destination) = match (header.command, header.addresses) {
         (v2::Command::Proxy, v2::Addresses::IPv4(a)) => (
             Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((a.destination_address, a.destination_port))),
+            Some(SocketAddr::from((
+                a.destination_address,
+                a.destination_port,
+            ))),
         ),
         (v2::Command::Proxy, v2::Addresses::IPv6(a)) => (
             Some(SocketAddr::from((a.source_address, a.source_port))),
-            Some(SocketAddr::from((a.destination_address, a.destination_port))),
+            Some(SocketAddr::from((
+                a.destination_address,
+                a.destination_port,
+            ))),
         ),
         _ => (None, None),
     };
@@ -330,7 +342,10 @@ mod tests {
         let Ok(Detection::Header { info, len }) = detect(&bytes) else {
             panic!("expected a header");
         };
-        assert_eq!((info.source, info.destination), (Some(source), Some(destination)));
+        assert_eq!(
+            (info.source, info.destination),
+            (Some(source), Some(destination))
+        );
         assert_eq!(len, header_len);
     }
 
@@ -339,7 +354,10 @@ mod tests {
         let mut bytes = V2_SIGNATURE.to_vec();
         bytes.extend_from_slice(&[0x2F, 0x11, 0, 12]);
         bytes.extend_from_slice(&[0; 12]);
-        assert!(matches!(detect(&bytes), Err(ProxyHeaderError::Malformed(_))));
+        assert!(matches!(
+            detect(&bytes),
+            Err(ProxyHeaderError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -360,7 +378,10 @@ mod tests {
             admit(ProxyProtocolMode::Optional, &nets, stranger, true),
             Err(ProxyHeaderError::Untrusted(stranger))
         );
-        assert_eq!(admit(ProxyProtocolMode::Optional, &nets, stranger, false), Ok(()));
+        assert_eq!(
+            admit(ProxyProtocolMode::Optional, &nets, stranger, false),
+            Ok(())
+        );
         assert_eq!(
             admit(ProxyProtocolMode::Required, &nets, lb, false),
             Err(ProxyHeaderError::Missing)

@@ -143,10 +143,9 @@ impl TlsConfig {
         resolver: Arc<dyn CertResolver>,
         client_ca_pem: Option<&[u8]>,
     ) -> Result<Self, TlsConfigError> {
-        let builder = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?;
+        let builder =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?;
         let builder = match client_ca_pem {
             Some(pem) => {
                 let mut roots = RootCertStore::empty();

@@ -1,15 +1,15 @@
 //! Every client authentication mode, with real clients: tokio-postgres, psql (libpq) and,
 //! for OAUTHBEARER (libpq 15 cannot), a client on pgbastion-wire.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use bytes::Bytes;
 use common::*;
 use pgbastion_gateway::GatewayConfig;
 use pgbastion_testkit::RawClient;
-use pgbastion_wire::{
-    Authentication, BackendMessage, SaslInitialResponse, SaslResponse, SqlState,
-};
+use pgbastion_wire::{Authentication, BackendMessage, SaslInitialResponse, SaslResponse, SqlState};
 
 fn sqlstate(error: &tokio_postgres::Error) -> Option<String> {
     error.as_db_error().map(|e| e.code().code().to_owned())
@@ -39,13 +39,26 @@ async fn tokio_postgres_logs_in_with_every_password_mode() {
 async fn wrong_credentials_get_28p01_naming_the_user() {
     let addr = start_server(GatewayConfig::default()).await;
     within("wrong passwords", async {
-        for user in ["clear_bob", "md5_bob", "scram_bob", "scram_unknown", "jwt_bob"] {
+        for user in [
+            "clear_bob",
+            "md5_bob",
+            "scram_bob",
+            "scram_unknown",
+            "jwt_bob",
+        ] {
             let error = tokio_postgres_query(addr, user, Some("wrong"))
                 .await
                 .unwrap_err();
-            assert_eq!(sqlstate(&error).as_deref(), Some("28P01"), "{user}: {error}");
+            assert_eq!(
+                sqlstate(&error).as_deref(),
+                Some("28P01"),
+                "{user}: {error}"
+            );
             let message = error.as_db_error().unwrap().message().to_owned();
-            assert_eq!(message, format!("password authentication failed for user \"{user}\""));
+            assert_eq!(
+                message,
+                format!("password authentication failed for user \"{user}\"")
+            );
         }
         // The server kept serving.
         assert!(tokio_postgres_query(addr, "trust_x", None).await.is_ok());
@@ -69,14 +82,24 @@ async fn psql_connects_over_tls_with_scram_plus_and_channel_binding_required() {
         ..GatewayConfig::default()
     })
     .await;
-    let conninfo = tls_conninfo(addr, &pki, "scram_carol", "sslmode=verify-full channel_binding=require");
+    let conninfo = tls_conninfo(
+        addr,
+        &pki,
+        "scram_carol",
+        "sslmode=verify-full channel_binding=require",
+    );
     let (ok, out, err) = tokio::task::spawn_blocking(move || psql(&conninfo, Some(PASSWORD)))
         .await
         .unwrap();
     assert!(ok, "{err}");
     assert_eq!(out, "user=scram_carol client=127.0.0.1 tls=true");
 
-    let conninfo = tls_conninfo(addr, &pki, "scram_carol", "sslmode=require channel_binding=require");
+    let conninfo = tls_conninfo(
+        addr,
+        &pki,
+        "scram_carol",
+        "sslmode=require channel_binding=require",
+    );
     let (ok, _, err) = tokio::task::spawn_blocking(move || psql(&conninfo, Some("wrong")))
         .await
         .unwrap();
@@ -98,7 +121,11 @@ async fn psql_connects_with_sslmode_disable_require_and_verify_full() {
             .await
             .unwrap();
         assert!(ok, "{mode}: {err}");
-        assert_eq!(out, format!("user=md5_dave client=127.0.0.1 tls={tls}"), "{mode}");
+        assert_eq!(
+            out,
+            format!("user=md5_dave client=127.0.0.1 tls={tls}"),
+            "{mode}"
+        );
     }
 }
 
@@ -111,7 +138,11 @@ async fn client_certificates_authenticate_when_the_common_name_is_the_user() {
     })
     .await;
     let (cert, key) = pki.client_cert("cert_erin");
-    let files = format!("sslmode=verify-full sslcert={} sslkey={}", cert.display(), key.display());
+    let files = format!(
+        "sslmode=verify-full sslcert={} sslkey={}",
+        cert.display(),
+        key.display()
+    );
     let conninfo = tls_conninfo(addr, &pki, "cert_erin", &files);
     let (ok, out, err) = tokio::task::spawn_blocking(move || psql(&conninfo, None))
         .await
@@ -124,7 +155,10 @@ async fn client_certificates_authenticate_when_the_common_name_is_the_user() {
         .await
         .unwrap();
     assert!(!ok);
-    assert!(err.contains("certificate authentication failed for user \"cert_frank\""), "{err}");
+    assert!(
+        err.contains("certificate authentication failed for user \"cert_frank\""),
+        "{err}"
+    );
 
     let conninfo = tls_conninfo(addr, &pki, "cert_erin", "sslmode=require");
     let (ok, _, err) = tokio::task::spawn_blocking(move || psql(&conninfo, None))

@@ -1,6 +1,8 @@
 //! PostgreSQL 17 direct TLS: the ClientHello comes first, with ALPN `postgresql`. libpq 15
 //! cannot do this, so a rustls client does.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::sync::Arc;
@@ -32,14 +34,20 @@ fn connector(pki: &Pki, alpn: Option<&[u8]>) -> TlsConnector {
 }
 
 /// Direct TLS, then a StartupMessage; returns the first message the server sends.
-async fn first_message(pki: &Pki, addr: std::net::SocketAddr, alpn: Option<&[u8]>) -> BackendMessage {
+async fn first_message(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    alpn: Option<&[u8]>,
+) -> BackendMessage {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let mut tls = connector(pki, alpn).connect(name, tcp).await.unwrap();
     let mut out = BytesMut::new();
-    StartupPacket::Startup(StartupMessage::new(ProtocolVersion::V3_0).with_param("user", "trust_d"))
-        .encode(&mut out)
-        .unwrap();
+    StartupPacket::Startup(
+        StartupMessage::new(ProtocolVersion::V3_0).with_param("user", "trust_d"),
+    )
+    .encode(&mut out)
+    .unwrap();
     tls.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     loop {

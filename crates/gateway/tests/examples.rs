@@ -1,6 +1,8 @@
 //! The library examples, exercised: each example's `run` is included here and driven by
 //! real clients (tokio-postgres, psql, and a real PostgreSQL behind the SNI router).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 #[allow(dead_code)]
@@ -29,7 +31,10 @@ async fn listen() -> (TcpListener, std::net::SocketAddr) {
     (listener, addr)
 }
 
-async fn first_value(conninfo: &str, password: Option<&str>) -> Result<String, tokio_postgres::Error> {
+async fn first_value(
+    conninfo: &str,
+    password: Option<&str>,
+) -> Result<String, tokio_postgres::Error> {
     let mut config: tokio_postgres::Config = conninfo.parse().unwrap();
     if let Some(password) = password {
         config.password(password);
@@ -51,7 +56,9 @@ async fn the_one_row_server_answers_every_query_with_one_row() {
     let (listener, addr) = listen().await;
     tokio::spawn(one_row_server::run(listener, GatewayConfig::default()));
     let conninfo = format!("host=127.0.0.1 port={} user=anyone", addr.port());
-    let value = within("one row", first_value(&conninfo, None)).await.unwrap();
+    let value = within("one row", first_value(&conninfo, None))
+        .await
+        .unwrap();
     assert_eq!(value, "test-value");
 }
 
@@ -65,11 +72,22 @@ async fn the_custom_auth_server_checks_its_user_table_in_each_mode() {
     ]));
     tokio::spawn(custom_auth::run(listener, users));
     within("custom auth", async {
-        for (user, password) in [("alice", "wonderland"), ("bob", "builder"), ("carol", "singer")] {
+        for (user, password) in [
+            ("alice", "wonderland"),
+            ("bob", "builder"),
+            ("carol", "singer"),
+        ] {
             let conninfo = format!("host=127.0.0.1 port={} user={user}", addr.port());
-            assert_eq!(first_value(&conninfo, Some(password)).await.unwrap(), format!("hello {user}"));
+            assert_eq!(
+                first_value(&conninfo, Some(password)).await.unwrap(),
+                format!("hello {user}")
+            );
             let error = first_value(&conninfo, Some("wrong")).await.unwrap_err();
-            assert_eq!(error.as_db_error().unwrap().code().code(), "28P01", "{user}");
+            assert_eq!(
+                error.as_db_error().unwrap().code().code(),
+                "28P01",
+                "{user}"
+            );
         }
         let conninfo = format!("host=127.0.0.1 port={} user=mallory", addr.port());
         assert!(first_value(&conninfo, Some("x")).await.is_err());
@@ -95,14 +113,24 @@ async fn the_sni_router_pipes_tls_clients_to_the_backend_named_by_sni() {
     );
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("psql")
-            .args(["-X", "-A", "-t", "-c", "SELECT 'through the router', inet_server_port()"])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                "SELECT 'through the router', inet_server_port()",
+            ])
             .arg(conninfo)
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("through the router|{}", cluster.port())
@@ -123,5 +151,8 @@ async fn the_sni_router_pipes_tls_clients_to_the_backend_named_by_sni() {
     .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no backend for server name (none)"), "{stderr}");
+    assert!(
+        stderr.contains("no backend for server name (none)"),
+        "{stderr}"
+    );
 }

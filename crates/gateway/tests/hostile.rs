@@ -1,6 +1,8 @@
 //! Hostile and broken clients get the right error, never a panic, and the server keeps
 //! serving everyone else.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -39,7 +41,10 @@ async fn garbage_instead_of_a_startup_packet_is_a_protocol_violation() {
     let addr = start_server(GatewayConfig::default()).await;
     within("garbage", async {
         let mut client = RawClient::connect(addr).await.unwrap();
-        client.send_raw(b"\0\0\0\x02GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        client
+            .send_raw(b"\0\0\0\x02GET / HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
         expect_fatal(&mut client, SqlState::PROTOCOL_VIOLATION).await;
         still_serving(addr).await;
     })
@@ -64,7 +69,9 @@ async fn startup_with_version(addr: std::net::SocketAddr, version: ProtocolVersi
     let mut client = RawClient::connect(addr).await.unwrap();
     let mut startup = StartupMessage::new(version);
     startup.params.push(("user".into(), "trust_v".into()));
-    startup.params.push(("_pq_.future_option".into(), "1".into()));
+    startup
+        .params
+        .push(("_pq_.future_option".into(), "1".into()));
     client
         .send_packet(&StartupPacket::Startup(startup))
         .await
@@ -78,7 +85,10 @@ async fn protocol_4_0_is_refused_and_3_9_is_negotiated_down_to_3_2() {
     within("versions", async {
         let mut client = startup_with_version(addr, ProtocolVersion::new(4, 0)).await;
         let message = expect_fatal(&mut client, SqlState::FEATURE_NOT_SUPPORTED).await;
-        assert!(message.contains("unsupported frontend protocol 4.0"), "{message}");
+        assert!(
+            message.contains("unsupported frontend protocol 4.0"),
+            "{message}"
+        );
 
         let mut client = startup_with_version(addr, ProtocolVersion::new(3, 9)).await;
         let BackendMessage::NegotiateProtocolVersion {
@@ -92,7 +102,11 @@ async fn protocol_4_0_is_refused_and_3_9_is_negotiated_down_to_3_2() {
         assert_eq!(unrecognized_options, ["_pq_.future_option"]);
         client.authenticate("trust_v", None).await.unwrap();
         let key = client.backend_key.clone().unwrap();
-        assert_eq!(key.secret_key.len(), 32, "3.2 sessions get long cancel keys");
+        assert_eq!(
+            key.secret_key.len(),
+            32,
+            "3.2 sessions get long cancel keys"
+        );
     })
     .await;
 }
@@ -103,7 +117,8 @@ async fn a_startup_without_user_is_refused_with_28000() {
     within("no user", async {
         let mut client = RawClient::connect(addr).await.unwrap();
         client.send_startup(&[("database", "db")]).await.unwrap();
-        let message = expect_fatal(&mut client, SqlState::INVALID_AUTHORIZATION_SPECIFICATION).await;
+        let message =
+            expect_fatal(&mut client, SqlState::INVALID_AUTHORIZATION_SPECIFICATION).await;
         assert!(message.contains("no PostgreSQL user name"), "{message}");
     })
     .await;
@@ -161,7 +176,10 @@ async fn a_proxy_header_from_a_trusted_peer_sets_the_client_address() {
                 _ => None,
             })
             .unwrap();
-        assert_eq!(String::from_utf8(answer).unwrap(), "user=trust_proxied client=203.0.113.9 tls=false");
+        assert_eq!(
+            String::from_utf8(answer).unwrap(),
+            "user=trust_proxied client=203.0.113.9 tls=false"
+        );
         // A client without a header is still served in optional mode.
         still_serving(addr).await;
     })
@@ -174,7 +192,8 @@ async fn a_proxy_header_from_an_untrusted_peer_is_refused() {
     within("untrusted proxy", async {
         let header = b"PROXY TCP4 203.0.113.9 127.0.0.1 4000 5432\r\n";
         let mut client = startup_after_proxy_header(addr, header).await;
-        let message = expect_fatal(&mut client, SqlState::INVALID_AUTHORIZATION_SPECIFICATION).await;
+        let message =
+            expect_fatal(&mut client, SqlState::INVALID_AUTHORIZATION_SPECIFICATION).await;
         assert!(message.contains("untrusted peer 127.0.0.1"), "{message}");
         still_serving(addr).await;
     })
@@ -225,7 +244,10 @@ async fn bytes_smuggled_after_ssl_request_are_refused() {
             .unwrap();
         client.send_raw(&bytes).await.unwrap();
         let message = expect_fatal(&mut client, SqlState::PROTOCOL_VIOLATION).await;
-        assert!(message.contains("unencrypted data after SSL request"), "{message}");
+        assert!(
+            message.contains("unencrypted data after SSL request"),
+            "{message}"
+        );
     })
     .await;
 }
@@ -235,9 +257,15 @@ async fn gssenc_and_ssl_requests_without_tls_are_answered_n() {
     let addr = start_server(GatewayConfig::default()).await;
     within("N answers", async {
         let mut client = RawClient::connect(addr).await.unwrap();
-        client.send_packet(&StartupPacket::GssEncRequest).await.unwrap();
+        client
+            .send_packet(&StartupPacket::GssEncRequest)
+            .await
+            .unwrap();
         assert_eq!(client.read_byte().await.unwrap(), b'N');
-        client.send_packet(&StartupPacket::SslRequest).await.unwrap();
+        client
+            .send_packet(&StartupPacket::SslRequest)
+            .await
+            .unwrap();
         assert_eq!(client.read_byte().await.unwrap(), b'N');
         client.send_startup(&[("user", "trust_n")]).await.unwrap();
         client.authenticate("trust_n", None).await.unwrap();
@@ -315,7 +343,9 @@ async fn a_client_vanishing_mid_scram_does_not_disturb_others() {
         let (client, _) = scram_to_client_final(addr).await;
         drop(client);
         still_serving(addr).await;
-        let answer = tokio_postgres_query(addr, "scram_jay", Some(PASSWORD)).await.unwrap();
+        let answer = tokio_postgres_query(addr, "scram_jay", Some(PASSWORD))
+            .await
+            .unwrap();
         assert!(answer.starts_with("user=scram_jay"));
     })
     .await;

@@ -80,7 +80,12 @@ impl<'a> ClusterBuilder<'a> {
         let dir = template.base.join(format!("c{n}"));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("sock"))?;
-        run_checked(Command::new("cp").arg("-a").arg(&template.data).arg(dir.join("data")))?;
+        run_checked(
+            Command::new("cp")
+                .arg("-a")
+                .arg(&template.data)
+                .arg(dir.join("data")),
+        )?;
         let mut cluster = Cluster {
             dir,
             bindir: template.bindir.clone(),
@@ -99,7 +104,11 @@ impl<'a> ClusterBuilder<'a> {
             ))?;
         }
         if std::env::var_os("PGBASTION_TESTKIT_VERBOSE").is_some() {
-            eprintln!("testkit: cluster on port {} in {:?}", cluster.port, started.elapsed());
+            eprintln!(
+                "testkit: cluster on port {} in {:?}",
+                cluster.port,
+                started.elapsed()
+            );
         }
         Ok(cluster)
     }
@@ -269,15 +278,28 @@ impl Cluster {
     /// (unaligned, tuples only, stopping at the first error).
     pub fn psql(&self, args: &[&str]) -> Result<String, TestkitError> {
         let psql = self.bindir.join("psql");
-        let program = if psql.is_file() { psql } else { PathBuf::from("psql") };
+        let program = if psql.is_file() {
+            psql
+        } else {
+            PathBuf::from("psql")
+        };
         let output = run_checked(
             Command::new(program)
                 .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
                 .arg(self.socket_dir())
-                .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres"])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ])
                 .args(args),
         )?;
-        Ok(String::from_utf8_lossy(&output.stdout).trim_end().to_owned())
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .trim_end()
+            .to_owned())
     }
 
     /// Runs SQL as the superuser.

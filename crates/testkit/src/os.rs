@@ -32,7 +32,10 @@ pub fn find_bindir() -> Result<PathBuf, TestkitError> {
         .map(|entry| entry.path().join("bin"))
         .collect();
     versioned.sort_by_key(|p| {
-        let version = p.parent().and_then(|v| v.file_name()).and_then(|v| v.to_str());
+        let version = p
+            .parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str());
         version.and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
     });
     let on_path = std::env::var_os("PATH")
@@ -57,7 +60,13 @@ pub fn ensure_server_user() -> Result<(), TestkitError> {
         return Ok(());
     }
     let output = Command::new("useradd")
-        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_OS_USER])
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVER_OS_USER,
+        ])
         .output()?;
     // Another test process may have created it meanwhile.
     if output.status.success() || nix::unistd::User::from_name(SERVER_OS_USER)?.is_some() {
@@ -75,7 +84,8 @@ pub fn give_to_server_user(path: &Path) -> Result<(), TestkitError> {
     if !is_root() {
         return Ok(());
     }
-    let user = nix::unistd::User::from_name(SERVER_OS_USER)?.ok_or(TestkitError::BinariesNotFound)?;
+    let user =
+        nix::unistd::User::from_name(SERVER_OS_USER)?.ok_or(TestkitError::BinariesNotFound)?;
     run_checked(
         Command::new("chown")
             .arg("-R")

@@ -234,7 +234,9 @@ impl RawClient {
 
     async fn scram(&mut self, password: &str, mechanisms: &[String]) -> Result<(), RawClientError> {
         if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
-            return Err(RawClientError::Unexpected(format!("mechanisms {mechanisms:?}")));
+            return Err(RawClientError::Unexpected(format!(
+                "mechanisms {mechanisms:?}"
+            )));
         }
         let client = ScramClient::new(
             ClientCredential::Password(password.as_bytes().to_vec()),
@@ -289,6 +291,8 @@ impl RawClient {
             .clone()
             .ok_or_else(|| RawClientError::Unexpected("no BackendKeyData".into()))?;
         let mut canceller = Self::connect(addr).await?;
-        canceller.send_packet(&StartupPacket::CancelRequest(key)).await
+        canceller
+            .send_packet(&StartupPacket::CancelRequest(key))
+            .await
     }
 }

@@ -43,7 +43,16 @@ fn create() -> Result<Template, TestkitError> {
         server_command(&bindir.join("initdb"))
             .arg("-D")
             .arg(&data)
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale=C"]),
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]),
     )?;
     Ok(Template { base, data, bindir })
 }

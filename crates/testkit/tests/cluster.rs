@@ -1,5 +1,7 @@
 //! The testkit's clusters are real, isolated and cleaned up.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::future::Future;
 use std::process::Command;
 use std::time::Duration;
@@ -59,7 +61,10 @@ async fn md5_and_scram_users_need_their_passwords() {
     let stored = cluster
         .query("SELECT rolname, left(rolpassword, 6) FROM pg_authid WHERE rolname LIKE '%_user' ORDER BY 1")
         .unwrap();
-    let prefixes: Vec<&str> = stored.lines().map(|l| &l[l.find('|').unwrap() + 1..][..3]).collect();
+    let prefixes: Vec<&str> = stored
+        .lines()
+        .map(|l| &l[l.find('|').unwrap() + 1..][..3])
+        .collect();
     assert_eq!(prefixes, ["md5", "SCR"], "{stored}");
 }
 
@@ -94,16 +99,26 @@ fn tls_clusters_serve_verified_tls_and_client_certificates() {
         .unwrap();
     let with_cert = format!("sslcert={} sslkey={}", cert.display(), key.display());
     let output = psql_over_tls(&cluster, dir.path(), &with_cert);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "t");
 
     let without_cert = psql_over_tls(&cluster, dir.path(), "");
-    assert!(!without_cert.status.success(), "connected without a client certificate");
+    assert!(
+        !without_cert.status.success(),
+        "connected without a client certificate"
+    );
 
     let other_ca = TestCa::new("someone else").unwrap();
     other_ca.write_cert(dir.path(), "ca").unwrap();
     let untrusted = psql_over_tls(&cluster, dir.path(), &with_cert);
-    assert!(!untrusted.status.success(), "verify-full accepted an unknown CA");
+    assert!(
+        !untrusted.status.success(),
+        "verify-full accepted an unknown CA"
+    );
     assert!(String::from_utf8_lossy(&untrusted.stderr).contains("certificate verify failed"));
 }
 
@@ -113,7 +128,11 @@ fn clusters_are_independent_and_removed_on_drop() {
     let b = Cluster::start().unwrap();
     assert_ne!(a.port(), b.port());
     a.execute_sql("CREATE TABLE only_in_a (x int)").unwrap();
-    assert_eq!(b.query("SELECT count(*) FROM pg_class WHERE relname = 'only_in_a'").unwrap(), "0");
+    assert_eq!(
+        b.query("SELECT count(*) FROM pg_class WHERE relname = 'only_in_a'")
+            .unwrap(),
+        "0"
+    );
     let dir = a.data_dir();
     let port = a.port();
     drop(a);

@@ -1,15 +1,15 @@
 //! The codec against a real PostgreSQL: a client built only on `pgbastion-wire` (and the
 //! SCRAM client of `pgbastion-auth`) over a plain TCP stream.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pgbastion_testkit::{Cluster, PasswordEncryption, RawClient};
-use pgbastion_wire::{
-    BackendMessage, FrontendMessage, SqlState, Target, TransactionStatus,
-};
+use pgbastion_wire::{BackendMessage, FrontendMessage, SqlState, Target, TransactionStatus};
 
 /// One cluster for the whole file: the tests use their own tables and users.
 fn cluster() -> &'static Cluster {
@@ -24,7 +24,11 @@ fn cluster() -> &'static Cluster {
             ])
             .user("trusted", "unused", PasswordEncryption::Md5)
             .user("md5_user", "md5-secret", PasswordEncryption::Md5)
-            .user("scram_user", "scram secret ü", PasswordEncryption::ScramSha256)
+            .user(
+                "scram_user",
+                "scram secret ü",
+                PasswordEncryption::ScramSha256,
+            )
             .start()
             .expect("start the test cluster")
     })
@@ -100,7 +104,9 @@ async fn wrong_passwords_get_28p01_for_md5_and_scram() {
             let err = RawClient::startup(cluster().addr(), user, "postgres", Some("nope"))
                 .await
                 .unwrap_err();
-            let error = err.server_error().unwrap_or_else(|| panic!("{user}: {err}"));
+            let error = err
+                .server_error()
+                .unwrap_or_else(|| panic!("{user}: {err}"));
             assert_eq!(error.sqlstate(), Some(SqlState::INVALID_PASSWORD), "{user}");
         }
     })
@@ -127,7 +133,10 @@ async fn a_simple_query_with_several_statements_answers_each() {
                 vec![Some("two".to_owned()), None]
             ]
         );
-        assert_eq!(command_tags(&messages), ["SELECT 1", "SELECT 1", "CREATE TABLE"]);
+        assert_eq!(
+            command_tags(&messages),
+            ["SELECT 1", "SELECT 1", "CREATE TABLE"]
+        );
         assert_eq!(ready_status(&messages), Some(TransactionStatus::Idle));
     })
     .await;
@@ -250,7 +259,9 @@ async fn copy_in_and_copy_out_move_100k_rows() {
             chunk.push_str(&format!("{i}\tnote {i}\n"));
             if chunk.len() > 60_000 {
                 client
-                    .queue(&FrontendMessage::CopyData(Bytes::from(std::mem::take(&mut chunk))))
+                    .queue(&FrontendMessage::CopyData(Bytes::from(std::mem::take(
+                        &mut chunk,
+                    ))))
                     .unwrap();
             }
         }
@@ -285,7 +296,10 @@ async fn copy_in_and_copy_out_move_100k_rows() {
             }
         }
         assert_eq!(lines, COPY_ROWS);
-        assert_eq!(&last[..], format!("{}\tnote {}\n", COPY_ROWS - 1, COPY_ROWS - 1).as_bytes());
+        assert_eq!(
+            &last[..],
+            format!("{}\tnote {}\n", COPY_ROWS - 1, COPY_ROWS - 1).as_bytes()
+        );
         let done = client.read_until_ready().await.unwrap();
         assert_eq!(command_tags(&done), [format!("COPY {COPY_ROWS}")]);
     })
@@ -333,7 +347,11 @@ async fn a_cancel_request_stops_pg_sleep() {
             })
             .expect("an ErrorResponse");
         assert_eq!(error.sqlstate(), Some(SqlState::QUERY_CANCELED));
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     })
     .await;
 }

@@ -96,7 +96,11 @@ impl ScramClient {
     }
 
     /// A client with a given nonce (for recorded exchanges in tests).
-    pub fn with_nonce(credential: ClientCredential, binding: ChannelBinding, nonce: String) -> Self {
+    pub fn with_nonce(
+        credential: ClientCredential,
+        binding: ChannelBinding,
+        nonce: String,
+    ) -> Self {
         Self {
             credential,
             binding,
@@ -163,7 +167,11 @@ impl ScramClient {
             } => (*client_key, *server_key),
         };
         let cbind = [self.binding.gs2_header().as_bytes(), self.binding.data()].concat();
-        let without_proof = format!("c={},r={}", B64.encode(cbind), String::from_utf8_lossy(nonce));
+        let without_proof = format!(
+            "c={},r={}",
+            B64.encode(cbind),
+            String::from_utf8_lossy(nonce)
+        );
         let auth_message = keys::auth_message(
             self.client_first_bare().as_bytes(),
             server_first,
@@ -181,7 +189,9 @@ impl ScramClientFinalSent {
     /// Checks the server-final message: the server proves it knew the secret too.
     pub fn verify_server_final(self, server_final: &[u8]) -> Result<(), ScramError> {
         if let Some(error) = server_final.strip_prefix(b"e=") {
-            return Err(ScramError::ServerError(String::from_utf8_lossy(error).into_owned()));
+            return Err(ScramError::ServerError(
+                String::from_utf8_lossy(error).into_owned(),
+            ));
         }
         let (verifier, _) = attribute(server_final, b'v')?;
         let verifier = B64

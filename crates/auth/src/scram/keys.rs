@@ -60,6 +60,17 @@ pub fn xor(a: &Key, b: &Key) -> Key {
 }
 
 /// The AuthMessage both sides sign.
-pub fn auth_message(client_first_bare: &[u8], server_first: &[u8], client_final_without_proof: &[u8]) -> Vec<u8> {
-    [client_first_bare, b",", server_first, b",", client_final_without_proof].concat()
+pub fn auth_message(
+    client_first_bare: &[u8],
+    server_first: &[u8],
+    client_final_without_proof: &[u8],
+) -> Vec<u8> {
+    [
+        client_first_bare,
+        b",",
+        server_first,
+        b",",
+        client_final_without_proof,
+    ]
+    .concat()
 }

@@ -4,7 +4,7 @@ use super::ScramError;
 
 /// Splits off the attribute `name` at the front of `input`: returns its value and the rest
 /// after the following comma (empty at the end).
-pub fn attribute<'a>(input: &'a [u8], name: u8) -> Result<(&'a [u8], &'a [u8]), ScramError> {
+pub fn attribute(input: &[u8], name: u8) -> Result<(&[u8], &[u8]), ScramError> {
     match input {
         [n, b'=', rest @ ..] if *n == name => Ok(split_at_comma(rest)),
         _ => Err(ScramError::Malformed(attribute_name(name))),
@@ -12,10 +12,10 @@ pub fn attribute<'a>(input: &'a [u8], name: u8) -> Result<(&'a [u8], &'a [u8]), 
 }
 
 /// Skips optional extension attributes until `name` comes up; returns its value and the rest.
-pub fn attribute_after_extensions<'a>(
-    mut input: &'a [u8],
+pub fn attribute_after_extensions(
+    mut input: &[u8],
     name: u8,
-) -> Result<(&'a [u8], &'a [u8]), ScramError> {
+) -> Result<(&[u8], &[u8]), ScramError> {
     loop {
         match input {
             [n, b'=', ..] if *n == name => return attribute(input, name),
@@ -35,7 +35,10 @@ fn split_at_comma(input: &[u8]) -> (&[u8], &[u8]) {
 
 /// A nonce must be printable ASCII other than `,` (RFC 5802 `printable`).
 pub fn valid_nonce(nonce: &[u8]) -> bool {
-    !nonce.is_empty() && nonce.iter().all(|&b| (0x21..=0x7e).contains(&b) && b != b',')
+    !nonce.is_empty()
+        && nonce
+            .iter()
+            .all(|&b| (0x21..=0x7e).contains(&b) && b != b',')
 }
 
 fn attribute_name(name: u8) -> &'static str {

@@ -166,7 +166,9 @@ impl ScramServerFirstSent {
             .decode(proof)
             .ok()
             .and_then(|p| p.try_into().ok())
-            .ok_or(ScramError::Malformed("proof is not 32 base64-encoded bytes"))?;
+            .ok_or(ScramError::Malformed(
+                "proof is not 32 base64-encoded bytes",
+            ))?;
         let without_proof = &client_final[..client_final.len() - proof_attribute_len(client_final)];
         let auth_message =
             keys::auth_message(&self.client_first_bare, &self.server_first, without_proof);

@@ -55,8 +55,11 @@ fn client_reproduces_the_rfc_7677_exchange() {
 
 #[test]
 fn server_reproduces_the_rfc_7677_exchange() {
-    let server =
-        ScramServer::with_nonce(rfc_secret(), ServerBinding::NotOffered, RFC_SERVER_NONCE.into());
+    let server = ScramServer::with_nonce(
+        rfc_secret(),
+        ServerBinding::NotOffered,
+        RFC_SERVER_NONCE.into(),
+    );
     let (server, server_first) = server
         .handle_client_first(SCRAM_SHA_256, RFC_CLIENT_FIRST)
         .unwrap();
@@ -79,7 +82,11 @@ fn secrets_round_trip_through_postgresql_format() {
         "md5abc",
         "SCRAM-SHA-256$x:c2FsdA==$a:b",
     ] {
-        assert_eq!(bad.parse::<ScramSecret>(), Err(ScramError::InvalidSecret), "{bad}");
+        assert_eq!(
+            bad.parse::<ScramSecret>(),
+            Err(ScramError::InvalidSecret),
+            "{bad}"
+        );
     }
 }
 
@@ -167,7 +174,9 @@ fn plus_is_refused_when_not_offered_and_mechanisms_must_match_the_gs2_flag() {
         Err(ScramError::UnsupportedChannelBinding(_))
     ));
     assert_eq!(
-        server().handle_client_first(SCRAM_SHA_256, b"n,a=admin,n=,r=abc").unwrap_err(),
+        server()
+            .handle_client_first(SCRAM_SHA_256, b"n,a=admin,n=,r=abc")
+            .unwrap_err(),
         ScramError::AuthzidNotSupported
     );
     assert!(matches!(

@@ -43,7 +43,10 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
                 user: user.clone(),
                 token: token.expose().to_owned(),
             };
-            if hooks.validate_credentials(conn.state(), &credential).await? {
+            if hooks
+                .validate_credentials(conn.state(), &credential)
+                .await?
+            {
                 conn.state_mut().authenticated_user = Some(user);
                 return Ok(());
             }
@@ -54,7 +57,11 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
         issuer: issuer.to_owned(),
         scope: scope.to_owned(),
     };
-    challenge(conn, Authentication::SaslContinue(Bytes::from(error.to_json()))).await?;
+    challenge(
+        conn,
+        Authentication::SaslContinue(Bytes::from(error.to_json())),
+    )
+    .await?;
     let frame = read_auth_response(conn, "SASL response").await?;
     oauthbearer::parse_error_acknowledgement(&SaslResponse::decode(&frame.body).data)
         .map_err(sasl)?;

@@ -37,7 +37,11 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     let (server, server_first) = ScramServer::new(secret, binding)
         .handle_client_first(&initial.mechanism, &client_first)
         .map_err(|e| scram_error(e, &user))?;
-    challenge(conn, Authentication::SaslContinue(Bytes::from(server_first))).await?;
+    challenge(
+        conn,
+        Authentication::SaslContinue(Bytes::from(server_first)),
+    )
+    .await?;
 
     let frame = read_auth_response(conn, "SASL response").await?;
     let response = SaslResponse::decode(&frame.body);

@@ -35,7 +35,11 @@ impl Hooks for TestHooks {
         &self,
         state: &ConnectionState,
     ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
-        let user = state.client.as_ref().map(|c| c.user().to_owned()).unwrap_or_default();
+        let user = state
+            .client
+            .as_ref()
+            .map(|c| c.user().to_owned())
+            .unwrap_or_default();
         let method = match user.split('_').next().unwrap_or_default() {
             "clear" => AuthMethod::Cleartext,
             "md5" => AuthMethod::Md5,
@@ -80,28 +84,28 @@ impl Hooks for TestHooks {
         async move { Ok(known.then(|| ScramSecret::generate(PASSWORD.as_bytes(), 4096))) }
     }
 
-    fn on_message<S: ClientIo>(
+    async fn on_message<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
         frame: Frame,
-    ) -> impl Future<Output = HookResult<Flow>> + Send {
-        async move {
-            let Ok(FrontendMessage::Query(_)) = FrontendMessage::decode(&frame) else {
-                return Ok(Flow::Continue);
-            };
-            let state = conn.state();
-            let answer = format!(
-                "user={} client={} tls={}",
-                state.authenticated_user.as_deref().unwrap_or("-"),
-                state.client_addr.ip(),
-                state.tls.is_some()
-            );
-            one_row(conn, &answer).map_err(|e| pgbastion_gateway::HookError::new(
+    ) -> HookResult<Flow> {
+        let Ok(FrontendMessage::Query(_)) = FrontendMessage::decode(&frame) else {
+            return Ok(Flow::Continue);
+        };
+        let state = conn.state();
+        let answer = format!(
+            "user={} client={} tls={}",
+            state.authenticated_user.as_deref().unwrap_or("-"),
+            state.client_addr.ip(),
+            state.tls.is_some()
+        );
+        one_row(conn, &answer).map_err(|e| {
+            pgbastion_gateway::HookError::new(
                 pgbastion_wire::SqlState::INTERNAL_ERROR,
                 e.to_string(),
-            ))?;
-            Ok(Flow::Handled)
-        }
+            )
+        })?;
+        Ok(Flow::Handled)
     }
 }
 
@@ -120,7 +124,8 @@ fn one_row<S: ClientIo>(
             format: 0,
         }],
     })?;
-    let row = DataRow::new([Some(value.as_bytes())]).map_err(pgbastion_gateway::GatewayError::from)?;
+    let row =
+        DataRow::new([Some(value.as_bytes())]).map_err(pgbastion_gateway::GatewayError::from)?;
     conn.send(&BackendMessage::DataRow(row))?;
     conn.send(&BackendMessage::CommandComplete {
         tag: "SELECT 1".into(),
@@ -204,7 +209,11 @@ pub async fn tokio_postgres_query(
     password: Option<&str>,
 ) -> Result<String, tokio_postgres::Error> {
     let mut config = tokio_postgres::Config::new();
-    config.host("127.0.0.1").port(addr.port()).user(user).dbname("db");
+    config
+        .host("127.0.0.1")
+        .port(addr.port())
+        .user(user)
+        .dbname("db");
     if let Some(password) = password {
         config.password(password);
     }
