@@ -58,6 +58,34 @@ async fn first_message(
     }
 }
 
+async fn first_message(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    alpn: Option<&[u8]>,
+) -> BackendMessage {
+    let startup = StartupMessage::new(ProtocolVersion::V3_0).with_param("user", "trust_d");
+    first_message_after(pki, addr, alpn, StartupPacket::Startup(startup)).await
+}
+
+#[tokio::test]
+async fn an_ssl_request_inside_tls_is_a_protocol_violation() {
+    let pki = Pki::new();
+    let addr = start_server(GatewayConfig {
+        tls: Some(pki.tls_config()),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let message = within(
+        "SSLRequest over TLS",
+        first_message_after(&pki, addr, Some(b"postgresql"), StartupPacket::SslRequest),
+    )
+    .await;
+    let BackendMessage::ErrorResponse(error) = message else {
+        panic!("expected an error, got {message:?}");
+    };
+    assert_eq!(error.sqlstate(), Some(SqlState::PROTOCOL_VIOLATION));
+}
+
 #[tokio::test]
 async fn direct_tls_with_alpn_postgresql_is_accepted() {
     let pki = Pki::new();
