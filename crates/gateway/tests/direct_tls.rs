@@ -33,21 +33,18 @@ fn connector(pki: &Pki, alpn: Option<&[u8]>) -> TlsConnector {
     TlsConnector::from(Arc::new(config))
 }
 
-/// Direct TLS, then a StartupMessage; returns the first message the server sends.
-async fn first_message(
+/// Direct TLS, then `packet`; returns the first message the server sends.
+async fn first_message_after(
     pki: &Pki,
     addr: std::net::SocketAddr,
     alpn: Option<&[u8]>,
+    packet: StartupPacket,
 ) -> BackendMessage {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let mut tls = connector(pki, alpn).connect(name, tcp).await.unwrap();
     let mut out = BytesMut::new();
-    StartupPacket::Startup(
-        StartupMessage::new(ProtocolVersion::V3_0).with_param("user", "trust_d"),
-    )
-    .encode(&mut out)
-    .unwrap();
+    packet.encode(&mut out).unwrap();
     tls.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     loop {
@@ -58,6 +55,7 @@ async fn first_message(
     }
 }
 
+/// Direct TLS, then a StartupMessage.
 async fn first_message(
     pki: &Pki,
     addr: std::net::SocketAddr,

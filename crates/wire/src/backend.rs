@@ -249,16 +249,14 @@ pub enum BackendMessage {
 }
 
 impl BackendMessage {
-    /// Decodes a frame; the whole body must be consumed.
+    /// Decodes a frame; the whole body must be consumed. Byte fields are zero-copy slices
+    /// of the frame's body. `BackendMessage::try_from(frame)` does the same, taking the
+    /// frame by value (a DataRow then keeps the body without touching its reference count).
     pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
-        let tag = BackendTag::from_byte(frame.tag).ok_or(DecodeError::UnknownTag { tag: frame.tag })?;
-        if tag == BackendTag::DataRow {
-            return DataRow::decode(&frame.body).map(Self::DataRow);
+        match known_tag(frame.tag)? {
+            BackendTag::DataRow => DataRow::decode(&frame.body).map(Self::DataRow),
+            tag => decode_body(tag, &frame.body),
         }
-        let mut r = BytesReader::new(&frame.body);
-        let message = decode_body(tag, &mut r)?;
-        r.finish()?;
-        Ok(message)
     }
 
     /// The message's tag.
@@ -348,7 +346,30 @@ impl BackendMessage {
     }
 }
 
-fn decode_body(tag: BackendTag, r: &mut BytesReader<'_>) -> Result<BackendMessage, DecodeError> {
+impl TryFrom<Frame> for BackendMessage {
+    type Error = DecodeError;
+
+    fn try_from(frame: Frame) -> Result<Self, DecodeError> {
+        match known_tag(frame.tag)? {
+            BackendTag::DataRow => DataRow::from_body(frame.body).map(Self::DataRow),
+            tag => decode_body(tag, &frame.body),
+        }
+    }
+}
+
+fn known_tag(byte: u8) -> Result<BackendTag, DecodeError> {
+    BackendTag::from_byte(byte).ok_or(DecodeError::UnknownTag { tag: byte })
+}
+
+/// Decodes a body, checking that nothing is left after the last field.
+fn decode_body(tag: BackendTag, body: &Bytes) -> Result<BackendMessage, DecodeError> {
+    let mut r = BytesReader::new(body);
+    let message = decode_by_tag(tag, &mut r)?;
+    r.finish()?;
+    Ok(message)
+}
+
+fn decode_by_tag(tag: BackendTag, r: &mut BytesReader<'_>) -> Result<BackendMessage, DecodeError> {
     use BackendMessage as M;
     Ok(match tag {
         BackendTag::Authentication => M::Authentication(Authentication::decode(r)?),
@@ -361,7 +382,7 @@ fn decode_body(tag: BackendTag, r: &mut BytesReader<'_>) -> Result<BackendMessag
         BackendTag::CopyInResponse => M::CopyInResponse(decode_copy_response(r)?),
         BackendTag::CopyOutResponse => M::CopyOutResponse(decode_copy_response(r)?),
         BackendTag::CopyBothResponse => M::CopyBothResponse(decode_copy_response(r)?),
-        BackendTag::DataRow => M::DataRow(DataRow::decode(&r.rest_shared())?),
+        BackendTag::DataRow => M::DataRow(DataRow::from_body(r.rest_shared())?),
         BackendTag::EmptyQueryResponse => M::EmptyQueryResponse,
         BackendTag::ErrorResponse => M::ErrorResponse(ErrorResponse::decode(r.rest())?),
         BackendTag::FunctionCallResponse => {

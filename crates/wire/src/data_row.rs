@@ -11,14 +11,17 @@ use crate::writer::{put_counted16, put_nullable, write_message};
 /// The DataRow message type byte.
 const DATA_ROW_TAG: u8 = b'D';
 
-/// A DataRow: column values, each NULL or bytes. It holds the encoded columns (a zero-copy
-/// slice of the frame when decoded) and reads them on demand.
+/// A DataRow: column values, each NULL or bytes. It holds the encoded body (the frame's own
+/// body when decoded) and reads the columns on demand.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataRow {
     count: u16,
-    /// The body after the column count: `(i32 length, bytes)*`, validated.
-    columns: Bytes,
+    /// The whole body: `i16 count, (i32 length, bytes)*`, validated.
+    body: Bytes,
 }
+
+/// Where the columns start in a body, after the count.
+const COLUMNS_START: usize = 2;
 
 impl DataRow {
     /// Builds a row from values (`None` is NULL).
@@ -27,31 +30,34 @@ impl DataRow {
     ) -> Result<Self, EncodeError> {
         let mut buf = BytesMut::new();
         put_counted16(&mut buf, values, "columns", put_nullable)?;
-        let count = u16::from_be_bytes([buf[0], buf[1]]);
         Ok(Self {
-            count,
-            columns: buf.freeze().slice(2..),
+            count: u16::from_be_bytes([buf[0], buf[1]]),
+            body: buf.freeze(),
         })
     }
 
     /// Validates a DataRow body (count, then each length and value, nothing after) and keeps
-    /// it as is. A count the body cannot hold fails before anything is allocated.
+    /// a reference to it. A count the body cannot hold fails before anything is allocated.
     pub fn decode(body: &Bytes) -> Result<Self, DecodeError> {
-        let Some(&[hi, lo]) = body.get(..2) else {
+        Self::from_body(body.clone())
+    }
+
+    /// Like [`decode`](Self::decode), taking the body by value.
+    pub fn from_body(body: Bytes) -> Result<Self, DecodeError> {
+        let Some(&[hi, lo]) = body.get(..COLUMNS_START) else {
             return Err(DecodeError::Truncated {
-                needed: 2 - body.len(),
+                needed: COLUMNS_START - body.len(),
             });
         };
         let count = u16::try_from(i16::from_be_bytes([hi, lo]))
             .map_err(|_| DecodeError::InvalidCount { what: "columns" })?;
-        let columns = body.slice(2..);
-        let end = validate_columns(&columns, count)?;
-        if end != columns.len() {
+        let end = validate_columns(&body, count)?;
+        if end != body.len() {
             return Err(DecodeError::TrailingBytes {
-                n: columns.len() - end,
+                n: body.len() - end,
             });
         }
-        Ok(Self { count, columns })
+        Ok(Self { count, body })
     }
 
     /// Number of columns.
@@ -68,14 +74,13 @@ impl DataRow {
     pub fn values(&self) -> DataRowValues<'_> {
         DataRowValues {
             ranges: self.ranges(),
-            columns: &self.columns,
+            body: &self.body,
         }
     }
 
     /// The column values as zero-copy `Bytes` slices of the row.
     pub fn value_bytes(&self) -> impl Iterator<Item = Option<Bytes>> + '_ {
-        self.ranges()
-            .map(|range| range.map(|r| self.columns.slice(r)))
+        self.ranges().map(|range| range.map(|r| self.body.slice(r)))
     }
 
     /// The column values collected into a `Vec` (zero-copy slices).
@@ -88,6 +93,11 @@ impl DataRow {
         self.values().nth(index)
     }
 
+    /// The encoded body (count and columns), as on the wire.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
     /// Appends the row as a complete `D` message.
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         write_message(buf, DATA_ROW_TAG, |buf| {
@@ -97,14 +107,13 @@ impl DataRow {
     }
 
     pub(crate) fn encode_body(&self, buf: &mut BytesMut) {
-        buf.put_u16(self.count);
-        buf.put_slice(&self.columns);
+        buf.put_slice(&self.body);
     }
 
     fn ranges(&self) -> Ranges<'_> {
         Ranges {
-            columns: &self.columns,
-            pos: 0,
+            body: &self.body,
+            pos: COLUMNS_START,
             left: self.count,
         }
     }
@@ -121,26 +130,30 @@ pub fn write_data_row<'a>(
     })
 }
 
-/// Checks `count` columns of `(i32 length, bytes)`; returns where they end.
-fn validate_columns(columns: &[u8], count: u16) -> Result<usize, DecodeError> {
-    let mut pos = 0usize;
+/// Checks `count` columns of `(i32 length, bytes)` after the count; returns where they end.
+fn validate_columns(body: &[u8], count: u16) -> Result<usize, DecodeError> {
+    let mut pos = COLUMNS_START;
     for _ in 0..count {
-        let len = read_len(columns, pos).ok_or(DecodeError::InvalidCount { what: "columns" })?;
+        let len = read_len(body, pos).ok_or(DecodeError::InvalidCount { what: "columns" })?;
         pos += 4;
         if len == -1 {
             continue;
         }
         match usize::try_from(len) {
-            Ok(len) if len <= columns.len() - pos => pos += len,
-            _ => return Err(DecodeError::InvalidCount { what: "column value" }),
+            Ok(len) if len <= body.len() - pos => pos += len,
+            _ => {
+                return Err(DecodeError::InvalidCount {
+                    what: "column value",
+                })
+            }
         }
     }
     Ok(pos)
 }
 
 #[inline]
-fn read_len(columns: &[u8], pos: usize) -> Option<i32> {
-    match columns.get(pos..pos.checked_add(4)?)? {
+fn read_len(body: &[u8], pos: usize) -> Option<i32> {
+    match body.get(pos..pos.checked_add(4)?)? {
         &[a, b, c, d] => Some(i32::from_be_bytes([a, b, c, d])),
         _ => None,
     }
@@ -149,7 +162,7 @@ fn read_len(columns: &[u8], pos: usize) -> Option<i32> {
 /// Walks validated columns, yielding each value's byte range (`None` for NULL).
 #[derive(Clone, Debug)]
 struct Ranges<'a> {
-    columns: &'a [u8],
+    body: &'a [u8],
     pos: usize,
     left: u16,
 }
@@ -160,7 +173,7 @@ impl Iterator for Ranges<'_> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         self.left = self.left.checked_sub(1)?;
-        let len = read_len(self.columns, self.pos)?;
+        let len = read_len(self.body, self.pos)?;
         self.pos += 4;
         let Ok(len) = usize::try_from(len) else {
             return Some(None);
@@ -180,7 +193,7 @@ impl Iterator for Ranges<'_> {
 #[derive(Clone, Debug)]
 pub struct DataRowValues<'a> {
     ranges: Ranges<'a>,
-    columns: &'a [u8],
+    body: &'a [u8],
 }
 
 impl<'a> Iterator for DataRowValues<'a> {
@@ -189,10 +202,10 @@ impl<'a> Iterator for DataRowValues<'a> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let range = self.ranges.next()?;
-        let columns: &'a [u8] = self.columns;
+        let body: &'a [u8] = self.body;
         Some(match range {
             None => None,
-            Some(range) => Some(columns.get(range)?),
+            Some(range) => Some(body.get(range)?),
         })
     }
 

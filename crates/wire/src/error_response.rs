@@ -155,7 +155,10 @@ impl ErrorResponse {
         Self {
             fields: vec![
                 (ErrorField::Severity, severity.as_str().to_owned()),
-                (ErrorField::SeverityNonLocalized, severity.as_str().to_owned()),
+                (
+                    ErrorField::SeverityNonLocalized,
+                    severity.as_str().to_owned(),
+                ),
                 (ErrorField::Code, code.as_str().to_owned()),
                 (ErrorField::Message, message.into()),
             ],
@@ -230,7 +233,11 @@ impl ErrorResponse {
     pub fn encode_body(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         for (field, value) in &self.fields {
             match field.code() {
-                0 => return Err(EncodeError::InvalidValue { what: "error field type" }),
+                0 => {
+                    return Err(EncodeError::InvalidValue {
+                        what: "error field type",
+                    })
+                }
                 code => buf.put_u8(code),
             }
             put_cstr(buf, value)?;
@@ -336,9 +343,15 @@ mod tests {
 
     #[test]
     fn decoding_requires_the_terminator_and_nothing_after_it() {
-        assert_eq!(ErrorResponse::decode(b"Mx\0"), Err(DecodeError::Truncated { needed: 1 }));
+        assert_eq!(
+            ErrorResponse::decode(b"Mx\0"),
+            Err(DecodeError::Truncated { needed: 1 })
+        );
         assert_eq!(ErrorResponse::decode(b"Mx"), Err(DecodeError::MissingNul));
-        assert_eq!(ErrorResponse::decode(b"\0\0"), Err(DecodeError::TrailingBytes { n: 1 }));
+        assert_eq!(
+            ErrorResponse::decode(b"\0\0"),
+            Err(DecodeError::TrailingBytes { n: 1 })
+        );
         assert_eq!(ErrorResponse::decode(b"\0"), Ok(ErrorResponse::default()));
     }
 

@@ -230,7 +230,11 @@ mod tests {
         let decoder = FrameDecoder::new(100);
         let frame = decoder.decode(&mut buf).unwrap().unwrap();
         assert_eq!(frame, Frame::new(b'Z', &b"I"[..]));
-        assert_eq!(frame.body.as_ptr(), start.wrapping_add(5), "body was copied");
+        assert_eq!(
+            frame.body.as_ptr(),
+            start.wrapping_add(5),
+            "body was copied"
+        );
         assert_eq!(decoder.decode(&mut buf).unwrap(), None);
         assert_eq!(decoder.bytes_needed(&buf), Ok(3));
         buf.extend_from_slice(b" 1\0");
@@ -282,7 +286,10 @@ mod tests {
             decoder.peek_header(b"S\0\0\x4e\x20"),
             Err(DecodeError::TooLong { max: 10_000, .. })
         ));
-        assert_eq!(decoder.peek_header(b"Q\0\0\x4e\x20"), Ok(Some((b'Q', 20_001))));
+        assert_eq!(
+            decoder.peek_header(b"Q\0\0\x4e\x20"),
+            Ok(Some((b'Q', 20_001)))
+        );
         assert_eq!(FrameDecoder::frontend(5_000).limit_for(b'Q'), 5_000);
     }
 
@@ -304,7 +311,10 @@ mod tests {
         assert_eq!(
             frames,
             vec![
-                Ok(RawFrame { tag: b'1', body: b"" }),
+                Ok(RawFrame {
+                    tag: b'1',
+                    body: b""
+                }),
                 Err(DecodeError::LengthTooSmall { len: 2 })
             ]
         );

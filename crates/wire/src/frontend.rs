@@ -182,7 +182,8 @@ pub enum FrontendMessage {
 impl FrontendMessage {
     /// Decodes a frame; the whole body must be consumed.
     pub fn decode(frame: &Frame) -> Result<Self, DecodeError> {
-        let tag = FrontendTag::from_byte(frame.tag).ok_or(DecodeError::UnknownTag { tag: frame.tag })?;
+        let tag =
+            FrontendTag::from_byte(frame.tag).ok_or(DecodeError::UnknownTag { tag: frame.tag })?;
         let mut r = BytesReader::new(&frame.body);
         let message = match tag {
             FrontendTag::Bind => decode_bind(&mut r)?,
@@ -236,6 +237,7 @@ impl FrontendMessage {
     }
 
     /// Appends the message to `buf`. On error `buf` is unchanged.
+    #[inline]
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
         match self {
             Self::Bind {
@@ -280,6 +282,14 @@ impl FrontendMessage {
             Self::Sync => write_sync(buf),
             Self::Terminate => write_empty(buf, FrontendTag::Terminate),
         }
+    }
+}
+
+impl TryFrom<Frame> for FrontendMessage {
+    type Error = DecodeError;
+
+    fn try_from(frame: Frame) -> Result<Self, DecodeError> {
+        Self::decode(&frame)
     }
 }
 
@@ -427,7 +437,12 @@ pub fn write_function_call(
     write_message(buf, FrontendTag::FunctionCall.byte(), |buf| {
         buf.put_u32(oid);
         put_i16_list(buf, arg_formats, "argument formats")?;
-        put_counted16(buf, args.iter().map(Option::as_deref), "arguments", put_nullable)?;
+        put_counted16(
+            buf,
+            args.iter().map(Option::as_deref),
+            "arguments",
+            put_nullable,
+        )?;
         buf.put_i16(result_format);
         Ok(())
     })
@@ -449,7 +464,15 @@ mod tests {
     #[test]
     fn write_bind_matches_the_documented_layout() {
         let mut buf = BytesMut::new();
-        write_bind(&mut buf, "", "s", &[1], [Some(&b"\0\0\0\x2a"[..]), None], &[]).unwrap();
+        write_bind(
+            &mut buf,
+            "",
+            "s",
+            &[1],
+            [Some(&b"\0\0\0\x2a"[..]), None],
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             &buf[..],
             b"B\0\0\0\x1b\0s\0\0\x01\0\x01\0\x02\0\0\0\x04\0\0\0\x2a\xff\xff\xff\xff\0\0"

@@ -58,9 +58,7 @@ pub use auth_response::{
     AuthenticationResponse, PasswordMessage, SaslInitialResponse, SaslResponse,
 };
 pub use authentication::Authentication;
-pub use backend::{
-    BackendMessage, BackendTag, CopyResponse, FieldDescription, TransactionStatus,
-};
+pub use backend::{BackendMessage, BackendTag, CopyResponse, FieldDescription, TransactionStatus};
 pub use data_row::{DataRow, DataRowValues};
 pub use error::{DecodeError, EncodeError};
 pub use error_response::{ErrorField, ErrorResponse, Severity};

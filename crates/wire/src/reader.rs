@@ -37,7 +37,7 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let buf: &'a [u8] = self.buf;
         let rest = &buf[self.pos..];
-        let out = rest.get(..n).ok_or(DecodeError::Truncated {
+        let out = rest.get(..n).ok_or_else(|| DecodeError::Truncated {
             needed: n - rest.len(),
         })?;
         self.pos += n;
@@ -243,7 +243,10 @@ mod tests {
             Err(DecodeError::InvalidCount { what: "columns" })
         );
         let mut r = Reader::new(&[0xff, 0xff]);
-        assert!(r.count16(0, "columns").is_err(), "negative counts are refused");
+        assert!(
+            r.count16(0, "columns").is_err(),
+            "negative counts are refused"
+        );
     }
 
     #[test]

@@ -174,12 +174,18 @@ mod tests {
 
     #[test]
     fn codes_parse_and_report_their_class() {
-        assert_eq!(SqlState::from_code("08P01"), Some(SqlState::PROTOCOL_VIOLATION));
+        assert_eq!(
+            SqlState::from_code("08P01"),
+            Some(SqlState::PROTOCOL_VIOLATION)
+        );
         assert_eq!(SqlState::PROTOCOL_VIOLATION.class(), "08");
         assert_eq!(SqlState::from_code("08p01"), None);
         assert_eq!(SqlState::from_code("0800"), None);
         assert_eq!(SqlState::from_code("08P01x"), None);
-        assert_eq!(SqlState::from_bytes(b"57P01"), Some(SqlState::ADMIN_SHUTDOWN));
+        assert_eq!(
+            SqlState::from_bytes(b"57P01"),
+            Some(SqlState::ADMIN_SHUTDOWN)
+        );
         assert_eq!(SqlState::INVALID_PASSWORD.to_string(), "28P01");
     }
 }

@@ -329,12 +329,18 @@ mod tests {
         let long = CancelKey::new(1, vec![0; 32]);
         assert!(short.fits(ProtocolVersion::V3_0) && short.fits(ProtocolVersion::V3_2));
         assert!(!long.fits(ProtocolVersion::V3_0) && long.fits(ProtocolVersion::V3_2));
-        assert!(!format!("{long:?}").contains("0, 0"), "Debug shows the secret");
+        assert!(
+            !format!("{long:?}").contains("0, 0"),
+            "Debug shows the secret"
+        );
     }
 
     #[test]
     fn versions_display_as_major_dot_minor() {
         assert_eq!(ProtocolVersion::V3_2.to_string(), "3.2");
-        assert_eq!(ProtocolVersion::from_code(SSL_REQUEST_CODE).to_string(), "1234.5679");
+        assert_eq!(
+            ProtocolVersion::from_code(SSL_REQUEST_CODE).to_string(),
+            "1234.5679"
+        );
     }
 }
