@@ -12,9 +12,8 @@ use crate::hooks::{AuthMethod, Credential, Hooks};
 mod oauth;
 mod scram;
 
-/// The longest authentication message PostgreSQL accepts (`PG_MAX_AUTH_TOKEN_LENGTH`,
-/// src/include/libpq/auth.h), plus the 4-byte length.
-const MAX_AUTH_MESSAGE_LEN: usize = 65_535 + 4;
+/// The longest authentication message PostgreSQL accepts (`PG_MAX_AUTH_TOKEN_LENGTH`).
+const MAX_AUTH_MESSAGE_LEN: usize = pgbastion_wire::limits::PG_MAX_AUTH_TOKEN_LENGTH;
 
 /// Runs the exchange for `method`.
 pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(

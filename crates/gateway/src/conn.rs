@@ -121,9 +121,10 @@ impl<S: ClientIo> ClientConn<S> {
         }
     }
 
-    /// Reads one tagged message of at most `max_len` bytes. `None` at end of stream.
+    /// Reads one client message: at most `max_len` bytes and at most what PostgreSQL accepts
+    /// for its type (10 000 bytes for Sync, Describe and the like). `None` at end of stream.
     pub async fn read_frame(&mut self, max_len: usize) -> Result<Option<Frame>, GatewayError> {
-        let decoder = FrameDecoder::new(max_len);
+        let decoder = FrameDecoder::frontend(max_len);
         loop {
             if let Some(frame) = decoder.decode(&mut self.read_buf)? {
                 return Ok(Some(frame));
