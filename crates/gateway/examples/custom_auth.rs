@@ -16,9 +16,7 @@ use pgbastion_gateway::{
     accept, serve, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
     GatewayConfig, HookResult, Hooks, Outcome,
 };
-use pgbastion_wire::{
-    BackendMessage, DataRow, FieldDescription, Frame, FrontendTag, TransactionStatus,
-};
+use pgbastion_wire::{Frame, FrontendTag, TransactionStatus};
 use tokio::net::TcpListener;
 
 /// Users and their passwords; SCRAM secrets are derived once at start.
@@ -103,28 +101,10 @@ impl Hooks for UserTable {
                 .as_deref()
                 .unwrap_or("stranger")
         );
-        let field = FieldDescription {
-            name: "greeting".into(),
-            table_oid: 0,
-            column_id: 0,
-            type_oid: 25,
-            type_size: -1,
-            type_modifier: -1,
-            format: 0,
-        };
-        let row = DataRow::new([Some(greeting.as_bytes())]).map_err(internal)?;
-        for message in [
-            BackendMessage::RowDescription {
-                fields: vec![field],
-            },
-            BackendMessage::DataRow(row),
-            BackendMessage::CommandComplete {
-                tag: "SELECT 1".into(),
-            },
-            BackendMessage::ReadyForQuery(TransactionStatus::Idle),
-        ] {
-            conn.send(&message).map_err(internal)?;
-        }
+        conn.send_text_rows(&["greeting"], [&[Some(greeting.as_str())][..]])
+            .map_err(internal)?;
+        conn.send_ready_for_query(TransactionStatus::Idle)
+            .map_err(internal)?;
         Ok(Flow::Handled)
     }
 }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use pgbastion_gateway::{
     accept, serve, ClientConn, ClientIo, Flow, GatewayConfig, HookResult, Hooks, Outcome,
 };
-use pgbastion_wire::{
-    BackendMessage, DataRow, FieldDescription, Frame, FrontendTag, TransactionStatus,
-};
+use pgbastion_wire::{Frame, FrontendTag, TransactionStatus};
 use tokio::net::TcpListener;
 
 /// Trusts everyone and answers every Query with one row.
@@ -29,28 +27,10 @@ impl Hooks for OneRow {
         if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
             return Ok(Flow::Continue);
         }
-        let field = FieldDescription {
-            name: "test-field".into(),
-            table_oid: 0,
-            column_id: 0,
-            type_oid: 25,
-            type_size: -1,
-            type_modifier: -1,
-            format: 0,
-        };
-        let row = DataRow::new([Some(&b"test-value"[..])]).map_err(internal)?;
-        for message in [
-            BackendMessage::RowDescription {
-                fields: vec![field],
-            },
-            BackendMessage::DataRow(row),
-            BackendMessage::CommandComplete {
-                tag: "SELECT 1".into(),
-            },
-            BackendMessage::ReadyForQuery(TransactionStatus::Idle),
-        ] {
-            conn.send(&message).map_err(internal)?;
-        }
+        conn.send_text_rows(&["test-field"], [&[Some("test-value")][..]])
+            .map_err(internal)?;
+        conn.send_ready_for_query(TransactionStatus::Idle)
+            .map_err(internal)?;
         Ok(Flow::Handled)
     }
 }

@@ -3,7 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 use pgbastion_wire::{
-    BackendMessage, CancelKey, ErrorResponse, Frame, FrameDecoder, StartupPacket, TransactionStatus,
+    BackendMessage, CancelKey, DataRow, ErrorResponse, FieldDescription, Frame, FrameDecoder,
+    StartupPacket, TransactionStatus,
 };
 use std::future::Future;
 
@@ -18,6 +19,9 @@ use crate::stream::{ClientStream, Rewind};
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+
+/// The OID of PostgreSQL's `text` type.
+const TEXT_OID: u32 = 25;
 
 /// How much we ask the socket for at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -173,6 +177,37 @@ impl<S: ClientIo> ClientConn<S> {
     /// Queues a ReadyForQuery.
     pub fn send_ready_for_query(&mut self, status: TransactionStatus) -> Result<(), GatewayError> {
         self.send(&BackendMessage::ReadyForQuery(status))
+    }
+
+    /// Queues a whole query result with `text` columns: RowDescription, one DataRow per row
+    /// (`None` is NULL) and CommandComplete `SELECT <rows>`.
+    pub fn send_text_rows<'r>(
+        &mut self,
+        columns: &[&str],
+        rows: impl IntoIterator<Item = &'r [Option<&'r str>]>,
+    ) -> Result<(), GatewayError> {
+        let fields = columns
+            .iter()
+            .map(|name| FieldDescription {
+                name: (*name).to_owned(),
+                table_oid: 0,
+                column_id: 0,
+                type_oid: TEXT_OID,
+                type_size: -1,
+                type_modifier: -1,
+                format: 0,
+            })
+            .collect();
+        self.send(&BackendMessage::RowDescription { fields })?;
+        let mut count = 0usize;
+        for row in rows {
+            let values = row.iter().map(|v| v.map(str::as_bytes));
+            self.send(&BackendMessage::DataRow(DataRow::new(values)?))?;
+            count += 1;
+        }
+        self.send(&BackendMessage::CommandComplete {
+            tag: format!("SELECT {count}"),
+        })
     }
 
     /// Writes everything queued to the client.

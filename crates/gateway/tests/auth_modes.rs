@@ -77,11 +77,7 @@ fn tls_conninfo(addr: std::net::SocketAddr, pki: &Pki, user: &str, extra: &str) 
 #[tokio::test]
 async fn psql_connects_over_tls_with_scram_plus_and_channel_binding_required() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, false).await;
     let conninfo = tls_conninfo(
         addr,
         &pki,
@@ -110,11 +106,7 @@ async fn psql_connects_over_tls_with_scram_plus_and_channel_binding_required() {
 #[tokio::test]
 async fn psql_connects_with_sslmode_disable_require_and_verify_full() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, false).await;
     for (mode, tls) in [("disable", false), ("require", true), ("verify-full", true)] {
         let conninfo = tls_conninfo(addr, &pki, "md5_dave", &format!("sslmode={mode}"));
         let (ok, out, err) = tokio::task::spawn_blocking(move || psql(&conninfo, Some(PASSWORD)))
@@ -132,11 +124,7 @@ async fn psql_connects_with_sslmode_disable_require_and_verify_full() {
 #[tokio::test]
 async fn client_certificates_authenticate_when_the_common_name_is_the_user() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, false).await;
     let (cert, key) = pki.client_cert("cert_erin");
     let files = format!(
         "sslmode=verify-full sslcert={} sslkey={}",
@@ -171,12 +159,7 @@ async fn client_certificates_authenticate_when_the_common_name_is_the_user() {
 #[tokio::test]
 async fn require_tls_refuses_plaintext_startups() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        require_tls: true,
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, true).await;
     let error = within("plaintext", tokio_postgres_query(addr, "trust_g", None))
         .await
         .unwrap_err();

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use common::*;
-use pgbastion_gateway::GatewayConfig;
 use pgbastion_wire::{
     Authentication, BackendMessage, FrameDecoder, ProtocolVersion, SqlState, StartupMessage,
     StartupPacket,
@@ -68,11 +67,7 @@ async fn first_message(
 #[tokio::test]
 async fn an_ssl_request_inside_tls_is_a_protocol_violation() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, false).await;
     let message = within(
         "SSLRequest over TLS",
         first_message_after(&pki, addr, Some(b"postgresql"), StartupPacket::SslRequest),
@@ -87,12 +82,7 @@ async fn an_ssl_request_inside_tls_is_a_protocol_violation() {
 #[tokio::test]
 async fn direct_tls_with_alpn_postgresql_is_accepted() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        require_tls: true,
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, true).await;
     let message = within("direct TLS", first_message(&pki, addr, Some(b"postgresql"))).await;
     assert_eq!(message, BackendMessage::Authentication(Authentication::Ok));
 }
@@ -100,11 +90,7 @@ async fn direct_tls_with_alpn_postgresql_is_accepted() {
 #[tokio::test]
 async fn direct_tls_without_alpn_is_refused_with_08p01() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, false).await;
     let message = within("no ALPN", first_message(&pki, addr, None)).await;
     let BackendMessage::ErrorResponse(error) = message else {
         panic!("expected an error, got {message:?}");

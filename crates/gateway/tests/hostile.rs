@@ -230,11 +230,7 @@ async fn a_required_proxy_header_that_is_missing_is_refused() {
 #[tokio::test]
 async fn bytes_smuggled_after_ssl_request_are_refused() {
     let pki = Pki::new();
-    let addr = start_server(GatewayConfig {
-        tls: Some(pki.tls_config()),
-        ..GatewayConfig::default()
-    })
-    .await;
+    let addr = start_tls_server(&pki, false).await;
     within("smuggling", async {
         let mut client = RawClient::connect(addr).await.unwrap();
         let mut bytes = BytesMut::new();

@@ -16,9 +16,7 @@ use pgbastion_gateway::{
     GatewayConfig, HookResult, Hooks, Outcome, TlsConfig,
 };
 use pgbastion_testkit::TestCa;
-use pgbastion_wire::{
-    BackendMessage, DataRow, FieldDescription, Frame, FrontendMessage, TransactionStatus,
-};
+use pgbastion_wire::{Frame, FrontendMessage, TransactionStatus};
 use tokio::net::TcpListener;
 
 pub const PASSWORD: &str = "correct horse";
@@ -113,23 +111,7 @@ fn one_row<S: ClientIo>(
     conn: &mut ClientConn<S>,
     value: &str,
 ) -> Result<(), pgbastion_gateway::GatewayError> {
-    conn.send(&BackendMessage::RowDescription {
-        fields: vec![FieldDescription {
-            name: "answer".into(),
-            table_oid: 0,
-            column_id: 0,
-            type_oid: 25,
-            type_size: -1,
-            type_modifier: -1,
-            format: 0,
-        }],
-    })?;
-    let row =
-        DataRow::new([Some(value.as_bytes())]).map_err(pgbastion_gateway::GatewayError::from)?;
-    conn.send(&BackendMessage::DataRow(row))?;
-    conn.send(&BackendMessage::CommandComplete {
-        tag: "SELECT 1".into(),
-    })?;
+    conn.send_text_rows(&["answer"], [&[Some(value)][..]])?;
     conn.send_ready_for_query(TransactionStatus::Idle)
 }
 
@@ -171,6 +153,16 @@ impl Pki {
             .write_files(self.dir.path(), cn)
             .unwrap()
     }
+}
+
+/// Starts a server with TLS from `pki`.
+pub async fn start_tls_server(pki: &Pki, require_tls: bool) -> SocketAddr {
+    start_server(GatewayConfig {
+        tls: Some(pki.tls_config()),
+        require_tls,
+        ..GatewayConfig::default()
+    })
+    .await
 }
 
 /// Starts a server with `config`; returns its address. It runs until the test ends.
