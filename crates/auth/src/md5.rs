@@ -13,7 +13,8 @@ pub fn md5_hash(user: &str, password: &str) -> String {
     format!("md5{}", hex(&hasher.finalize()))
 }
 
-/// What a client sends for `salt`, given the stored hash (`md5...`).
+/// What a client sends in PasswordMessage for `salt`, given the stored hash (`md5...`, or
+/// just its 32 hex digits).
 pub fn md5_salted_response(stored_hash: &str, salt: [u8; 4]) -> String {
     let hex_part = stored_hash.strip_prefix("md5").unwrap_or(stored_hash);
     let mut hasher = Md5::new();
@@ -28,8 +29,14 @@ pub fn md5_client_response(user: &str, password: &str, salt: [u8; 4]) -> String 
 }
 
 /// Checks a client's md5 `response` against a stored secret, which may be an `md5...` hash
-/// (35 characters, as PostgreSQL stores it) or a plaintext password. Constant time.
+/// (as PostgreSQL stores it) or a plaintext password. Constant time.
+///
+/// A SCRAM secret cannot answer an md5 challenge: as PostgreSQL does, it is refused rather
+/// than taken for a plaintext password (which would let anyone holding the verifier in).
 pub fn verify_md5_response(stored: &str, user: &str, salt: [u8; 4], response: &str) -> bool {
+    if stored.parse::<crate::scram::ScramSecret>().is_ok() {
+        return false;
+    }
     let stored_hash = if is_md5_hash(stored) {
         stored.to_owned()
     } else {
@@ -41,9 +48,12 @@ pub fn verify_md5_response(stored: &str, user: &str, salt: [u8; 4], response: &s
     )
 }
 
-/// Whether `s` has the shape of a stored md5 hash.
+/// Whether `s` has the shape of a stored md5 hash: `md5` and 32 lowercase hex digits, the
+/// test PostgreSQL applies (`get_password_type`).
 pub fn is_md5_hash(s: &str) -> bool {
-    s.len() == 35 && s.starts_with("md5") && s[3..].bytes().all(|b| b.is_ascii_hexdigit())
+    s.strip_prefix("md5").is_some_and(|hex| {
+        hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 /// A fresh salt from the operating system's CSPRNG.
@@ -73,6 +83,51 @@ mod tests {
             md5_hash("postgres", "password"),
             "md532e12f215ba27cb750c9e093ce4b5127"
         );
+    }
+
+    #[test]
+    fn stored_hash_matches_one_made_by_postgresql() {
+        // `SET password_encryption = 'md5'; CREATE ROLE carol PASSWORD 'password'` in
+        // PostgreSQL 15, then `SELECT rolpassword FROM pg_authid`.
+        assert_eq!(
+            md5_hash("carol", "password"),
+            "md58c93d9ddf10222254a014ace6b6ef393"
+        );
+    }
+
+    #[test]
+    fn salted_response_matches_a_reference_computation() {
+        // python3: h = md5(b"passwordpostgres").hexdigest(); md5(h.encode() + b"\x01\x02\x03\x04")
+        let expected = "md598511ceaec347a656f032c7f2a16ef17";
+        let stored = md5_hash("postgres", "password");
+        assert_eq!(md5_salted_response(&stored, [1, 2, 3, 4]), expected);
+        assert_eq!(md5_salted_response(&stored[3..], [1, 2, 3, 4]), expected);
+        assert_eq!(
+            md5_client_response("postgres", "password", [1, 2, 3, 4]),
+            expected
+        );
+    }
+
+    #[test]
+    fn only_md5_and_32_lowercase_hex_digits_is_a_stored_hash() {
+        assert!(is_md5_hash("md532e12f215ba27cb750c9e093ce4b5127"));
+        assert!(!is_md5_hash("md532E12F215BA27CB750C9E093CE4B5127"));
+        assert!(!is_md5_hash("md532e12f215ba27cb750c9e093ce4b512"));
+        assert!(!is_md5_hash("xyz32e12f215ba27cb750c9e093ce4b5127"));
+        assert!(!is_md5_hash("md5\u{e9}2e12f215ba27cb750c9e093ce4b51"));
+    }
+
+    #[test]
+    fn a_scram_secret_never_answers_an_md5_challenge() {
+        let secret = crate::scram::ScramSecret::generate(b"pw", 1).to_string();
+        let salt = [9, 9, 9, 9];
+        let response = md5_client_response("alice", &secret, salt);
+        assert!(!verify_md5_response(&secret, "alice", salt, &response));
+    }
+
+    #[test]
+    fn random_salts_differ() {
+        assert_ne!(random_salt(), random_salt());
     }
 
     #[test]

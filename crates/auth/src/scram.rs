@@ -3,7 +3,17 @@
 //!
 //! Both sides are consuming state machines: each step takes the peer's message and returns
 //! the next state and the message to send, so a wrong-order call does not compile.
+//!
+//! ```text
+//! server: ScramServer --handle_client_first--> ScramServerFirstSent --handle_client_final--> ScramSuccess
+//! client: ScramClient --handle_server_first--> ScramClientFinalSent --verify_server_final--> ()
+//! ```
+//!
+//! Key derivation lives in one private module both sides use. Secrets (passwords, keys,
+//! proofs) never appear in `Debug` output or error messages, and are compared in constant
+//! time.
 
+mod channel_binding;
 mod client;
 mod keys;
 mod messages;
@@ -14,12 +24,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use rand::RngCore;
 
-pub use client::{
-    ChannelBinding, ClientCredential, ScramClient, ScramClientFinalSent, MAX_ITERATIONS,
+pub use channel_binding::{
+    signature_hash, tls_server_end_point, tls_server_end_point_hash, CertHash, ChannelBinding,
+    ServerBinding,
 };
+pub use client::{ClientCredential, ScramClient, ScramClientFinalSent, MAX_ITERATIONS};
 pub use keys::{Key, KEY_LEN};
-pub use secret::{ScramSecret, DEFAULT_ITERATIONS};
-pub use server::{ScramServer, ScramServerFirstSent, ScramSuccess, ServerBinding};
+pub use secret::{ScramSecret, SecretError, DEFAULT_ITERATIONS, SALT_LEN};
+pub use server::{ScramServer, ScramServerFirstSent, ScramSuccess};
 
 /// The mechanism without channel binding.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
@@ -32,9 +44,13 @@ pub enum ScramError {
     /// A message did not follow the grammar.
     #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
-    /// The client chose a mechanism that was not offered.
+    /// The client chose a mechanism that is not SCRAM-SHA-256(-PLUS).
     #[error("client selected an invalid SASL authentication mechanism {0:?}")]
     UnsupportedMechanism(String),
+    /// The client chose SCRAM-SHA-256-PLUS, but the server did not offer it (no TLS, or no
+    /// certificate to bind to). PostgreSQL reports this as an invalid mechanism.
+    #[error("client selected SCRAM-SHA-256-PLUS, but channel binding was not offered")]
+    ChannelBindingRequiredButNotOffered,
     /// A channel binding type other than `tls-server-end-point`.
     #[error("unsupported SCRAM channel-binding type {0:?}")]
     UnsupportedChannelBinding(String),
@@ -57,12 +73,9 @@ pub enum ScramError {
     /// The server's signature is wrong: it does not know the secret.
     #[error("SCRAM server signature invalid")]
     InvalidServerSignature,
-    /// The server answered with `e=`.
+    /// The server answered with `e=<value>` (RFC 5802 `server-error-value`).
     #[error("SCRAM server error: {0}")]
     ServerError(String),
-    /// A stored secret is not in `SCRAM-SHA-256$...` form.
-    #[error("invalid SCRAM secret")]
-    InvalidSecret,
 }
 
 /// 18 random bytes, base64: the nonce size libpq and PostgreSQL use.
@@ -70,24 +83,6 @@ fn random_nonce() -> String {
     let mut raw = [0u8; 18];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     B64.encode(raw)
-}
-
-/// The `tls-server-end-point` channel binding data for a server certificate (RFC 5929
-/// section 4.1): its DER hashed with the certificate's signature hash, SHA-256 when that is
-/// MD5 or SHA-1 or cannot be determined (Ed25519 certificates have none; PostgreSQL refuses
-/// channel binding for them, we use SHA-256 on both sides).
-pub fn tls_server_end_point(cert_der: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    let oid = x509_parser::parse_x509_certificate(cert_der)
-        .map(|(_, cert)| cert.signature_algorithm.algorithm.to_id_string())
-        .unwrap_or_default();
-    match oid.as_str() {
-        // sha384WithRSAEncryption, ecdsa-with-SHA384
-        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => sha2::Sha384::digest(cert_der).to_vec(),
-        // sha512WithRSAEncryption, ecdsa-with-SHA512
-        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => sha2::Sha512::digest(cert_der).to_vec(),
-        _ => sha2::Sha256::digest(cert_der).to_vec(),
-    }
 }
 
 #[cfg(test)]

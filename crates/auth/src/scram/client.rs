@@ -1,62 +1,30 @@
 //! The client side of SCRAM-SHA-256(-PLUS), for logging into PostgreSQL backends.
 
+use std::fmt;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
 use super::keys::{self, Key};
-use super::messages::{attribute, attribute_after_extensions, valid_nonce};
-use super::{random_nonce, ScramError, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
+use super::messages::{valid_nonce, Attributes};
+use super::{random_nonce, ChannelBinding, ScramError, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
 use crate::md5::constant_time_eq;
 
 /// The most PBKDF2 iterations we run for a server; more is a denial of service on us.
 pub const MAX_ITERATIONS: u32 = 10_000_000;
 
-/// Channel binding from the client's side.
-#[derive(Clone, PartialEq, Eq)]
-pub enum ChannelBinding {
-    /// The client does not do channel binding (gs2 `n`): no TLS.
-    NotSupported,
-    /// The client could, but the server did not offer it (gs2 `y`).
-    SupportedButNotUsed,
-    /// `tls-server-end-point` with the hash of the server's certificate (gs2 `p=...`).
-    TlsServerEndPoint(Vec<u8>),
-}
-
-impl std::fmt::Debug for ChannelBinding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::NotSupported => "NotSupported",
-            Self::SupportedButNotUsed => "SupportedButNotUsed",
-            Self::TlsServerEndPoint(_) => "TlsServerEndPoint",
-        })
-    }
-}
-
-impl ChannelBinding {
-    fn gs2_header(&self) -> &'static str {
-        match self {
-            Self::NotSupported => "n,,",
-            Self::SupportedButNotUsed => "y,,",
-            Self::TlsServerEndPoint(_) => "p=tls-server-end-point,,",
-        }
-    }
-
-    fn data(&self) -> &[u8] {
-        match self {
-            Self::TlsServerEndPoint(data) => data,
-            _ => &[],
-        }
-    }
-}
-
 /// What the client proves itself with.
 #[derive(Clone)]
 pub enum ClientCredential {
-    /// The password.
+    /// The password (SASLprep-normalised as PostgreSQL does).
     Password(Vec<u8>),
-    /// Keys recovered from another exchange (see
-    /// [`ScramSuccess::client_key`](super::ScramSuccess::client_key)). Without `server_key`
-    /// the server's signature cannot be checked and is accepted as is.
+    /// Keys instead of the password, e.g. the ClientKey a server recovered from another
+    /// exchange ([`ScramSuccess::client_key`](super::ScramSuccess::client_key)) and the
+    /// ServerKey from the stored secret. `ClientProof = ClientKey XOR HMAC(H(ClientKey),
+    /// AuthMessage)` needs nothing else. Without `server_key` the server's signature cannot
+    /// be computed, so [`ScramClientFinalSent::verify_server_final`] skips that check (it
+    /// still refuses `e=` errors and malformed messages): this is the only case in which the
+    /// server is not authenticated.
     Keys {
         /// The ClientKey.
         client_key: Key,
@@ -65,8 +33,8 @@ pub enum ClientCredential {
     },
 }
 
-impl std::fmt::Debug for ClientCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for ClientCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Password(_) => "Password(<redacted>)",
             Self::Keys { .. } => "Keys(<redacted>)",
@@ -83,19 +51,25 @@ pub struct ScramClient {
     username: String,
 }
 
-/// A client exchange waiting for the server-final message.
-#[derive(Debug)]
+/// A client exchange that sent the client-final message and waits for the server-final one.
 pub struct ScramClientFinalSent {
     expected_signature: Option<Key>,
 }
 
+impl fmt::Debug for ScramClientFinalSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ScramClientFinalSent { .. }")
+    }
+}
+
 impl ScramClient {
-    /// A client with a fresh random nonce.
+    /// A client with a fresh random nonce (18 random bytes, base64, as libpq).
     pub fn new(credential: ClientCredential, binding: ChannelBinding) -> Self {
         Self::with_nonce(credential, binding, random_nonce())
     }
 
-    /// A client with a given nonce (for recorded exchanges in tests).
+    /// A client with a given nonce (for recorded exchanges in tests). It must be printable
+    /// ASCII without commas, as RFC 5802 requires.
     pub fn with_nonce(
         credential: ClientCredential,
         binding: ChannelBinding,
@@ -116,16 +90,18 @@ impl ScramClient {
         self
     }
 
-    /// The mechanism to name in SASLInitialResponse.
+    /// The mechanism to name in SASLInitialResponse: SCRAM-SHA-256-PLUS exactly when
+    /// binding with [`ChannelBinding::TlsServerEndPoint`].
     pub fn mechanism(&self) -> &'static str {
         match self.binding {
             ChannelBinding::TlsServerEndPoint(_) => SCRAM_SHA_256_PLUS,
-            _ => SCRAM_SHA_256,
+            ChannelBinding::NotSupported | ChannelBinding::SupportedButNotUsed => SCRAM_SHA_256,
         }
     }
 
-    /// The client-first message. The user name is left empty, as libpq does: PostgreSQL
-    /// takes the user from the startup packet.
+    /// The client-first message for SASLInitialResponse. The user name is empty unless set
+    /// with [`with_username`](Self::with_username), as libpq does: PostgreSQL takes the user
+    /// from the startup packet.
     pub fn client_first_message(&self) -> Vec<u8> {
         format!("{}{}", self.binding.gs2_header(), self.client_first_bare()).into_bytes()
     }
@@ -134,31 +110,16 @@ impl ScramClient {
         format!("n={},r={}", self.username, self.nonce)
     }
 
-    /// Handles the server-first message; returns the next state and the client-final message.
+    /// Handles the server-first message (AuthenticationSASLContinue); returns the next state
+    /// and the client-final message for SASLResponse.
     pub fn handle_server_first(
         self,
         server_first: &[u8],
     ) -> Result<(ScramClientFinalSent, Vec<u8>), ScramError> {
-        let (nonce, rest) = attribute_after_extensions(server_first, b'r')?;
-        if !nonce.starts_with(self.nonce.as_bytes())
-            || nonce.len() == self.nonce.len()
-            || !valid_nonce(nonce)
-        {
-            return Err(ScramError::NonceMismatch);
-        }
-        let (salt, rest) = attribute(rest, b's')?;
-        let salt = B64
-            .decode(salt)
-            .map_err(|_| ScramError::Malformed("salt is not base64"))?;
-        let (iterations, _) = attribute(rest, b'i')?;
-        let iterations: u32 = std::str::from_utf8(iterations)
-            .ok()
-            .and_then(|i| i.parse().ok())
-            .filter(|i| (1..=MAX_ITERATIONS).contains(i))
-            .ok_or(ScramError::Malformed("invalid iteration count"))?;
+        let first = ServerFirst::parse(server_first, &self.nonce)?;
         let (client_key, server_key) = match &self.credential {
             ClientCredential::Password(password) => {
-                let salted = keys::salted_password(password, &salt, iterations);
+                let salted = keys::salted_password(password, &first.salt, first.iterations);
                 (keys::client_key(&salted), Some(keys::server_key(&salted)))
             }
             ClientCredential::Keys {
@@ -167,41 +128,76 @@ impl ScramClient {
             } => (*client_key, *server_key),
         };
         let cbind = [self.binding.gs2_header().as_bytes(), self.binding.data()].concat();
-        let without_proof = format!(
-            "c={},r={}",
-            B64.encode(cbind),
-            String::from_utf8_lossy(nonce)
-        );
+        let without_proof = format!("c={},r={}", B64.encode(cbind), first.nonce);
         let auth_message = keys::auth_message(
             self.client_first_bare().as_bytes(),
             server_first,
             without_proof.as_bytes(),
         );
-        let stored_key = keys::sha256(&client_key);
-        let proof = keys::xor(&client_key, &keys::hmac(&stored_key, &[&auth_message]));
+        let signature = keys::client_signature(&keys::sha256(&client_key), &auth_message);
+        let proof = keys::xor(&client_key, &signature);
         let client_final = format!("{without_proof},p={}", B64.encode(proof)).into_bytes();
-        let expected_signature = server_key.map(|key| keys::hmac(&key, &[&auth_message]));
+        let expected_signature = server_key.map(|key| keys::server_signature(&key, &auth_message));
         Ok((ScramClientFinalSent { expected_signature }, client_final))
     }
 }
 
+/// The fields of a server-first message we use.
+struct ServerFirst<'a> {
+    nonce: &'a str,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl<'a> ServerFirst<'a> {
+    /// `[reserved-mext ","] nonce "," salt "," iteration-count ["," extensions]`; the nonce
+    /// must extend `client_nonce`.
+    fn parse(message: &'a [u8], client_nonce: &str) -> Result<Self, ScramError> {
+        let mut attrs = Attributes::new(message);
+        attrs.refuse_mandatory_extension()?;
+        let nonce = attrs.expect(b'r')?;
+        let nonce = std::str::from_utf8(nonce)
+            .ok()
+            .filter(|n| n.len() > client_nonce.len() && n.starts_with(client_nonce))
+            .filter(|n| valid_nonce(n.as_bytes()))
+            .ok_or(ScramError::NonceMismatch)?;
+        let salt = B64
+            .decode(attrs.expect(b's')?)
+            .map_err(|_| ScramError::Malformed("salt is not base64"))?;
+        let iterations = std::str::from_utf8(attrs.expect(b'i')?)
+            .ok()
+            .and_then(|i| i.parse().ok())
+            .filter(|i| (1..=MAX_ITERATIONS).contains(i))
+            .ok_or(ScramError::Malformed("invalid iteration count"))?;
+        attrs.skip_extensions()?;
+        Ok(Self {
+            nonce,
+            salt,
+            iterations,
+        })
+    }
+}
+
 impl ScramClientFinalSent {
-    /// Checks the server-final message: the server proves it knew the secret too.
+    /// Checks the server-final message (AuthenticationSASLFinal): the server proves it knew
+    /// the secret too (constant-time comparison). A server `e=` error becomes
+    /// [`ScramError::ServerError`].
     pub fn verify_server_final(self, server_final: &[u8]) -> Result<(), ScramError> {
         if let Some(error) = server_final.strip_prefix(b"e=") {
-            return Err(ScramError::ServerError(
-                String::from_utf8_lossy(error).into_owned(),
-            ));
+            let end = error.iter().position(|&b| b == b',').unwrap_or(error.len());
+            let text = String::from_utf8_lossy(error.get(..end).unwrap_or_default());
+            return Err(ScramError::ServerError(text.into_owned()));
         }
-        let (verifier, _) = attribute(server_final, b'v')?;
+        let mut attrs = Attributes::new(server_final);
         let verifier = B64
-            .decode(verifier)
+            .decode(attrs.expect(b'v')?)
             .map_err(|_| ScramError::Malformed("verifier is not base64"))?;
+        attrs.skip_extensions()?;
         match self.expected_signature {
             Some(expected) if !constant_time_eq(&expected, &verifier) => {
                 Err(ScramError::InvalidServerSignature)
             }
-            _ => Ok(()),
+            Some(_) | None => Ok(()),
         }
     }
 }

@@ -50,7 +50,17 @@ pub fn server_key(salted: &Key) -> Key {
     hmac(salted, &[b"Server Key"])
 }
 
-/// `a XOR b`.
+/// `ClientSignature = HMAC(StoredKey, AuthMessage)`.
+pub fn client_signature(stored_key: &Key, auth_message: &[u8]) -> Key {
+    hmac(stored_key, &[auth_message])
+}
+
+/// `ServerSignature = HMAC(ServerKey, AuthMessage)`.
+pub fn server_signature(server_key: &Key, auth_message: &[u8]) -> Key {
+    hmac(server_key, &[auth_message])
+}
+
+/// `a XOR b`: turns a ClientKey into a ClientProof and back.
 pub fn xor(a: &Key, b: &Key) -> Key {
     let mut out = [0u8; KEY_LEN];
     for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b)) {

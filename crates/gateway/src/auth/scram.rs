@@ -65,14 +65,28 @@ fn server_binding<S: ClientIo>(conn: &ClientConn<S>) -> ServerBinding {
         .tls
         .as_ref()
         .and_then(|tls| tls.server_certificate.as_ref())
-        .map(|cert| ServerBinding::Offered(pgbastion_auth::scram::tls_server_end_point(cert)))
+        .and_then(|cert| {
+            // libpq refuses channel binding for certificates without a signature hash
+            // (Ed25519): offering PLUS would break its default channel_binding=prefer.
+            let hash = pgbastion_auth::scram::signature_hash(cert)?;
+            Some(ServerBinding::Offered(
+                pgbastion_auth::scram::tls_server_end_point_hash(cert, hash),
+            ))
+        })
         .unwrap_or(ServerBinding::NotOffered)
 }
 
-/// A secret for users that do not exist: the exchange runs to the end and fails there, so
-/// the client cannot tell unknown users from wrong passwords.
+/// A secret for users that do not exist: the exchange runs to the end and fails there, and
+/// the salt is the same on every attempt (derived from the user and a per-process random
+/// value), so the client cannot tell unknown users from wrong passwords.
 fn decoy_secret(user: &str, iterations: u32) -> ScramSecret {
-    ScramSecret::generate(user.as_bytes(), iterations)
+    static MOCK_NONCE: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let nonce = MOCK_NONCE.get_or_init(|| {
+        let mut nonce = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut nonce);
+        nonce
+    });
+    ScramSecret::mock(user, nonce, iterations)
 }
 
 fn scram_error(error: ScramError, user: &str) -> GatewayError {
