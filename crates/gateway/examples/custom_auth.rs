@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use pgbastion_auth::scram::{ScramSecret, DEFAULT_ITERATIONS};
 use pgbastion_gateway::{
-    accept, serve, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
-    GatewayConfig, HookResult, Hooks, Outcome,
+    serve_listener, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
+    GatewayConfig, HookResult, Hooks,
 };
 use pgbastion_wire::{Frame, FrontendTag, TransactionStatus};
 use tokio::net::TcpListener;
@@ -101,29 +101,15 @@ impl Hooks for UserTable {
                 .as_deref()
                 .unwrap_or("stranger")
         );
-        conn.send_text_rows(&["greeting"], [&[Some(greeting.as_str())][..]])
-            .map_err(internal)?;
-        conn.send_ready_for_query(TransactionStatus::Idle)
-            .map_err(internal)?;
+        conn.send_text_rows(&["greeting"], [&[Some(greeting.as_str())][..]])?;
+        conn.send_ready_for_query(TransactionStatus::Idle)?;
         Ok(Flow::Handled)
     }
 }
 
-fn internal(error: impl std::fmt::Display) -> pgbastion_gateway::HookError {
-    pgbastion_gateway::HookError::new(pgbastion_wire::SqlState::INTERNAL_ERROR, error.to_string())
-}
-
 /// Serves clients from `listener`.
 pub async fn run(listener: TcpListener, users: Arc<UserTable>) {
-    let config = Arc::new(GatewayConfig::default());
-    while let Ok((stream, peer)) = listener.accept().await {
-        let (config, users) = (config.clone(), users.clone());
-        tokio::spawn(async move {
-            if let Ok(Outcome::Authenticated(conn)) = accept(stream, peer, &config, &*users).await {
-                let _ = serve(conn, &config, &*users).await;
-            }
-        });
-    }
+    serve_listener(listener, Arc::new(GatewayConfig::default()), users).await;
 }
 
 #[tokio::main]

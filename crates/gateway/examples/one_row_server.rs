@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pgbastion_gateway::{
-    accept, serve, ClientConn, ClientIo, Flow, GatewayConfig, HookResult, Hooks, Outcome,
+    serve_listener, ClientConn, ClientIo, Flow, GatewayConfig, HookResult, Hooks,
 };
 use pgbastion_wire::{Frame, FrontendTag, TransactionStatus};
 use tokio::net::TcpListener;
@@ -27,29 +27,15 @@ impl Hooks for OneRow {
         if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {
             return Ok(Flow::Continue);
         }
-        conn.send_text_rows(&["test-field"], [&[Some("test-value")][..]])
-            .map_err(internal)?;
-        conn.send_ready_for_query(TransactionStatus::Idle)
-            .map_err(internal)?;
+        conn.send_text_rows(&["test-field"], [&[Some("test-value")][..]])?;
+        conn.send_ready_for_query(TransactionStatus::Idle)?;
         Ok(Flow::Handled)
     }
 }
 
-fn internal(error: impl std::fmt::Display) -> pgbastion_gateway::HookError {
-    pgbastion_gateway::HookError::new(pgbastion_wire::SqlState::INTERNAL_ERROR, error.to_string())
-}
-
 /// Serves clients from `listener` until the task is dropped.
 pub async fn run(listener: TcpListener, config: GatewayConfig) {
-    let config = Arc::new(config);
-    while let Ok((stream, peer)) = listener.accept().await {
-        let config = config.clone();
-        tokio::spawn(async move {
-            if let Ok(Outcome::Authenticated(conn)) = accept(stream, peer, &config, &OneRow).await {
-                let _ = serve(conn, &config, &OneRow).await;
-            }
-        });
-    }
+    serve_listener(listener, Arc::new(config), Arc::new(OneRow)).await;
 }
 
 #[tokio::main]

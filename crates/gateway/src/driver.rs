@@ -1,12 +1,14 @@
 //! The connection driver: runs the lifecycle for one client, calling the hooks.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use pgbastion_wire::{
     BackendMessage, CancelKey, ErrorResponse, FrontendTag, Severity, SqlState, TransactionStatus,
 };
 use rand::RngCore;
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::auth;
@@ -141,6 +143,25 @@ fn send_ready<S: ClientIo>(
     rng.fill_bytes(&mut key);
     conn.send_backend_key_data(rng.next_u32() & 0x7fff_ffff, Bytes::from(key))?;
     conn.send_ready_for_query(TransactionStatus::Idle)
+}
+
+/// Accepts clients from `listener` until it fails, running [`accept`] then [`serve`] for
+/// each on its own task. Connections that end in another [`Outcome`] (a cancel request, a
+/// detach, a hook that handled startup) are closed: servers that need those drive
+/// [`accept`] themselves.
+pub async fn serve_listener<H: Hooks + 'static>(
+    listener: TcpListener,
+    config: Arc<GatewayConfig>,
+    hooks: Arc<H>,
+) {
+    while let Ok((stream, peer)) = listener.accept().await {
+        let (config, hooks) = (config.clone(), hooks.clone());
+        tokio::spawn(async move {
+            if let Ok(Outcome::Authenticated(conn)) = accept(stream, peer, &config, &*hooks).await {
+                let _ = serve(conn, &config, &*hooks).await;
+            }
+        });
+    }
 }
 
 /// Drives an authenticated session: every client message goes to [`Hooks::on_message`];

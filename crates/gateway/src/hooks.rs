@@ -172,6 +172,22 @@ impl HookError {
     }
 }
 
+/// A gateway failure inside a hook (an encode error, a write that failed) becomes the
+/// client-visible error the gateway would have sent for it, or an internal error.
+impl From<crate::error::GatewayError> for HookError {
+    fn from(error: crate::error::GatewayError) -> Self {
+        match error.client_error() {
+            Some(response) => Self::new(
+                response
+                    .sqlstate()
+                    .unwrap_or(pgbastion_wire::SqlState::INTERNAL_ERROR),
+                response.message(),
+            ),
+            None => Self::new(pgbastion_wire::SqlState::INTERNAL_ERROR, error.to_string()),
+        }
+    }
+}
+
 /// The result type of hooks.
 pub type HookResult<T> = Result<T, HookError>;
 

@@ -18,7 +18,7 @@ pub mod tls;
 
 pub use config::GatewayConfig;
 pub use conn::{ClientConn, ClientIo, Detached};
-pub use driver::{accept, report, serve, Outcome};
+pub use driver::{accept, report, serve, serve_listener, Outcome};
 pub use error::GatewayError;
 pub use hooks::{AuthMethod, Credential, Flow, HookError, HookResult, Hooks};
 pub use state::{ClientInfo, ConnectionState, Phase};

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use pgbastion_auth::scram::ScramSecret;
 use pgbastion_gateway::{
-    accept, serve, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
-    GatewayConfig, HookResult, Hooks, Outcome, TlsConfig,
+    serve_listener, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
+    GatewayConfig, HookResult, Hooks, TlsConfig,
 };
 use pgbastion_testkit::TestCa;
 use pgbastion_wire::{Frame, FrontendMessage, TransactionStatus};
@@ -97,12 +97,7 @@ impl Hooks for TestHooks {
             state.client_addr.ip(),
             state.tls.is_some()
         );
-        one_row(conn, &answer).map_err(|e| {
-            pgbastion_gateway::HookError::new(
-                pgbastion_wire::SqlState::INTERNAL_ERROR,
-                e.to_string(),
-            )
-        })?;
+        one_row(conn, &answer)?;
         Ok(Flow::Handled)
     }
 }
@@ -169,22 +164,11 @@ pub async fn start_tls_server(pki: &Pki, require_tls: bool) -> SocketAddr {
 pub async fn start_server(config: GatewayConfig) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = Arc::new(config);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                return;
-            };
-            let config = config.clone();
-            tokio::spawn(async move {
-                if let Ok(Outcome::Authenticated(conn)) =
-                    accept(stream, peer, &config, &TestHooks).await
-                {
-                    let _ = serve(conn, &config, &TestHooks).await;
-                }
-            });
-        }
-    });
+    tokio::spawn(serve_listener(
+        listener,
+        Arc::new(config),
+        Arc::new(TestHooks),
+    ));
     addr
 }
 
