@@ -68,7 +68,7 @@ impl Hooks for UserTable {
 
     fn validate_credentials(
         &self,
-        _state: &ConnectionState,
+        _state: &mut ConnectionState,
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
         let valid = self

@@ -210,6 +210,11 @@ impl<S: ClientIo> ClientConn<S> {
         })
     }
 
+    /// Bytes queued for the client and not yet flushed.
+    pub fn pending_output(&self) -> usize {
+        self.write_buf.len()
+    }
+
     /// Writes everything queued to the client.
     pub async fn flush(&mut self) -> Result<(), GatewayError> {
         let deadline = self.deadline;

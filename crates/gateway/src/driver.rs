@@ -8,7 +8,7 @@ use pgbastion_wire::{
     BackendMessage, CancelKey, ErrorResponse, FrontendTag, Severity, SqlState, TransactionStatus,
 };
 use rand::RngCore;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 use crate::auth;
@@ -16,7 +16,8 @@ use crate::config::GatewayConfig;
 use crate::conn::{ClientConn, ClientIo, Detached};
 use crate::error::GatewayError;
 use crate::handshake::{self, Startup};
-use crate::hooks::{Flow, Hooks};
+use crate::hooks::{Flow, HookResult, Hooks};
+use crate::session::{HookMessages, Session};
 use crate::state::{ConnectionState, Phase};
 
 /// How [`accept`] ended.
@@ -145,6 +146,9 @@ fn send_ready<S: ClientIo>(
     conn.send_ready_for_query(TransactionStatus::Idle)
 }
 
+/// Pending output that is flushed even while more client messages are buffered.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
 /// Accepts clients from `listener` until it fails, running [`accept`] then [`serve`] for
 /// each on its own task. Connections that end in another [`Outcome`] (a cancel request, a
 /// detach, a hook that handled startup) are closed: servers that need those drive
@@ -154,23 +158,62 @@ pub async fn serve_listener<H: Hooks + 'static>(
     config: Arc<GatewayConfig>,
     hooks: Arc<H>,
 ) {
+    serve_listener_with(listener, config, hooks.clone(), move |_| {
+        Ok(HookMessages(hooks.clone()))
+    })
+    .await;
+}
+
+/// Like [`serve_listener`], with per-connection state: `new_session` is called once a client
+/// is authenticated and the [`Session`] it returns handles that client's messages. An error
+/// from it is sent to the client as a FATAL and ends the connection.
+pub async fn serve_listener_with<H, T, F>(
+    listener: TcpListener,
+    config: Arc<GatewayConfig>,
+    hooks: Arc<H>,
+    new_session: F,
+) where
+    H: Hooks + 'static,
+    T: Session<TcpStream> + 'static,
+    F: Fn(&ConnectionState) -> HookResult<T> + Send + Sync + 'static,
+{
+    let new_session = Arc::new(new_session);
     while let Ok((stream, peer)) = listener.accept().await {
-        let (config, hooks) = (config.clone(), hooks.clone());
+        let (config, hooks, new_session) = (config.clone(), hooks.clone(), new_session.clone());
         tokio::spawn(async move {
-            if let Ok(Outcome::Authenticated(conn)) = accept(stream, peer, &config, &*hooks).await {
-                let _ = serve(conn, &config, &*hooks).await;
+            let Ok(Outcome::Authenticated(mut conn)) = accept(stream, peer, &config, &*hooks).await
+            else {
+                return;
+            };
+            match new_session(conn.state()) {
+                Ok(mut session) => {
+                    let _ = serve_session(conn, &config, &mut session).await;
+                }
+                Err(error) => {
+                    report(&mut conn, &GatewayError::Hook(error)).await;
+                }
             }
         });
     }
 }
 
-/// Drives an authenticated session: every client message goes to [`Hooks::on_message`];
-/// messages no hook handled get a `0A000` error (and ReadyForQuery after Query or Sync) so
-/// clients never hang. Returns when the client sends Terminate or goes away.
+/// Drives an authenticated session with the hooks: every client message goes to
+/// [`Hooks::on_message`]. See [`serve_session`].
 pub async fn serve<S: ClientIo, H: Hooks>(
-    mut conn: ClientConn<S>,
+    conn: ClientConn<S>,
     config: &GatewayConfig,
     hooks: &H,
+) -> Result<(), GatewayError> {
+    serve_session(conn, config, &mut HookMessages(hooks)).await
+}
+
+/// Drives an authenticated session: every client message goes to [`Session::on_message`];
+/// messages it did not handle get a `0A000` error (and ReadyForQuery after Query or Sync) so
+/// clients never hang. Returns when the client sends Terminate or goes away.
+pub async fn serve_session<S: ClientIo, T: Session<S>>(
+    mut conn: ClientConn<S>,
+    config: &GatewayConfig,
+    session: &mut T,
 ) -> Result<(), GatewayError> {
     loop {
         let frame = match conn.read_frame(config.max_message_len).await {
@@ -185,7 +228,7 @@ pub async fn serve<S: ClientIo, H: Hooks>(
         if tag == Some(FrontendTag::Terminate) {
             return Ok(());
         }
-        match hooks.on_message(&mut conn, frame).await {
+        match session.on_message(&mut conn, frame).await {
             Ok(Flow::Handled) => {}
             Ok(Flow::Continue) => answer_unhandled(&mut conn, tag)?,
             Ok(Flow::Detach) => return Ok(()),
@@ -195,7 +238,11 @@ pub async fn serve<S: ClientIo, H: Hooks>(
                 return Err(error);
             }
         }
-        conn.flush().await?;
+        // Answers to pipelined messages go out together: flush when nothing more is buffered
+        // from the client, or when enough output is pending.
+        if conn.buffered().is_empty() || conn.pending_output() >= FLUSH_THRESHOLD {
+            conn.flush().await?;
+        }
     }
 }
 

@@ -227,10 +227,11 @@ pub trait Hooks: Send + Sync {
     }
 
     /// Decides whether a credential is valid. Default: a certificate whose common name equals
-    /// the user is accepted, everything else refused.
+    /// the user is accepted, everything else refused. What the check learns (claims, a backend
+    /// connection) can be kept in `state.extensions`.
     fn validate_credentials(
         &self,
-        state: &ConnectionState,
+        state: &mut ConnectionState,
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
         let _ = state;

@@ -9,17 +9,23 @@ pub mod config;
 pub mod conn;
 mod driver;
 pub mod error;
+pub mod extensions;
 mod handshake;
 pub mod hooks;
 pub mod proxy_protocol;
+pub mod session;
 pub mod state;
 pub mod stream;
 pub mod tls;
 
 pub use config::GatewayConfig;
 pub use conn::{ClientConn, ClientIo, Detached};
-pub use driver::{accept, report, serve, serve_listener, Outcome};
+pub use driver::{
+    accept, report, serve, serve_listener, serve_listener_with, serve_session, Outcome,
+};
 pub use error::GatewayError;
+pub use extensions::Extensions;
 pub use hooks::{AuthMethod, Credential, Flow, HookError, HookResult, Hooks};
+pub use session::{HookMessages, Session};
 pub use state::{ClientInfo, ConnectionState, Phase};
 pub use tls::{TlsConfig, TlsInfo};

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use pgbastion_wire::ProtocolVersion;
 
+use crate::extensions::Extensions;
 use crate::proxy_protocol::ProxyInfo;
 use crate::tls::TlsInfo;
 
@@ -72,6 +73,8 @@ pub struct ConnectionState {
     /// The user name that authentication established (may differ from the startup `user`
     /// when a hook maps identities).
     pub authenticated_user: Option<String>,
+    /// Values hooks attach to this connection.
+    pub extensions: Extensions,
 }
 
 impl ConnectionState {
@@ -85,6 +88,7 @@ impl ConnectionState {
             client: None,
             phase: Phase::Connected,
             authenticated_user: None,
+            extensions: Extensions::default(),
         }
     }
 

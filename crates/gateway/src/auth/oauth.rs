@@ -44,7 +44,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
                 token: token.expose().to_owned(),
             };
             if hooks
-                .validate_credentials(conn.state(), &credential)
+                .validate_credentials(conn.state_mut(), &credential)
                 .await?
             {
                 conn.state_mut().authenticated_user = Some(user);

@@ -55,7 +55,7 @@ impl Hooks for TestHooks {
 
     fn validate_credentials(
         &self,
-        _state: &ConnectionState,
+        _state: &mut ConnectionState,
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
         let valid = match credential {

@@ -1,0 +1,736 @@
+//! The synchronous core of one client session: PostgreSQL messages in, PostgreSQL messages
+//! out, SQLite underneath. It owns the connection, the prepared statements and the portals,
+//! and emulates PostgreSQL's transaction-block rules (an error inside BEGIN … COMMIT aborts
+//! the block until ROLLBACK) so that ReadyForQuery reports what a PostgreSQL client expects.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::BytesMut;
+use pgbastion_wire::{
+    BackendMessage, DataRow, ErrorResponse, FieldDescription, FrontendMessage, Severity, SqlState,
+    Target, TransactionStatus,
+};
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+use crate::errors::{error, from_sqlite};
+use crate::sql::{self, Statement};
+use crate::types::{self, TEXT};
+
+/// What the first keywords of a statement make it.
+#[derive(Debug, Clone, PartialEq)]
+enum Command {
+    Empty,
+    Begin,
+    Commit,
+    Rollback,
+    /// SET, RESET, DISCARD: accepted and ignored, answered with this tag.
+    Ignored(&'static str),
+    Show(String),
+    /// Something the embedded backend cannot do; the message says what.
+    Unsupported(String),
+    /// Given to SQLite.
+    Sql,
+}
+
+impl Command {
+    fn of(statement: &Statement) -> Self {
+        if let Some(catalog) = &statement.catalog {
+            return Self::Unsupported(format!(
+                "\"{catalog}\": PostgreSQL system catalogs and functions are not supported by \
+                 the embedded SQLite backend (list tables with: SELECT name FROM sqlite_schema)"
+            ));
+        }
+        match (statement.first.as_str(), statement.second.as_str()) {
+            ("", _) => Self::Empty,
+            ("begin" | "start", _) => Self::Begin,
+            ("commit" | "end", _) => Self::Commit,
+            ("rollback" | "abort", second) if second != "to" => Self::Rollback,
+            ("set", _) => Self::Ignored("SET"),
+            ("reset", _) => Self::Ignored("RESET"),
+            ("discard", _) => Self::Ignored("DISCARD ALL"),
+            ("show", name) => Self::Show(name.to_owned()),
+            (
+                first @ ("copy" | "listen" | "notify" | "unlisten" | "lock" | "grant" | "revoke"
+                | "prepare" | "execute" | "deallocate" | "declare" | "fetch" | "move"
+                | "truncate" | "comment" | "do" | "call"),
+                _,
+            ) => Self::Unsupported(format!(
+                "{} is not supported by the embedded SQLite backend",
+                first.to_ascii_uppercase()
+            )),
+            _ => Self::Sql,
+        }
+    }
+
+    /// Whether the command may run in an aborted transaction block.
+    fn ends_failed_block(&self, statement: &Statement) -> bool {
+        matches!(self, Self::Commit | Self::Rollback)
+            || (statement.first == "rollback" && statement.second == "to")
+    }
+}
+
+/// A result column.
+#[derive(Debug, Clone)]
+struct Column {
+    name: String,
+    oid: u32,
+}
+
+/// A parsed statement (named, or the unnamed one).
+#[derive(Debug, Clone)]
+struct Prepared {
+    statement: Statement,
+    command: Command,
+    param_types: Vec<u32>,
+    /// `None`: the statement returns no rows.
+    columns: Option<Vec<Column>>,
+}
+
+/// A bound statement, and its rows once executed (Execute with a row limit resumes here).
+#[derive(Debug)]
+struct Portal {
+    prepared: Prepared,
+    params: Vec<Value>,
+    result_formats: Vec<i16>,
+    result: Option<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    rows: VecDeque<Vec<Value>>,
+    tag: String,
+}
+
+/// The outcome of running one statement.
+struct Output {
+    columns: Vec<Column>,
+    rows: Vec<Vec<Value>>,
+    tag: String,
+}
+
+/// One client's session.
+pub struct Engine {
+    conn: Connection,
+    parameters: Vec<(String, String)>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, Portal>,
+    /// An error happened inside a transaction block: PostgreSQL's "aborted" state.
+    failed: bool,
+    /// An extended-protocol message failed: skip everything until Sync.
+    skipping: bool,
+    out: BytesMut,
+}
+
+/// An error that ends the connection (the message is unusable or output cannot be encoded).
+pub type Fatal = ErrorResponse;
+
+impl Engine {
+    /// A session on `conn`; `parameters` answer SHOW.
+    pub fn new(conn: Connection, parameters: Vec<(String, String)>) -> Self {
+        Self {
+            conn,
+            parameters,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            failed: false,
+            skipping: false,
+            out: BytesMut::new(),
+        }
+    }
+
+    /// Handles one client message and returns the bytes to send back.
+    pub fn handle(&mut self, message: FrontendMessage) -> Result<BytesMut, Fatal> {
+        let result = match message {
+            FrontendMessage::Query(sql) => {
+                self.skipping = false;
+                self.simple_query(&sql)
+            }
+            FrontendMessage::Sync => {
+                self.skipping = false;
+                if self.conn.is_autocommit() {
+                    self.portals.clear();
+                }
+                self.ready_for_query()
+            }
+            FrontendMessage::Flush
+            | FrontendMessage::CopyData(_)
+            | FrontendMessage::CopyDone
+            | FrontendMessage::CopyFail(_) => Ok(()),
+            _ if self.skipping => Ok(()),
+            message => match self.extended(message) {
+                Ok(()) => Ok(()),
+                Err(Failure::Error(response)) => {
+                    self.skipping = true;
+                    self.fail(response)
+                }
+                Err(Failure::Fatal(fatal)) => Err(Failure::Fatal(fatal)),
+            },
+        };
+        match result {
+            Ok(()) => Ok(self.out.split()),
+            Err(Failure::Fatal(fatal) | Failure::Error(fatal)) => Err(fatal),
+        }
+    }
+
+    fn simple_query(&mut self, sql: &str) -> Result<(), Failure> {
+        for statement in sql::split(sql) {
+            let command = Command::of(&statement);
+            if command == Command::Empty {
+                self.send(&BackendMessage::EmptyQueryResponse)?;
+                continue;
+            }
+            match self.run(&statement, &command, &[]) {
+                Ok(output) => {
+                    if !output.columns.is_empty() || command_returns_rows(&command, &statement) {
+                        let columns = infer_columns(output.columns, &output.rows);
+                        self.send_row_description(&columns, &[])?;
+                        self.send_rows(&columns, output.rows, &[])?;
+                    }
+                    self.send(&BackendMessage::CommandComplete { tag: output.tag })?;
+                }
+                Err(Failure::Error(response)) => {
+                    self.fail(response)?;
+                    break;
+                }
+                Err(fatal) => return Err(fatal),
+            }
+        }
+        self.ready_for_query()
+    }
+
+    /// Sends `response` and, inside a transaction block, aborts the block.
+    fn fail(&mut self, response: ErrorResponse) -> Result<(), Failure> {
+        if !self.conn.is_autocommit() {
+            self.failed = true;
+        }
+        self.send(&BackendMessage::ErrorResponse(response))
+    }
+
+    fn extended(&mut self, message: FrontendMessage) -> Result<(), Failure> {
+        match message {
+            FrontendMessage::Parse {
+                name,
+                query,
+                param_types,
+            } => {
+                if !name.is_empty() && self.statements.contains_key(&name) {
+                    return Err(error(
+                        SqlState::DUPLICATE_PREPARED_STATEMENT,
+                        format!("prepared statement \"{name}\" already exists"),
+                    )
+                    .into());
+                }
+                let prepared = self.prepare(&query, &param_types)?;
+                self.statements.insert(name, prepared);
+                self.send(&BackendMessage::ParseComplete)
+            }
+            FrontendMessage::Bind {
+                portal,
+                statement,
+                param_formats,
+                params,
+                result_formats,
+            } => {
+                let prepared = self.statement(&statement)?.clone();
+                let params = decode_params(&prepared.param_types, &param_formats, &params)?;
+                self.portals.insert(
+                    portal,
+                    Portal {
+                        prepared,
+                        params,
+                        result_formats,
+                        result: None,
+                    },
+                );
+                self.send(&BackendMessage::BindComplete)
+            }
+            FrontendMessage::Describe { target, name } => self.describe(target, &name),
+            FrontendMessage::Execute { portal, max_rows } => self.execute(&portal, max_rows),
+            FrontendMessage::Close { target, name } => {
+                match target {
+                    Target::Statement => self.statements.remove(&name).map(drop),
+                    Target::Portal => self.portals.remove(&name).map(drop),
+                };
+                self.send(&BackendMessage::CloseComplete)
+            }
+            FrontendMessage::FunctionCall { .. } => Err(error(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "the function-call protocol is not supported by the embedded SQLite backend",
+            )
+            .into()),
+            other => Err(Failure::Fatal(error(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("unexpected {:?} message", other.tag()),
+            ))),
+        }
+    }
+
+    fn statement(&self, name: &str) -> Result<&Prepared, Failure> {
+        self.statements.get(name).ok_or_else(|| {
+            error(
+                SqlState::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{name}\" does not exist"),
+            )
+            .into()
+        })
+    }
+
+    /// Parses `query` (one statement) and works out its parameter and result types.
+    fn prepare(&self, query: &str, given_types: &[u32]) -> Result<Prepared, Failure> {
+        let mut statements = sql::split(query);
+        if statements.len() > 1 {
+            return Err(error(
+                SqlState::SYNTAX_ERROR,
+                "cannot insert multiple commands into a prepared statement",
+            )
+            .into());
+        }
+        let statement = statements.pop().unwrap_or_default();
+        let command = Command::of(&statement);
+        let (param_count, columns) = match &command {
+            Command::Sql => {
+                let stmt = self.conn.prepare(&statement.sql).map_err(sqlite)?;
+                let columns = columns_of(&stmt, &statement, TEXT);
+                (
+                    stmt.parameter_count(),
+                    (!columns.is_empty()).then_some(columns),
+                )
+            }
+            Command::Show(name) => (0, Some(vec![show_column(name)])),
+            _ => (0, None),
+        };
+        let param_types = (1..=param_count.max(given_types.len()))
+            .map(|n| {
+                given_types
+                    .get(n - 1)
+                    .copied()
+                    .filter(|oid| *oid != 0)
+                    .or_else(|| statement.param_casts.get(&n).copied())
+                    .or_else(|| self.column_type(&statement, n))
+                    .unwrap_or(TEXT)
+            })
+            .collect();
+        Ok(Prepared {
+            statement,
+            command,
+            param_types,
+            columns,
+        })
+    }
+
+    /// The declared type of the column placeholder `n` is compared with or inserted into.
+    fn column_type(&self, statement: &Statement, n: usize) -> Option<u32> {
+        let column = statement.param_columns.get(&n)?;
+        statement.tables.iter().find_map(|table| {
+            self.conn
+                .query_row(
+                    "SELECT type FROM pragma_table_info(?1) WHERE lower(name) = lower(?2)",
+                    [table, column],
+                    |row| row.get::<_, String>(0),
+                )
+                .ok()
+                .map(|decl| types::oid_for_declared(&decl))
+        })
+    }
+
+    fn describe(&mut self, target: Target, name: &str) -> Result<(), Failure> {
+        match target {
+            Target::Statement => {
+                let prepared = self.statement(name)?.clone();
+                self.send(&BackendMessage::ParameterDescription {
+                    types: prepared.param_types.clone(),
+                })?;
+                match &prepared.columns {
+                    Some(columns) => self.send_row_description(columns, &[]),
+                    None => self.send(&BackendMessage::NoData),
+                }
+            }
+            Target::Portal => {
+                let portal = self.portal(name)?;
+                let (columns, formats) = (
+                    portal.prepared.columns.clone(),
+                    portal.result_formats.clone(),
+                );
+                match columns {
+                    Some(columns) => self.send_row_description(&columns, &formats),
+                    None => self.send(&BackendMessage::NoData),
+                }
+            }
+        }
+    }
+
+    fn portal(&mut self, name: &str) -> Result<&mut Portal, Failure> {
+        self.portals.get_mut(name).ok_or_else(|| {
+            error(
+                SqlState::INVALID_CURSOR_NAME,
+                format!("portal \"{name}\" does not exist"),
+            )
+            .into()
+        })
+    }
+
+    fn execute(&mut self, name: &str, max_rows: i32) -> Result<(), Failure> {
+        let portal = self.portal(name)?;
+        if portal.prepared.command == Command::Empty {
+            return self.send(&BackendMessage::EmptyQueryResponse);
+        }
+        if portal.result.is_none() {
+            let (prepared, params) = (portal.prepared.clone(), portal.params.clone());
+            let output = self.run(&prepared.statement, &prepared.command, &params)?;
+            self.portal(name)?.result = Some(Pending {
+                rows: output.rows.into(),
+                tag: output.tag,
+            });
+        }
+        let portal = self.portal(name)?;
+        let columns = portal.prepared.columns.clone().unwrap_or_default();
+        let formats = portal.result_formats.clone();
+        let Some(pending) = portal.result.as_mut() else {
+            return Ok(());
+        };
+        let take = match usize::try_from(max_rows) {
+            Ok(limit) if limit > 0 => limit.min(pending.rows.len()),
+            _ => pending.rows.len(),
+        };
+        let rows: Vec<_> = pending.rows.drain(..take).collect();
+        let done = pending.rows.is_empty();
+        let tag = pending.tag.clone();
+        self.send_rows(&columns, rows, &formats)?;
+        if done {
+            self.send(&BackendMessage::CommandComplete { tag })
+        } else {
+            self.send(&BackendMessage::PortalSuspended)
+        }
+    }
+
+    /// Runs one statement with PostgreSQL's transaction-block rules.
+    fn run(
+        &mut self,
+        statement: &Statement,
+        command: &Command,
+        params: &[Value],
+    ) -> Result<Output, Failure> {
+        if self.failed && !command.ends_failed_block(statement) {
+            return Err(error(
+                SqlState::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            )
+            .into());
+        }
+        let in_block = !self.conn.is_autocommit();
+        let tag = match command {
+            Command::Empty => String::new(),
+            Command::Begin if in_block => {
+                self.warn(
+                    SqlState::ACTIVE_SQL_TRANSACTION,
+                    "there is already a transaction in progress",
+                )?;
+                "BEGIN".to_owned()
+            }
+            Command::Begin => self.batch("BEGIN", "BEGIN")?,
+            Command::Commit | Command::Rollback if !in_block => {
+                self.warn(
+                    SqlState::NO_ACTIVE_SQL_TRANSACTION,
+                    "there is no transaction in progress",
+                )?;
+                tag_for(command).to_owned()
+            }
+            Command::Commit if self.failed => {
+                self.failed = false;
+                self.batch("ROLLBACK", "ROLLBACK")?
+            }
+            Command::Commit | Command::Rollback => {
+                let tag = tag_for(command);
+                self.failed = false;
+                self.batch(tag, tag)?
+            }
+            Command::Ignored(tag) => (*tag).to_owned(),
+            Command::Show(name) => {
+                let value = self.show(name)?;
+                return Ok(Output {
+                    columns: vec![show_column(name)],
+                    rows: vec![vec![Value::Text(value)]],
+                    tag: "SHOW".to_owned(),
+                });
+            }
+            Command::Unsupported(message) => {
+                return Err(error(SqlState::FEATURE_NOT_SUPPORTED, message.clone()).into())
+            }
+            Command::Sql => return self.run_sql(statement, params),
+        };
+        Ok(Output {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            tag,
+        })
+    }
+
+    fn batch(&mut self, sql: &str, tag: &str) -> Result<String, Failure> {
+        self.conn.execute_batch(sql).map_err(sqlite)?;
+        Ok(tag.to_owned())
+    }
+
+    fn run_sql(&mut self, statement: &Statement, params: &[Value]) -> Result<Output, Failure> {
+        let mut stmt = self.conn.prepare_cached(&statement.sql).map_err(sqlite)?;
+        let expected = stmt.parameter_count();
+        if params.len() != expected {
+            return Err(error(
+                SqlState::PROTOCOL_VIOLATION,
+                format!(
+                    "bind message supplies {} parameters, but prepared statement requires {expected}",
+                    params.len()
+                ),
+            )
+            .into());
+        }
+        for (i, value) in params.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, value).map_err(sqlite)?;
+        }
+        let columns = columns_of(&stmt, statement, 0);
+        let width = columns.len();
+        let mut rows = Vec::new();
+        let mut cursor = stmt.raw_query();
+        while let Some(row) = cursor.next().map_err(sqlite)? {
+            let values = (0..width)
+                .map(|i| row.get::<_, Value>(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(sqlite)?;
+            rows.push(values);
+        }
+        drop(cursor);
+        drop(stmt);
+        let changes = self.conn.changes();
+        let affected = if width > 0 {
+            rows.len() as u64
+        } else {
+            changes
+        };
+        let tag = command_tag(statement, affected, width > 0);
+        Ok(Output { columns, rows, tag })
+    }
+
+    fn show(&self, name: &str) -> Result<String, Failure> {
+        if name == "transaction_isolation" {
+            return Ok("serializable".to_owned());
+        }
+        self.parameters
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone())
+            .ok_or_else(|| {
+                error(
+                    SqlState::UNDEFINED_OBJECT,
+                    format!("unrecognized configuration parameter \"{name}\""),
+                )
+                .into()
+            })
+    }
+
+    fn warn(&mut self, code: SqlState, message: &str) -> Result<(), Failure> {
+        self.send(&BackendMessage::NoticeResponse(ErrorResponse::new(
+            Severity::Warning,
+            code,
+            message,
+        )))
+    }
+
+    fn ready_for_query(&mut self) -> Result<(), Failure> {
+        let status = if self.conn.is_autocommit() {
+            self.failed = false;
+            TransactionStatus::Idle
+        } else if self.failed {
+            TransactionStatus::Failed
+        } else {
+            TransactionStatus::InTransaction
+        };
+        self.send(&BackendMessage::ReadyForQuery(status))
+    }
+
+    fn send_row_description(&mut self, columns: &[Column], formats: &[i16]) -> Result<(), Failure> {
+        let fields = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| FieldDescription {
+                name: column.name.clone(),
+                table_oid: 0,
+                column_id: 0,
+                type_oid: column.oid,
+                type_size: types::type_size(column.oid),
+                type_modifier: -1,
+                format: format_of(formats, i),
+            })
+            .collect();
+        self.send(&BackendMessage::RowDescription { fields })
+    }
+
+    fn send_rows(
+        &mut self,
+        columns: &[Column],
+        rows: Vec<Vec<Value>>,
+        formats: &[i16],
+    ) -> Result<(), Failure> {
+        for row in rows {
+            let encoded = row
+                .iter()
+                .enumerate()
+                .map(|(i, value)| {
+                    let oid = columns.get(i).map_or(TEXT, |c| c.oid);
+                    types::encode(value, oid, format_of(formats, i) == 1).map_err(|e| {
+                        Failure::Error(error(SqlState::INVALID_TEXT_REPRESENTATION, e.to_string()))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let row = DataRow::new(encoded.iter().map(Option::as_deref)).map_err(encode_failure)?;
+            self.send(&BackendMessage::DataRow(row))?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, message: &BackendMessage) -> Result<(), Failure> {
+        message.encode(&mut self.out).map_err(encode_failure)
+    }
+}
+
+/// Why a message could not be handled.
+#[derive(Debug)]
+enum Failure {
+    /// Reported to the client; the session goes on.
+    Error(ErrorResponse),
+    /// Ends the connection.
+    Fatal(ErrorResponse),
+}
+
+impl From<ErrorResponse> for Failure {
+    fn from(response: ErrorResponse) -> Self {
+        Self::Error(response)
+    }
+}
+
+fn sqlite(err: rusqlite::Error) -> Failure {
+    Failure::Error(from_sqlite(&err))
+}
+
+fn encode_failure(err: pgbastion_wire::EncodeError) -> Failure {
+    Failure::Fatal(error(SqlState::PROGRAM_LIMIT_EXCEEDED, err.to_string()))
+}
+
+/// Result columns: a cast in the select list, else the declared type, else `unknown`.
+fn columns_of(stmt: &rusqlite::Statement<'_>, statement: &Statement, unknown: u32) -> Vec<Column> {
+    stmt.columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| Column {
+            name: column.name().to_owned(),
+            oid: statement
+                .column_casts
+                .get(&i)
+                .copied()
+                .or_else(|| column.decl_type().map(types::oid_for_declared))
+                .unwrap_or(unknown),
+        })
+        .collect()
+}
+
+fn show_column(name: &str) -> Column {
+    Column {
+        name: name.to_owned(),
+        oid: TEXT,
+    }
+}
+
+fn tag_for(command: &Command) -> &'static str {
+    match command {
+        Command::Commit => "COMMIT",
+        _ => "ROLLBACK",
+    }
+}
+
+/// Whether a statement that produced no rows still has a result set (a SELECT matching
+/// nothing): those get a RowDescription too.
+fn command_returns_rows(command: &Command, statement: &Statement) -> bool {
+    *command == Command::Sql && matches!(statement.first.as_str(), "select" | "values" | "with")
+}
+
+/// Result column types for the simple protocol, where rows are known before the
+/// description: the declared type or cast, else the type of the first non-NULL value.
+fn infer_columns(columns: Vec<Column>, rows: &[Vec<Value>]) -> Vec<Column> {
+    columns
+        .into_iter()
+        .enumerate()
+        .map(|(i, column)| {
+            if column.oid != 0 {
+                return column;
+            }
+            let oid = rows
+                .iter()
+                .filter_map(|row| row.get(i))
+                .find(|value| **value != Value::Null)
+                .map_or(TEXT, types::oid_for_value);
+            Column { oid, ..column }
+        })
+        .collect()
+}
+
+/// PostgreSQL's CommandComplete tag for a statement that affected or returned `count` rows.
+fn command_tag(statement: &Statement, count: u64, returned_rows: bool) -> String {
+    match statement.first.as_str() {
+        "insert" | "replace" => format!("INSERT 0 {count}"),
+        "update" => format!("UPDATE {count}"),
+        "delete" => format!("DELETE {count}"),
+        _ if returned_rows => format!("SELECT {count}"),
+        "select" | "values" | "with" => format!("SELECT {count}"),
+        first @ ("create" | "drop" | "alter") => {
+            let object = statement
+                .sql
+                .split_whitespace()
+                .skip(1)
+                .map(str::to_ascii_uppercase)
+                .find(|word| {
+                    matches!(
+                        word.as_str(),
+                        "TABLE" | "INDEX" | "VIEW" | "TRIGGER" | "SCHEMA"
+                    )
+                })
+                .unwrap_or_default();
+            format!("{} {object}", first.to_ascii_uppercase())
+                .trim_end()
+                .to_owned()
+        }
+        first => first.to_ascii_uppercase(),
+    }
+}
+
+fn format_of(formats: &[i16], i: usize) -> i16 {
+    match formats {
+        [] => 0,
+        [one] => *one,
+        many => many.get(i).copied().unwrap_or(0),
+    }
+}
+
+fn decode_params(
+    types: &[u32],
+    formats: &[i16],
+    params: &[Option<bytes::Bytes>],
+) -> Result<Vec<Value>, Failure> {
+    if params.len() != types.len() {
+        return Err(error(
+            SqlState::PROTOCOL_VIOLATION,
+            format!(
+                "bind message supplies {} parameters, but prepared statement requires {}",
+                params.len(),
+                types.len()
+            ),
+        )
+        .into());
+    }
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, param)| {
+            types::decode_param(param.as_deref(), types[i], format_of(formats, i) == 1)
+                .map_err(|e| error(SqlState::INVALID_TEXT_REPRESENTATION, e.to_string()).into())
+        })
+        .collect()
+}
