@@ -73,7 +73,10 @@ async fn validate<S: ClientIo, H: Hooks>(
     credential: &Credential,
     refusal: impl FnOnce() -> GatewayError,
 ) -> Result<(), GatewayError> {
-    if hooks.validate_credentials(conn.state_mut(), credential).await? {
+    if hooks
+        .validate_credentials(conn.state_mut(), credential)
+        .await?
+    {
         conn.state_mut().authenticated_user = Some(credential.user().to_owned());
         Ok(())
     } else {

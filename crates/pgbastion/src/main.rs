@@ -1,15 +1,17 @@
 //! `pgbastion`: a PostgreSQL wire-protocol gateway and proxy.
 //!
-//! This is the binary's edge: command-line parsing and the listener live here; the protocol,
-//! authentication and backends live in the library crates.
+//! This is the binary's edge: command-line parsing, logging, signals and the listeners live
+//! here; the protocol, authentication, routing and relaying live in the library crates.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use pgbastion_gateway::GatewayConfig;
+use pgbastion_proxy::config::LogFormat;
+use pgbastion_proxy::{Proxy, Settings};
 use pgbastion_sqlite::SqliteBackend;
 
 /// A PostgreSQL wire-protocol gateway.
@@ -17,23 +19,127 @@ use pgbastion_sqlite::SqliteBackend;
 /// With no arguments, pgbastion serves an embedded SQLite database over the PostgreSQL
 /// protocol on 127.0.0.1:6432 (trust authentication, local clients only), so that
 /// `psql -h 127.0.0.1 -p 6432` works on a fresh machine.
+///
+/// With --config FILE it is a proxy in front of PostgreSQL servers: it authenticates clients
+/// its own way (SCRAM, md5, client certificates, JWT/OIDC, an external command, or the backend
+/// itself), routes each connection by server name, user, database or token claim, logs into
+/// the backend with mapped credentials, and relays the protocol. See docs/configuration.md.
 #[derive(Debug, Parser)]
 #[command(name = "pgbastion", version, about, long_about)]
 struct Cli {
-    /// Address the embedded database listens on. It trusts every local client and refuses
+    /// Run the proxy with this configuration file (TOML).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "data"])]
+    config: Option<PathBuf>,
+
+    /// Check a configuration file and exit: status 0 when it is valid, else 1 with the key
+    /// and line at fault.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "listen", "data"])]
+    check_config: Option<PathBuf>,
+
+    /// Embedded database only: where it listens. It trusts every local client and refuses
     /// all others, so keep it on loopback.
     #[arg(long, default_value = "127.0.0.1:6432", value_name = "ADDR")]
     listen: SocketAddr,
 
-    /// Keep the embedded SQLite database in FILE (created when missing) instead of in
-    /// memory.
+    /// Embedded database only: keep it in FILE (created when missing) instead of in memory.
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(path) = &cli.check_config {
+        return check_config(path);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pgbastion: cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.config {
+            Some(path) => run_proxy(path).await,
+            None => run_embedded(&cli).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pgbastion: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &Path) -> std::process::ExitCode {
+    match Settings::load(path) {
+        Ok(settings) => {
+            println!(
+                "{}: valid ({} listener(s), {} route(s), {} user(s))",
+                path.display(),
+                settings.listeners.len(),
+                settings.routes.0.len(),
+                settings.users.len()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_proxy(path: &Path) -> anyhow::Result<()> {
+    let settings = Settings::load(path)?;
+    init_logging(settings.log.format, settings.log.level.as_deref());
+    let base_dir = path
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let proxy = Proxy::new(settings, base_dir).await?;
+    let bound = proxy.bind().await?;
+    for (socket, _) in &bound {
+        if let Ok(addr) = socket.local_addr() {
+            tracing::info!(%addr, "listening");
+        }
+    }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot watch SIGHUP")?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let shutdown = async {
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: refreshing token keys");
+                    proxy.refresh_keys().await;
+                }
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
+        tracing::info!("shutting down");
+    };
+    proxy.serve(bound, shutdown).await;
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_embedded(cli: &Cli) -> anyhow::Result<()> {
     let backend = match &cli.data {
         Some(path) => SqliteBackend::open(path)
             .with_context(|| format!("cannot open the SQLite database {}", path.display()))?,
@@ -42,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .map_err(|e| bind_error(cli.listen, &e))?;
-    print_banner(&cli, &backend);
+    print_banner(cli, &backend);
     tokio::select! {
         () = pgbastion_sqlite::serve_listener(listener, Arc::new(backend), Arc::new(GatewayConfig::default())) => {}
         _ = tokio::signal::ctrl_c() => eprintln!("pgbastion: shutting down"),
@@ -66,8 +172,10 @@ fn bind_error(addr: SocketAddr, error: &std::io::Error) -> anyhow::Error {
 fn print_banner(cli: &Cli, backend: &SqliteBackend) {
     let storage = match &cli.data {
         Some(path) => format!("the SQLite database in {}", path.display()),
-        None => "an in-memory SQLite database (gone when pgbastion stops; keep it with --data FILE)"
-            .to_owned(),
+        None => {
+            "an in-memory SQLite database (gone when pgbastion stops; keep it with --data FILE)"
+                .to_owned()
+        }
     };
     println!(
         "pgbastion {version} is serving {storage}\n\
@@ -75,8 +183,8 @@ fn print_banner(cli: &Cli, backend: &SqliteBackend) {
          \x20 connect with  psql -h {host} -p {port}\n\
          \x20 engine        {engine}\n\
          \x20 stop with     Ctrl-C\n\
-         To put pgbastion in front of a real PostgreSQL, see docs/getting-started.md.\n\
-         pgbastion --help lists the options.",
+         To put pgbastion in front of a real PostgreSQL, run it with --config FILE\n\
+         (docs/configuration.md). pgbastion --help lists the options.",
         version = env!("CARGO_PKG_VERSION"),
         addr = cli.listen,
         host = cli.listen.ip(),

@@ -20,7 +20,11 @@ impl Drop for Running {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the binary with `args` and reads its banner (up to the "--help" line).
@@ -45,11 +49,25 @@ fn start(args: &[&str]) -> Running {
 
 fn psql(port: u16, sql: &str) -> String {
     let output = Command::new("psql")
-        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string(), "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-c",
+            sql,
+        ])
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
         .unwrap();
-    assert!(output.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
@@ -59,7 +77,9 @@ fn serves_psql_and_says_how_to_connect() {
     let listen = format!("127.0.0.1:{port}");
     let running = start(&["--listen", &listen]);
     assert!(
-        running.banner.contains(&format!("psql -h 127.0.0.1 -p {port}")),
+        running
+            .banner
+            .contains(&format!("psql -h 127.0.0.1 -p {port}")),
         "{}",
         running.banner
     );
@@ -81,7 +101,10 @@ fn data_file_keeps_tables_across_restarts() {
     {
         let running = start(&["--listen", &listen, "--data", data]);
         assert!(running.banner.contains(data), "{}", running.banner);
-        psql(port, "CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('still here')");
+        psql(
+            port,
+            "CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('still here')",
+        );
     }
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");

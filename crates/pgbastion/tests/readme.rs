@@ -62,10 +62,11 @@ fn every_readme_command_is_run_by_ci() {
             let example = line
                 .split_once("--example ")
                 .and_then(|(_, rest)| rest.split_whitespace().next());
-            let covered = ci.lines().any(|ci_line| ci_line.trim() == line || ci_line.contains(line))
-                || example.is_some_and(|name| {
-                    examples_test.contains(&format!("examples/{name}.rs"))
-                });
+            let covered = ci
+                .lines()
+                .any(|ci_line| ci_line.trim() == line || ci_line.contains(line))
+                || example
+                    .is_some_and(|name| examples_test.contains(&format!("examples/{name}.rs")));
             assert!(
                 covered,
                 "README.md command `{line}` is run neither by .ci/run, .ci/readme-commands \
@@ -88,7 +89,10 @@ fn ci_runs_exactly_the_readme_test_command() {
         ci.lines().any(|line| line.trim() == test_command),
         ".ci/run does not run `{test_command}`"
     );
-    assert!(ci.contains(".ci/readme-commands"), ".ci/run does not run the README commands");
+    assert!(
+        ci.contains(".ci/readme-commands"),
+        ".ci/run does not run the README commands"
+    );
 }
 
 #[test]

@@ -149,7 +149,10 @@ pub struct SqliteSession {
 impl<S: ClientIo> Session<S> for SqliteSession {
     async fn on_message(&mut self, conn: &mut ClientConn<S>, frame: Frame) -> HookResult<Flow> {
         let message = FrontendMessage::decode(&frame).map_err(|e| {
-            HookError::new(SqlState::PROTOCOL_VIOLATION, format!("invalid message: {e}"))
+            HookError::new(
+                SqlState::PROTOCOL_VIOLATION,
+                format!("invalid message: {e}"),
+            )
         })?;
         let mut engine = self.engine.take().ok_or_else(lost)?;
         let (engine, output) = tokio::task::spawn_blocking(move || {

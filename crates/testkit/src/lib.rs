@@ -9,12 +9,14 @@
 
 mod ca;
 mod cluster;
+mod issuer;
 mod os;
 mod raw_client;
 mod template;
 
 pub use ca::{CertifiedKey, TestCa};
 pub use cluster::{quote_ident, quote_literal, Cluster, ClusterBuilder, PasswordEncryption};
+pub use issuer::TestIssuer;
 pub use raw_client::{RawClient, RawClientError};
 
 /// Why the testkit could not provide what a test asked for.

@@ -76,6 +76,16 @@ impl ScramSecret {
         Self::from_password(password, &salt, iterations)
     }
 
+    /// Whether `password` derives this secret (a cleartext password checked against a stored
+    /// verifier, as PostgreSQL does for `password` authentication). Runs PBKDF2 once with the
+    /// secret's iterations; compares in constant time.
+    pub fn verify_password(&self, password: &[u8]) -> bool {
+        let derived = Self::from_password(password, &self.salt, self.iterations);
+        let stored = crate::md5::constant_time_eq(&derived.stored_key, &self.stored_key);
+        let server = crate::md5::constant_time_eq(&derived.server_key, &self.server_key);
+        stored & server
+    }
+
     /// A stand-in secret for a user that does not exist, so the exchange can run to the end
     /// and fail with [`InvalidProof`](super::ScramError::InvalidProof) there, as PostgreSQL's
     /// mock authentication does. The salt is derived from `username` and `server_nonce` (a

@@ -1,0 +1,459 @@
+//! The backend connector: reach a PostgreSQL server (TCP or Unix socket, optional PROXY v2
+//! header, TLS per `sslmode`), send the mapped startup message and log in with cleartext, md5
+//! or SCRAM-SHA-256(-PLUS), up to the first ReadyForQuery.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pgbastion_auth::md5::{is_md5_hash, md5_client_response, md5_salted_response};
+use pgbastion_auth::scram::{
+    signature_hash, tls_server_end_point, ChannelBinding, ClientCredential, ScramClient,
+};
+use pgbastion_wire::{
+    Authentication, BackendMessage, CancelKey, ErrorResponse, FrameDecoder, PasswordMessage,
+    ProtocolVersion, SaslInitialResponse, SaslResponse, Severity, SqlState, StartupMessage,
+    StartupPacket, TransactionStatus,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::target::{Address, SslMode, Target};
+use crate::tls_client::TlsClients;
+
+/// A byte stream to a backend.
+pub trait BackendIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> BackendIo for T {}
+
+/// The largest message accepted from a backend during login.
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+/// How the proxy proves itself to the backend.
+#[derive(Clone)]
+pub enum BackendSecret {
+    /// A password (from the URL, the client on passthrough routes, or an authenticator).
+    Password(String),
+    /// SCRAM keys recovered from the client's proof (auth_query pass-through).
+    ScramKeys(ClientCredential),
+}
+
+/// One login to do.
+pub struct Login<'a> {
+    /// Where.
+    pub target: &'a Target,
+    /// Backend user.
+    pub user: &'a str,
+    /// Backend database.
+    pub database: &'a str,
+    /// Other startup parameters.
+    pub parameters: &'a [(String, String)],
+    /// The secret, if the backend asks for one.
+    pub secret: Option<&'a BackendSecret>,
+    /// Send a PROXY v2 header saying the connection comes from this client address.
+    pub proxy_from: Option<SocketAddr>,
+    /// For the whole connect and login.
+    pub timeout: Duration,
+}
+
+/// A logged-in backend connection, at its first ReadyForQuery.
+pub struct BackendConn {
+    /// The stream.
+    pub stream: Box<dyn BackendIo>,
+    /// Bytes read past ReadyForQuery (normally none).
+    pub buffered: BytesMut,
+    /// The backend's ParameterStatus values, in order.
+    pub parameters: Vec<(String, String)>,
+    /// The backend's cancel key.
+    pub key: Option<CancelKey>,
+    /// Transaction status at ReadyForQuery.
+    pub status: TransactionStatus,
+    /// The address connected to (where cancel requests go).
+    pub address: Address,
+    /// NoticeResponses sent during login (relayed to the client).
+    pub notices: Vec<ErrorResponse>,
+}
+
+/// Why the backend could not be used. [`BackendError::to_client`] is what the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// TCP/Unix connect failed.
+    #[error("could not connect to the backend {address}: {source}")]
+    Connect {
+        /// Where.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The whole connect + login took too long.
+    #[error("the backend {0} did not complete login in time")]
+    Timeout(String),
+    /// TLS could not be set up as `sslmode` demands.
+    #[error("TLS to the backend {address}: {message}")]
+    Tls {
+        /// Where.
+        address: String,
+        /// Why.
+        message: String,
+    },
+    /// The backend refused (its own ErrorResponse).
+    #[error("backend: {}", .0.message())]
+    Refused(ErrorResponse),
+    /// The backend asked for a secret the route does not have, or a method we do not do.
+    #[error("backend authentication: {0}")]
+    Auth(String),
+    /// The backend broke the protocol or the connection.
+    #[error("backend protocol: {0}")]
+    Protocol(String),
+}
+
+impl BackendError {
+    /// The ErrorResponse for the client: the backend's own error when it sent one (with its
+    /// SQLSTATE), else 08001 (could not connect) or 08006 (connection failure).
+    pub fn to_client(&self) -> ErrorResponse {
+        match self {
+            Self::Refused(response) => {
+                let mut response = response.clone();
+                response.set(pgbastion_wire::ErrorField::Severity, "FATAL");
+                response.set(pgbastion_wire::ErrorField::SeverityNonLocalized, "FATAL");
+                response
+            }
+            Self::Connect { .. } | Self::Timeout(_) | Self::Tls { .. } | Self::Auth(_) => {
+                ErrorResponse::new(
+                    Severity::Fatal,
+                    SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
+                    self.to_string(),
+                )
+            }
+            Self::Protocol(_) => ErrorResponse::new(
+                Severity::Fatal,
+                SqlState::CONNECTION_FAILURE,
+                self.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Protocol(error.to_string())
+    }
+}
+
+/// Connects and logs in.
+pub async fn connect(login: Login<'_>, tls: &TlsClients) -> Result<BackendConn, BackendError> {
+    let address = login.target.address.to_string();
+    tokio::time::timeout(login.timeout, connect_inner(&login, tls))
+        .await
+        .map_err(|_| BackendError::Timeout(address))?
+}
+
+async fn connect_inner(login: &Login<'_>, tls: &TlsClients) -> Result<BackendConn, BackendError> {
+    let target = login.target;
+    let address = target.address.to_string();
+    let connect_error = |source| BackendError::Connect {
+        address: address.clone(),
+        source,
+    };
+    let (stream, binding): (Box<dyn BackendIo>, _) = match &target.address {
+        Address::Tcp(host, port) => {
+            let tcp = TcpStream::connect((host.as_str(), *port))
+                .await
+                .map_err(connect_error)?;
+            tcp.set_nodelay(true).map_err(connect_error)?;
+            let mut tcp = tcp;
+            if let Some(client) = login.proxy_from {
+                let destination = tcp.peer_addr().map_err(connect_error)?;
+                let header = pgbastion_gateway::proxy_protocol::encode_v2(client, destination)
+                    .map_err(|e| BackendError::Protocol(e.to_string()))?;
+                tcp.write_all(&header).await?;
+            }
+            negotiate_tls(tcp, target, tls, &address).await?
+        }
+        Address::Unix(path) => {
+            let unix = UnixStream::connect(path).await.map_err(connect_error)?;
+            (Box::new(unix), None)
+        }
+    };
+    let mut stream = stream;
+    let mut startup = StartupMessage::new(ProtocolVersion::V3_0)
+        .with_param("user", login.user)
+        .with_param("database", login.database);
+    for (name, value) in login.parameters {
+        if name != "user" && name != "database" {
+            startup = startup.with_param(name.as_str(), value.as_str());
+        }
+    }
+    let mut out = BytesMut::new();
+    StartupPacket::Startup(startup)
+        .encode(&mut out)
+        .map_err(|e| BackendError::Protocol(e.to_string()))?;
+    stream.write_all(&out).await?;
+    let mut session = LoginSession {
+        stream,
+        buf: BytesMut::with_capacity(4096),
+        decoder: FrameDecoder::new(MAX_LOGIN_MESSAGE),
+    };
+    session.authenticate(login, binding).await?;
+    session.finish(target.address.clone()).await
+}
+
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &Target,
+    tls: &TlsClients,
+    address: &str,
+) -> Result<(Box<dyn BackendIo>, Option<Vec<u8>>), BackendError> {
+    if matches!(target.sslmode, SslMode::Disable | SslMode::Allow) {
+        return Ok((Box::new(tcp), None));
+    }
+    let mut request = BytesMut::new();
+    StartupPacket::SslRequest
+        .encode(&mut request)
+        .map_err(|e| BackendError::Protocol(e.to_string()))?;
+    tcp.write_all(&request).await?;
+    let answer = tcp.read_u8().await?;
+    let tls_error = |message: String| BackendError::Tls {
+        address: address.to_owned(),
+        message,
+    };
+    match answer {
+        b'S' => {}
+        b'N' if target.sslmode == SslMode::Prefer => return Ok((Box::new(tcp), None)),
+        b'N' => {
+            return Err(tls_error(format!(
+                "the server does not support TLS, and sslmode={:?} requires it",
+                target.sslmode
+            )))
+        }
+        other => {
+            return Err(BackendError::Protocol(format!(
+                "unexpected answer {other:#x} to SSLRequest"
+            )))
+        }
+    }
+    let stream = tls.handshake(tcp, target).await.map_err(tls_error)?;
+    let binding = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| channel_binding_for(cert));
+    Ok((Box::new(stream), binding))
+}
+
+struct LoginSession {
+    stream: Box<dyn BackendIo>,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+}
+
+impl LoginSession {
+    async fn read(&mut self) -> Result<BackendMessage, BackendError> {
+        loop {
+            if let Some(frame) = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(|e| BackendError::Protocol(e.to_string()))?
+            {
+                return BackendMessage::decode(&frame)
+                    .map_err(|e| BackendError::Protocol(e.to_string()));
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(BackendError::Protocol(
+                    "the backend closed the connection during login".to_owned(),
+                ));
+            }
+        }
+    }
+
+    async fn send(
+        &mut self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<(), pgbastion_wire::EncodeError>,
+    ) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        encode(&mut out).map_err(|e| BackendError::Protocol(e.to_string()))?;
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    async fn authenticate(
+        &mut self,
+        login: &Login<'_>,
+        binding: Option<Vec<u8>>,
+    ) -> Result<(), BackendError> {
+        let password = || match login.secret {
+            Some(BackendSecret::Password(password)) => Ok(password.clone()),
+            _ => Err(BackendError::Auth(
+                "the backend asks for a password and the route has none (put one in the backend \
+                 URL, or use auth = \"passthrough\")"
+                    .to_owned(),
+            )),
+        };
+        loop {
+            let request = match self.read().await? {
+                BackendMessage::Authentication(request) => request,
+                BackendMessage::ErrorResponse(error) => return Err(BackendError::Refused(error)),
+                BackendMessage::NegotiateProtocolVersion { .. } => continue,
+                other => {
+                    return Err(BackendError::Protocol(format!(
+                        "expected authentication, got {:?}",
+                        other.tag()
+                    )))
+                }
+            };
+            match request {
+                Authentication::Ok => return Ok(()),
+                Authentication::CleartextPassword => {
+                    let password = password()?;
+                    self.send(|out| PasswordMessage { password }.encode(out))
+                        .await?;
+                }
+                Authentication::Md5Password { salt } => {
+                    let password = password()?;
+                    // An authenticator may hand over a stored md5 hash instead of a password.
+                    let response = if is_md5_hash(&password) {
+                        md5_salted_response(&password, salt)
+                    } else {
+                        md5_client_response(login.user, &password, salt)
+                    };
+                    self.send(|out| PasswordMessage { password: response }.encode(out))
+                        .await?;
+                }
+                Authentication::Sasl { mechanisms } => {
+                    self.scram(login, &mechanisms, binding.clone()).await?;
+                }
+                other => {
+                    return Err(BackendError::Auth(format!(
+                        "the backend asks for {other:?}, which pgbastion does not do"
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn scram(
+        &mut self,
+        login: &Login<'_>,
+        mechanisms: &[String],
+        binding: Option<Vec<u8>>,
+    ) -> Result<(), BackendError> {
+        let credential = match login.secret {
+            Some(BackendSecret::Password(password)) => {
+                ClientCredential::Password(password.clone().into_bytes())
+            }
+            Some(BackendSecret::ScramKeys(keys)) => keys.clone(),
+            None => {
+                return Err(BackendError::Auth(
+                    "the backend asks for SCRAM and the route has no password".to_owned(),
+                ))
+            }
+        };
+        let plus_offered = mechanisms.iter().any(|m| m == "SCRAM-SHA-256-PLUS");
+        let channel = match binding {
+            Some(data) if plus_offered => ChannelBinding::TlsServerEndPoint(data),
+            Some(_) => ChannelBinding::SupportedButNotUsed,
+            None => ChannelBinding::NotSupported,
+        };
+        if !plus_offered && !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+            return Err(BackendError::Auth(format!(
+                "the backend offers SASL mechanisms {mechanisms:?}, none of which pgbastion does"
+            )));
+        }
+        let client = ScramClient::new(credential, channel);
+        let initial = SaslInitialResponse {
+            mechanism: client.mechanism().to_owned(),
+            data: Some(Bytes::from(client.client_first_message())),
+        };
+        self.send(|out| initial.encode(out)).await?;
+        let server_first = match self.read().await? {
+            BackendMessage::Authentication(Authentication::SaslContinue(data)) => data,
+            BackendMessage::ErrorResponse(error) => return Err(BackendError::Refused(error)),
+            _ => return Err(BackendError::Protocol("expected SASLContinue".to_owned())),
+        };
+        let (state, client_final) = client
+            .handle_server_first(&server_first)
+            .map_err(|e| BackendError::Auth(format!("SCRAM: {e}")))?;
+        self.send(|out| {
+            SaslResponse {
+                data: Bytes::from(client_final),
+            }
+            .encode(out)
+        })
+        .await?;
+        let server_final = match self.read().await? {
+            BackendMessage::Authentication(Authentication::SaslFinal(data)) => data,
+            BackendMessage::ErrorResponse(error) => return Err(BackendError::Refused(error)),
+            _ => return Err(BackendError::Protocol("expected SASLFinal".to_owned())),
+        };
+        state.verify_server_final(&server_final).map_err(|e| {
+            BackendError::Auth(format!("SCRAM: the backend failed to prove itself: {e}"))
+        })
+    }
+
+    async fn finish(mut self, address: Address) -> Result<BackendConn, BackendError> {
+        let mut parameters = Vec::new();
+        let mut key = None;
+        let mut notices = Vec::new();
+        loop {
+            match self.read().await? {
+                BackendMessage::ParameterStatus { name, value } => parameters.push((name, value)),
+                BackendMessage::BackendKeyData(k) => key = Some(k),
+                BackendMessage::NoticeResponse(notice) => notices.push(notice),
+                BackendMessage::ErrorResponse(error) => return Err(BackendError::Refused(error)),
+                BackendMessage::ReadyForQuery(status) => {
+                    return Ok(BackendConn {
+                        stream: self.stream,
+                        buffered: self.buf,
+                        parameters,
+                        key,
+                        status,
+                        address,
+                        notices,
+                    })
+                }
+                other => {
+                    return Err(BackendError::Protocol(format!(
+                        "unexpected {:?} during login",
+                        other.tag()
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Sends a CancelRequest for `key` to the backend at `address` (fire and forget, bounded by
+/// `timeout`).
+pub async fn send_cancel(
+    address: &Address,
+    key: &CancelKey,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let mut packet = BytesMut::new();
+    StartupPacket::CancelRequest(key.clone())
+        .encode(&mut packet)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let work = async {
+        match address {
+            Address::Tcp(host, port) => {
+                let mut tcp = TcpStream::connect((host.as_str(), *port)).await?;
+                tcp.write_all(&packet).await?;
+                let _ = tcp.read(&mut [0u8; 1]).await;
+            }
+            Address::Unix(path) => {
+                let mut unix = UnixStream::connect(path).await?;
+                unix.write_all(&packet).await?;
+                let _ = unix.read(&mut [0u8; 1]).await;
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel timed out"))?
+}
+
+/// `tls-server-end-point` data for a certificate, when its signature algorithm allows it.
+pub fn channel_binding_for(cert_der: &[u8]) -> Option<Vec<u8>> {
+    signature_hash(cert_der).map(|_| tls_server_end_point(cert_der))
+}

@@ -1,0 +1,476 @@
+//! The configuration file: its TOML shape, and loading with errors that name the key and line.
+//!
+//! [`load`] parses and checks everything that can be checked without a client: addresses,
+//! CIDRs, regexes, backend URLs (with placeholders), certificate files, the TLS rule for routes
+//! that receive secrets in clear. docs/configuration.md documents every key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Why a configuration was refused. The message names the key and, where known, the line.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}{location}: {message}")]
+pub struct ConfigError {
+    path: String,
+    location: String,
+    message: String,
+}
+
+impl ConfigError {
+    /// An error at byte `span` of the file (line and column are computed from it).
+    pub(crate) fn at(
+        file: &SourceFile,
+        span: Option<std::ops::Range<usize>>,
+        message: String,
+    ) -> Self {
+        let location = span
+            .map(|span| {
+                let before = &file.text[..span.start.min(file.text.len())];
+                let line = before.matches('\n').count() + 1;
+                format!(":{line}")
+            })
+            .unwrap_or_default();
+        Self {
+            path: file.path.display().to_string(),
+            location,
+            message,
+        }
+    }
+
+    /// The message without the file and line.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// A configuration file's name and text (for error positions and relative paths).
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its contents.
+    pub text: String,
+}
+
+impl SourceFile {
+    /// Resolves a path from the file relative to the file's directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.path
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(path)
+        }
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// `[[listener]]`: where clients connect. Default: one on 127.0.0.1:6432.
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<ListenerConfig>,
+    /// `[[user]]`: the local user list for password modes.
+    #[serde(default, rename = "user")]
+    pub users: Vec<UserConfig>,
+    /// `[jwt]`: token validation for `jwt` and `oauth` routes.
+    pub jwt: Option<JwtConfig>,
+    /// `[[route]]`: where each client goes; the first match wins.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `host:port` to listen on.
+    pub address: Spanned<String>,
+    /// PROXY protocol policy: `off`, `optional` or `required`.
+    #[serde(default)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Networks (CIDR or address) allowed to send a PROXY header.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    /// TLS termination.
+    pub tls: Option<TlsConfig>,
+    /// Refuse clients that do not use TLS.
+    #[serde(default)]
+    pub require_tls: bool,
+    /// Most client connections at once (further ones get 53300).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most connections at once from one client address (0: no limit).
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
+    /// New connections per second allowed from one client address, with bursts up to the
+    /// same number (0: no limit).
+    #[serde(default)]
+    pub connection_rate_per_ip: u32,
+    /// Cancel requests per second allowed from one client address.
+    #[serde(default = "default_cancel_rate")]
+    pub cancel_rate_per_ip: u32,
+    /// Time from connect to the end of authentication.
+    #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
+    pub auth_timeout: Duration,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_cancel_rate() -> u32 {
+    10
+}
+
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The PROXY protocol policy of a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// No header expected; a header is a protocol error.
+    #[default]
+    Off,
+    /// A header is accepted from trusted peers.
+    Optional,
+    /// Every connection must start with a header from a trusted peer.
+    Required,
+}
+
+/// `tls = { ... }` of a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), relative to the configuration file.
+    pub cert: Spanned<String>,
+    /// Private key (PEM).
+    pub key: Spanned<String>,
+    /// CA for client certificates; when set, clients may present one.
+    pub client_ca: Option<Spanned<String>>,
+    /// Certificates for particular SNI names (`*.example.com` wildcards allowed).
+    #[serde(default)]
+    pub sni: Vec<SniCertConfig>,
+}
+
+/// One entry of `tls.sni`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniCertConfig {
+    /// The SNI name or wildcard pattern.
+    pub name: String,
+    /// Certificate chain (PEM).
+    pub cert: Spanned<String>,
+    /// Private key (PEM).
+    pub key: Spanned<String>,
+}
+
+/// `[[user]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user name clients log in with.
+    pub name: String,
+    /// A SCRAM-SHA-256 verifier, an md5 hash (`md5` + 32 hex digits) or plaintext.
+    pub password: Spanned<String>,
+}
+
+/// `[jwt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// OIDC discovery document URL (its `jwks_uri` gives the keys).
+    pub oidc_discovery: Option<Spanned<String>>,
+    /// JWKS URL.
+    pub jwks_url: Option<Spanned<String>>,
+    /// PEM public key files.
+    #[serde(default)]
+    pub keys: Vec<Spanned<String>>,
+    /// The claim that names the user (compared with the startup user).
+    #[serde(default = "default_claim")]
+    pub claim: String,
+    /// How often keys are reloaded.
+    #[serde(default = "default_refresh", with = "humantime_serde_compat")]
+    pub refresh: Duration,
+    /// Clock skew allowed for `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "humantime_serde_compat")]
+    pub leeway: Duration,
+    /// The OAUTHBEARER scope advertised to clients (`oauth` routes).
+    #[serde(default = "default_scope")]
+    pub scope: String,
+}
+
+fn default_claim() -> String {
+    "sub".to_owned()
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_scope() -> String {
+    "openid".to_owned()
+}
+
+/// `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// What the connection must look like; an empty match takes everything.
+    #[serde(default, rename = "match")]
+    pub matcher: MatchConfig,
+    /// How clients of this route authenticate.
+    pub auth: Spanned<AuthMode>,
+    /// The backend, as a libpq-style URL; `${1}`, `${name}` take regex captures, `${user}` and
+    /// `${database}` the client's.
+    pub backend: Spanned<String>,
+    /// Allow secrets in clear over plaintext client connections on this route.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Send a PROXY v2 header with the client's address to the backend.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Pass the client's address to the backend as a startup parameter.
+    #[serde(default)]
+    pub client_addr: ClientAddrParam,
+    /// Backend connect (and login) timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// `auth = "external"`: the authenticator.
+    pub external: Option<ExternalConfig>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `match = { ... }`: every given key must hold. Values are exact, `*.wildcards` (SNI) or
+/// `/regex/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// The TLS SNI name.
+    pub sni: Option<Spanned<String>>,
+    /// The startup `user`.
+    pub user: Option<Spanned<String>>,
+    /// The startup `database`.
+    pub database: Option<Spanned<String>>,
+    /// The startup `options` string.
+    pub options: Option<Spanned<String>>,
+    /// Any other startup parameter, by name.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Spanned<String>>,
+    /// JWT claims (for `jwt` and `oauth` routes), by name.
+    #[serde(default)]
+    pub claim: BTreeMap<String, Spanned<String>>,
+}
+
+/// How clients of a route authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No check.
+    Trust,
+    /// A cleartext password checked against `[[user]]`.
+    Cleartext,
+    /// md5 against `[[user]]`.
+    Md5,
+    /// SCRAM-SHA-256(-PLUS) against `[[user]]`.
+    Scram,
+    /// A client certificate whose CN equals the user.
+    Cert,
+    /// A JWT sent as the password.
+    Jwt,
+    /// OAUTHBEARER with a JWT.
+    Oauth,
+    /// An external command decides (and may choose the backend).
+    External,
+    /// The backend checks the client's cleartext password itself.
+    Passthrough,
+}
+
+impl AuthMode {
+    /// The name used in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Trust => "trust",
+            Self::Cleartext => "cleartext",
+            Self::Md5 => "md5",
+            Self::Scram => "scram",
+            Self::Cert => "cert",
+            Self::Jwt => "jwt",
+            Self::Oauth => "oauth",
+            Self::External => "external",
+            Self::Passthrough => "passthrough",
+        }
+    }
+
+    /// Whether the client sends a secret in clear (a password or a token).
+    pub fn secret_in_clear(self) -> bool {
+        matches!(
+            self,
+            Self::Cleartext | Self::Jwt | Self::Passthrough | Self::External
+        )
+    }
+}
+
+/// How the client's address reaches the backend as a startup parameter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAddrParam {
+    /// Not passed.
+    #[default]
+    None,
+    /// `options=-c pgbastion.client_addr=ADDR` (read it with `current_setting`).
+    Options,
+    /// `crdb:remote_addr=ADDR:PORT` (CockroachDB).
+    Crdb,
+}
+
+/// `external = { ... }` of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalConfig {
+    /// argv of the authenticator (no shell).
+    pub command: Spanned<Vec<String>>,
+    /// How long it may run.
+    #[serde(default = "default_external_timeout", with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// How the client's password is asked for: `cleartext` or `md5`.
+    #[serde(default = "default_external_method")]
+    pub method: ExternalMethod,
+}
+
+fn default_external_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_external_method() -> ExternalMethod {
+    ExternalMethod::Cleartext
+}
+
+/// The password exchange used with an external authenticator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalMethod {
+    /// The authenticator gets the password (`_SOURCE_CRED`).
+    Cleartext,
+    /// The authenticator gets the md5 response and the salt (`_SOURCE_CRED`, `_SOURCE_SALT`).
+    Md5,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `pgbastion=debug`, ...); `RUST_LOG` overrides it.
+    pub level: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Durations as humantime strings (`"5s"`, `"1h 30m"`, `"250ms"`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration \"{text}\" ({e}); write e.g. \"5s\", \"250ms\", \"1h\""
+            ))
+        })
+    }
+}
+
+/// Parses the file's text (no semantic checks; see [`crate::Settings::load`]).
+pub fn parse(file: &SourceFile) -> Result<ConfigFile, ConfigError> {
+    toml::from_str(&file.text).map_err(|e| ConfigError::at(file, e.span(), e.message().to_owned()))
+}
+
+/// Expands `${NAME}` environment references (NAME: letters, digits, `_`, not starting with a
+/// digit). `${1}`, `${user}` and other route placeholders are left alone when
+/// `keep_placeholders` names them.
+pub fn expand_env(
+    file: &SourceFile,
+    value: &Spanned<String>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<String, ConfigError> {
+    let text = value.get_ref();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(ConfigError::at(
+                file,
+                Some(value.span()),
+                format!("unterminated ${{ in \"{text}\""),
+            ));
+        };
+        let name = &after[..end];
+        if keep(name) {
+            out.push_str(&rest[start..start + 3 + end]);
+        } else {
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(ConfigError::at(
+                    file,
+                    Some(value.span()),
+                    format!("\"${{{name}}}\" is not an environment variable name"),
+                ));
+            }
+            let env = std::env::var(name).map_err(|_| {
+                ConfigError::at(
+                    file,
+                    Some(value.span()),
+                    format!("environment variable {name} is not set"),
+                )
+            })?;
+            out.push_str(&env);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

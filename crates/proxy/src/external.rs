@@ -1,0 +1,235 @@
+//! The external authenticator contract (pgAuthProxy's): the command gets the client's startup
+//! parameters and credential as `key=value` lines on stdin and answers with the backend's
+//! startup parameters and `_META_TARGET_HOST` / `_META_TARGET_CRED` on stdout. A non-zero
+//! exit, a timeout or malformed output refuses the client.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// What the client presented.
+pub struct Input<'a> {
+    /// The client's startup parameters.
+    pub parameters: &'a [(String, String)],
+    /// `_SOURCE_CRED`: the password, or the md5 response.
+    pub credential: &'a str,
+    /// `_SOURCE_SALT`: the md5 salt as hex (`00000000` for cleartext).
+    pub salt: [u8; 4],
+}
+
+/// What the authenticator decided.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Startup parameters for the backend (`user`, `database`, …).
+    pub parameters: Vec<(String, String)>,
+    /// `_META_TARGET_HOST` (`host:port`), overriding the route's backend host.
+    pub host: Option<String>,
+    /// `_META_TARGET_CRED`: a password, or an `md5…` hash, for the backend.
+    pub credential: Option<String>,
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decision")
+            .field("parameters", &self.parameters)
+            .field("host", &self.host)
+            .field(
+                "credential",
+                &self.credential.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Why the authenticator refused or failed. Never contains the credential.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    /// It could not be started.
+    #[error("the authenticator could not be started: {0}")]
+    Spawn(std::io::Error),
+    /// It ran past the timeout (it is killed).
+    #[error("the authenticator did not answer within {0:?}")]
+    Timeout(Duration),
+    /// It exited non-zero: the client is refused.
+    #[error("the authenticator refused (exit status {0})")]
+    Refused(String),
+    /// Its output is not `key=value` lines.
+    #[error("the authenticator's output is not key=value lines: {0}")]
+    Output(String),
+}
+
+/// Most output read from the authenticator.
+const MAX_OUTPUT: u64 = 64 * 1024;
+
+/// Runs `command` (argv, no shell) on `input`.
+pub async fn run(
+    command: &[String],
+    timeout: Duration,
+    input: &Input<'_>,
+) -> Result<Decision, ExternalError> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| ExternalError::Output("empty command".to_owned()))?;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(ExternalError::Spawn)?;
+    let mut text = String::new();
+    for (key, value) in input.parameters {
+        if !key.contains(['=', '\n']) && !value.contains('\n') {
+            text.push_str(&format!("{key}={value}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "_SOURCE_CRED={}\n",
+        input.credential.replace('\n', "")
+    ));
+    text.push_str(&format!("_SOURCE_SALT={}\n", hex(&input.salt)));
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| ExternalError::Output("no stdin".to_owned()))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| ExternalError::Output("no stdout".to_owned()))?;
+    let work = async {
+        // A command that exits without reading its input is not an error by itself.
+        let _ = stdin.write_all(text.as_bytes()).await;
+        drop(stdin);
+        let mut output = String::new();
+        (&mut stdout)
+            .take(MAX_OUTPUT)
+            .read_to_string(&mut output)
+            .await
+            .map_err(|e| ExternalError::Output(e.to_string()))?;
+        let status = child.wait().await.map_err(ExternalError::Spawn)?;
+        Ok::<_, ExternalError>((status, output))
+    };
+    let (status, output) = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ExternalError::Timeout(timeout))??;
+    if !status.success() {
+        return Err(ExternalError::Refused(status.to_string()));
+    }
+    parse_output(&output)
+}
+
+fn parse_output(output: &str) -> Result<Decision, ExternalError> {
+    let mut decision = Decision {
+        parameters: Vec::new(),
+        host: None,
+        credential: None,
+    };
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        let (key, value) = line.split_once('=').ok_or_else(|| {
+            ExternalError::Output(format!("line without '=': {:?}", truncate(line)))
+        })?;
+        match key {
+            "_META_TARGET_HOST" => decision.host = Some(value.to_owned()),
+            "_META_TARGET_CRED" => decision.credential = Some(value.to_owned()),
+            key if key.starts_with("_META_") => {}
+            key => decision.parameters.push((key.to_owned(), value.to_owned())),
+        }
+    }
+    Ok(decision)
+}
+
+fn truncate(line: &str) -> &str {
+    line.get(..40).unwrap_or(line)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    fn input() -> (Vec<(String, String)>, String) {
+        (
+            vec![
+                ("user".into(), "alice".into()),
+                ("database".into(), "app".into()),
+            ],
+            "secret".into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn passes_parameters_in_and_reads_the_decision_out() {
+        let (parameters, credential) = input();
+        let input = Input {
+            parameters: &parameters,
+            credential: &credential,
+            salt: [0xde, 0xad, 0xbe, 0xef],
+        };
+        let script = r#"
+            while IFS='=' read -r k v; do eval "in_$k=\"\$v\"" 2>/dev/null || true; done
+            [ "$in_user" = alice ] && [ "$in__SOURCE_CRED" = secret ] && [ "$in__SOURCE_SALT" = deadbeef ] || exit 3
+            echo "user=app_$in_user"; echo "database=$in_database"
+            echo "_META_TARGET_HOST=db.internal:6000"; echo "_META_TARGET_CRED=md5abc"
+        "#;
+        let decision = run(&sh(script), Duration::from_secs(5), &input)
+            .await
+            .unwrap();
+        assert_eq!(
+            decision.parameters,
+            [
+                ("user".to_owned(), "app_alice".to_owned()),
+                ("database".to_owned(), "app".to_owned())
+            ]
+        );
+        assert_eq!(decision.host.as_deref(), Some("db.internal:6000"));
+        assert_eq!(decision.credential.as_deref(), Some("md5abc"));
+        assert!(!format!("{decision:?}").contains("md5abc"));
+    }
+
+    #[tokio::test]
+    async fn non_zero_exit_timeout_and_garbage_refuse() {
+        let (parameters, credential) = input();
+        let input = Input {
+            parameters: &parameters,
+            credential: &credential,
+            salt: [0; 4],
+        };
+        let refused = run(
+            &sh("cat >/dev/null; exit 1"),
+            Duration::from_secs(5),
+            &input,
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(ExternalError::Refused(_))),
+            "{refused:?}"
+        );
+        let slow = run(&sh("sleep 5"), Duration::from_millis(200), &input).await;
+        assert!(matches!(slow, Err(ExternalError::Timeout(_))), "{slow:?}");
+        let garbage = run(&sh("echo nonsense"), Duration::from_secs(5), &input).await;
+        assert!(
+            matches!(garbage, Err(ExternalError::Output(_))),
+            "{garbage:?}"
+        );
+        let missing = run(
+            &["/nonexistent/authenticator".to_owned()],
+            Duration::from_secs(5),
+            &input,
+        )
+        .await;
+        assert!(
+            matches!(missing, Err(ExternalError::Spawn(_))),
+            "{missing:?}"
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! pgbastion's proxy engine: the configuration model, routing, the backend connector, the
+//! relay, cancel forwarding and limits. The `pgbastion` binary is a thin shell around
+//! [`Proxy`].
+
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod external;
+pub mod hooks;
+pub mod limits;
+pub mod relay;
+pub mod route;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod target;
+pub mod tls_client;
+pub mod tokens;
+pub mod users;
+
+pub use config::ConfigError;
+pub use server::{Proxy, ProxyError};
+pub use settings::Settings;

@@ -1,0 +1,339 @@
+//! Routes: which backend a connection goes to, decided by the first route whose match holds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use regex::Regex;
+
+use crate::config::{AuthMode, ClientAddrParam, ExternalMethod};
+
+/// One value test of a route's `match`.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// Equal to this.
+    Exact(String),
+    /// A `*.example.com` wildcard (`*` matches one or more whole labels at the start).
+    Wildcard(String),
+    /// `/regex/`: anchored to the whole value, captures feed the backend URL.
+    Regex(Regex),
+}
+
+impl Matcher {
+    /// `/…/` is a regex (anchored), a value with `*` a wildcard, anything else exact.
+    pub fn parse(text: &str) -> Result<Self, regex::Error> {
+        if let Some(pattern) = text.strip_prefix('/').and_then(|t| t.strip_suffix('/')) {
+            return Ok(Self::Regex(Regex::new(&format!("^(?:{pattern})$"))?));
+        }
+        if text.contains('*') {
+            return Ok(Self::Wildcard(text.to_ascii_lowercase()));
+        }
+        Ok(Self::Exact(text.to_owned()))
+    }
+
+    /// Whether `value` matches; regex captures are appended to `captures`.
+    fn matches(&self, value: &str, captures: &mut Captures) -> bool {
+        match self {
+            Self::Exact(expected) => expected == value,
+            Self::Wildcard(pattern) => wildcard_matches(pattern, &value.to_ascii_lowercase()),
+            Self::Regex(regex) => {
+                let Some(found) = regex.captures(value) else {
+                    return false;
+                };
+                for (i, name) in regex.capture_names().enumerate().skip(1) {
+                    let text = found.get(i).map_or("", |m| m.as_str()).to_owned();
+                    if let Some(name) = name {
+                        captures.named.insert(name.to_owned(), text.clone());
+                    }
+                    captures.numbered.push(text);
+                }
+                true
+            }
+        }
+    }
+
+    /// How many capture groups it contributes, and their names.
+    pub fn capture_names(&self) -> Vec<Option<String>> {
+        match self {
+            Self::Regex(regex) => regex
+                .capture_names()
+                .skip(1)
+                .map(|name| name.map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn wildcard_matches(pattern: &str, value: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => value.len() > suffix.len() && value.ends_with(suffix),
+        None => pattern == value,
+    }
+}
+
+/// What a route can be matched against.
+#[derive(Debug, Default, Clone)]
+pub struct MatchInput<'a> {
+    /// TLS SNI name.
+    pub sni: Option<&'a str>,
+    /// Startup parameters.
+    pub parameters: &'a [(String, String)],
+    /// Verified JWT claims (string values), once known.
+    pub claims: Option<&'a BTreeMap<String, String>>,
+}
+
+impl MatchInput<'_> {
+    fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Regex captures of a match: numbered `${1}…` in route order and named `${name}`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Captures {
+    /// `${1}`, `${2}`, … across the route's regexes in the order sni, user, database,
+    /// options, parameters (by name), claims (by name).
+    pub numbered: Vec<String>,
+    /// Named groups.
+    pub named: BTreeMap<String, String>,
+}
+
+/// The authenticator of an `external` route.
+#[derive(Debug, Clone)]
+pub struct External {
+    /// argv.
+    pub command: Vec<String>,
+    /// Time limit.
+    pub timeout: Duration,
+    /// Password exchange.
+    pub method: ExternalMethod,
+}
+
+/// A compiled `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// 1-based position in the file (for logs and errors).
+    pub number: usize,
+    /// `match.sni`.
+    pub sni: Option<Matcher>,
+    /// `match.user`, `match.database`, `match.options`, `match.parameters.*`.
+    pub parameters: Vec<(String, Matcher)>,
+    /// `match.claim.*`.
+    pub claims: Vec<(String, Matcher)>,
+    /// Client authentication.
+    pub auth: AuthMode,
+    /// The backend URL with `${…}` placeholders.
+    pub backend: String,
+    /// Secrets in clear over plaintext allowed.
+    pub insecure: bool,
+    /// Emit a PROXY v2 header to the backend.
+    pub proxy_protocol: bool,
+    /// Client address as a startup parameter.
+    pub client_addr: ClientAddrParam,
+    /// Backend connect timeout.
+    pub connect_timeout: Duration,
+    /// The external authenticator.
+    pub external: Option<External>,
+}
+
+impl Route {
+    /// Whether every matcher except the claim ones holds; returns the captures.
+    pub fn matches(&self, input: &MatchInput<'_>) -> Option<Captures> {
+        let mut captures = Captures::default();
+        if let Some(sni) = &self.sni {
+            if !sni.matches(input.sni?, &mut captures) {
+                return None;
+            }
+        }
+        for (name, matcher) in &self.parameters {
+            let value = match name.as_str() {
+                "database" => input
+                    .parameter("database")
+                    .filter(|db| !db.is_empty())
+                    .or_else(|| input.parameter("user")),
+                other => input.parameter(other),
+            };
+            if !matcher.matches(value.unwrap_or_default(), &mut captures) {
+                return None;
+            }
+        }
+        if let Some(claims) = input.claims {
+            for (name, matcher) in &self.claims {
+                if !matcher.matches(claims.get(name)?, &mut captures) {
+                    return None;
+                }
+            }
+        }
+        Some(captures)
+    }
+
+    /// Whether the route matches on claims (decided only after the token is verified).
+    pub fn has_claims(&self) -> bool {
+        !self.claims.is_empty()
+    }
+
+    /// A short description for logs and errors.
+    pub fn describe(&self) -> String {
+        format!("route {} (auth = {})", self.number, self.auth.name())
+    }
+}
+
+/// The ordered route table.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(pub Vec<Route>);
+
+impl Routes {
+    /// The first route that matches before authentication (claims unknown: routes with claim
+    /// matchers match on their other keys), with its captures.
+    pub fn select(&self, input: &MatchInput<'_>) -> Option<(&Route, Captures)> {
+        self.0
+            .iter()
+            .find_map(|route| route.matches(input).map(|captures| (route, captures)))
+    }
+
+    /// After the token is verified: the first route with `auth` that matches including its
+    /// claims.
+    pub fn select_with_claims(
+        &self,
+        input: &MatchInput<'_>,
+        auth: AuthMode,
+    ) -> Option<(&Route, Captures)> {
+        self.0
+            .iter()
+            .filter(|route| route.auth == auth)
+            .find_map(|route| route.matches(input).map(|captures| (route, captures)))
+    }
+}
+
+/// Substitutes `${1}`, `${name}` (captures), `${user}` and `${database}` in a backend URL.
+/// Values are percent-encoded so that a capture cannot change the URL's structure.
+pub fn substitute(template: &str, captures: &Captures, user: &str, database: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = &after[..end];
+        let value = match name {
+            "user" => Some(user),
+            "database" => Some(database),
+            _ => match name.parse::<usize>() {
+                Ok(n) => n
+                    .checked_sub(1)
+                    .and_then(|i| captures.numbered.get(i))
+                    .map(String::as_str),
+                Err(_) => captures.named.get(name).map(String::as_str),
+            },
+        };
+        out.extend(url::form_urlencoded::byte_serialize(
+            value.unwrap_or_default().as_bytes(),
+        ));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn route(number: usize, user: &str, sni: Option<&str>) -> Route {
+        Route {
+            number,
+            sni: sni.map(|s| Matcher::parse(s).unwrap()),
+            parameters: vec![("user".to_owned(), Matcher::parse(user).unwrap())],
+            claims: Vec::new(),
+            auth: AuthMode::Trust,
+            backend: String::new(),
+            insecure: false,
+            proxy_protocol: false,
+            client_addr: ClientAddrParam::None,
+            connect_timeout: Duration::from_secs(1),
+            external: None,
+        }
+    }
+
+    #[test]
+    fn first_matching_route_wins_and_captures_number_in_order() {
+        let routes = Routes(vec![
+            route(1, "admin", None),
+            route(2, "/^(?P<name>.*)@(.*)$/", Some("*.db.example.com")),
+            route(3, "/.*/", None),
+        ]);
+        let p = params(&[("user", "alice@example.com")]);
+        let input = MatchInput {
+            sni: Some("t1.db.example.com"),
+            parameters: &p,
+            claims: None,
+        };
+        let (chosen, captures) = routes.select(&input).unwrap();
+        assert_eq!(chosen.number, 2);
+        assert_eq!(captures.numbered, ["alice", "example.com"]);
+        assert_eq!(captures.named["name"], "alice");
+
+        let no_sni = MatchInput {
+            sni: None,
+            ..input.clone()
+        };
+        assert_eq!(routes.select(&no_sni).unwrap().0.number, 3);
+        let other_sni = MatchInput {
+            sni: Some("db.example.com"),
+            ..input
+        };
+        assert_eq!(routes.select(&other_sni).unwrap().0.number, 3);
+        let p = params(&[("user", "admin")]);
+        let admin = MatchInput {
+            sni: None,
+            parameters: &p,
+            claims: None,
+        };
+        assert_eq!(routes.select(&admin).unwrap().0.number, 1);
+    }
+
+    #[test]
+    fn regexes_are_anchored_and_database_defaults_to_user() {
+        let matcher = Matcher::parse("/app/").unwrap();
+        assert!(!matcher.matches("myapp", &mut Captures::default()));
+        let mut r = route(1, "/.*/", None);
+        r.parameters
+            .push(("database".to_owned(), Matcher::parse("bob").unwrap()));
+        let p = params(&[("user", "bob")]);
+        assert!(r
+            .matches(&MatchInput {
+                sni: None,
+                parameters: &p,
+                claims: None
+            })
+            .is_some());
+    }
+
+    #[test]
+    fn substitution_encodes_captured_values() {
+        let captures = Captures {
+            numbered: vec!["a/b@c".to_owned()],
+            named: BTreeMap::from([("tenant".to_owned(), "t1".to_owned())]),
+        };
+        let url = substitute(
+            "postgres://app_${1}@h/${tenant}_${database}?x=${user}&y=${9}",
+            &captures,
+            "u",
+            "d",
+        );
+        assert_eq!(url, "postgres://app_a%2Fb%40c@h/t1_d?x=u&y=");
+    }
+}

@@ -1,0 +1,131 @@
+//! [`Proxy`]: settings turned into listeners that accept, limit, authenticate, route and relay.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::cancel::CancelRegistry;
+use crate::limits::ConnectionLimiter;
+use crate::session::{serve_client, ListenerContext, Shared};
+use crate::settings::{Listener, Settings};
+use crate::tls_client::TlsClients;
+use crate::tokens::Tokens;
+use crate::users::Users;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A listener could not bind.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The token keys could not be loaded.
+    #[error("cannot load the [jwt] keys: {0}")]
+    Tokens(#[from] pgbastion_jwt::JwtError),
+}
+
+/// A configured proxy, ready to bind.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    listeners: Vec<Listener>,
+}
+
+impl Proxy {
+    /// Builds the proxy (loads token keys). `base_dir` is where relative paths in backend URLs
+    /// start (the configuration file's directory).
+    pub async fn new(settings: Settings, base_dir: PathBuf) -> Result<Self, ProxyError> {
+        let tokens = match &settings.jwt {
+            Some(jwt) => {
+                let tokens = Arc::new(Tokens::new(jwt).await?);
+                tokens.spawn_refresh();
+                Some(tokens)
+            }
+            None => None,
+        };
+        let (oauth_issuer, oauth_scope) = settings
+            .jwt
+            .as_ref()
+            .map(|jwt| (jwt.issuer.clone(), jwt.scope.clone()))
+            .unwrap_or_default();
+        let shared = Arc::new(Shared {
+            routes: settings.routes,
+            users: Users::new(settings.users),
+            tokens,
+            oauth_issuer,
+            oauth_scope,
+            cancel: Arc::new(CancelRegistry::default()),
+            tls: TlsClients::new(base_dir),
+        });
+        Ok(Self {
+            shared,
+            listeners: settings.listeners,
+        })
+    }
+
+    /// Refreshes the token keys now (SIGHUP).
+    pub async fn refresh_keys(&self) {
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.refresh().await;
+        }
+    }
+
+    /// Binds every listener.
+    pub async fn bind(&self) -> Result<Vec<(TcpListener, Listener)>, ProxyError> {
+        let mut bound = Vec::new();
+        for listener in &self.listeners {
+            let socket = TcpListener::bind(listener.address)
+                .await
+                .map_err(|source| ProxyError::Bind {
+                    address: listener.address,
+                    source,
+                })?;
+            bound.push((socket, listener.clone()));
+        }
+        Ok(bound)
+    }
+
+    /// Serves the bound listeners until `shutdown` completes. Sessions in progress keep their
+    /// own tasks.
+    pub async fn serve(
+        &self,
+        bound: Vec<(TcpListener, Listener)>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut tasks = Vec::new();
+        for (socket, listener) in bound {
+            let ctx = Arc::new(ListenerContext::new(
+                self.shared.clone(),
+                listener.gateway.clone(),
+                ConnectionLimiter::new(listener.limits),
+                listener.limits.cancel_rate_per_ip,
+            ));
+            tasks.push(tokio::spawn(accept_loop(socket, ctx)));
+        }
+        shutdown.await;
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(socket: TcpListener, ctx: Arc<ListenerContext>) {
+    loop {
+        match socket.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(serve_client(stream, peer, ctx.clone()));
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! One client connection from accept to close: the gateway handshake with [`ProxyHooks`], the
+//! backend login with the mapped user, database and parameters, the minted cancel key, the
+//! relay, and one log line when it ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome};
+use pgbastion_wire::{BackendMessage, ProtocolVersion};
+use tokio::net::TcpStream;
+
+use crate::backend::{self, BackendConn, BackendError, BackendSecret, Login};
+use crate::cancel::{CancelRegistry, CancelTarget};
+use crate::config::ClientAddrParam;
+use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
+use crate::limits::{ConnectionLimiter, RateLimiter};
+use crate::relay::{self, End};
+use crate::route::{substitute, Routes};
+use crate::target::{Address, Target};
+use crate::tls_client::TlsClients;
+use crate::tokens::Tokens;
+use crate::users::Users;
+
+/// What every connection of the proxy shares.
+pub struct Shared {
+    /// Routes in order.
+    pub routes: Routes,
+    /// Local users.
+    pub users: Users,
+    /// Token verification (`[jwt]`).
+    pub tokens: Option<Arc<Tokens>>,
+    /// The issuer advertised to OAUTHBEARER clients.
+    pub oauth_issuer: String,
+    /// The scope advertised to OAUTHBEARER clients.
+    pub oauth_scope: String,
+    /// Minted cancel keys.
+    pub cancel: Arc<CancelRegistry>,
+    /// TLS client configurations for backends (relative paths resolved).
+    pub tls: TlsClients,
+}
+
+/// One listener's view: its handshake policy, its limits and its hooks.
+pub struct ListenerContext {
+    /// TLS, PROXY header and timeouts.
+    pub gateway: Arc<GatewayConfig>,
+    /// The hooks (routing, authentication).
+    pub hooks: ProxyHooks,
+    /// Cancel requests per client address.
+    pub cancel_rate: RateLimiter,
+}
+
+impl ListenerContext {
+    /// A context for a listener.
+    pub fn new(
+        shared: Arc<Shared>,
+        gateway: Arc<GatewayConfig>,
+        limiter: Arc<ConnectionLimiter>,
+        cancel_rate: u32,
+    ) -> Self {
+        Self {
+            gateway,
+            hooks: ProxyHooks { shared, limiter },
+            cancel_rate: RateLimiter::new(cancel_rate),
+        }
+    }
+}
+
+/// How long a forwarded cancel request may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves one accepted client.
+pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+    let _ = stream.set_nodelay(true);
+    let started = Instant::now();
+    match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
+        Ok(Outcome::Authenticated(conn)) => run_session(conn, &ctx, started).await,
+        Ok(Outcome::Cancel { request, state }) => {
+            let ip = state.client_addr.ip();
+            if !ctx.cancel_rate.allow(ip) {
+                tracing::debug!(client = %state.client_addr, "cancel request over the rate limit ignored");
+                return;
+            }
+            match ctx.hooks.shared.cancel.lookup(&request) {
+                Some(target) => {
+                    if let Err(error) =
+                        backend::send_cancel(&target.address, &target.key, CANCEL_TIMEOUT).await
+                    {
+                        tracing::warn!(backend = %target.address, %error, "could not forward a cancel request");
+                    }
+                }
+                None => {
+                    tracing::debug!(client = %state.client_addr, "cancel request with an unknown key ignored")
+                }
+            }
+        }
+        Ok(Outcome::Handled(_) | Outcome::Detached(_) | Outcome::Closed) => {}
+        Err(error) => {
+            tracing::info!(peer = %peer, %error, "connection refused");
+        }
+    }
+}
+
+async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, started: Instant) {
+    let shared = &ctx.hooks.shared;
+    let preconnected = conn
+        .state()
+        .extensions
+        .get::<Preconnected>()
+        .and_then(|p| p.0.lock().ok()?.take());
+    let backend = match preconnected {
+        Some(backend) => Ok(backend),
+        None => connect_backend(shared, conn.state()).await,
+    };
+    let state = conn.state().clone();
+    let chosen = state.extensions.get::<Chosen>().cloned();
+    let route = chosen.as_ref().map(|c| c.route.number).unwrap_or_default();
+    let auth = chosen
+        .as_ref()
+        .map(|c| c.route.auth.name())
+        .unwrap_or_default();
+    let (user, database) = state
+        .client
+        .as_ref()
+        .map(|c| (c.user().to_owned(), c.database().to_owned()))
+        .unwrap_or_default();
+    let mut backend = match backend {
+        Ok(backend) => backend,
+        Err(error) => {
+            tracing::warn!(client = %state.client_addr, %user, %database, route, %error, "backend login failed");
+            let _ = conn.send(&BackendMessage::ErrorResponse(error.to_client()));
+            let _ = conn.flush().await;
+            conn.close_gracefully().await;
+            return;
+        }
+    };
+    let version = state
+        .client
+        .as_ref()
+        .map_or(ProtocolVersion::V3_0, |client| client.version);
+    let registration = backend.key.clone().map(|key| {
+        shared.cancel.register(
+            version,
+            CancelTarget {
+                address: backend.address.clone(),
+                key,
+            },
+        )
+    });
+    if greet(&mut conn, &backend, registration.as_ref().map(|r| &r.0))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let Ok(detached) = conn.detach() else {
+        return;
+    };
+    tracing::info!(
+        client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
+        tls = state.tls.is_some(), "session started"
+    );
+    let pending = std::mem::take(&mut backend.buffered).freeze();
+    let relayed = relay::relay(detached.stream, detached.buffered, backend.stream, pending).await;
+    drop(registration);
+    tracing::info!(
+        client = %state.client_addr, %user, %database, route, auth,
+        duration_ms = started.elapsed().as_millis() as u64,
+        bytes_from_client = relayed.client_bytes, bytes_to_client = relayed.backend_bytes,
+        ended_by = match relayed.end { End::Client => "client", End::Backend => "backend" },
+        "session ended"
+    );
+}
+
+/// Sends the client what the backend said at login (notices, ParameterStatus), the minted
+/// cancel key and ReadyForQuery.
+async fn greet(
+    conn: &mut ClientConn<TcpStream>,
+    backend: &BackendConn,
+    key: Option<&pgbastion_wire::CancelKey>,
+) -> Result<(), pgbastion_gateway::GatewayError> {
+    for notice in &backend.notices {
+        conn.send(&BackendMessage::NoticeResponse(notice.clone()))?;
+    }
+    for (name, value) in &backend.parameters {
+        conn.send_parameter_status(name, value)?;
+    }
+    if let Some(key) = key {
+        conn.send(&BackendMessage::BackendKeyData(key.clone()))?;
+    }
+    conn.send_ready_for_query(backend.status)?;
+    conn.flush().await
+}
+
+/// Connects to the backend of the connection's route, with the mapped identity.
+pub async fn connect_backend(
+    shared: &Shared,
+    state: &ConnectionState,
+) -> Result<BackendConn, BackendError> {
+    let chosen = state
+        .extensions
+        .get::<Chosen>()
+        .ok_or_else(|| BackendError::Protocol("no route chosen".to_owned()))?;
+    let client = state
+        .client
+        .as_ref()
+        .ok_or_else(|| BackendError::Protocol("no startup message".to_owned()))?;
+    let url = substitute(
+        &chosen.route.backend,
+        &chosen.captures,
+        client.user(),
+        client.database(),
+    );
+    let mut target = Target::parse(&url).map_err(|e| {
+        BackendError::Auth(format!(
+            "{} has an unusable backend URL for this client: {e}",
+            chosen.route.describe()
+        ))
+    })?;
+    let mut parameters: Vec<(String, String)> = client
+        .parameters
+        .iter()
+        .filter(|(name, _)| !name.starts_with("_pq_."))
+        .cloned()
+        .collect();
+    for (name, value) in &target.parameters {
+        if name == "application_name" && parameters.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        set(&mut parameters, name, value.clone());
+    }
+    let decision = state.extensions.get::<ExternalDecision>();
+    if let Some(ExternalDecision(decision)) = decision {
+        for (name, value) in &decision.parameters {
+            set(&mut parameters, name, value.clone());
+        }
+        if let Some(host) = &decision.host {
+            target.address = parse_host(host).ok_or_else(|| {
+                BackendError::Auth(format!(
+                    "the authenticator's _META_TARGET_HOST \"{host}\" is not host:port"
+                ))
+            })?;
+        }
+    }
+    let param = |name: &str| {
+        parameters
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let user = decision
+        .and_then(|_| param("user"))
+        .or_else(|| target.user.clone())
+        .unwrap_or_else(|| client.user().to_owned());
+    let database = decision
+        .and_then(|_| param("database"))
+        .or_else(|| target.database.clone())
+        .unwrap_or_else(|| client.database().to_owned());
+    match chosen.route.client_addr {
+        ClientAddrParam::None => {}
+        ClientAddrParam::Options => {
+            let option = format!("-c pgbastion.client_addr={}", state.client_addr.ip());
+            let options = match param("options") {
+                Some(existing) if !existing.is_empty() => format!("{existing} {option}"),
+                _ => option,
+            };
+            set(&mut parameters, "options", options);
+        }
+        ClientAddrParam::Crdb => set(
+            &mut parameters,
+            "crdb:remote_addr",
+            state.client_addr.to_string(),
+        ),
+    }
+    let secret = state
+        .extensions
+        .get::<ForwardSecret>()
+        .map(|f| f.0.clone())
+        .or_else(|| target.password.clone().map(BackendSecret::Password));
+    let login = Login {
+        target: &target,
+        user: &user,
+        database: &database,
+        parameters: &parameters,
+        secret: secret.as_ref(),
+        proxy_from: chosen.route.proxy_protocol.then_some(state.client_addr),
+        timeout: target
+            .connect_timeout
+            .unwrap_or(chosen.route.connect_timeout),
+    };
+    backend::connect(login, &shared.tls).await
+}
+
+fn set(parameters: &mut Vec<(String, String)>, name: &str, value: String) {
+    match parameters.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 = value,
+        None => parameters.push((name.to_owned(), value)),
+    }
+}
+
+fn parse_host(host: &str) -> Option<Address> {
+    let (name, port) = host.rsplit_once(':')?;
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    (!name.is_empty()).then(|| Address::Tcp(name.to_owned(), port))
+}

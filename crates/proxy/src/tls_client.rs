@@ -1,0 +1,244 @@
+//! TLS to backends, as libpq's `sslmode` asks: `require` encrypts without checking,
+//! `verify-ca` checks the chain against `sslrootcert`, `verify-full` also the host name.
+//! Client configurations are built once per (mode, files) and cached.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use crate::target::{SslMode, Target};
+
+type CacheKey = (
+    bool,
+    bool,
+    Option<PathBuf>,
+    Option<PathBuf>,
+    Option<PathBuf>,
+);
+
+/// Cached client configurations; relative paths resolve against `base_dir`.
+#[derive(Debug)]
+pub struct TlsClients {
+    base_dir: PathBuf,
+    cache: Mutex<HashMap<CacheKey, Arc<ClientConfig>>>,
+}
+
+impl TlsClients {
+    /// A cache whose relative certificate paths start at `base_dir` (the configuration
+    /// file's directory).
+    pub fn new(base_dir: PathBuf) -> Self {
+        Self {
+            base_dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs the TLS handshake on `tcp` for `target`.
+    pub async fn handshake(
+        &self,
+        tcp: TcpStream,
+        target: &Target,
+    ) -> Result<TlsStream<TcpStream>, String> {
+        let config = self.config(target)?;
+        let host = target.host().unwrap_or("localhost");
+        let name =
+            ServerName::try_from(host.to_owned()).map_err(|e| format!("host name {host}: {e}"))?;
+        TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn config(&self, target: &Target) -> Result<Arc<ClientConfig>, String> {
+        let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| self.base_dir.join(p));
+        let verify_chain = target.sslrootcert.is_some()
+            && matches!(
+                target.sslmode,
+                SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+            );
+        let verify_name = target.sslmode == SslMode::VerifyFull;
+        let key: CacheKey = (
+            verify_chain,
+            verify_name,
+            resolve(&target.sslrootcert),
+            resolve(&target.sslcert),
+            resolve(&target.sslkey),
+        );
+        let mut cache = self
+            .cache
+            .lock()
+            .map_err(|_| "TLS cache poisoned".to_owned())?;
+        if let Some(config) = cache.get(&key) {
+            return Ok(config.clone());
+        }
+        let config = Arc::new(build(&key)?);
+        cache.insert(key, config.clone());
+        Ok(config)
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build(key: &CacheKey) -> Result<ClientConfig, String> {
+    let (verify_chain, verify_name, rootcert, cert, private_key) = key;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let verifier: Arc<dyn ServerCertVerifier> = match (verify_chain, rootcert) {
+        (true, Some(path)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| e.to_string())?;
+            if *verify_name {
+                webpki
+            } else {
+                Arc::new(ChainOnly(webpki))
+            }
+        }
+        _ => Arc::new(NoVerification(provider())),
+    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (cert, private_key) {
+        (Some(cert), Some(key)) => {
+            let chain = read_certs(cert)?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("sslcert/sslkey: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(config)
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}
+
+/// `verify-ca`: the chain must lead to a trusted root; the name is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `require` / `prefer` without a root certificate: encryption without authentication, as
+/// libpq does. Handshake signatures are still checked.
+#[derive(Debug)]
+struct NoVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,256 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+//! Client authentication modes, backend authentication and routing, end to end against
+//! real PostgreSQL clusters.
+
+mod common;
+
+use common::*;
+use pgbastion_testkit::{Cluster, PasswordEncryption};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_clients_in_front_of_a_scram_backend() {
+    let cluster = Cluster::builder()
+        .hba(&["host all app 127.0.0.1/32 scram-sha-256"])
+        .user("app", "backend secret", PasswordEncryption::ScramSha256)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            r#"
+[[user]]
+name = "alice"
+password = "wonderland"
+
+[[route]]
+auth = "scram"
+backend = "{}"
+"#,
+            backend_url(&cluster, "app", Some("backend%20secret"), "postgres")
+        ),
+    )
+    .await;
+    within("scram login", async {
+        let client = connect(proxy.addr, "alice", Some("wonderland"), "postgres")
+            .await
+            .unwrap();
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(user, "app", "the backend sees the mapped user");
+        let err = connect(proxy.addr, "alice", Some("wrong"), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+        let err = connect(proxy.addr, "mallory", Some("wonderland"), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_and_cleartext_clients_and_an_md5_backend() {
+    let cluster = Cluster::builder()
+        .hba(&["host all legacy 127.0.0.1/32 md5"])
+        .user("legacy", "old pw", PasswordEncryption::Md5)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend_url(&cluster, "legacy", Some("old%20pw"), "postgres");
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            r#"
+[[user]]
+name = "bob"
+password = "md5{bob_hash}"
+
+[[route]]
+match = {{ database = "viaclear" }}
+auth = "cleartext"
+insecure = true
+backend = "{backend}"
+
+[[route]]
+auth = "md5"
+backend = "{backend}"
+"#,
+            bob_hash = &pgbastion_auth::md5::md5_hash("bob", "builder")[3..],
+        ),
+    )
+    .await;
+    within("md5 and cleartext", async {
+        let client = connect(proxy.addr, "bob", Some("builder"), "postgres")
+            .await
+            .unwrap();
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(user, "legacy");
+        connect(proxy.addr, "bob", Some("builder"), "viaclear")
+            .await
+            .unwrap();
+        let err = connect(proxy.addr, "bob", Some("nope"), "viaclear")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_lets_the_backend_check_the_password() {
+    let cluster = Cluster::builder()
+        .hba(&["host all carol 127.0.0.1/32 scram-sha-256"])
+        .user("carol", "singer", PasswordEncryption::ScramSha256)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[route]]\nauth = \"passthrough\"\ninsecure = true\nbackend = \"postgres://127.0.0.1:{}?sslmode=disable\"\n",
+            cluster.port()
+        ),
+    )
+    .await;
+    within("passthrough", async {
+        let client = connect(proxy.addr, "carol", Some("singer"), "postgres")
+            .await
+            .unwrap();
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(user, "carol");
+        let err = connect(proxy.addr, "carol", Some("flat"), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            code(&err),
+            "28P01",
+            "the backend's own refusal reaches the client"
+        );
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("carol"), "{message}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_match_in_order_and_captures_map_the_backend_user() {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    cluster.execute_sql("CREATE ROLE app_alice LOGIN").unwrap();
+    cluster.execute_sql("CREATE DATABASE tenant_one").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            r#"
+[[route]]
+match = {{ user = "/^(.*)@example\\.com$/", database = "/tenant_(?P<tenant>.*)/" }}
+auth = "trust"
+backend = "postgres://app_${{1}}@127.0.0.1:{port}/tenant_${{tenant}}?sslmode=disable"
+
+[[route]]
+match = {{ user = "postgres" }}
+auth = "trust"
+backend = "postgres://127.0.0.1:{port}?sslmode=disable&application_name=from_url"
+"#,
+            port = cluster.port()
+        ),
+    )
+    .await;
+    within("routing", async {
+        let client = connect(proxy.addr, "alice@example.com", None, "tenant_one")
+            .await
+            .unwrap();
+        let row = client
+            .query_one("SELECT current_user::text, current_database()::text", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("app_alice".into(), "tenant_one".into())
+        );
+
+        let client = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        let name: String = client
+            .query_one("SHOW application_name", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(name, "from_url");
+
+        let err = connect(proxy.addr, "eve", None, "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28000");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(
+            message.contains("no route") && message.contains("eve"),
+            "{message}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_a_clear_08001() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!("[[route]]\nauth = \"trust\"\nbackend = \"postgres://127.0.0.1:{port}?sslmode=disable\"\n"),
+    )
+    .await;
+    within("unreachable backend", async {
+        let err = connect(proxy.addr, "x", None, "y").await.err().unwrap();
+        assert_eq!(code(&err), "08001");
+        assert!(err
+            .as_db_error()
+            .unwrap()
+            .message()
+            .contains(&port.to_string()));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_clear_need_tls_unless_the_route_says_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = pgbastion_proxy::config::SourceFile {
+        path: dir.path().join("p.toml"),
+        text: "[[user]]\nname = \"a\"\npassword = \"b\"\n\n[[route]]\nauth = \"cleartext\"\nbackend = \"postgres://h/db\"\n".into(),
+    };
+    let err = pgbastion_proxy::Settings::from_source(&file)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(":6:") && err.contains("insecure = true") && err.contains("TLS"),
+        "{err}"
+    );
+}

@@ -1,0 +1,109 @@
+//! Shared test harness: a pgbastion proxy started in-process from TOML text.
+
+#![allow(dead_code)] // each test file uses a different part
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use pgbastion_proxy::config::SourceFile;
+use pgbastion_proxy::{Proxy, Settings};
+
+/// A running proxy; stops when dropped.
+pub struct RunningProxy {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts a proxy from `toml` (listener address `127.0.0.1:0` unless the text has a
+/// `[[listener]]`), with `dir` as the configuration directory.
+pub async fn start_proxy(dir: &Path, toml: &str) -> RunningProxy {
+    let text = if toml.contains("[[listener]]") {
+        toml.to_owned()
+    } else {
+        format!("[[listener]]\naddress = \"127.0.0.1:0\"\n\n{toml}")
+    };
+    let file = SourceFile {
+        path: dir.join("pgbastion.toml"),
+        text,
+    };
+    let settings = Settings::from_source(&file).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = Proxy::new(settings, dir.to_owned()).await.unwrap();
+    let bound = proxy.bind().await.unwrap();
+    let addr = bound[0].0.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        proxy
+            .serve(bound, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    RunningProxy {
+        addr,
+        stop: Some(stop),
+    }
+}
+
+/// Fails a hung test with context instead of stalling CI.
+pub async fn within<T>(what: &str, work: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A tokio-postgres connection (no TLS) through `addr`.
+pub async fn connect(
+    addr: SocketAddr,
+    user: &str,
+    password: Option<&str>,
+    database: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(addr.ip().to_string())
+        .port(addr.port())
+        .user(user)
+        .dbname(database)
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(password) = password {
+        config.password(password);
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// The SQLSTATE of a failed connection or query.
+pub fn code(error: &tokio_postgres::Error) -> String {
+    error
+        .as_db_error()
+        .map(|e| e.code().code().to_owned())
+        .unwrap_or_else(|| format!("no SQLSTATE: {error}"))
+}
+
+/// `backend = "postgres://USER[:PASSWORD]@127.0.0.1:PORT/DB?sslmode=disable"` for a cluster.
+pub fn backend_url(
+    cluster: &pgbastion_testkit::Cluster,
+    user: &str,
+    password: Option<&str>,
+    db: &str,
+) -> String {
+    let auth = match password {
+        Some(password) => format!("{user}:{password}"),
+        None => user.to_owned(),
+    };
+    format!(
+        "postgres://{auth}@127.0.0.1:{}/{db}?sslmode=disable",
+        cluster.port()
+    )
+}

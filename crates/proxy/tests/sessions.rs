@@ -1,0 +1,442 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+//! Sessions through the proxy: backend TLS, cancel, client addresses, backend failure,
+//! limits, and real clients (psql, pgbench).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgbastion_testkit::{Cluster, RawClient, TestCa};
+
+fn trust_cluster() -> Cluster {
+    Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap()
+}
+
+fn trust_route(cluster: &Cluster, extra: &str) -> String {
+    format!(
+        "[[route]]\nauth = \"trust\"\nbackend = \"{}\"\n{extra}\n",
+        backend_url(cluster, "postgres", None, "postgres")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_verify_full_and_a_wrong_ca_is_refused() {
+    let ca = TestCa::new("backend CA").unwrap();
+    let other = TestCa::new("some other CA").unwrap();
+    let cluster = Cluster::builder()
+        .tls(&ca)
+        .hba(&["hostssl all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_cert(dir.path(), "ca").unwrap();
+    other.write_cert(dir.path(), "other").unwrap();
+    let route = |name: &str, ca: &str| {
+        format!(
+            "[[route]]\nmatch = {{ database = \"{name}\" }}\nauth = \"trust\"\n\
+             backend = \"postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}\"\n",
+            cluster.port()
+        )
+    };
+    let proxy = start_proxy(
+        dir.path(),
+        &format!("{}\n{}", route("good", "ca.crt"), route("bad", "other.crt")),
+    )
+    .await;
+    within("backend TLS", async {
+        let client = connect(proxy.addr, "postgres", None, "good").await.unwrap();
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the backend connection is encrypted");
+        let err = connect(proxy.addr, "postgres", None, "bad")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "08001");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("TLS"), "{message}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_backend_through_the_minted_key() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &trust_route(&cluster, "")).await;
+    within("cancel", async {
+        let client = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        let token = client.cancel_token();
+        let started = Instant::now();
+        let sleeper = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let err = sleeper.await.unwrap().err().unwrap();
+        assert_eq!(code(&err), "57014");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_cancel_keys_do_nothing() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &trust_route(&cluster, "")).await;
+    within("unknown cancel key", async {
+        let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+            .await
+            .unwrap();
+        let minted = raw.backend_key.clone().unwrap();
+        let backend_pid: String = {
+            let rows = raw.simple_query("SELECT pg_backend_pid()").await.unwrap();
+            data_value(&rows)
+        };
+        assert_ne!(
+            minted.process_id.to_string(),
+            backend_pid,
+            "clients never see the backend's key"
+        );
+        raw.send(&pgbastion_wire::FrontendMessage::Query(
+            "SELECT pg_sleep(1)".into(),
+        ))
+        .await
+        .unwrap();
+        let mut wrong = RawClient::connect(proxy.addr).await.unwrap();
+        wrong
+            .send_packet(&pgbastion_wire::StartupPacket::CancelRequest(
+                pgbastion_wire::CancelKey::new(minted.process_id, vec![0, 0, 0, 0]),
+            ))
+            .await
+            .unwrap();
+        let messages = raw.read_until_ready().await.unwrap();
+        assert!(
+            !messages
+                .iter()
+                .any(|m| matches!(m, pgbastion_wire::BackendMessage::ErrorResponse(_))),
+            "a wrong secret cancelled the query: {messages:?}"
+        );
+    })
+    .await;
+}
+
+fn data_value(messages: &[pgbastion_wire::BackendMessage]) -> String {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            pgbastion_wire::BackendMessage::DataRow(row) => row
+                .get(0)
+                .flatten()
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_from_a_trusted_proxy_header_reaches_the_backend() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let config = |trusted: &str| {
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = \"required\"\ntrusted_proxies = [\"{trusted}\"]\n\n{}",
+            trust_route(&cluster, "client_addr = \"options\"")
+        )
+    };
+    let trusting = start_proxy(dir.path(), &config("127.0.0.1/32")).await;
+    let distrusting = start_proxy(dir.path(), &config("10.9.9.9/32")).await;
+    let header = pgbastion_gateway::proxy_protocol::encode_v2(
+        "203.0.113.7:40000".parse().unwrap(),
+        trusting.addr,
+    )
+    .unwrap();
+    within("PROXY header in, client address out", async {
+        let mut raw = RawClient::connect(trusting.addr).await.unwrap();
+        raw.send_raw(&header).await.unwrap();
+        raw.send_startup(&[("user", "postgres"), ("database", "postgres")])
+            .await
+            .unwrap();
+        raw.read_until_ready().await.unwrap();
+        let rows = raw
+            .simple_query("SELECT current_setting('pgbastion.client_addr')")
+            .await
+            .unwrap();
+        assert_eq!(data_value(&rows), "203.0.113.7");
+
+        let mut raw = RawClient::connect(distrusting.addr).await.unwrap();
+        raw.send_raw(&header).await.unwrap();
+        raw.send_startup(&[("user", "postgres"), ("database", "postgres")])
+            .await
+            .unwrap();
+        // An untrusted peer's header is refused: the connection never gets to ReadyForQuery.
+        match raw.read_until_ready().await {
+            Err(_) => {}
+            Ok(messages) => assert!(
+                messages
+                    .iter()
+                    .any(|m| matches!(m, pgbastion_wire::BackendMessage::ErrorResponse(_))),
+                "an untrusted PROXY header was accepted: {messages:?}"
+            ),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_gives_the_client_an_error_and_others_carry_on() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &trust_route(&cluster, "")).await;
+    within("backend killed", async {
+        let victim = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        victim
+            .batch_execute("BEGIN; CREATE TEMP TABLE t (x int)")
+            .await
+            .unwrap();
+        let pid: i32 = victim
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let killer = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        killer
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap();
+        let err = victim.query_one("SELECT 1", &[]).await.err().unwrap();
+        let text = format!("{err}");
+        assert!(
+            victim.is_closed() || code(&err) == "57P01" || code(&err) == "08006",
+            "{text}"
+        );
+        let survivor: i32 = killer.query_one("SELECT 41 + 1", &[]).await.unwrap().get(0);
+        assert_eq!(survivor, 42);
+        let fresh = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        fresh.query_one("SELECT 1", &[]).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_connection_limit_refuses_with_53300() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\nmax_connections_per_ip = 2\n\n{}",
+            trust_route(&cluster, "")
+        ),
+    )
+    .await;
+    within("limits", async {
+        let a = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        let _b = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        let err = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "53300");
+        drop(a);
+        // The slot frees when the session ends.
+        let mut ok = false;
+        for _ in 0..50 {
+            if connect(proxy.addr, "postgres", None, "postgres")
+                .await
+                .is_ok()
+            {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "the slot was not released");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_authenticator_maps_user_and_credential() {
+    let cluster = Cluster::builder()
+        .hba(&["host all mapped 127.0.0.1/32 md5"])
+        .user(
+            "mapped",
+            "target pw",
+            pgbastion_testkit::PasswordEncryption::Md5,
+        )
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("auth.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nwhile IFS='=' read -r k v; do\n  case \"$k\" in user) u=$v;; _SOURCE_CRED) c=$v;; esac\ndone\n\
+             [ \"$u\" = dave ] && [ \"$c\" = letmein ] || exit 1\n\
+             echo user=mapped\necho database=postgres\necho _META_TARGET_HOST=127.0.0.1:{}\n\
+             echo _META_TARGET_CRED={}\n",
+            cluster.port(),
+            pgbastion_auth::md5::md5_hash("mapped", "target pw")
+        ),
+    )
+    .unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[route]]\nauth = \"external\"\ninsecure = true\nbackend = \"postgres://unused:1/x?sslmode=disable\"\n\
+             external = {{ command = [\"/bin/sh\", \"{}\"], timeout = \"5s\" }}\n",
+            script.display()
+        ),
+    )
+    .await;
+    within("external authenticator", async {
+        let client = connect(proxy.addr, "dave", Some("letmein"), "whatever")
+            .await
+            .unwrap();
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(user, "mapped");
+        let err = connect(proxy.addr, "dave", Some("wrong"), "whatever")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_and_pgbench_through_the_proxy() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[user]]\nname = \"bench\"\npassword = \"pw\"\n\n[[route]]\nauth = \"scram\"\nbackend = \"{}\"\n",
+            backend_url(&cluster, "postgres", None, "postgres")
+        ),
+    )
+    .await;
+    let port = proxy.addr.port().to_string();
+    let run = move |program: &str, args: &[&str]| {
+        let output = Command::new(program)
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "bench"])
+            .args(args)
+            .env("PGPASSWORD", "pw")
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {stdout}\n{stderr}"
+        );
+        stdout
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        let psql = run(
+            "psql",
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-d",
+                "postgres",
+                "-c",
+                "SELECT 'via psql'",
+            ],
+        );
+        run("pgbench", &["-i", "-s", "1", "-q", "postgres"]);
+        let bench = run(
+            "pgbench",
+            &[
+                "-c", "4", "-j", "2", "-T", "2", "-M", "extended", "postgres",
+            ],
+        );
+        (psql, bench)
+    });
+    let (psql, bench) = within("psql and pgbench", out).await.unwrap();
+    assert_eq!(psql.trim(), "via psql");
+    assert!(
+        bench.contains("number of failed transactions: 0"),
+        "{bench}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_notifications_are_relayed() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &trust_route(&cluster, "")).await;
+    within("copy and notify", async {
+        let client = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        client
+            .batch_execute("CREATE TEMP TABLE c (n int, s text)")
+            .await
+            .unwrap();
+        let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+        futures_send(sink, b"1\tone\n2\ttwo\n").await;
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM c", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 2);
+
+        let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+            .await
+            .unwrap();
+        raw.simple_query("LISTEN news").await.unwrap();
+        client.batch_execute("NOTIFY news, 'hello'").await.unwrap();
+        let messages = raw.simple_query("SELECT 1").await.unwrap();
+        assert!(
+            messages.iter().any(|m| matches!(
+                m,
+                pgbastion_wire::BackendMessage::NotificationResponse { .. }
+            )),
+            "{messages:?}"
+        );
+    })
+    .await;
+}
+
+async fn futures_send(sink: tokio_postgres::CopyInSink<bytes::Bytes>, data: &'static [u8]) {
+    use futures_util::SinkExt;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(bytes::Bytes::from_static(data)).await.unwrap();
+    sink.finish().await.unwrap();
+}
