@@ -152,6 +152,25 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// What a successful SCRAM exchange leaves in
+/// [`ConnectionState::extensions`](crate::ConnectionState::extensions): the ClientKey recovered
+/// from the client's proof and the secret's ServerKey. With them a proxy can log into a
+/// backend that holds the same SCRAM secret for the user, without ever knowing the password
+/// ([`ClientCredential::Keys`](pgbastion_auth::scram::ClientCredential::Keys)).
+#[derive(Clone)]
+pub struct ScramKeys {
+    /// `ClientKey`.
+    pub client_key: pgbastion_auth::scram::Key,
+    /// `ServerKey`.
+    pub server_key: pgbastion_auth::scram::Key,
+}
+
+impl fmt::Debug for ScramKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ScramKeys(<redacted>)")
+    }
+}
+
 /// An error a hook reports. Its message is shown to the client, so keep secrets out of it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

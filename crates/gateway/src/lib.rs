@@ -25,7 +25,7 @@ pub use driver::{
 };
 pub use error::GatewayError;
 pub use extensions::Extensions;
-pub use hooks::{AuthMethod, Credential, Flow, HookError, HookResult, Hooks};
+pub use hooks::{AuthMethod, Credential, Flow, HookError, HookResult, Hooks, ScramKeys};
 pub use session::{HookMessages, Session};
 pub use state::{ClientInfo, ConnectionState, Phase};
 pub use tls::{TlsConfig, TlsInfo};

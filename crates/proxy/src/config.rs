@@ -259,6 +259,25 @@ pub struct RouteConfig {
     pub connect_timeout: Duration,
     /// `auth = "external"`: the authenticator.
     pub external: Option<ExternalConfig>,
+    /// `auth = "scram"`: fetch SCRAM verifiers from the backend instead of `[[user]]`.
+    pub auth_query: Option<AuthQueryConfig>,
+}
+
+/// `auth_query = { ... }` of a `scram` route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthQueryConfig {
+    /// The query; `$1` is the user name; the last column of the first row is the verifier.
+    #[serde(default = "default_auth_query")]
+    pub query: String,
+    /// The backend user that runs the query.
+    pub user: String,
+    /// Its password (`${ENV}` allowed).
+    pub password: Option<Spanned<String>>,
+}
+
+fn default_auth_query() -> String {
+    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename = $1".to_owned()
 }
 
 fn default_connect_timeout() -> Duration {
@@ -330,7 +349,7 @@ impl AuthMode {
     pub fn secret_in_clear(self) -> bool {
         matches!(
             self,
-            Self::Cleartext | Self::Jwt | Self::Passthrough | Self::External
+            Self::Cleartext | Self::Jwt | Self::Oauth | Self::Passthrough | Self::External
         )
     }
 }

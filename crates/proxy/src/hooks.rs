@@ -12,12 +12,14 @@ use pgbastion_gateway::{
 };
 use pgbastion_wire::SqlState;
 
+use crate::auth_query;
 use crate::backend::{BackendConn, BackendSecret};
 use crate::config::{AuthMode, ExternalMethod};
 use crate::external;
 use crate::limits::ConnectionLimiter;
-use crate::route::{Captures, MatchInput, Route};
+use crate::route::{substitute, Captures, MatchInput, Route};
 use crate::session::{self, Shared};
+use crate::target::Target;
 
 /// The route a connection matched, and its captures.
 #[derive(Debug, Clone)]
@@ -305,11 +307,46 @@ impl Hooks for ProxyHooks {
         &self,
         state: &ConnectionState,
     ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
-        let secret = state
+        let user = state
             .client
             .as_ref()
-            .and_then(|client| self.shared.users.scram_secret(client.user()));
-        async move { Ok(secret) }
+            .map(|c| c.user().to_owned())
+            .unwrap_or_default();
+        let chosen = state.extensions.get::<Chosen>().cloned();
+        let database = state
+            .client
+            .as_ref()
+            .map(|c| c.database().to_owned())
+            .unwrap_or_default();
+        async move {
+            let Some(Chosen { route, captures }) = chosen else {
+                return Ok(None);
+            };
+            let Some(query) = &route.auth_query else {
+                return Ok(self.shared.users.scram_secret(&user));
+            };
+            let url = substitute(&route.backend, &captures, &user, &database);
+            let target = Target::parse(&url)
+                .map_err(|e| HookError::new(SqlState::CONNECTION_FAILURE, e.to_string()))?;
+            let db = target.database.clone().unwrap_or(database);
+            auth_query::fetch_secret(
+                query,
+                &target,
+                &db,
+                &user,
+                route.connect_timeout,
+                &self.shared.tls,
+            )
+            .await
+            .map_err(|error| {
+                tracing::warn!(%user, %error, "auth_query failed");
+                let response = error.to_client();
+                HookError::new(
+                    response.sqlstate().unwrap_or(SqlState::CONNECTION_FAILURE),
+                    format!("auth_query: {}", response.message()),
+                )
+            })
+        }
     }
 
     fn after_auth<S: ClientIo>(

@@ -112,6 +112,17 @@ pub struct External {
     pub method: ExternalMethod,
 }
 
+/// A compiled `auth_query`.
+#[derive(Debug, Clone)]
+pub struct AuthQuery {
+    /// The query (`$1` = user name).
+    pub query: String,
+    /// Who runs it.
+    pub user: String,
+    /// Their password.
+    pub password: Option<String>,
+}
+
 /// A compiled `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -137,6 +148,8 @@ pub struct Route {
     pub connect_timeout: Duration,
     /// The external authenticator.
     pub external: Option<External>,
+    /// SCRAM verifiers from the backend.
+    pub auth_query: Option<AuthQuery>,
 }
 
 impl Route {
@@ -265,6 +278,7 @@ mod tests {
             client_addr: ClientAddrParam::None,
             connect_timeout: Duration::from_secs(1),
             external: None,
+            auth_query: None,
         }
     }
 

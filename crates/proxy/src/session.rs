@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome};
+use pgbastion_auth::scram::ClientCredential;
+use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome, ScramKeys};
 use pgbastion_wire::{BackendMessage, ProtocolVersion};
 use tokio::net::TcpStream;
 
@@ -272,11 +273,23 @@ pub async fn connect_backend(
             state.client_addr.to_string(),
         ),
     }
-    let secret = state
+    let mut secret = state
         .extensions
         .get::<ForwardSecret>()
         .map(|f| f.0.clone())
         .or_else(|| target.password.clone().map(BackendSecret::Password));
+    let mut user = user;
+    if chosen.route.auth_query.is_some() {
+        // The client proved itself with the backend's own verifier: log in as that user with
+        // the keys recovered from its proof.
+        if let Some(keys) = state.extensions.get::<ScramKeys>() {
+            secret = Some(BackendSecret::ScramKeys(ClientCredential::Keys {
+                client_key: keys.client_key,
+                server_key: Some(keys.server_key),
+            }));
+            user = client.user().to_owned();
+        }
+    }
     let login = Login {
         target: &target,
         user: &user,

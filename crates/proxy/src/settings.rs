@@ -16,7 +16,7 @@ use crate::config::{
     self, AuthMode, ConfigError, ConfigFile, JwtConfig, ListenerConfig, LogConfig, ProxyProtocol,
     RouteConfig, SourceFile,
 };
-use crate::route::{External, Matcher, Route, Routes};
+use crate::route::{AuthQuery, External, Matcher, Route, Routes};
 use crate::target::Target;
 
 /// Per-listener limits.
@@ -347,13 +347,18 @@ impl Compiler<'_> {
                 format!("auth = \"{}\" needs a [jwt] section", auth.name()),
             );
         }
-        if matches!(auth, AuthMode::Cleartext | AuthMode::Md5 | AuthMode::Scram) && users.is_empty()
-        {
+        let uses_users = matches!(auth, AuthMode::Cleartext | AuthMode::Md5)
+            || (auth == AuthMode::Scram && r.auth_query.is_none());
+        if r.auth_query.is_some() && auth != AuthMode::Scram {
+            return self.error(auth_span, "auth_query works with auth = \"scram\" only");
+        }
+        if uses_users && users.is_empty() {
             return self.error(
                 auth_span,
                 format!(
                     "auth = \"{}\" checks passwords against [[user]] entries, and there are none \
-                     (or use auth = \"passthrough\" to let the backend check them)",
+                     (or use auth = \"passthrough\" to let the backend check them, or auth_query \
+                     with auth = \"scram\")",
                     auth.name()
                 ),
             );
@@ -430,6 +435,14 @@ impl Compiler<'_> {
                 );
             }
         }
+        let auth_query = match &r.auth_query {
+            Some(q) => Some(AuthQuery {
+                query: q.query.clone(),
+                user: q.user.clone(),
+                password: q.password.as_ref().map(|p| self.env(p)).transpose()?,
+            }),
+            None => None,
+        };
         Ok(Route {
             number,
             sni,
@@ -442,6 +455,7 @@ impl Compiler<'_> {
             client_addr: r.client_addr,
             connect_timeout: r.connect_timeout,
             external,
+            auth_query,
         })
     }
 }

@@ -9,6 +9,7 @@ use crate::config::GatewayConfig;
 use crate::conn::{ClientConn, ClientIo};
 use crate::error::GatewayError;
 use crate::hooks::Hooks;
+use crate::hooks::ScramKeys;
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
@@ -30,6 +31,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     let stored = hooks.scram_secret(conn.state()).await?;
     let known_user = stored.is_some();
     let secret = stored.unwrap_or_else(|| decoy_secret(&user, config.scram_iterations));
+    let server_key = secret.server_key;
 
     let frame = read_auth_response(conn, "SASL initial response").await?;
     let initial = SaslInitialResponse::decode(&frame.body)?;
@@ -54,7 +56,12 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     conn.send(&pgbastion_wire::BackendMessage::Authentication(
         Authentication::SaslFinal(Bytes::from(outcome.server_final)),
     ))?;
-    conn.state_mut().authenticated_user = Some(user);
+    let state = conn.state_mut();
+    state.extensions.insert(ScramKeys {
+        client_key: outcome.client_key,
+        server_key,
+    });
+    state.authenticated_user = Some(user);
     Ok(())
 }
 

@@ -1,0 +1,215 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+//! JWT/OIDC client authentication (as a password and through OAUTHBEARER), claim routing,
+//! and auth_query SCRAM pass-through, end to end.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use common::*;
+use pgbastion_testkit::{Cluster, PasswordEncryption, RawClient, TestIssuer};
+use pgbastion_wire::{Authentication, BackendMessage, SaslInitialResponse};
+use serde_json::json;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+async fn jwt_proxy(issuer: &TestIssuer, cluster: &Cluster, dir: &std::path::Path) -> RunningProxy {
+    cluster
+        .execute_sql("CREATE ROLE reader LOGIN; CREATE ROLE admin_role LOGIN")
+        .unwrap();
+    start_proxy(
+        dir,
+        &format!(
+            r#"
+[jwt]
+issuer = "{issuer}"
+audience = "pgbastion"
+oidc_discovery = "{discovery}"
+
+[[route]]
+match = {{ database = "oauth" }}
+auth = "oauth"
+insecure = true
+backend = "postgres://reader@127.0.0.1:{port}/postgres?sslmode=disable"
+
+[[route]]
+match = {{ claim = {{ role = "admin" }} }}
+auth = "jwt"
+insecure = true
+backend = "postgres://admin_role@127.0.0.1:{port}/postgres?sslmode=disable"
+
+[[route]]
+auth = "jwt"
+insecure = true
+backend = "postgres://reader@127.0.0.1:{port}/postgres?sslmode=disable"
+
+"#,
+            issuer = issuer.issuer(),
+            discovery = issuer.discovery_url(),
+            port = cluster.port()
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_as_password_with_claim_routing() {
+    let issuer = TestIssuer::start().await;
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = jwt_proxy(&issuer, &cluster, dir.path()).await;
+    let claims = |sub: &str, role: &str, exp: u64| json!({"iss": issuer.issuer(), "aud": "pgbastion", "sub": sub, "role": role, "exp": exp});
+    within("jwt", async {
+        for (alg, role, expected) in [
+            ("RS256", "admin", "admin_role"),
+            ("ES256", "user", "reader"),
+            ("EdDSA", "user", "reader"),
+        ] {
+            let token = issuer.sign(alg, claims("alice", role, now() + 300));
+            let client = connect(proxy.addr, "alice", Some(&token), "postgres")
+                .await
+                .unwrap();
+            let user: String = client
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(user, expected, "{alg} {role}");
+        }
+        let expired = issuer.sign("RS256", claims("alice", "user", now() - 3600));
+        let err = connect(proxy.addr, "alice", Some(&expired), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+        assert!(
+            err.as_db_error().unwrap().message().contains("expired"),
+            "{err}"
+        );
+        let someone_else = issuer.sign("RS256", claims("bob", "user", now() + 300));
+        let err = connect(proxy.addr, "alice", Some(&someone_else), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+        let err = connect(proxy.addr, "alice", Some("not.a.token"), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauthbearer_carries_the_token() {
+    let issuer = TestIssuer::start().await;
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = jwt_proxy(&issuer, &cluster, dir.path()).await;
+    let token = issuer.token_for("carol", "pgbastion", Duration::from_secs(300));
+    within("oauthbearer", async {
+        let mut raw = RawClient::connect(proxy.addr).await.unwrap();
+        raw.send_startup(&[("user", "carol"), ("database", "oauth")])
+            .await
+            .unwrap();
+        match raw.read().await.unwrap() {
+            BackendMessage::Authentication(Authentication::Sasl { mechanisms }) => {
+                assert_eq!(mechanisms, ["OAUTHBEARER"]);
+            }
+            other => panic!("expected SASL, got {other:?}"),
+        }
+        let initial = SaslInitialResponse {
+            mechanism: "OAUTHBEARER".into(),
+            data: Some(Bytes::from(
+                pgbastion_auth::oauthbearer::client_initial_response(Some(&token)),
+            )),
+        };
+        let mut out = bytes::BytesMut::new();
+        initial.encode(&mut out).unwrap();
+        raw.send_raw(&out).await.unwrap();
+        let messages = raw.read_until_ready().await.unwrap();
+        assert!(
+            matches!(
+                messages[0],
+                BackendMessage::Authentication(Authentication::Ok)
+            ),
+            "{messages:?}"
+        );
+        let rows = raw.simple_query("SELECT current_user").await.unwrap();
+        assert!(format!("{rows:?}").contains("reader"), "{rows:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_scram_pass_through_without_a_stored_password() {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
+        .user("lookup", "lookup pw", PasswordEncryption::ScramSha256)
+        .user("erin", "erin's pw", PasswordEncryption::ScramSha256)
+        .start()
+        .unwrap();
+    cluster
+        .execute_sql(
+            "CREATE FUNCTION public.get_secret(name) RETURNS TABLE(usename name, passwd text) \
+             LANGUAGE sql SECURITY DEFINER AS \
+             'SELECT rolname, rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1'; \
+             GRANT EXECUTE ON FUNCTION public.get_secret(name) TO lookup",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("PGB_TEST_LOOKUP_PW", "lookup pw");
+    let config = format!(
+        r#"
+[[route]]
+auth = "scram"
+backend = "postgres://127.0.0.1:{}/postgres?sslmode=disable"
+auth_query = {{ query = "SELECT * FROM public.get_secret($1)", user = "lookup", password = "${{PGB_TEST_LOOKUP_PW}}" }}
+"#,
+        cluster.port()
+    );
+    assert!(
+        !config.contains("erin's pw"),
+        "no client password in the config"
+    );
+    let proxy = start_proxy(dir.path(), &config).await;
+    within("auth_query", async {
+        let client = connect(proxy.addr, "erin", Some("erin's pw"), "postgres")
+            .await
+            .unwrap();
+        let user: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            user, "erin",
+            "logged into the backend as the client, with keys from its proof"
+        );
+        let err = connect(proxy.addr, "erin", Some("guess"), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+        let err = connect(proxy.addr, "nobody", Some("guess"), "postgres")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "28P01");
+    })
+    .await;
+}
