@@ -29,9 +29,15 @@ fn trust_route(cluster: &Cluster, extra: &str) -> String {
 async fn backend_tls_verify_full_and_a_wrong_ca_is_refused() {
     let ca = TestCa::new("backend CA").unwrap();
     let other = TestCa::new("some other CA").unwrap();
+    // SCRAM over TLS: the connector picks SCRAM-SHA-256-PLUS, which the server offers.
     let cluster = Cluster::builder()
         .tls(&ca)
-        .hba(&["hostssl all all 127.0.0.1/32 trust"])
+        .hba(&["hostssl all all 127.0.0.1/32 scram-sha-256"])
+        .user(
+            "secure",
+            "tls pw",
+            pgbastion_testkit::PasswordEncryption::ScramSha256,
+        )
         .start()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -40,7 +46,7 @@ async fn backend_tls_verify_full_and_a_wrong_ca_is_refused() {
     let route = |name: &str, ca: &str| {
         format!(
             "[[route]]\nmatch = {{ database = \"{name}\" }}\nauth = \"trust\"\n\
-             backend = \"postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}\"\n",
+             backend = \"postgres://secure:tls%20pw@localhost:{}/postgres?sslmode=verify-full&sslrootcert={ca}\"\n",
             cluster.port()
         )
     };
@@ -439,4 +445,50 @@ async fn futures_send(sink: tokio_postgres::CopyInSink<bytes::Bytes>, data: &'st
     let mut sink = std::pin::pin!(sink);
     sink.send(bytes::Bytes::from_static(data)).await.unwrap();
     sink.finish().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_can_send_a_proxy_v2_header_to_the_backend() {
+    use tokio::io::AsyncReadExt;
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[route]]\nauth = \"trust\"\nproxy_protocol = true\n\
+             backend = \"postgres://app@127.0.0.1:{backend_port}/db?sslmode=disable\"\n"
+        ),
+    )
+    .await;
+    within("PROXY out", async {
+        let client = tokio::spawn(connect(proxy.addr, "someone", None, "db"));
+        let (mut stream, _) = backend.accept().await.unwrap();
+        let mut buf = Vec::new();
+        let info = loop {
+            let mut chunk = [0u8; 512];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the proxy closed before sending a header");
+            buf.extend_from_slice(&chunk[..n]);
+            match pgbastion_gateway::proxy_protocol::detect(&buf).unwrap() {
+                pgbastion_gateway::proxy_protocol::Detection::Header { info, len } => {
+                    break (info, buf.split_off(len));
+                }
+                pgbastion_gateway::proxy_protocol::Detection::NeedMore => continue,
+                other => panic!("no PROXY header: {other:?}"),
+            }
+        };
+        let (info, rest) = info;
+        assert_eq!(
+            info.source.map(|s| s.ip().to_string()).as_deref(),
+            Some("127.0.0.1")
+        );
+        // The startup message follows the header, with the mapped user.
+        let text = String::from_utf8_lossy(&rest).into_owned();
+        assert!(text.contains("user\0app\0"), "{text:?}");
+        drop(stream);
+        let err = client.await.unwrap().err().unwrap();
+        assert!(code(&err) == "08006" || code(&err) == "08001", "{err}");
+    })
+    .await;
 }

@@ -1,0 +1,162 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+//! The proxy binary: `--config` end to end with psql, its log lines, signals.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use pgbastion_testkit::{Cluster, PasswordEncryption};
+
+#[test]
+fn logs_one_json_line_per_session_without_secrets_and_stops_on_sigterm() {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
+        .user("app", "backend-secret-pw", PasswordEncryption::ScramSha256)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("pgbastion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[listener]]
+address = "127.0.0.1:{port}"
+
+[[user]]
+name = "alice"
+password = "client-secret-pw"
+
+[[route]]
+match = {{ user = "alice" }}
+auth = "scram"
+backend = "postgres://app:${{PGB_TEST_BACKEND_PW}}@127.0.0.1:{}/postgres?sslmode=disable"
+
+[log]
+format = "json"
+level = "debug"
+"#,
+            cluster.port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgbastion"))
+        .arg("--config")
+        .arg(&config)
+        .env("PGB_TEST_BACKEND_PW", "backend-secret-pw")
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("listening")) {
+        log.push(lines.recv_timeout(Duration::from_secs(30)).unwrap());
+    }
+    let output = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "alice",
+            "-d",
+            "postgres",
+        ])
+        .args(["-c", "SELECT current_user"])
+        .env("PGPASSWORD", "client-secret-pw")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "app");
+    while !log.iter().any(|l| l.contains("session ended")) {
+        log.push(lines.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    // SIGHUP reloads keys (none here) without stopping; SIGTERM stops.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP stopped pgbastion"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(2)) {
+        log.push(line);
+    }
+    let all = log.join("\n");
+    let ended: serde_json::Value =
+        serde_json::from_str(log.iter().find(|l| l.contains("session ended")).unwrap()).unwrap();
+    let fields = &ended["fields"];
+    assert_eq!(fields["user"], "alice", "{ended}");
+    assert_eq!(fields["database"], "postgres");
+    assert_eq!(fields["route"], 1);
+    assert_eq!(fields["auth"], "scram");
+    assert!(fields["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(
+        fields["duration_ms"].is_u64() && fields["bytes_to_client"].as_u64().unwrap() > 0,
+        "{ended}"
+    );
+    for secret in ["client-secret-pw", "backend-secret-pw"] {
+        assert!(!all.contains(secret), "a secret reached the log:\n{all}");
+    }
+}
+
+#[test]
+fn a_config_error_names_the_line_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\nmatch = { user = \"/(/\" }\n",
+    )
+    .unwrap();
+    for flag in ["--check-config", "--config"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_pgbastion"))
+            .arg(flag)
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("bad.toml:4") && stderr.contains("regex"),
+            "{flag}: {stderr}"
+        );
+    }
+}
