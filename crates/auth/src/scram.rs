@@ -28,7 +28,9 @@ pub use channel_binding::{
     signature_hash, tls_server_end_point, tls_server_end_point_hash, CertHash, ChannelBinding,
     ServerBinding,
 };
-pub use client::{ClientCredential, ScramClient, ScramClientFinalSent, MAX_ITERATIONS};
+pub use client::{
+    ClientCredential, SaltedKeyCache, ScramClient, ScramClientFinalSent, MAX_ITERATIONS,
+};
 pub use keys::{Key, KEY_LEN};
 pub use secret::{ScramSecret, SecretError, DEFAULT_ITERATIONS, SALT_LEN};
 pub use server::{ScramServer, ScramServerFirstSent, ScramSuccess};

@@ -8,10 +8,9 @@ use pgbastion_wire::frontend::{write_bind, write_execute, write_parse, write_syn
 use pgbastion_wire::{BackendMessage, FrameDecoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::backend::{self, BackendError, BackendSecret, Login};
+use crate::backend::{BackendError, BackendSecret, Connector, Login};
 use crate::route::AuthQuery;
 use crate::target::Target;
-use crate::tls_client::TlsClients;
 
 /// The largest answer accepted.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -24,7 +23,7 @@ pub async fn fetch_secret(
     database: &str,
     user: &str,
     timeout: std::time::Duration,
-    tls: &TlsClients,
+    connector: &Connector,
 ) -> Result<Option<ScramSecret>, BackendError> {
     let secret = query.password.clone().map(BackendSecret::Password);
     let login = Login {
@@ -39,7 +38,7 @@ pub async fn fetch_secret(
         proxy_from: None,
         timeout,
     };
-    let mut conn = backend::connect(login, tls).await?;
+    let mut conn = connector.connect(login).await?;
     let mut out = BytesMut::new();
     let encode = |e: pgbastion_wire::EncodeError| BackendError::Protocol(e.to_string());
     write_parse(&mut out, "", &query.query, &[]).map_err(encode)?;

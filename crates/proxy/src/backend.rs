@@ -3,12 +3,14 @@
 //! or SCRAM-SHA-256(-PLUS), up to the first ReadyForQuery.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pgbastion_auth::md5::{is_md5_hash, md5_client_response, md5_salted_response};
 use pgbastion_auth::scram::{
-    signature_hash, tls_server_end_point, ChannelBinding, ClientCredential, ScramClient,
+    signature_hash, tls_server_end_point, ChannelBinding, ClientCredential, SaltedKeyCache,
+    ScramClient,
 };
 use pgbastion_wire::{
     Authentication, BackendMessage, CancelKey, ErrorResponse, FrameDecoder, PasswordMessage,
@@ -139,15 +141,37 @@ impl From<std::io::Error> for BackendError {
     }
 }
 
-/// Connects and logs in.
-pub async fn connect(login: Login<'_>, tls: &TlsClients) -> Result<BackendConn, BackendError> {
-    let address = login.target.address.to_string();
-    tokio::time::timeout(login.timeout, connect_inner(&login, tls))
-        .await
-        .map_err(|_| BackendError::Timeout(address))?
+/// What backend logins share: TLS client configurations and derived SCRAM keys.
+#[derive(Debug)]
+pub struct Connector {
+    tls: TlsClients,
+    scram_keys: Arc<SaltedKeyCache>,
 }
 
-async fn connect_inner(login: &Login<'_>, tls: &TlsClients) -> Result<BackendConn, BackendError> {
+impl Connector {
+    /// A connector whose relative certificate paths start at `base_dir`.
+    pub fn new(base_dir: std::path::PathBuf) -> Self {
+        Self {
+            tls: TlsClients::new(base_dir),
+            scram_keys: Arc::new(SaltedKeyCache::default()),
+        }
+    }
+
+    /// Connects and logs in.
+    pub async fn connect(&self, login: Login<'_>) -> Result<BackendConn, BackendError> {
+        let address = login.target.address.to_string();
+        let work = connect_inner(&login, &self.tls, &self.scram_keys);
+        tokio::time::timeout(login.timeout, work)
+            .await
+            .map_err(|_| BackendError::Timeout(address))?
+    }
+}
+
+async fn connect_inner(
+    login: &Login<'_>,
+    tls: &TlsClients,
+    scram_keys: &Arc<SaltedKeyCache>,
+) -> Result<BackendConn, BackendError> {
     let target = login.target;
     let address = target.address.to_string();
     let connect_error = |source| BackendError::Connect {
@@ -193,7 +217,7 @@ async fn connect_inner(login: &Login<'_>, tls: &TlsClients) -> Result<BackendCon
         buf: BytesMut::with_capacity(4096),
         decoder: FrameDecoder::new(MAX_LOGIN_MESSAGE),
     };
-    session.authenticate(login, binding).await?;
+    session.authenticate(login, binding, scram_keys).await?;
     session.finish(target.address.clone()).await
 }
 
@@ -280,6 +304,7 @@ impl LoginSession {
         &mut self,
         login: &Login<'_>,
         binding: Option<Vec<u8>>,
+        scram_keys: &Arc<SaltedKeyCache>,
     ) -> Result<(), BackendError> {
         let password = || match login.secret {
             Some(BackendSecret::Password(password)) => Ok(password.clone()),
@@ -320,7 +345,8 @@ impl LoginSession {
                         .await?;
                 }
                 Authentication::Sasl { mechanisms } => {
-                    self.scram(login, &mechanisms, binding.clone()).await?;
+                    self.scram(login, &mechanisms, binding.clone(), scram_keys)
+                        .await?;
                 }
                 other => {
                     return Err(BackendError::Auth(format!(
@@ -336,11 +362,13 @@ impl LoginSession {
         login: &Login<'_>,
         mechanisms: &[String],
         binding: Option<Vec<u8>>,
+        scram_keys: &Arc<SaltedKeyCache>,
     ) -> Result<(), BackendError> {
         let credential = match login.secret {
-            Some(BackendSecret::Password(password)) => {
-                ClientCredential::Password(password.clone().into_bytes())
-            }
+            Some(BackendSecret::Password(password)) => ClientCredential::CachedPassword {
+                password: password.clone().into_bytes(),
+                cache: scram_keys.clone(),
+            },
             Some(BackendSecret::ScramKeys(keys)) => keys.clone(),
             None => {
                 return Err(BackendError::Auth(

@@ -335,7 +335,7 @@ impl Hooks for ProxyHooks {
                 &db,
                 &user,
                 route.connect_timeout,
-                &self.shared.tls,
+                &self.shared.connector,
             )
             .await
             .map_err(|error| {

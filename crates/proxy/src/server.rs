@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::limits::ConnectionLimiter;
 use crate::session::{serve_client, ListenerContext, Shared};
 use crate::settings::{Listener, Settings};
-use crate::tls_client::TlsClients;
 use crate::tokens::Tokens;
 use crate::users::Users;
 
@@ -61,7 +61,7 @@ impl Proxy {
             oauth_issuer,
             oauth_scope,
             cancel: Arc::new(CancelRegistry::default()),
-            tls: TlsClients::new(base_dir),
+            connector: Connector::new(base_dir),
         });
         Ok(Self {
             shared,

@@ -11,7 +11,7 @@ use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome, Scr
 use pgbastion_wire::{BackendMessage, ProtocolVersion};
 use tokio::net::TcpStream;
 
-use crate::backend::{self, BackendConn, BackendError, BackendSecret, Login};
+use crate::backend::{self, BackendConn, BackendError, BackendSecret, Connector, Login};
 use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::config::ClientAddrParam;
 use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
@@ -19,7 +19,6 @@ use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::relay::{self, End};
 use crate::route::{substitute, Routes};
 use crate::target::{Address, Target};
-use crate::tls_client::TlsClients;
 use crate::tokens::Tokens;
 use crate::users::Users;
 
@@ -37,8 +36,8 @@ pub struct Shared {
     pub oauth_scope: String,
     /// Minted cancel keys.
     pub cancel: Arc<CancelRegistry>,
-    /// TLS client configurations for backends (relative paths resolved).
-    pub tls: TlsClients,
+    /// Backend logins (TLS configurations, SCRAM key cache).
+    pub connector: Connector,
 }
 
 /// One listener's view: its handshake policy, its limits and its hooks.
@@ -301,7 +300,7 @@ pub async fn connect_backend(
             .connect_timeout
             .unwrap_or(chosen.route.connect_timeout),
     };
-    backend::connect(login, &shared.tls).await
+    shared.connector.connect(login).await
 }
 
 fn set(parameters: &mut Vec<(String, String)>, name: &str, value: String) {

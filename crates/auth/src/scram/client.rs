@@ -31,6 +31,56 @@ pub enum ClientCredential {
         /// The ServerKey, when known.
         server_key: Option<Key>,
     },
+    /// A password whose PBKDF2 result is looked up in (and added to) `cache`: a proxy that
+    /// logs into the same backend user again and again pays PBKDF2 once per (password, salt,
+    /// iterations) instead of once per connection.
+    CachedPassword {
+        /// The password.
+        password: Vec<u8>,
+        /// The shared cache.
+        cache: std::sync::Arc<SaltedKeyCache>,
+    },
+}
+
+/// ClientKey and ServerKey (the password SASLprep-normalised as for
+/// [`ClientCredential::Password`]) by (password, salt, iterations), for
+/// [`ClientCredential::CachedPassword`]. Entries are keyed by a SHA-256 of the three, so the
+/// cache holds no password; it is emptied when it reaches its capacity.
+#[derive(Debug, Default)]
+pub struct SaltedKeyCache {
+    entries: std::sync::Mutex<std::collections::HashMap<Key, (Key, Key)>>,
+}
+
+/// Entries a [`SaltedKeyCache`] holds before it starts over.
+const KEY_CACHE_CAPACITY: usize = 4096;
+
+impl SaltedKeyCache {
+    /// The keys for `password` with `salt` and `iterations`, derived on a miss.
+    pub fn keys(&self, password: &[u8], salt: &[u8], iterations: u32) -> (Key, Key) {
+        let id = keys::hmac(&keys::sha256(password), &[salt, &iterations.to_be_bytes()]);
+        if let Some(found) = self.entries.lock().ok().and_then(|e| e.get(&id).copied()) {
+            return found;
+        }
+        let salted = keys::salted_password(password, salt, iterations);
+        let derived = (keys::client_key(&salted), keys::server_key(&salted));
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= KEY_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert(id, derived);
+        }
+        derived
+    }
+
+    /// How many derivations are cached.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.len())
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl fmt::Debug for ClientCredential {
@@ -38,6 +88,7 @@ impl fmt::Debug for ClientCredential {
         f.write_str(match self {
             Self::Password(_) => "Password(<redacted>)",
             Self::Keys { .. } => "Keys(<redacted>)",
+            Self::CachedPassword { .. } => "CachedPassword(<redacted>)",
         })
     }
 }
@@ -126,6 +177,10 @@ impl ScramClient {
                 client_key,
                 server_key,
             } => (*client_key, *server_key),
+            ClientCredential::CachedPassword { password, cache } => {
+                let (client_key, server_key) = cache.keys(password, &first.salt, first.iterations);
+                (client_key, Some(server_key))
+            }
         };
         let cbind = [self.binding.gs2_header().as_bytes(), self.binding.data()].concat();
         let without_proof = format!("c={},r={}", B64.encode(cbind), first.nonce);

@@ -745,3 +745,23 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn cached_password_reproduces_the_rfc_exchange_and_reuses_its_keys() {
+    let cache = std::sync::Arc::new(SaltedKeyCache::default());
+    for _ in 0..2 {
+        let client = ScramClient::with_nonce(
+            ClientCredential::CachedPassword {
+                password: b"pencil".to_vec(),
+                cache: cache.clone(),
+            },
+            ChannelBinding::NotSupported,
+            RFC_CLIENT_NONCE.into(),
+        )
+        .with_username("user");
+        let (client, client_final) = client.handle_server_first(RFC_SERVER_FIRST).unwrap();
+        assert_eq!(client_final, RFC_CLIENT_FINAL);
+        client.verify_server_final(RFC_SERVER_FINAL).unwrap();
+    }
+    assert_eq!(cache.len(), 1, "the second login reused the derived keys");
+}
