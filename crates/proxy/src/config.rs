@@ -460,7 +460,7 @@ pub fn expand_env(
             return Err(ConfigError::at(
                 file,
                 Some(value.span()),
-                format!("unterminated ${{ in \"{text}\""),
+                "unterminated ${ (write ${NAME})".to_owned(),
             ));
         };
         let name = &after[..end];

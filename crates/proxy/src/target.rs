@@ -107,8 +107,14 @@ impl Target {
                 url.scheme()
             )));
         }
+        // The message never repeats the text: it may be a password.
         let decode = |s: &str| {
-            percent_decode(s).map_err(|()| TargetError(format!("invalid percent-encoding in {s}")))
+            percent_decode(s).map_err(|()| {
+                TargetError(
+                    "invalid percent-encoding (not UTF-8) in the host, user, password or database"
+                        .to_owned(),
+                )
+            })
         };
         let mut host = decode(url.host_str().unwrap_or_default())?;
         let mut port = url.port().unwrap_or(5432);

@@ -492,3 +492,41 @@ async fn routes_can_send_a_proxy_v2_header_to_the_backend() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_backends_and_startup_parameters() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[route]]\nauth = \"trust\"\nbackend = \"postgresql:///postgres?host={}&port={}&user=postgres\"\n",
+            cluster.socket_dir().display(),
+            cluster.port()
+        ),
+    )
+    .await;
+    within("unix socket backend", async {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(proxy.addr.ip().to_string())
+            .port(proxy.addr.port())
+            .user("client")
+            .dbname("ignored")
+            .application_name("my-app")
+            .options("-c search_path=custom");
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT inet_server_addr() IS NULL, current_setting('application_name'), current_setting('search_path')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0), "connected over the Unix socket");
+        assert_eq!(row.get::<_, String>(1), "my-app", "application_name is kept");
+        assert_eq!(row.get::<_, String>(2), "custom", "client options are passed on");
+    })
+    .await;
+}
