@@ -478,7 +478,13 @@ async fn routes_can_send_a_proxy_v2_header_to_the_backend() {
                 other => panic!("no PROXY header: {other:?}"),
             }
         };
-        let (info, rest) = info;
+        let (info, mut rest) = info;
+        while !String::from_utf8_lossy(&rest).contains("user\0app\0") && rest.len() < 4096 {
+            let mut chunk = [0u8; 512];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the proxy closed before sending the startup message");
+            rest.extend_from_slice(&chunk[..n]);
+        }
         assert_eq!(
             info.source.map(|s| s.ip().to_string()).as_deref(),
             Some("127.0.0.1")
