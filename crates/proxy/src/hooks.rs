@@ -60,6 +60,26 @@ fn chosen(state: &ConnectionState) -> HookResult<Chosen> {
     })
 }
 
+/// What routes are matched against: the SNI name, the startup parameters and, once verified,
+/// the token's claims.
+fn match_input<'a>(
+    state: &'a ConnectionState,
+    claims: Option<&'a BTreeMap<String, String>>,
+) -> HookResult<MatchInput<'a>> {
+    let client = state
+        .client
+        .as_ref()
+        .ok_or_else(|| refused("no startup message"))?;
+    Ok(MatchInput {
+        sni: state
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.server_name.as_deref()),
+        parameters: &client.parameters,
+        claims,
+    })
+}
+
 fn refused(message: impl Into<String>) -> HookError {
     HookError::new(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, message)
 }
@@ -71,18 +91,11 @@ impl ProxyHooks {
             .admit(state.client_addr.ip())
             .map_err(|refusal| HookError::new(SqlState::TOO_MANY_CONNECTIONS, refusal.message()))?;
         state.extensions.insert(permit);
+        let input = match_input(state, None)?;
         let client = state
             .client
             .as_ref()
             .ok_or_else(|| refused("no startup message"))?;
-        let input = MatchInput {
-            sni: state
-                .tls
-                .as_ref()
-                .and_then(|tls| tls.server_name.as_deref()),
-            parameters: &client.parameters,
-            claims: None,
-        };
         let Some((route, captures)) = self.shared.routes.select(&input) else {
             let sni = input
                 .sni
@@ -158,18 +171,7 @@ impl ProxyHooks {
                 ))
             }
         }
-        let client = state
-            .client
-            .clone()
-            .ok_or_else(|| refused("no startup message"))?;
-        let input = MatchInput {
-            sni: state
-                .tls
-                .as_ref()
-                .and_then(|tls| tls.server_name.as_deref()),
-            parameters: &client.parameters,
-            claims: Some(&claims),
-        };
+        let input = match_input(state, Some(&claims))?;
         let (route, captures) = self
             .shared
             .routes

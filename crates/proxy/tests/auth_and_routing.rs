@@ -33,14 +33,7 @@ backend = "{}"
     )
     .await;
     within("scram login", async {
-        let client = connect(proxy.addr, "alice", Some("wonderland"), "postgres")
-            .await
-            .unwrap();
-        let user: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let user = current_user(proxy.addr, "alice", Some("wonderland"), "postgres").await;
         assert_eq!(user, "app", "the backend sees the mapped user");
         let err = connect(proxy.addr, "alice", Some("wrong"), "postgres")
             .await
@@ -88,14 +81,7 @@ backend = "{backend}"
     )
     .await;
     within("md5 and cleartext", async {
-        let client = connect(proxy.addr, "bob", Some("builder"), "postgres")
-            .await
-            .unwrap();
-        let user: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let user = current_user(proxy.addr, "bob", Some("builder"), "postgres").await;
         assert_eq!(user, "legacy");
         connect(proxy.addr, "bob", Some("builder"), "viaclear")
             .await
@@ -126,14 +112,7 @@ async fn passthrough_lets_the_backend_check_the_password() {
     )
     .await;
     within("passthrough", async {
-        let client = connect(proxy.addr, "carol", Some("singer"), "postgres")
-            .await
-            .unwrap();
-        let user: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let user = current_user(proxy.addr, "carol", Some("singer"), "postgres").await;
         assert_eq!(user, "carol");
         let err = connect(proxy.addr, "carol", Some("flat"), "postgres")
             .await

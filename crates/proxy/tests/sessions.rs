@@ -324,14 +324,7 @@ async fn external_authenticator_maps_user_and_credential() {
     )
     .await;
     within("external authenticator", async {
-        let client = connect(proxy.addr, "dave", Some("letmein"), "whatever")
-            .await
-            .unwrap();
-        let user: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let user = current_user(proxy.addr, "dave", Some("letmein"), "whatever").await;
         assert_eq!(user, "mapped");
         let err = connect(proxy.addr, "dave", Some("wrong"), "whatever")
             .await

@@ -76,14 +76,7 @@ async fn jwt_as_password_with_claim_routing() {
             ("EdDSA", "user", "reader"),
         ] {
             let token = issuer.sign(alg, claims("alice", role, now() + 300));
-            let client = connect(proxy.addr, "alice", Some(&token), "postgres")
-                .await
-                .unwrap();
-            let user: String = client
-                .query_one("SELECT current_user::text", &[])
-                .await
-                .unwrap()
-                .get(0);
+            let user = current_user(proxy.addr, "alice", Some(&token), "postgres").await;
             assert_eq!(user, expected, "{alg} {role}");
         }
         let expired = issuer.sign("RS256", claims("alice", "user", now() - 3600));
@@ -188,14 +181,7 @@ auth_query = {{ query = "SELECT * FROM public.get_secret($1)", user = "lookup", 
     );
     let proxy = start_proxy(dir.path(), &config).await;
     within("auth_query", async {
-        let client = connect(proxy.addr, "erin", Some("erin's pw"), "postgres")
-            .await
-            .unwrap();
-        let user: String = client
-            .query_one("SELECT current_user::text", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let user = current_user(proxy.addr, "erin", Some("erin's pw"), "postgres").await;
         assert_eq!(
             user, "erin",
             "logged into the backend as the client, with keys from its proof"

@@ -83,6 +83,23 @@ pub async fn connect(
     Ok(client)
 }
 
+/// Connects through `addr` and asks the backend who it thinks the session user is.
+pub async fn current_user(
+    addr: SocketAddr,
+    user: &str,
+    password: Option<&str>,
+    database: &str,
+) -> String {
+    let client = connect(addr, user, password, database)
+        .await
+        .unwrap_or_else(|e| panic!("{user} could not connect: {e}"));
+    client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// The SQLSTATE of a failed connection or query.
 pub fn code(error: &tokio_postgres::Error) -> String {
     error
