@@ -3,36 +3,9 @@
 //! README.md stays true: every command it shows is run by CI, and its test command is the one
 //! CI runs.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn read(path: &str) -> String {
-    std::fs::read_to_string(root().join(path)).unwrap()
-}
-
-/// The contents of every fenced block of `language` in a Markdown text.
-fn fenced_blocks(markdown: &str, language: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in markdown.lines() {
-        match (&mut current, line.trim_start().strip_prefix("```")) {
-            (None, Some(info)) if info.trim() == language => current = Some(String::new()),
-            (Some(block), Some("")) => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            (Some(block), _) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            (None, _) => {}
-        }
-    }
-    blocks
-}
+use common::{blocks_of as fenced_blocks, read};
 
 /// A command line without its trailing `# comment` (outside quotes).
 fn without_comment(line: &str) -> &str {

@@ -137,6 +137,12 @@ impl Compiler<'_> {
         let mut users = HashMap::new();
         for user in &parsed.users {
             let password = self.env(&user.password)?;
+            if password.starts_with("SCRAM-SHA-256$") {
+                if let Err(e) = password.parse::<pgbastion_auth::scram::ScramSecret>() {
+                    return self
+                        .error(user.password.span(), format!("user \"{}\": {e}", user.name));
+                }
+            }
             if users.insert(user.name.clone(), password).is_some() {
                 return self.error(
                     user.password.span(),
