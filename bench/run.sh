@@ -4,7 +4,7 @@
 # Usage (from the repository root):
 #   bench/run.sh                 # full run: 3 repetitions of 10 s per target and scenario
 #   bench/run.sh --quick         # smoke run: 1 repetition of 3 s
-#   bench/run.sh --reps N --duration S --no-build --bin PATH --keep
+#   bench/run.sh --reps N --duration S --no-build --bin PATH --keep --no-pgbouncer
 #   bench/run.sh --profile DIR   # no benchmark: perf profiles of pgbastion under
 #                                # pgbench -S -M extended -c 16 (see docs/profile.md)
 #
@@ -21,6 +21,7 @@ KEEP=0
 SCALE=10
 PGBASTION=""
 PROFILE=""
+NO_BOUNCER=0
 
 usage() {
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
@@ -34,6 +35,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --bin) PGBASTION="$(realpath "$2")"; BUILD=0; shift ;;
         --keep) KEEP=1 ;;
+        --no-pgbouncer) NO_BOUNCER=1 ;;
         --profile) PROFILE="$(mkdir -p "$2" && realpath "$2")"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench/run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -43,6 +45,8 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+TREE="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || TREE="$TREE, crates/ modified"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -73,6 +77,7 @@ PSQL="$PGBIN/psql"
 
 PGBOUNCER="$(command -v pgbouncer || true)"
 [ -n "$PGBOUNCER" ] || { [ -x /usr/sbin/pgbouncer ] && PGBOUNCER=/usr/sbin/pgbouncer; } || true
+[ "$NO_BOUNCER" = 0 ] || PGBOUNCER=""
 
 # As root, the server and PgBouncer run as the postgres user (both refuse to run as root).
 AS_PG=()
@@ -256,7 +261,7 @@ EOF
     wait_port "$BOUNCER_PORT" 30 pgbouncer
     HAVE_BOUNCER=1
 else
-    log "note: pgbouncer is not installed (apt-get install -y pgbouncer): PgBouncer is skipped"
+    log "note: PgBouncer is skipped (not installed: apt-get install -y pgbouncer; or --no-pgbouncer)"
 fi
 
 # --- targets -------------------------------------------------------------------------------
@@ -281,22 +286,38 @@ if [ -n "$PROFILE" ]; then
         sleep 2
     }
     # (1) the whole machine: who uses the two CPUs.
-    log "profile 1/3: perf record -a -g (whole machine, ${DURATION} s)"
+    log "profile 1/4: perf record -a -g (whole machine, ${DURATION} s)"
     load $((DURATION + 4))
     perf record -a -g -F 999 -o "$PROFILE/system.data" -- sleep "$DURATION" 2>>"$PROFILE/perf.log"
     wait "$LOAD_PID"
     # (2) pgbastion alone, frame-pointer call graphs (flat self time is what counts here).
-    log "profile 2/3: perf record -g -p pgbastion (${DURATION} s)"
+    log "profile 2/4: perf record -g -p pgbastion (${DURATION} s)"
     load $((DURATION + 4))
     perf record -g -F 999 -p "$PGBASTION_PID" -o "$PROFILE/pgbastion.data" \
         -- sleep "$DURATION" 2>>"$PROFILE/perf.log"
     wait "$LOAD_PID"
     # (3) pgbastion alone, DWARF call graphs (Rust code has no frame pointers): inclusive time.
-    log "profile 3/3: perf record --call-graph dwarf -p pgbastion (${DURATION} s)"
+    log "profile 3/4: perf record --call-graph dwarf -p pgbastion (${DURATION} s)"
     load $((DURATION + 4))
     perf record --call-graph dwarf,16384 -F 499 -p "$PGBASTION_PID" \
         -o "$PROFILE/pgbastion-dwarf.data" -- sleep "$DURATION" 2>>"$PROFILE/perf.log"
     wait "$LOAD_PID"
+    # (4) syscalls per query: count pgbastion's syscalls over an exact number of transactions.
+    log "profile 4/4: perf stat of pgbastion's syscalls over 16 x 2000 transactions"
+    perf stat -x, -o "$PROFILE/syscalls.csv" -p "$PGBASTION_PID" \
+        -e syscalls:sys_enter_sendto -e syscalls:sys_enter_recvfrom \
+        -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_futex \
+        -e syscalls:sys_enter_write -e syscalls:sys_enter_read \
+        -e context-switches 2>>"$PROFILE/perf.log" &
+    STAT_PID=$!
+    sleep 1
+    "$PGBENCH" -h 127.0.0.1 -p "$BASTION_PORT" -n -S -M extended -c 16 -j 2 -t 2000 \
+        >>"$PROFILE/pgbench.txt" 2>&1
+    kill -INT "$STAT_PID"
+    wait "$STAT_PID" || true
+    awk -F, -v tx=32000 '$3 != "" && $1 ~ /^[0-9]/ {
+        printf "%-32s %10d  %6.2f per query\n", $3, $1, $1 / tx }' "$PROFILE/syscalls.csv" \
+        >"$PROFILE/syscalls-per-query.txt"
     log "writing reports"
     perf report -i "$PROFILE/system.data" --stdio --no-children --sort comm -g none \
         >"$PROFILE/system-by-command.txt" 2>/dev/null
@@ -318,6 +339,7 @@ if [ -n "$PROFILE" ]; then
     if [ "$(id -u)" = 0 ] && [ -n "${SUDO_UID:-}" ]; then chown -R "$SUDO_UID" "$PROFILE"; fi
     log "profiles and reports in $PROFILE"
     grep -E '^(tps|latency average)' "$PROFILE/pgbench.txt" >&2 || true
+    cat "$PROFILE/syscalls-per-query.txt" >&2
     exit 0
 fi
 
@@ -456,7 +478,7 @@ BOUNCER_VERSION="not installed"
 echo
 echo "## Results"
 echo
-echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbastion: $PGBASTION (tree at $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || echo ', crates/ modified'))"
+echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); pgbastion: $PGBASTION (tree at start: $TREE)"
 echo "- machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)), $(uname -sr)"
 echo "- $("$PGBIN/postgres" --version); $BOUNCER_VERSION; $("$PGBENCH" --version)"
 echo "- $REPS repetition(s) of ${DURATION} s per target and scenario, interleaved; pgbench scale $SCALE"
