@@ -350,10 +350,40 @@ fn broken_configs_name_the_line() {
         ),
         // no route at all: nothing to point at
         ("[[listener]]\naddress = \"127.0.0.1:1\"\n", None, "no [[route]]"),
+        // [jwt] without a key source: its table's line
+        (
+            "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\n[jwt]\nissuer = \"https://i\"\n",
+            Some(5),
+            "exactly one of",
+        ),
+        // an authenticator that is not there (relative to this file)
+        (
+            "[[route]]\nauth = \"external\"\ninsecure = true\nbackend = \"postgres://h/db\"\nexternal = { command = [\"./missing.sh\"] }\n",
+            Some(5),
+            "missing.sh",
+        ),
+        // an authenticator that is not executable
+        (
+            "[[route]]\nauth = \"external\"\ninsecure = true\nbackend = \"postgres://h/db\"\nexternal = { command = [\"./plain.sh\"] }\n",
+            Some(5),
+            "not executable",
+        ),
     ];
-    for (i, (text, line, needle)) in cases.into_iter().enumerate() {
+    std::fs::write(dir.path().join("plain.sh"), "#!/bin/sh\n").unwrap();
+    // cert routes need a listener whose tls has client_ca; the message names the route's line
+    let certs = root().join("examples/certs");
+    let cert_without_ca = format!(
+        "[[listener]]\naddress = \"127.0.0.1:6432\"\ntls = {{ cert = \"{0}/server.pem\", key = \"{0}/server.key\" }}\n\
+         [[route]]\nauth = \"cert\"\nbackend = \"postgres://h/db\"\n",
+        certs.display()
+    );
+    let cases = cases
+        .into_iter()
+        .map(|(text, line, needle)| (text.to_owned(), line, needle))
+        .chain([(cert_without_ca, Some(5), "client_ca")]);
+    for (i, (text, line, needle)) in cases.enumerate() {
         let file = dir.path().join(format!("broken-{i}.toml"));
-        std::fs::write(&file, text).unwrap();
+        std::fs::write(&file, &text).unwrap();
         let (ok, output) = check(&file);
         assert!(!ok, "case {i} was accepted:\n{text}");
         assert!(!output.contains(": valid ("), "case {i}: {output}");

@@ -63,11 +63,13 @@ impl SourceFile {
         if path.is_absolute() {
             path.to_owned()
         } else {
-            self.path
-                .parent()
-                .unwrap_or_else(|| Path::new("."))
-                .join(path)
+            self.dir().join(path)
         }
+    }
+
+    /// The file's directory, where relative paths start.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
     }
 }
 
@@ -81,8 +83,9 @@ pub struct ConfigFile {
     /// `[[user]]`: the local user list for password modes.
     #[serde(default, rename = "user")]
     pub users: Vec<UserConfig>,
-    /// `[jwt]`: token validation for `jwt` and `oauth` routes.
-    pub jwt: Option<JwtConfig>,
+    /// `[jwt]`: token validation for `jwt` and `oauth` routes (spanned: errors about the
+    /// table as a whole name its line).
+    pub jwt: Option<Spanned<JwtConfig>>,
     /// `[[route]]`: where each client goes; the first match wins.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,

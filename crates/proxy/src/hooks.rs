@@ -17,7 +17,7 @@ use crate::backend::{BackendConn, BackendSecret};
 use crate::config::{AuthMode, ExternalMethod};
 use crate::external;
 use crate::limits::ConnectionLimiter;
-use crate::route::{substitute, Captures, MatchInput, Route};
+use crate::route::{Captures, MatchInput, Route};
 use crate::session::{self, Shared};
 use crate::target::Target;
 
@@ -327,9 +327,14 @@ impl Hooks for ProxyHooks {
             let Some(query) = &route.auth_query else {
                 return Ok(self.shared.users.scram_secret(&user));
             };
-            let url = substitute(&route.backend, &captures, &user, &database);
+            let url = route
+                .backend_url(&captures, &user, &database)
+                .map_err(|e| HookError::new(SqlState::CONNECTION_FAILURE, e))?;
             let target = Target::parse(&url)
                 .map_err(|e| HookError::new(SqlState::CONNECTION_FAILURE, e.to_string()))?;
+            route
+                .check_templated_files(&target)
+                .map_err(|e| HookError::new(SqlState::CONNECTION_FAILURE, e))?;
             let db = target.database.clone().unwrap_or(database);
             auth_query::fetch_secret(
                 query,

@@ -17,7 +17,7 @@ use crate::config::ClientAddrParam;
 use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::relay::{self, End};
-use crate::route::{substitute, Routes};
+use crate::route::Routes;
 use crate::target::{Address, Target};
 use crate::tokens::Tokens;
 use crate::users::Users;
@@ -205,18 +205,23 @@ pub async fn connect_backend(
         .client
         .as_ref()
         .ok_or_else(|| BackendError::Protocol("no startup message".to_owned()))?;
-    let url = substitute(
-        &chosen.route.backend,
-        &chosen.captures,
-        client.user(),
-        client.database(),
-    );
+    let url = chosen
+        .route
+        .backend_url(&chosen.captures, client.user(), client.database())
+        .map_err(BackendError::Auth)?;
     let mut target = Target::parse(&url).map_err(|e| {
         BackendError::Auth(format!(
             "{} has an unusable backend URL for this client: {e}",
             chosen.route.describe()
         ))
     })?;
+    chosen
+        .route
+        .check_templated_files(&target)
+        .map_err(|message| BackendError::Tls {
+            address: target.address.to_string(),
+            message,
+        })?;
     let mut parameters: Vec<(String, String)> = client
         .parameters
         .iter()
@@ -248,12 +253,20 @@ pub async fn connect_backend(
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
     };
-    let user = decision
-        .and_then(|_| param("user"))
+    // The authenticator's `user=` / `database=` lines, else the URL's, else the client's.
+    // (`parameters` always holds the client's own user, so it cannot be asked.)
+    let decided = |name: &str| {
+        decision.and_then(|ExternalDecision(d)| {
+            d.parameters
+                .iter()
+                .rfind(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        })
+    };
+    let user = decided("user")
         .or_else(|| target.user.clone())
         .unwrap_or_else(|| client.user().to_owned());
-    let database = decision
-        .and_then(|_| param("database"))
+    let database = decided("database")
         .or_else(|| target.database.clone())
         .unwrap_or_else(|| client.database().to_owned());
     match chosen.route.client_addr {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use pgbastion_gateway::{GatewayConfig, TlsConfig};
 use toml::Spanned;
 
 use crate::config::{
-    self, AuthMode, ConfigError, ConfigFile, JwtConfig, ListenerConfig, LogConfig, ProxyProtocol,
-    RouteConfig, SourceFile,
+    self, AuthMode, ConfigError, ConfigFile, ExternalConfig, JwtConfig, ListenerConfig, LogConfig,
+    ProxyProtocol, RouteConfig, SourceFile,
 };
 use crate::route::{AuthQuery, External, Matcher, Route, Routes};
 use crate::target::Target;
@@ -111,6 +111,14 @@ struct Compiler<'a> {
     file: &'a SourceFile,
 }
 
+/// What the checks of one route need to know about the rest of the file.
+struct FileFacts<'a> {
+    users: &'a HashMap<String, String>,
+    have_jwt: bool,
+    any_tls: bool,
+    any_client_ca: bool,
+}
+
 impl Compiler<'_> {
     fn error<T>(
         &self,
@@ -159,12 +167,20 @@ impl Compiler<'_> {
                     .to_owned(),
             ));
         }
-        let any_tls = listeners.iter().any(|l| l.gateway.tls.is_some());
+        let facts = FileFacts {
+            users: &users,
+            have_jwt: jwt.is_some(),
+            any_tls: listeners.iter().any(|l| l.gateway.tls.is_some()),
+            any_client_ca: parsed
+                .listeners
+                .iter()
+                .any(|l| l.tls.as_ref().is_some_and(|tls| tls.client_ca.is_some())),
+        };
         let routes = parsed
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| self.route(i + 1, r, &users, jwt.is_some(), any_tls))
+            .map(|(i, r)| self.route(i + 1, r, &facts))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Settings {
             listeners,
@@ -270,16 +286,16 @@ impl Compiler<'_> {
             .or_else(|e| self.error(tls.cert.span(), format!("tls: {e}")))
     }
 
-    fn jwt(&self, j: &JwtConfig) -> Result<Jwt, ConfigError> {
+    fn jwt(&self, table: &Spanned<JwtConfig>) -> Result<Jwt, ConfigError> {
+        let j = table.get_ref();
         let sources = usize::from(j.oidc_discovery.is_some())
             + usize::from(j.jwks_url.is_some())
             + usize::from(!j.keys.is_empty());
         if sources != 1 {
-            return Err(ConfigError::at(
-                self.file,
-                None,
-                "[jwt] needs exactly one of oidc_discovery, jwks_url or keys".to_owned(),
-            ));
+            return self.error(
+                table.span(),
+                "[jwt] needs exactly one of oidc_discovery, jwks_url or keys",
+            );
         }
         let keys = j
             .keys
@@ -318,9 +334,7 @@ impl Compiler<'_> {
         &self,
         number: usize,
         r: &RouteConfig,
-        users: &HashMap<String, String>,
-        have_jwt: bool,
-        any_tls: bool,
+        facts: &FileFacts<'_>,
     ) -> Result<Route, ConfigError> {
         let m = &r.matcher;
         let mut parameters = Vec::new();
@@ -343,69 +357,12 @@ impl Compiler<'_> {
             .collect::<Result<Vec<_>, ConfigError>>()?;
         let sni = m.sni.as_ref().map(|s| self.matcher(s)).transpose()?;
         let auth = *r.auth.get_ref();
-        let auth_span = r.auth.span();
-        if !claims.is_empty() && !matches!(auth, AuthMode::Jwt | AuthMode::Oauth) {
-            return self.error(auth_span, "match.claim needs auth = \"jwt\" or \"oauth\"");
-        }
-        if matches!(auth, AuthMode::Jwt | AuthMode::Oauth) && !have_jwt {
-            return self.error(
-                auth_span,
-                format!("auth = \"{}\" needs a [jwt] section", auth.name()),
-            );
-        }
-        let uses_users = matches!(auth, AuthMode::Cleartext | AuthMode::Md5)
-            || (auth == AuthMode::Scram && r.auth_query.is_none());
-        if r.auth_query.is_some() && auth != AuthMode::Scram {
-            return self.error(auth_span, "auth_query works with auth = \"scram\" only");
-        }
-        if uses_users && users.is_empty() {
-            return self.error(
-                auth_span,
-                format!(
-                    "auth = \"{}\" checks passwords against [[user]] entries, and there are none \
-                     (or use auth = \"passthrough\" to let the backend check them, or auth_query \
-                     with auth = \"scram\")",
-                    auth.name()
-                ),
-            );
-        }
-        if auth == AuthMode::Cert && !any_tls {
-            return self.error(
-                auth_span,
-                "auth = \"cert\" needs a listener with tls and client_ca",
-            );
-        }
-        if auth.secret_in_clear() && !r.insecure && !any_tls {
-            return self.error(
-                auth_span,
-                format!(
-                    "auth = \"{}\" receives secrets in clear, and no listener has TLS: add tls to \
-                     the listener (and require_tls = true), or set insecure = true on this route \
-                     to accept plaintext (only on trusted networks)",
-                    auth.name()
-                ),
-            );
-        }
+        self.check_auth(r, facts, !claims.is_empty())?;
         let external = match (&r.external, auth) {
-            (Some(e), _) => {
-                let command = e
-                    .command
-                    .get_ref()
-                    .iter()
-                    .map(|arg| self.env(&Spanned::new(e.command.span(), arg.clone())))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if command.is_empty() {
-                    return self.error(e.command.span(), "external.command is empty");
-                }
-                Some(External {
-                    command,
-                    timeout: e.timeout,
-                    method: e.method,
-                })
-            }
+            (Some(e), _) => Some(self.external(e)?),
             (None, AuthMode::External) => {
                 return self.error(
-                    auth_span,
+                    r.auth.span(),
                     "auth = \"external\" needs external = { command = [...] }",
                 )
             }
@@ -417,30 +374,7 @@ impl Compiler<'_> {
             .chain(claims.iter().map(|(_, m)| m))
             .flat_map(Matcher::capture_names)
             .collect();
-        let backend = config::expand_env(self.file, &r.backend, &|name| {
-            name == "user"
-                || name == "database"
-                || name
-                    .parse::<usize>()
-                    .is_ok_and(|n| n >= 1 && n <= capture_names.len())
-                || capture_names.iter().any(|c| c.as_deref() == Some(name))
-        })?;
-        let probe = crate::route::substitute(&backend, &Default::default(), "user", "database");
-        let target =
-            Target::parse(&probe).or_else(|e| self.error(r.backend.span(), e.to_string()))?;
-        for path in [&target.sslrootcert, &target.sslcert, &target.sslkey]
-            .into_iter()
-            .flatten()
-        {
-            if !path.to_string_lossy().contains('$')
-                && !self.file.resolve(&path.to_string_lossy()).exists()
-            {
-                return self.error(
-                    r.backend.span(),
-                    format!("backend URL: file {} does not exist", path.display()),
-                );
-            }
-        }
+        let backend = self.backend(&r.backend, &capture_names)?;
         let auth_query = match &r.auth_query {
             Some(q) => Some(AuthQuery {
                 query: q.query.clone(),
@@ -462,7 +396,156 @@ impl Compiler<'_> {
             connect_timeout: r.connect_timeout,
             external,
             auth_query,
+            files_dir: self.file.dir().to_owned(),
         })
+    }
+
+    /// The rules between a route's `auth` and the rest of the file.
+    fn check_auth(
+        &self,
+        r: &RouteConfig,
+        facts: &FileFacts<'_>,
+        has_claims: bool,
+    ) -> Result<(), ConfigError> {
+        let auth = *r.auth.get_ref();
+        let auth_span = r.auth.span();
+        if has_claims && !matches!(auth, AuthMode::Jwt | AuthMode::Oauth) {
+            return self.error(auth_span, "match.claim needs auth = \"jwt\" or \"oauth\"");
+        }
+        if matches!(auth, AuthMode::Jwt | AuthMode::Oauth) && !facts.have_jwt {
+            return self.error(
+                auth_span,
+                format!("auth = \"{}\" needs a [jwt] section", auth.name()),
+            );
+        }
+        let uses_users = matches!(auth, AuthMode::Cleartext | AuthMode::Md5)
+            || (auth == AuthMode::Scram && r.auth_query.is_none());
+        if r.auth_query.is_some() && auth != AuthMode::Scram {
+            return self.error(auth_span, "auth_query works with auth = \"scram\" only");
+        }
+        if uses_users && facts.users.is_empty() {
+            return self.error(
+                auth_span,
+                format!(
+                    "auth = \"{}\" checks passwords against [[user]] entries, and there are none \
+                     (or use auth = \"passthrough\" to let the backend check them, or auth_query \
+                     with auth = \"scram\")",
+                    auth.name()
+                ),
+            );
+        }
+        if auth == AuthMode::Cert && !facts.any_client_ca {
+            let missing = if facts.any_tls {
+                "no listener's tls has client_ca"
+            } else {
+                "no listener has tls"
+            };
+            return self.error(
+                auth_span,
+                format!(
+                    "auth = \"cert\" needs a listener with tls = {{ cert = …, key = …, \
+                     client_ca = … }} (client_ca: the CA that signs client certificates); \
+                     {missing}"
+                ),
+            );
+        }
+        if auth.secret_in_clear() && !r.insecure && !facts.any_tls {
+            return self.error(
+                auth_span,
+                format!(
+                    "auth = \"{}\" receives secrets in clear, and no listener has TLS: add tls to \
+                     the listener (and require_tls = true), or set insecure = true on this route \
+                     to accept plaintext (only on trusted networks)",
+                    auth.name()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// `external = { … }`: `${ENV}` expanded; a relative program path (one with a `/`) resolved
+    /// against the configuration file's directory and checked to be an executable file. A bare
+    /// name is left to `PATH` when the command runs.
+    fn external(&self, e: &ExternalConfig) -> Result<External, ConfigError> {
+        let span = e.command.span();
+        let mut command = e
+            .command
+            .get_ref()
+            .iter()
+            .map(|arg| self.env(&Spanned::new(span.clone(), arg.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(program) = command.first_mut() else {
+            return self.error(span, "external.command is empty");
+        };
+        if program.contains('/') {
+            // Collecting the components drops the `.` of `./authenticator.sh`.
+            let path: PathBuf = self.file.resolve(program).components().collect();
+            self.executable(&path, span.clone())?;
+            *program = path.into_os_string().into_string().or_else(|_| {
+                self.error(span, "external.command: the resolved path is not UTF-8")
+            })?;
+        }
+        Ok(External {
+            command,
+            timeout: e.timeout,
+            method: e.method,
+        })
+    }
+
+    fn executable(&self, path: &Path, span: std::ops::Range<usize>) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+
+        let shown = path.display();
+        match std::fs::metadata(path) {
+            Ok(meta) if !meta.is_file() => {
+                self.error(span, format!("external.command: {shown} is not a file"))
+            }
+            Ok(meta) if meta.permissions().mode() & 0o111 == 0 => self.error(
+                span,
+                format!("external.command: {shown} is not executable (chmod +x it)"),
+            ),
+            Ok(_) => Ok(()),
+            Err(e) => self.error(span, format!("external.command: {shown}: {e}")),
+        }
+    }
+
+    /// The backend URL with `${ENV}` expanded and route placeholders kept, checked with every
+    /// placeholder empty. Certificate files must exist, except those whose path has a
+    /// placeholder: they are known (and checked) per connection.
+    fn backend(
+        &self,
+        value: &Spanned<String>,
+        capture_names: &[Option<String>],
+    ) -> Result<String, ConfigError> {
+        let backend = config::expand_env(self.file, value, &|name| {
+            name == "user"
+                || name == "database"
+                || name
+                    .parse::<usize>()
+                    .is_ok_and(|n| n >= 1 && n <= capture_names.len())
+                || capture_names.iter().any(|c| c.as_deref() == Some(name))
+        })?;
+        let probe = crate::route::substitute(&backend, &Default::default(), "user", "database");
+        let target = Target::parse(&probe).or_else(|e| self.error(value.span(), e.to_string()))?;
+        let templated = crate::route::templated_files(&backend);
+        let files = [
+            ("sslrootcert", &target.sslrootcert),
+            ("sslcert", &target.sslcert),
+            ("sslkey", &target.sslkey),
+        ];
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            if templated.iter().any(|(k, _)| *k == key) {
+                continue;
+            }
+            if !self.file.resolve(&path.to_string_lossy()).exists() {
+                return self.error(
+                    value.span(),
+                    format!("backend URL: {key} file {} does not exist", path.display()),
+                );
+            }
+        }
+        Ok(backend)
     }
 }
 
@@ -476,5 +559,130 @@ fn default_listener() -> Listener {
             connection_rate_per_ip: 0,
             cancel_rate_per_ip: 10,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn compile(dir: &Path, text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_source(&SourceFile {
+            path: dir.join("pgbastion.toml"),
+            text: text.to_owned(),
+        })
+    }
+
+    fn write(dir: &Path, name: &str, mode: u32) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn external_route(command: &str) -> String {
+        format!(
+            "[[route]]\nauth = \"external\"\ninsecure = true\nbackend = \"postgres://h/db\"\n\
+             external = {{ command = {command} }}\n"
+        )
+    }
+
+    #[test]
+    fn a_relative_authenticator_path_starts_at_the_configuration_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = write(dir.path(), "auth.sh", 0o755);
+        let settings = compile(dir.path(), &external_route("[\"./auth.sh\", \"--flag\"]")).unwrap();
+        let external = settings.routes.0[0].external.clone().unwrap();
+        assert_eq!(
+            external.command,
+            [script.display().to_string(), "--flag".to_owned()]
+        );
+        // A bare name is left to PATH when the command runs.
+        let settings = compile(dir.path(), &external_route("[\"python3\"]")).unwrap();
+        let external = settings.routes.0[0].external.clone().unwrap();
+        assert_eq!(external.command, ["python3"]);
+    }
+
+    #[test]
+    fn a_missing_or_non_executable_authenticator_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "plain.sh", 0o644);
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        for (command, words) in [
+            ("[\"./missing.sh\"]", "missing.sh"),
+            ("[\"./plain.sh\"]", "not executable"),
+            ("[\"./sub\"]", "not a file"),
+        ] {
+            let error = compile(dir.path(), &external_route(command))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("pgbastion.toml:5: external.command"),
+                "{error}"
+            );
+            assert!(error.contains(words), "{error}");
+        }
+    }
+
+    #[test]
+    fn placeholders_in_certificate_paths_are_checked_per_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        for query in [
+            "sslmode=verify-ca&sslrootcert=certs/${tenant}.pem",
+            "sslmode=verify-full&sslrootcert=${1}",
+            "sslcert=certs/${user}.crt&sslkey=certs/${user}.key",
+        ] {
+            let text = format!(
+                "[[route]]\nmatch = {{ database = \"/(?P<tenant>.*)/\" }}\nauth = \"trust\"\n\
+                 backend = \"postgres://h/db?{query}\"\n"
+            );
+            compile(dir.path(), &text).unwrap_or_else(|e| panic!("{query}: {e}"));
+        }
+        // Without a placeholder the file must exist at load.
+        let text = "[[route]]\nauth = \"trust\"\n\
+                    backend = \"postgres://h/db?sslmode=verify-ca&sslrootcert=certs/t1.pem\"\n";
+        let error = compile(dir.path(), text).unwrap_err().to_string();
+        assert!(
+            error.contains(":3: backend URL: sslrootcert file certs/t1.pem does not exist"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn cert_routes_need_a_listener_with_client_ca() {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/certs");
+        let dir = tempfile::tempdir().unwrap();
+        let listener = |client_ca: &str| {
+            format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\n\
+                 tls = {{ cert = \"{0}/server.pem\", key = \"{0}/server.key\"{client_ca} }}\n",
+                certs.display()
+            )
+        };
+        let route = "[[route]]\nauth = \"cert\"\nbackend = \"postgres://h/db\"\n";
+        let error = compile(dir.path(), &format!("{}{route}", listener("")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(":5: auth = \"cert\" needs a listener with tls")
+                && error.contains("no listener's tls has client_ca"),
+            "{error}"
+        );
+        let with_ca = format!(", client_ca = \"{}/ca.pem\"", certs.display());
+        compile(dir.path(), &format!("{}{route}", listener(&with_ca))).unwrap();
+    }
+
+    #[test]
+    fn a_jwt_table_without_one_key_source_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\n\
+                    [jwt]\nissuer = \"https://issuer.example\"\n";
+        let error = compile(dir.path(), text).unwrap_err().to_string();
+        assert!(
+            error.contains("pgbastion.toml:5: [jwt] needs exactly one of"),
+            "{error}"
+        );
     }
 }

@@ -233,3 +233,126 @@ async fn secrets_in_clear_need_tls_unless_the_route_says_insecure() {
         "{err}"
     );
 }
+
+/// Writes an executable POSIX sh authenticator into `dir` and returns its path.
+fn write_authenticator(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_routes_take_user_and_database_from_the_authenticator_then_the_url() {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    cluster
+        .execute_sql("CREATE ROLE url_user LOGIN; CREATE ROLE mapped LOGIN")
+        .unwrap();
+    cluster.execute_sql("CREATE DATABASE url_db").unwrap();
+    cluster.execute_sql("CREATE DATABASE chosen_db").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // erin is mapped to the user "mapped", frank to the database "chosen_db"; dave gets
+    // nothing, so the URL's user and database apply.
+    let script = write_authenticator(
+        dir.path(),
+        "pick.sh",
+        "while IFS='=' read -r k v; do\n  case \"$k\" in user) u=$v;; esac\ndone\n\
+         [ \"$u\" = erin ] && echo user=mapped\n\
+         [ \"$u\" = frank ] && echo database=chosen_db\n\
+         exit 0\n",
+    );
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[route]]\nauth = \"external\"\ninsecure = true\n\
+             backend = \"postgres://url_user@127.0.0.1:{}/url_db?sslmode=disable\"\n\
+             external = {{ command = [\"{}\"] }}\n",
+            cluster.port(),
+            script.display()
+        ),
+    )
+    .await;
+    within("external user and database", async {
+        for (client, expected) in [
+            ("dave", ("url_user", "url_db")),
+            ("erin", ("mapped", "url_db")),
+            ("frank", ("url_user", "chosen_db")),
+        ] {
+            let conn = connect(proxy.addr, client, Some("pw"), "client_db")
+                .await
+                .unwrap_or_else(|e| panic!("{client}: {e}"));
+            let row = conn
+                .query_one("SELECT current_user::text, current_database()::text", &[])
+                .await
+                .unwrap();
+            assert_eq!(
+                (row.get::<_, String>(0), row.get::<_, String>(1)),
+                (expected.0.to_owned(), expected.1.to_owned()),
+                "{client}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_tenant_ca_file_is_chosen_per_connection_and_a_missing_one_is_08001() {
+    let ca = pgbastion_testkit::TestCa::new("tenant CA").unwrap();
+    let cluster = Cluster::builder()
+        .tls(&ca)
+        .hba(&["hostssl all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    ca.write_cert(&dir.path().join("certs"), "t1").unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[route]]\nmatch = {{ database = \"/(?P<tenant>.*)/\" }}\nauth = \"trust\"\n\
+             backend = \"postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert=certs/${{tenant}}.crt\"\n",
+            cluster.port()
+        ),
+    )
+    .await;
+    within("per-tenant CA", async {
+        let client = connect(proxy.addr, "postgres", None, "t1").await.unwrap();
+        let ssl: bool = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ssl, "the backend connection is encrypted");
+
+        let err = connect(proxy.addr, "postgres", None, "t2")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "08001");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(
+            message.contains("sslrootcert file certs/t2.crt does not exist (route 1"),
+            "{message}"
+        );
+
+        // certs/../certs/t1.crt exists, but a client may not leave the directory.
+        let err = connect(proxy.addr, "postgres", None, "../certs/t1")
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(&err), "08001");
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("sslrootcert"), "{message}");
+
+        connect(proxy.addr, "postgres", None, "t1").await.unwrap();
+    })
+    .await;
+}
