@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use pgbastion_gateway::GatewayConfig;
 use pgbastion_proxy::config::LogFormat;
-use pgbastion_proxy::{Proxy, Settings};
+use pgbastion_proxy::{Proxy, Settings, Workers};
 use pgbastion_sqlite::SqliteBackend;
 
 /// A PostgreSQL wire-protocol gateway.
@@ -44,6 +44,11 @@ struct Cli {
     /// Embedded database only: keep it in FILE (created when missing) instead of in memory.
     #[arg(long, value_name = "FILE")]
     data: Option<PathBuf>,
+
+    /// Proxy only: threads that run client sessions, each with its own event loop; a
+    /// session stays on one thread from accept to close. Default: one per CPU.
+    #[arg(long, value_name = "N", requires = "config", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,19 +56,12 @@ fn main() -> std::process::ExitCode {
     if let Some(path) = &cli.check_config {
         return check_config(path);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("pgbastion: cannot start the runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let result = match &cli.config {
+        Some(path) => run_proxy(path, cli.workers),
+        None => tokio::runtime::Runtime::new()
+            .context("cannot start the runtime")
+            .and_then(|runtime| runtime.block_on(run_embedded(&cli))),
     };
-    let result = runtime.block_on(async {
-        match &cli.config {
-            Some(path) => run_proxy(path).await,
-            None => run_embedded(&cli).await,
-        }
-    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
@@ -92,14 +90,29 @@ fn check_config(path: &Path) -> std::process::ExitCode {
     }
 }
 
-async fn run_proxy(path: &Path) -> anyhow::Result<()> {
+/// The proxy: accept loops, signals and key refreshes on this thread's runtime; sessions on
+/// the worker threads.
+fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
     let settings = Settings::load(path)?;
     init_logging(settings.log.format, settings.log.level.as_deref());
+    let workers = match workers {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let workers = Workers::start(workers).context("cannot start the worker threads")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(serve_proxy(path, settings, workers))
+}
+
+async fn serve_proxy(path: &Path, settings: Settings, workers: Workers) -> anyhow::Result<()> {
     let base_dir = path
         .parent()
         .map(Path::to_owned)
         .unwrap_or_else(|| PathBuf::from("."));
-    let proxy = Proxy::new(settings, base_dir).await?;
+    let proxy = Proxy::new(settings, base_dir).await?.with_workers(workers);
     let bound = proxy.bind().await?;
     for (socket, _) in &bound {
         if let Ok(addr) = socket.local_addr() {

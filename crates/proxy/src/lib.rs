@@ -18,7 +18,9 @@ pub mod target;
 pub mod tls_client;
 pub mod tokens;
 pub mod users;
+pub mod workers;
 
 pub use config::ConfigError;
 pub use server::{Proxy, ProxyError};
 pub use settings::Settings;
+pub use workers::Workers;

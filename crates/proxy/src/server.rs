@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
@@ -14,6 +14,7 @@ use crate::session::{serve_client, ListenerContext, Shared};
 use crate::settings::{Listener, Settings};
 use crate::tokens::Tokens;
 use crate::users::Users;
+use crate::workers::Workers;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,7 @@ pub enum ProxyError {
 pub struct Proxy {
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
+    workers: Option<Arc<Workers>>,
 }
 
 impl Proxy {
@@ -66,7 +68,15 @@ impl Proxy {
         Ok(Self {
             shared,
             listeners: settings.listeners,
+            workers: None,
         })
+    }
+
+    /// Runs sessions on `workers` (thread-per-core runtimes) instead of the runtime that
+    /// calls [`Proxy::serve`]; the accept loops stay on the caller's runtime.
+    pub fn with_workers(mut self, workers: Workers) -> Self {
+        self.workers = Some(Arc::new(workers));
+        self
     }
 
     /// Refreshes the token keys now (SIGHUP).
@@ -106,7 +116,7 @@ impl Proxy {
                 ConnectionLimiter::new(listener.limits),
                 listener.limits.cancel_rate_per_ip,
             ));
-            tasks.push(tokio::spawn(accept_loop(socket, ctx)));
+            tasks.push(tokio::spawn(accept_loop(socket, ctx, self.workers.clone())));
         }
         shutdown.await;
         for task in tasks {
@@ -115,11 +125,21 @@ impl Proxy {
     }
 }
 
-async fn accept_loop(socket: TcpListener, ctx: Arc<ListenerContext>) {
+async fn accept_loop(
+    socket: TcpListener,
+    ctx: Arc<ListenerContext>,
+    workers: Option<Arc<Workers>>,
+) {
     loop {
         match socket.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(serve_client(stream, peer, ctx.clone()));
+                let ctx = ctx.clone();
+                match &workers {
+                    None => {
+                        tokio::spawn(serve_client(stream, peer, ctx));
+                    }
+                    Some(workers) => hand_over(workers, stream, peer, ctx),
+                }
             }
             Err(error) => {
                 // Out of file descriptors and the like: wait a little instead of spinning.
@@ -128,4 +148,22 @@ async fn accept_loop(socket: TcpListener, ctx: Arc<ListenerContext>) {
             }
         }
     }
+}
+
+/// Moves an accepted connection to a worker's runtime.
+fn hand_over(workers: &Workers, stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+    // The socket leaves this runtime's reactor and joins the worker's.
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "cannot hand a connection to a worker");
+            return;
+        }
+    };
+    workers.spawn(move || async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => serve_client(stream, peer, ctx).await,
+            Err(error) => tracing::warn!(%peer, %error, "a worker cannot take a connection"),
+        }
+    });
 }
