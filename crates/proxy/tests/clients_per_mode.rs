@@ -386,7 +386,7 @@ async fn external_authenticator_with_every_client() {
          echo user=ext_target\necho _META_TARGET_CRED=target-pw\n",
     )
     .unwrap();
-    // The URL gives host and port; its user is not used for external routes.
+    // The URL gives host and port; the authenticator's `user=` line overrides its user.
     let backend = backend_url(&cluster, "ignored", None, "postgres");
     let external = format!(
         "insecure = true\nexternal = {{ command = [\"/bin/sh\", \"{}\"] }}",
