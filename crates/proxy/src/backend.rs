@@ -110,28 +110,36 @@ pub enum BackendError {
 
 impl BackendError {
     /// The ErrorResponse for the client: the backend's own error when it sent one (with its
-    /// SQLSTATE), else 08001 (could not connect) or 08006 (connection failure).
+    /// SQLSTATE), else 08001 (could not connect) or 08006 (connection failure). Our own
+    /// messages leave out the backend's address and file paths (the client need not learn
+    /// the network behind the proxy); the log line of the failure has them.
     pub fn to_client(&self) -> ErrorResponse {
-        match self {
+        let unable = SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
+        let (state, message) = match self {
             Self::Refused(response) => {
                 let mut response = response.clone();
                 response.set(pgbastion_wire::ErrorField::Severity, "FATAL");
                 response.set(pgbastion_wire::ErrorField::SeverityNonLocalized, "FATAL");
-                response
+                return response;
             }
-            Self::Connect { .. } | Self::Timeout(_) | Self::Tls { .. } | Self::Auth(_) => {
-                ErrorResponse::new(
-                    Severity::Fatal,
-                    SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION,
-                    self.to_string(),
-                )
-            }
-            Self::Protocol(_) => ErrorResponse::new(
-                Severity::Fatal,
-                SqlState::CONNECTION_FAILURE,
-                self.to_string(),
+            Self::Connect { source, .. } => (
+                unable,
+                format!("could not connect to the backend: {}", source.kind()),
             ),
-        }
+            Self::Timeout(_) => (
+                unable,
+                "the backend did not complete login in time".to_owned(),
+            ),
+            Self::Tls { .. } => (
+                unable,
+                "could not set up TLS to the backend as the route's sslmode requires \
+                 (pgbastion's log has the details)"
+                    .to_owned(),
+            ),
+            Self::Auth(_) => (unable, self.to_string()),
+            Self::Protocol(_) => (SqlState::CONNECTION_FAILURE, self.to_string()),
+        };
+        ErrorResponse::new(Severity::Fatal, state, message)
     }
 }
 

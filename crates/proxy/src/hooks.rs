@@ -207,6 +207,7 @@ impl ProxyHooks {
                 Ok(true)
             }
             Err(error) => {
+                tracing::warn!(client = %state.client_addr, %error, "passthrough: backend login failed");
                 let response = error.to_client();
                 Err(HookError::new(
                     response.sqlstate().unwrap_or(SqlState::INVALID_PASSWORD),

@@ -209,11 +209,13 @@ async fn an_unreachable_backend_is_a_clear_08001() {
     within("unreachable backend", async {
         let err = connect(proxy.addr, "x", None, "y").await.err().unwrap();
         assert_eq!(code(&err), "08001");
-        assert!(err
-            .as_db_error()
-            .unwrap()
-            .message()
-            .contains(&port.to_string()));
+        // The reason, but not the backend's address: the network behind the proxy is the
+        // operator's business (the log line has it).
+        let message = err.as_db_error().unwrap().message();
+        assert_eq!(
+            message,
+            "could not connect to the backend: connection refused"
+        );
     })
     .await;
 }
@@ -338,9 +340,10 @@ async fn a_per_tenant_ca_file_is_chosen_per_connection_and_a_missing_one_is_0800
             .unwrap();
         assert_eq!(code(&err), "08001");
         let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(message.contains("TLS to the backend"), "{message}");
         assert!(
-            message.contains("sslrootcert file certs/t2.crt does not exist (route 1"),
-            "{message}"
+            !message.contains("certs/"),
+            "no file paths to clients: {message}"
         );
 
         // certs/../certs/t1.crt exists, but a client may not leave the directory.
@@ -349,8 +352,6 @@ async fn a_per_tenant_ca_file_is_chosen_per_connection_and_a_missing_one_is_0800
             .err()
             .unwrap();
         assert_eq!(code(&err), "08001");
-        let message = err.as_db_error().unwrap().message().to_owned();
-        assert!(message.contains("sslrootcert"), "{message}");
 
         connect(proxy.addr, "postgres", None, "t1").await.unwrap();
     })
