@@ -3,6 +3,7 @@
 //! startup parameters and `_META_TARGET_HOST` / `_META_TARGET_CRED` on stdout. A non-zero
 //! exit, a timeout or malformed output refuses the client.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -63,9 +64,10 @@ pub enum ExternalError {
 /// Most output read from the authenticator.
 const MAX_OUTPUT: u64 = 64 * 1024;
 
-/// Runs `command` (argv, no shell) on `input`.
+/// Runs `command` (argv, no shell) in the directory `dir` on `input`.
 pub async fn run(
     command: &[String],
+    dir: &Path,
     timeout: Duration,
     input: &Input<'_>,
 ) -> Result<Decision, ExternalError> {
@@ -74,6 +76,7 @@ pub async fn run(
         .ok_or_else(|| ExternalError::Output("empty command".to_owned()))?;
     let mut child = Command::new(program)
         .args(args)
+        .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -167,6 +170,34 @@ mod tests {
         )
     }
 
+    fn here() -> &'static Path {
+        Path::new(".")
+    }
+
+    #[tokio::test]
+    async fn the_command_runs_in_the_given_directory() {
+        let (parameters, credential) = input();
+        let input = Input {
+            parameters: &parameters,
+            credential: &credential,
+            salt: [0; 4],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("target-user"), "from_the_config_dir\n").unwrap();
+        let decision = run(
+            &sh("cat >/dev/null; echo \"user=$(cat target-user)\""),
+            dir.path(),
+            Duration::from_secs(5),
+            &input,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            decision.parameters,
+            [("user".to_owned(), "from_the_config_dir".to_owned())]
+        );
+    }
+
     #[tokio::test]
     async fn passes_parameters_in_and_reads_the_decision_out() {
         let (parameters, credential) = input();
@@ -181,7 +212,7 @@ mod tests {
             echo "user=app_$in_user"; echo "database=$in_database"
             echo "_META_TARGET_HOST=db.internal:6000"; echo "_META_TARGET_CRED=md5abc"
         "#;
-        let decision = run(&sh(script), Duration::from_secs(5), &input)
+        let decision = run(&sh(script), here(), Duration::from_secs(5), &input)
             .await
             .unwrap();
         assert_eq!(
@@ -206,6 +237,7 @@ mod tests {
         };
         let refused = run(
             &sh("cat >/dev/null; exit 1"),
+            here(),
             Duration::from_secs(5),
             &input,
         )
@@ -214,15 +246,16 @@ mod tests {
             matches!(refused, Err(ExternalError::Refused(_))),
             "{refused:?}"
         );
-        let slow = run(&sh("sleep 5"), Duration::from_millis(200), &input).await;
+        let slow = run(&sh("sleep 5"), here(), Duration::from_millis(200), &input).await;
         assert!(matches!(slow, Err(ExternalError::Timeout(_))), "{slow:?}");
-        let garbage = run(&sh("echo nonsense"), Duration::from_secs(5), &input).await;
+        let garbage = run(&sh("echo nonsense"), here(), Duration::from_secs(5), &input).await;
         assert!(
             matches!(garbage, Err(ExternalError::Output(_))),
             "{garbage:?}"
         );
         let missing = run(
             &["/nonexistent/authenticator".to_owned()],
+            here(),
             Duration::from_secs(5),
             &input,
         )

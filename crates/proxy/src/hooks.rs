@@ -241,7 +241,14 @@ impl ProxyHooks {
             credential: &secret,
             salt,
         };
-        match external::run(&authenticator.command, authenticator.timeout, &input).await {
+        match external::run(
+            &authenticator.command,
+            &authenticator.dir,
+            authenticator.timeout,
+            &input,
+        )
+        .await
+        {
             Ok(decision) => {
                 if let Some(credential) = &decision.credential {
                     state

@@ -113,6 +113,8 @@ pub struct External {
     pub timeout: Duration,
     /// Password exchange.
     pub method: ExternalMethod,
+    /// Where the command runs (the configuration file's directory).
+    pub dir: PathBuf,
 }
 
 /// A compiled `auth_query`.

@@ -489,6 +489,7 @@ impl Compiler<'_> {
             command,
             timeout: e.timeout,
             method: e.method,
+            dir: self.file.dir().to_owned(),
         })
     }
 
