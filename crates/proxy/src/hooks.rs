@@ -19,7 +19,6 @@ use crate::external;
 use crate::limits::ConnectionLimiter;
 use crate::route::{Captures, MatchInput, Route};
 use crate::session::{self, Shared};
-use crate::target::Target;
 
 /// The route a connection matched, and its captures.
 #[derive(Debug, Clone)]
@@ -335,25 +334,20 @@ impl Hooks for ProxyHooks {
             let Some(query) = &route.auth_query else {
                 return Ok(self.shared.users.scram_secret(&user));
             };
-            let url = route
-                .backend_url(&captures, &user, &database)
-                .map_err(|e| HookError::new(SqlState::CONNECTION_FAILURE, e))?;
-            let target = Target::parse(&url)
-                .map_err(|e| HookError::new(SqlState::CONNECTION_FAILURE, e.to_string()))?;
-            route
-                .check_templated_files(&target)
-                .map_err(|e| HookError::new(SqlState::CONNECTION_FAILURE, e))?;
-            let db = target.database.clone().unwrap_or(database);
-            auth_query::fetch_secret(
-                query,
-                &target,
-                &db,
-                &user,
-                route.connect_timeout,
-                &self.shared.connector,
-            )
-            .await
-            .map_err(|error| {
+            let fetched = async {
+                let target = session::backend_target(&route, &captures, &user, &database)?;
+                let db = target.database.clone().unwrap_or(database);
+                auth_query::fetch_secret(
+                    query,
+                    &target,
+                    &db,
+                    &user,
+                    route.connect_timeout,
+                    &self.shared.connector,
+                )
+                .await
+            };
+            fetched.await.map_err(|error| {
                 tracing::warn!(%user, %error, "auth_query failed");
                 let response = error.to_client();
                 HookError::new(

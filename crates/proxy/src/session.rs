@@ -17,7 +17,7 @@ use crate::config::ClientAddrParam;
 use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::relay::{self, End};
-use crate::route::Routes;
+use crate::route::{Captures, Route, Routes};
 use crate::target::{Address, Target};
 use crate::tokens::Tokens;
 use crate::users::Users;
@@ -192,6 +192,32 @@ async fn greet(
     conn.flush().await
 }
 
+/// The route's backend for one client: placeholders filled in, the URL parsed, and the
+/// certificate files that depend on the client checked.
+pub fn backend_target(
+    route: &Route,
+    captures: &Captures,
+    user: &str,
+    database: &str,
+) -> Result<Target, BackendError> {
+    let url = route
+        .backend_url(captures, user, database)
+        .map_err(BackendError::Auth)?;
+    let target = Target::parse(&url).map_err(|e| {
+        BackendError::Auth(format!(
+            "{} has an unusable backend URL for this client: {e}",
+            route.describe()
+        ))
+    })?;
+    route
+        .check_templated_files(&target)
+        .map_err(|message| BackendError::Tls {
+            address: target.address.to_string(),
+            message,
+        })?;
+    Ok(target)
+}
+
 /// Connects to the backend of the connection's route, with the mapped identity.
 pub async fn connect_backend(
     shared: &Shared,
@@ -205,23 +231,12 @@ pub async fn connect_backend(
         .client
         .as_ref()
         .ok_or_else(|| BackendError::Protocol("no startup message".to_owned()))?;
-    let url = chosen
-        .route
-        .backend_url(&chosen.captures, client.user(), client.database())
-        .map_err(BackendError::Auth)?;
-    let mut target = Target::parse(&url).map_err(|e| {
-        BackendError::Auth(format!(
-            "{} has an unusable backend URL for this client: {e}",
-            chosen.route.describe()
-        ))
-    })?;
-    chosen
-        .route
-        .check_templated_files(&target)
-        .map_err(|message| BackendError::Tls {
-            address: target.address.to_string(),
-            message,
-        })?;
+    let mut target = backend_target(
+        &chosen.route,
+        &chosen.captures,
+        client.user(),
+        client.database(),
+    )?;
     let mut parameters: Vec<(String, String)> = client
         .parameters
         .iter()
