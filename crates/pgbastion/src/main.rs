@@ -104,15 +104,11 @@ fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve_proxy(path, settings, workers))
+    runtime.block_on(serve_proxy(settings, workers))
 }
 
-async fn serve_proxy(path: &Path, settings: Settings, workers: Workers) -> anyhow::Result<()> {
-    let base_dir = path
-        .parent()
-        .map(Path::to_owned)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let proxy = Proxy::new(settings, base_dir).await?.with_workers(workers);
+async fn serve_proxy(settings: Settings, workers: Workers) -> anyhow::Result<()> {
+    let proxy = Proxy::new(settings).await?.with_workers(workers);
     let bound = proxy.bind().await?;
     for (socket, _) in &bound {
         if let Ok(addr) = socket.local_addr() {

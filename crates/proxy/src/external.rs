@@ -160,14 +160,21 @@ mod tests {
         vec!["/bin/sh".into(), "-c".into(), script.into()]
     }
 
-    fn input() -> (Vec<(String, String)>, String) {
-        (
+    static PARAMETERS: std::sync::LazyLock<Vec<(String, String)>> =
+        std::sync::LazyLock::new(|| {
             vec![
                 ("user".into(), "alice".into()),
                 ("database".into(), "app".into()),
-            ],
-            "secret".into(),
-        )
+            ]
+        });
+
+    /// alice's login to `app` with the password `secret`, and `salt`.
+    fn input(salt: [u8; 4]) -> Input<'static> {
+        Input {
+            parameters: &PARAMETERS,
+            credential: "secret",
+            salt,
+        }
     }
 
     fn here() -> &'static Path {
@@ -176,12 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_command_runs_in_the_given_directory() {
-        let (parameters, credential) = input();
-        let input = Input {
-            parameters: &parameters,
-            credential: &credential,
-            salt: [0; 4],
-        };
+        let input = input([0; 4]);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("target-user"), "from_the_config_dir\n").unwrap();
         let decision = run(
@@ -200,12 +202,7 @@ mod tests {
 
     #[tokio::test]
     async fn passes_parameters_in_and_reads_the_decision_out() {
-        let (parameters, credential) = input();
-        let input = Input {
-            parameters: &parameters,
-            credential: &credential,
-            salt: [0xde, 0xad, 0xbe, 0xef],
-        };
+        let input = input([0xde, 0xad, 0xbe, 0xef]);
         let script = r#"
             while IFS='=' read -r k v; do eval "in_$k=\"\$v\"" 2>/dev/null || true; done
             [ "$in_user" = alice ] && [ "$in__SOURCE_CRED" = secret ] && [ "$in__SOURCE_SALT" = deadbeef ] || exit 3
@@ -229,12 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn non_zero_exit_timeout_and_garbage_refuse() {
-        let (parameters, credential) = input();
-        let input = Input {
-            parameters: &parameters,
-            credential: &credential,
-            salt: [0; 4],
-        };
+        let input = input([0; 4]);
         let refused = run(
             &sh("cat >/dev/null; exit 1"),
             here(),

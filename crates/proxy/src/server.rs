@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -40,9 +39,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy (loads token keys). `base_dir` is where relative paths in backend URLs
-    /// start (the configuration file's directory).
-    pub async fn new(settings: Settings, base_dir: PathBuf) -> Result<Self, ProxyError> {
+    /// Builds the proxy (loads token keys).
+    pub async fn new(settings: Settings) -> Result<Self, ProxyError> {
         let tokens = match &settings.jwt {
             Some(jwt) => {
                 let tokens = Arc::new(Tokens::new(jwt).await?);
@@ -63,7 +61,7 @@ impl Proxy {
             oauth_issuer,
             oauth_scope,
             cancel: Arc::new(CancelRegistry::default()),
-            connector: Connector::new(base_dir),
+            connector: Connector::new(settings.dir),
         });
         Ok(Self {
             shared,

@@ -79,6 +79,8 @@ pub struct Settings {
     pub jwt: Option<Jwt>,
     /// `[log]`.
     pub log: LogConfig,
+    /// The configuration file's directory, where its relative paths start.
+    pub dir: PathBuf,
 }
 
 impl Settings {
@@ -188,6 +190,7 @@ impl Compiler<'_> {
             users,
             jwt,
             log: parsed.log,
+            dir: self.file.dir().to_owned(),
         })
     }
 

@@ -57,21 +57,12 @@ async fn backend_tls_verify_full_and_a_wrong_ca_is_refused() {
     .await;
     within("backend TLS", async {
         let client = connect(proxy.addr, "postgres", None, "good").await.unwrap();
-        let ssl: bool = client
-            .query_one(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert!(ssl, "the backend connection is encrypted");
-        let err = connect(proxy.addr, "postgres", None, "bad")
-            .await
-            .err()
-            .unwrap();
-        assert_eq!(code(&err), "08001");
-        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(
+            backend_uses_tls(&client).await,
+            "the backend connection is encrypted"
+        );
+        let (sqlstate, message) = refusal(proxy.addr, "postgres", None, "bad").await;
+        assert_eq!(sqlstate, "08001");
         assert!(message.contains("TLS"), "{message}");
     })
     .await;

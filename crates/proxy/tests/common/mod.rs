@@ -37,7 +37,7 @@ pub async fn start_proxy(dir: &Path, toml: &str) -> RunningProxy {
         text,
     };
     let settings = Settings::from_source(&file).unwrap_or_else(|e| panic!("{e}"));
-    let proxy = Proxy::new(settings, dir.to_owned()).await.unwrap();
+    let proxy = Proxy::new(settings).await.unwrap();
     let bound = proxy.bind().await.unwrap();
     let addr = bound[0].0.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -95,6 +95,35 @@ pub async fn current_user(
         .unwrap_or_else(|e| panic!("{user} could not connect: {e}"));
     client
         .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The SQLSTATE and message of a connection through `addr` that must be refused.
+pub async fn refusal(
+    addr: SocketAddr,
+    user: &str,
+    password: Option<&str>,
+    database: &str,
+) -> (String, String) {
+    let error = connect(addr, user, password, database)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{user} was let in to {database}"));
+    let message = error
+        .as_db_error()
+        .map_or_else(|| error.to_string(), |e| e.message().to_owned());
+    (code(&error), message)
+}
+
+/// Whether the backend session behind `client` is encrypted, as the backend itself reports.
+pub async fn backend_uses_tls(client: &tokio_postgres::Client) -> bool {
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0)
