@@ -31,12 +31,15 @@ pub enum Outcome<S> {
     Handled(ClientConn<S>),
     /// A hook asked to detach: the raw stream and unread bytes.
     Detached(Detached<S>),
-    /// The connection carried a CancelKey (nothing else can follow on it).
+    /// The connection carried a CancelRequest (nothing else can follow on it). Forward the
+    /// request, then close `conn` with [`ClientConn::close_gracefully`]: PostgreSQL closes
+    /// a cancel connection only after it has signalled the backend, drivers wait for that
+    /// close before their next statement, and over TLS the close must carry close_notify.
     Cancel {
         /// The request.
         request: CancelKey,
-        /// Who sent it.
-        state: ConnectionState,
+        /// The connection it came on (its state says who sent it).
+        conn: ClientConn<S>,
     },
     /// The client went away before sending anything that needed an answer.
     Closed,
@@ -63,10 +66,7 @@ pub async fn accept<S: ClientIo, H: Hooks>(
             Ok(Outcome::Handled(conn))
         }
         Ok(Step::Detach) => Ok(Outcome::Detached(conn.detach()?)),
-        Ok(Step::Cancel(request)) => Ok(Outcome::Cancel {
-            request,
-            state: conn.state().clone(),
-        }),
+        Ok(Step::Cancel(request)) => Ok(Outcome::Cancel { request, conn }),
         Ok(Step::Closed) => Ok(Outcome::Closed),
         Err(error) => {
             report(&mut conn, &error).await;

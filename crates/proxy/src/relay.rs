@@ -1,86 +1,44 @@
 //! The relay: client and backend bytes copied both ways as they arrive (whole reads, no
-//! per-message copies), with the backend's stream scanned for message boundaries so the
-//! proxy knows the transaction status and can end the client's stream with a proper
-//! ErrorResponse when the backend dies.
+//! per-message copies), with both streams scanned for message boundaries
+//! ([`FrameScanner`]) so the proxy knows the transaction status, knows when the client has
+//! said Terminate, and can end the client's stream with a proper ErrorResponse when the
+//! backend dies.
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pgbastion_wire::{BackendMessage, ErrorResponse, Severity, SqlState, TransactionStatus};
+use pgbastion_wire::{
+    BackendMessage, Direction, ErrorResponse, FrameScanner, Severity, SqlState, TransactionStatus,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Read buffer size per direction.
 const CHUNK: usize = 64 * 1024;
 
-/// Tracks message boundaries in a byte stream without buffering it.
-#[derive(Debug, Clone, Default)]
-pub struct FrameScanner {
-    header: [u8; 5],
-    have: usize,
-    remaining: usize,
-    tag: u8,
-    last_complete: u8,
-    status: Option<TransactionStatus>,
-}
-
-impl FrameScanner {
-    /// Feeds the next bytes of the stream.
-    pub fn feed(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            if self.remaining > 0 {
-                let take = self.remaining.min(data.len());
-                if self.tag == b'Z' && self.remaining == 1 {
-                    self.status = TransactionStatus::from_byte(data[0]).ok();
-                }
-                self.remaining -= take;
-                data = &data[take..];
-                if self.remaining == 0 {
-                    self.last_complete = self.tag;
-                }
-                continue;
-            }
-            let take = (5 - self.have).min(data.len());
-            self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
-            self.have += take;
-            data = &data[take..];
-            if self.have == 5 {
-                self.have = 0;
-                self.tag = self.header[0];
-                let len = u32::from_be_bytes([
-                    self.header[1],
-                    self.header[2],
-                    self.header[3],
-                    self.header[4],
-                ]);
-                self.remaining = (len as usize).saturating_sub(4);
-                if self.remaining == 0 {
-                    self.last_complete = self.tag;
-                }
-            }
-        }
-    }
-
-    /// Whether the stream is between two messages.
-    pub fn at_boundary(&self) -> bool {
-        self.have == 0 && self.remaining == 0
-    }
-
-    /// The status of the last ReadyForQuery seen.
-    pub fn status(&self) -> Option<TransactionStatus> {
-        self.status
-    }
-
-    /// The tag of the last complete message.
-    pub fn last_tag(&self) -> u8 {
-        self.last_complete
-    }
-}
+/// How long the backend may take to finish what the client asked for before its Terminate
+/// (and to close) once the client has said Terminate.
+const AFTER_TERMINATE: Duration = Duration::from_secs(5);
 
 /// How a relayed session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// The client closed or sent Terminate.
+    /// The client sent Terminate (the backend closing afterwards is expected).
+    Terminate,
+    /// The client closed without Terminate, or could no longer be written to.
     Client,
-    /// The backend closed or failed.
+    /// The backend closed or failed while the client still wanted it.
     Backend,
+}
+
+impl End {
+    /// A short word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Terminate => "terminate",
+            End::Client => "client",
+            End::Backend => "backend",
+        }
+    }
 }
 
 /// Totals of a relayed session.
@@ -112,105 +70,165 @@ where
     let (mut backend_read, mut backend_write) = tokio::io::split(backend);
     let mut up_bytes = 0u64;
     let mut down_bytes = 0u64;
-    let mut scanner = FrameScanner::default();
+    let mut up_scanner = FrameScanner::new(Direction::Frontend);
+    let mut down_scanner = FrameScanner::new(Direction::Backend);
 
     // Each direction returns the side that ended it.
     let up = async {
-        if !client_pending.is_empty() {
-            if backend_write.write_all(&client_pending).await.is_err() {
-                return End::Backend;
-            }
-            up_bytes += client_pending.len() as u64;
-        }
         let mut buf = BytesMut::with_capacity(CHUNK);
+        buf.extend_from_slice(&client_pending);
         loop {
+            if !buf.is_empty() {
+                up_scanner.feed(&buf);
+                if backend_write.write_all(&buf).await.is_err() {
+                    return End::Backend;
+                }
+                up_bytes += buf.len() as u64;
+                if up_scanner.terminated() {
+                    // Nothing the client sends after Terminate means anything.
+                    return End::Terminate;
+                }
+            }
             buf.clear();
             match client_read.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return End::Client,
                 Ok(_) => {}
             }
-            if backend_write.write_all(&buf).await.is_err() {
-                return End::Backend;
-            }
-            up_bytes += buf.len() as u64;
         }
     };
     let down = async {
-        if !backend_pending.is_empty() {
-            scanner.feed(&backend_pending);
-            if client_write.write_all(&backend_pending).await.is_err() {
-                return End::Client;
-            }
-            down_bytes += backend_pending.len() as u64;
-        }
         let mut buf = BytesMut::with_capacity(CHUNK);
+        buf.extend_from_slice(&backend_pending);
         loop {
+            if !buf.is_empty() {
+                down_scanner.feed(&buf);
+                if client_write.write_all(&buf).await.is_err() {
+                    return End::Client;
+                }
+                down_bytes += buf.len() as u64;
+            }
             buf.clear();
             match backend_read.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return End::Backend,
                 Ok(_) => {}
             }
-            scanner.feed(&buf);
-            if client_write.write_all(&buf).await.is_err() {
-                return End::Client;
-            }
-            down_bytes += buf.len() as u64;
         }
     };
-    let end = tokio::select! {
-        end = up => end,
-        end = down => end,
-    };
-    if end == End::Backend {
-        // Tell the client why, unless the backend did (its FATAL is the last message) or a
-        // message is cut in half (then closing is all that is left).
-        if scanner.at_boundary() && scanner.last_tag() != b'E' {
-            let mut out = BytesMut::new();
-            let error = ErrorResponse::new(
-                Severity::Fatal,
-                SqlState::CONNECTION_FAILURE,
-                "the connection to the backend was lost",
-            );
-            if BackendMessage::ErrorResponse(error)
-                .encode(&mut out)
-                .is_ok()
-            {
-                let _ = client_write.write_all(&out).await;
-            }
+    let mut end = {
+        tokio::pin!(up, down);
+        let end = tokio::select! {
+            end = &mut up => end,
+            end = &mut down => end,
+        };
+        if end == End::Terminate {
+            // The client may have pipelined queries before its Terminate and read their
+            // answers until EOF: keep relaying what the backend still sends until it closes,
+            // as PostgreSQL itself would, and never add an error of ours.
+            let _ = tokio::time::timeout(AFTER_TERMINATE, &mut down).await;
         }
-        let _ = client_write.shutdown().await;
-    } else {
-        let _ = backend_write.shutdown().await;
+        end
+    };
+    if end == End::Backend && up_scanner.terminated() {
+        end = End::Terminate;
+    }
+    match end {
+        End::Backend => {
+            if down_scanner.at_boundary() && down_scanner.last_tag() != Some(b'E') {
+                // Tell the client why, unless the backend did (its FATAL is the last
+                // message) or a message is cut in half (then closing is all that is left).
+                let _ = client_write.write_all(&backend_lost()).await;
+            }
+            let _ = client_write.shutdown().await;
+        }
+        End::Terminate => {
+            let _ = client_write.shutdown().await;
+        }
+        End::Client => {
+            let _ = backend_write.shutdown().await;
+        }
     }
     Relayed {
         client_bytes: up_bytes,
         backend_bytes: down_bytes,
         end,
-        status: scanner.status(),
+        status: down_scanner.status(),
     }
+}
+
+/// The FATAL a client gets when its backend goes away under it.
+fn backend_lost() -> BytesMut {
+    let mut out = BytesMut::new();
+    let error = ErrorResponse::new(
+        Severity::Fatal,
+        SqlState::CONNECTION_FAILURE,
+        "the connection to the backend was lost",
+    );
+    // A fixed message always encodes; an empty buffer (nothing sent) is the fallback.
+    let _ = BackendMessage::ErrorResponse(error).encode(&mut out);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::duplex;
 
-    #[test]
-    fn scanner_follows_messages_across_chunk_boundaries() {
-        let mut stream = Vec::new();
-        stream.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0");
-        stream.extend_from_slice(b"Z\0\0\0\x05T");
-        stream.extend_from_slice(b"D\0\0\0\x06\0\0");
-        for split in 0..stream.len() {
-            let mut scanner = FrameScanner::default();
-            scanner.feed(&stream[..split]);
-            scanner.feed(&stream[split..]);
-            assert_eq!(scanner.status(), Some(TransactionStatus::InTransaction));
-            assert_eq!(scanner.last_tag(), b'D');
-            assert!(scanner.at_boundary());
-        }
-        let mut scanner = FrameScanner::default();
-        scanner.feed(&stream[..stream.len() - 1]);
-        assert!(!scanner.at_boundary());
-        assert_eq!(scanner.last_tag(), b'Z');
+    /// Runs the relay over in-memory pipes; returns the client's and backend's far ends.
+    fn start() -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        tokio::task::JoinHandle<Relayed>,
+    ) {
+        let (client, client_far) = duplex(1 << 16);
+        let (backend, backend_far) = duplex(1 << 16);
+        let task = tokio::spawn(relay(client, Bytes::new(), backend, Bytes::new()));
+        (client_far, backend_far, task)
+    }
+
+    async fn read_to_end(stream: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out));
+        read.await.expect("EOF in time").expect("read");
+        out
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_to_the_client_after_its_terminate() {
+        let (mut client, mut backend, task) = start();
+        client.write_all(b"X\0\0\0\x04").await.unwrap();
+        let mut got = [0u8; 5];
+        backend.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"X\0\0\0\x04");
+        drop(backend);
+        assert_eq!(read_to_end(&mut client).await, b"");
+        assert_eq!(task.await.unwrap().end, End::Terminate);
+    }
+
+    #[tokio::test]
+    async fn answers_to_queries_pipelined_before_terminate_still_reach_the_client() {
+        let (mut client, mut backend, task) = start();
+        client
+            .write_all(b"Q\0\0\0\x0dSELECT 1\0X\0\0\0\x04")
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 19];
+        backend.read_exact(&mut got).await.unwrap();
+        backend.write_all(b"Z\0\0\0\x05I").await.unwrap();
+        drop(backend);
+        assert_eq!(read_to_end(&mut client).await, b"Z\0\0\0\x05I");
+        assert_eq!(task.await.unwrap().end, End::Terminate);
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_dies_under_a_client_is_reported_with_a_fatal() {
+        let (mut client, mut backend, task) = start();
+        backend.write_all(b"Z\0\0\0\x05I").await.unwrap();
+        drop(backend);
+        let got = read_to_end(&mut client).await;
+        assert!(got.starts_with(b"Z\0\0\0\x05IE"), "{got:?}");
+        assert!(got.windows(5).any(|w| w == b"08006"));
+        let relayed = task.await.unwrap();
+        assert_eq!(relayed.end, End::Backend);
+        assert_eq!(relayed.status, Some(TransactionStatus::Idle));
     }
 }

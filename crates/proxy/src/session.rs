@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use pgbastion_auth::scram::ClientCredential;
 use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome, ScramKeys};
-use pgbastion_wire::{BackendMessage, ProtocolVersion};
+use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 
 use crate::backend::{self, BackendConn, BackendError, BackendSecret, Connector, Login};
@@ -16,7 +16,7 @@ use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::config::ClientAddrParam;
 use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
 use crate::limits::{ConnectionLimiter, RateLimiter};
-use crate::relay::{self, End};
+use crate::relay;
 use crate::route::{Captures, Route, Routes};
 use crate::target::{Address, Target};
 use crate::tokens::Tokens;
@@ -75,29 +75,33 @@ pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<Listener
     let started = Instant::now();
     match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
         Ok(Outcome::Authenticated(conn)) => run_session(conn, &ctx, started).await,
-        Ok(Outcome::Cancel { request, state }) => {
-            let ip = state.client_addr.ip();
-            if !ctx.cancel_rate.allow(ip) {
-                tracing::debug!(client = %state.client_addr, "cancel request over the rate limit ignored");
-                return;
-            }
-            match ctx.hooks.shared.cancel.lookup(&request) {
-                Some(target) => {
-                    if let Err(error) =
-                        backend::send_cancel(&target.address, &target.key, CANCEL_TIMEOUT).await
-                    {
-                        tracing::warn!(backend = %target.address, %error, "could not forward a cancel request");
-                    }
-                }
-                None => {
-                    tracing::debug!(client = %state.client_addr, "cancel request with an unknown key ignored")
-                }
-            }
+        Ok(Outcome::Cancel { request, mut conn }) => {
+            forward_cancel(&ctx, &request, conn.state()).await;
+            // Only now may the client see its cancel connection close: drivers take that
+            // close to mean the backend has been signalled, and run their next statement.
+            conn.close_gracefully().await;
         }
         Ok(Outcome::Handled(_) | Outcome::Detached(_) | Outcome::Closed) => {}
         Err(error) => {
             tracing::info!(peer = %peer, %error, "connection refused");
         }
+    }
+}
+
+/// Sends a client's cancel request on to the backend it names, if the key is one we minted,
+/// and waits until the backend has closed its side (it has then signalled the backend).
+async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &ConnectionState) {
+    let ip = state.client_addr.ip();
+    if !ctx.cancel_rate.allow(ip) {
+        tracing::debug!(client = %state.client_addr, "cancel request over the rate limit ignored");
+        return;
+    }
+    let Some(target) = ctx.hooks.shared.cancel.lookup(request) else {
+        tracing::debug!(client = %state.client_addr, "cancel request with an unknown key ignored");
+        return;
+    };
+    if let Err(error) = backend::send_cancel(&target.address, &target.key, CANCEL_TIMEOUT).await {
+        tracing::warn!(backend = %target.address, %error, "could not forward a cancel request");
     }
 }
 
@@ -147,7 +151,7 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
             },
         )
     });
-    if greet(&mut conn, &backend, registration.as_ref().map(|r| &r.0))
+    if greet(&mut conn, &backend, registration.as_ref().map(|r| r.key()))
         .await
         .is_err()
     {
@@ -161,13 +165,14 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
         tls = state.tls.is_some(), "session started"
     );
     let pending = std::mem::take(&mut backend.buffered).freeze();
+    let backend_address = backend.address.clone();
     let relayed = relay::relay(detached.stream, detached.buffered, backend.stream, pending).await;
     drop(registration);
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth,
         duration_ms = started.elapsed().as_millis() as u64,
         bytes_from_client = relayed.client_bytes, bytes_to_client = relayed.backend_bytes,
-        ended_by = match relayed.end { End::Client => "client", End::Backend => "backend" },
+        backend = %backend_address, tls = state.tls.is_some(), ended_by = relayed.end.as_str(),
         "session ended"
     );
 }
@@ -177,7 +182,7 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
 async fn greet(
     conn: &mut ClientConn<TcpStream>,
     backend: &BackendConn,
-    key: Option<&pgbastion_wire::CancelKey>,
+    key: Option<&CancelKey>,
 ) -> Result<(), pgbastion_gateway::GatewayError> {
     for notice in &backend.notices {
         conn.send(&BackendMessage::NoticeResponse(notice.clone()))?;

@@ -118,15 +118,6 @@ async fn unknown_cancel_keys_do_nothing() {
             .await
             .unwrap();
         let minted = raw.backend_key.clone().unwrap();
-        let backend_pid: String = {
-            let rows = raw.simple_query("SELECT pg_backend_pid()").await.unwrap();
-            data_value(&rows)
-        };
-        assert_ne!(
-            minted.process_id.to_string(),
-            backend_pid,
-            "clients never see the backend's key"
-        );
         raw.send(&pgbastion_wire::FrontendMessage::Query(
             "SELECT pg_sleep(1)".into(),
         ))
@@ -146,6 +137,106 @@ async fn unknown_cancel_keys_do_nothing() {
                 .any(|m| matches!(m, pgbastion_wire::BackendMessage::ErrorResponse(_))),
             "a wrong secret cancelled the query: {messages:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_terminates_gets_nothing_but_the_end_of_the_connection() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &trust_route(&cluster, "")).await;
+    within("terminate", async {
+        for pipelined in [false, true] {
+            let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+                .await
+                .unwrap();
+            if pipelined {
+                // A query sent just before Terminate is still answered, as PostgreSQL does.
+                raw.queue(&pgbastion_wire::FrontendMessage::Query("SELECT 1".into()))
+                    .unwrap();
+            }
+            raw.send(&pgbastion_wire::FrontendMessage::Terminate)
+                .await
+                .unwrap();
+            let mut after = Vec::new();
+            loop {
+                match raw.read().await {
+                    Ok(message) => after.push(message),
+                    Err(pgbastion_testkit::RawClientError::Closed) => break,
+                    Err(other) => panic!("after Terminate: {other}"),
+                }
+            }
+            assert!(
+                !after
+                    .iter()
+                    .any(|m| matches!(m, pgbastion_wire::BackendMessage::ErrorResponse(_))),
+                "an error after the client's own Terminate: {after:?}"
+            );
+            assert_eq!(after.len(), if pipelined { 4 } else { 0 }, "{after:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_run_right_after_a_cancel_returns_is_not_cancelled() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &trust_route(&cluster, "")).await;
+    within("late cancel", async {
+        let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+            .await
+            .unwrap();
+        for round in 0..5 {
+            // The session is idle: the cancel must land (and do nothing) before the cancel
+            // connection closes, not during the next statement.
+            raw.cancel(proxy.addr).await.unwrap();
+            let messages = raw.simple_query("SELECT pg_sleep(0.2)").await.unwrap();
+            assert!(
+                !messages
+                    .iter()
+                    .any(|m| matches!(m, pgbastion_wire::BackendMessage::ErrorResponse(_))),
+                "round {round}: a late cancel hit the next statement: {messages:?}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_sessions_see_their_backends_real_pid() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &trust_route(&cluster, "")).await;
+    within("real pid", async {
+        let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+            .await
+            .unwrap();
+        let minted = raw.backend_key.clone().unwrap();
+        let rows = raw.simple_query("SELECT pg_backend_pid()").await.unwrap();
+        assert_eq!(minted.process_id.to_string(), data_value(&rows));
+        // A NOTIFY from one's own session names one's own backend PID.
+        raw.simple_query("LISTEN here").await.unwrap();
+        let messages = raw.simple_query("NOTIFY here, 'hi'").await.unwrap();
+        let sender = messages.iter().find_map(|m| match m {
+            pgbastion_wire::BackendMessage::NotificationResponse { process_id, .. } => {
+                Some(*process_id)
+            }
+            _ => None,
+        });
+        assert_eq!(sender, Some(minted.process_id), "{messages:?}");
+        // And another session can end this one by that PID.
+        let other = connect(proxy.addr, "postgres", None, "postgres")
+            .await
+            .unwrap();
+        let pid = i32::try_from(minted.process_id).unwrap();
+        let ended: bool = other
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(ended);
     })
     .await;
 }

@@ -142,3 +142,70 @@ backend = "postgres://127.0.0.1:{port}/postgres?sslmode=disable"
         "plaintext with require_tls: {plaintext:?}"
     );
 }
+
+/// libpq 17's `PQcancelBlocking` and psycopg's `cancel_safe()` report "unexpected eof" when a
+/// cancel connection over TLS ends without close_notify, although the query was cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_over_tls_is_closed_with_close_notify() {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    let ca = TestCa::new("pgbastion test CA").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ca.server_cert(&["localhost"])
+        .unwrap()
+        .write_files(dir.path(), "server")
+        .unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[listener]]\naddress = \"127.0.0.1:0\"\n\
+             tls = {{ cert = \"server.crt\", key = \"server.key\" }}\n\n\
+             [[route]]\nauth = \"trust\"\nbackend = \"{}\"\n",
+            backend_url(&cluster, "postgres", None, "postgres")
+        ),
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.cert_der())).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    within("cancel over TLS", async {
+        let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .await
+            .unwrap();
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"S");
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let server = ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(server, tcp).await.unwrap();
+        let mut packet = bytes::BytesMut::new();
+        pgbastion_wire::StartupPacket::CancelRequest(pgbastion_wire::CancelKey::new(
+            1,
+            vec![1, 2, 3, 4],
+        ))
+        .encode(&mut packet)
+        .unwrap();
+        tls.write_all(&packet).await.unwrap();
+        let mut rest = Vec::new();
+        let end = tls.read_to_end(&mut rest).await;
+        assert!(
+            end.is_ok(),
+            "the cancel connection ended without close_notify: {end:?}"
+        );
+        assert!(rest.is_empty());
+    })
+    .await;
+}

@@ -284,7 +284,8 @@ impl RawClient {
     }
 
     /// Sends a CancelRequest for this connection's backend key over a new connection to
-    /// `addr`.
+    /// `addr`, then waits (as libpq and asyncpg do) until the server closes that connection:
+    /// PostgreSQL closes it only after it has signalled the backend.
     pub async fn cancel(&self, addr: SocketAddr) -> Result<(), RawClientError> {
         let key = self
             .backend_key
@@ -293,6 +294,9 @@ impl RawClient {
         let mut canceller = Self::connect(addr).await?;
         canceller
             .send_packet(&StartupPacket::CancelRequest(key))
-            .await
+            .await?;
+        let mut rest = Vec::new();
+        canceller.stream.read_to_end(&mut rest).await?;
+        Ok(())
     }
 }

@@ -18,6 +18,8 @@
 //! - **Startup packets** ([`StartupPacket`]): the untagged StartupMessage, SSLRequest,
 //!   GSSENCRequest and CancelRequest (with protocol 3.2's variable-length [`CancelKey`]s),
 //!   framed by [`StartupPacket::split`] with PostgreSQL's 10000-byte limit.
+//! - **Relays** ([`scanner`]): [`FrameScanner`] follows message boundaries in a forwarded
+//!   stream, either direction, without buffering it.
 //! - **Errors to clients**: [`ErrorResponse`] with every field, [`Severity`] and [`SqlState`].
 //!
 //! Decoding never panics: malformed input yields a [`DecodeError`]. Encoding back-patches
@@ -50,6 +52,7 @@ pub mod frame;
 pub mod frontend;
 pub mod limits;
 pub mod reader;
+pub mod scanner;
 pub mod sqlstate;
 pub mod startup;
 pub mod writer;
@@ -64,5 +67,6 @@ pub use error::{DecodeError, EncodeError};
 pub use error_response::{ErrorField, ErrorResponse, Severity};
 pub use frame::{Frame, FrameDecoder, RawFrame, RawFrames};
 pub use frontend::{FrontendMessage, FrontendTag, Target};
+pub use scanner::{Direction, FrameScanner};
 pub use sqlstate::SqlState;
 pub use startup::{CancelKey, ProtocolVersion, StartupMessage, StartupPacket};

@@ -1,0 +1,194 @@
+//! [`FrameScanner`]: follows message boundaries in a relayed byte stream without buffering
+//! it, for a relay that forwards whole reads but must know what passed: the backend's
+//! transaction status, whether the client has said Terminate, whether a message is cut in
+//! half.
+//!
+//! Sans-IO: feed it the bytes as they are forwarded, in any split; it keeps only the
+//! current message's 5-byte header.
+
+use crate::backend::TransactionStatus;
+
+/// Which side of the protocol a stream comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to server (after the startup packet: every message is tagged).
+    Frontend,
+    /// Server to client.
+    Backend,
+}
+
+/// The tag of a client's Terminate message.
+const TERMINATE: u8 = b'X';
+/// The tag of a server's ReadyForQuery message.
+const READY_FOR_QUERY: u8 = b'Z';
+
+/// Tracks message boundaries in one direction of a relayed stream.
+#[derive(Debug, Clone)]
+pub struct FrameScanner {
+    direction: Direction,
+    header: [u8; 5],
+    have: usize,
+    remaining: usize,
+    tag: u8,
+    last_complete: Option<u8>,
+    status: Option<TransactionStatus>,
+    terminated: bool,
+}
+
+impl FrameScanner {
+    /// A scanner for a stream that starts at a message boundary.
+    pub fn new(direction: Direction) -> Self {
+        Self {
+            direction,
+            header: [0; 5],
+            have: 0,
+            remaining: 0,
+            tag: 0,
+            last_complete: None,
+            status: None,
+            terminated: false,
+        }
+    }
+
+    /// Feeds the next bytes of the stream.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let take = self.remaining.min(data.len());
+                if self.tag == READY_FOR_QUERY && self.direction == Direction::Backend {
+                    // The status is the body's last (and only) byte.
+                    if let Some(&byte) = data[..take].last().filter(|_| take == self.remaining) {
+                        self.status = TransactionStatus::from_byte(byte).ok();
+                    }
+                }
+                self.remaining -= take;
+                data = &data[take..];
+                if self.remaining == 0 {
+                    self.complete();
+                }
+                continue;
+            }
+            let take = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
+            self.have += take;
+            data = &data[take..];
+            if self.have == 5 {
+                self.start_message();
+            }
+        }
+    }
+
+    fn start_message(&mut self) {
+        self.have = 0;
+        self.tag = self.header[0];
+        let [_, a, b, c, d] = self.header;
+        let len = u32::from_be_bytes([a, b, c, d]);
+        self.remaining = usize::try_from(len).unwrap_or(usize::MAX).saturating_sub(4);
+        if self.remaining == 0 {
+            self.complete();
+        }
+    }
+
+    fn complete(&mut self) {
+        self.last_complete = Some(self.tag);
+        if self.tag == TERMINATE && self.direction == Direction::Frontend {
+            self.terminated = true;
+        }
+    }
+
+    /// Whether the stream is between two messages.
+    pub fn at_boundary(&self) -> bool {
+        self.have == 0 && self.remaining == 0
+    }
+
+    /// The status of the last ReadyForQuery seen (backend streams).
+    pub fn status(&self) -> Option<TransactionStatus> {
+        self.status
+    }
+
+    /// The tag of the last complete message, if any.
+    pub fn last_tag(&self) -> Option<u8> {
+        self.last_complete
+    }
+
+    /// Whether a complete Terminate has passed (frontend streams): from then on the client
+    /// expects nothing but the end of the connection.
+    pub fn terminated(&self) -> bool {
+        self.terminated
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend_stream() -> Vec<u8> {
+        let mut stream = Vec::new();
+        stream.extend_from_slice(b"C\0\0\0\x0dSELECT 1\0");
+        stream.extend_from_slice(b"Z\0\0\0\x05T");
+        stream.extend_from_slice(b"D\0\0\0\x06\0\0");
+        stream
+    }
+
+    #[test]
+    fn backend_scanner_follows_messages_across_every_split() {
+        let stream = backend_stream();
+        for split in 0..stream.len() {
+            let mut scanner = FrameScanner::new(Direction::Backend);
+            scanner.feed(&stream[..split]);
+            scanner.feed(&stream[split..]);
+            assert_eq!(scanner.status(), Some(TransactionStatus::InTransaction));
+            assert_eq!(scanner.last_tag(), Some(b'D'));
+            assert!(scanner.at_boundary());
+        }
+        let mut scanner = FrameScanner::new(Direction::Backend);
+        scanner.feed(&stream[..stream.len() - 1]);
+        assert!(!scanner.at_boundary());
+        assert_eq!(scanner.last_tag(), Some(b'Z'));
+    }
+
+    #[test]
+    fn a_status_byte_split_from_its_header_is_still_read() {
+        let mut scanner = FrameScanner::new(Direction::Backend);
+        for byte in b"Z\0\0\0\x05E" {
+            scanner.feed(&[*byte]);
+        }
+        assert_eq!(scanner.status(), Some(TransactionStatus::Failed));
+    }
+
+    #[test]
+    fn frontend_scanner_sees_terminate_only_when_complete_and_at_a_boundary() {
+        // A Query whose text contains an 'X' header look-alike, then Terminate.
+        let mut stream = Vec::new();
+        stream.extend_from_slice(b"Q\0\0\0\x0eX\0\0\0\x04ab\0\0\0");
+        let query_end = stream.len();
+        stream.extend_from_slice(b"X\0\0\0\x04");
+        for split in 0..stream.len() {
+            let mut scanner = FrameScanner::new(Direction::Frontend);
+            scanner.feed(&stream[..split]);
+            assert!(!scanner.terminated(), "split at {split}");
+            scanner.feed(&stream[split..]);
+            assert!(scanner.terminated(), "split at {split}");
+        }
+        let mut scanner = FrameScanner::new(Direction::Frontend);
+        scanner.feed(&stream[..query_end]);
+        assert!(!scanner.terminated());
+        assert_eq!(scanner.last_tag(), Some(b'Q'));
+    }
+
+    #[test]
+    fn backend_streams_never_count_as_terminated() {
+        let mut scanner = FrameScanner::new(Direction::Backend);
+        scanner.feed(b"X\0\0\0\x04");
+        assert!(!scanner.terminated());
+    }
+
+    #[test]
+    fn a_huge_declared_length_does_not_overflow() {
+        let mut scanner = FrameScanner::new(Direction::Frontend);
+        scanner.feed(b"d\xff\xff\xff\xff");
+        scanner.feed(&[0; 100]);
+        assert!(!scanner.at_boundary());
+        assert_eq!(scanner.last_tag(), None);
+    }
+}
