@@ -10,6 +10,7 @@ use pgbastion_gateway::{
     AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow, HookError, HookResult,
     Hooks,
 };
+use pgbastion_jwt::JwtError;
 use pgbastion_wire::SqlState;
 
 use crate::auth_query;
@@ -124,6 +125,28 @@ fn unauthenticated_refusal(error: &BackendError, user: &str) -> HookError {
     }
 }
 
+/// Why a token was refused, for the client. What is wrong with the token itself is the
+/// client's to know; a key-loading failure (it names files and URLs) is the operator's.
+fn token_refusal(error: &JwtError) -> HookError {
+    let message = match error {
+        JwtError::Malformed(_)
+        | JwtError::UnsupportedAlgorithm(_)
+        | JwtError::UnknownKey(_)
+        | JwtError::KeyMismatch(_)
+        | JwtError::BadSignature
+        | JwtError::MissingClaim(_)
+        | JwtError::Expired
+        | JwtError::NotYetValid
+        | JwtError::WrongIssuer
+        | JwtError::WrongAudience => format!("token refused: {error}"),
+        JwtError::KeyLoad(_) | JwtError::Fetch(_) => {
+            tracing::warn!(%error, "token keys unavailable while checking a token");
+            "token refused: the keys to check it are not available".to_owned()
+        }
+    };
+    HookError::new(SqlState::INVALID_PASSWORD, message)
+}
+
 /// PostgreSQL's refusal of a wrong password.
 fn password_failed(user: &str) -> HookError {
     HookError::new(
@@ -198,9 +221,7 @@ impl ProxyHooks {
             .tokens
             .as_ref()
             .ok_or_else(|| refused("token authentication is not configured"))?;
-        let claims = tokens.verify(token).map_err(|e| {
-            HookError::new(SqlState::INVALID_PASSWORD, format!("token refused: {e}"))
-        })?;
+        let claims = tokens.verify(token).map_err(|e| token_refusal(&e))?;
         let user = credential.user();
         match claims.get(&tokens.claim) {
             Some(value) if value == user => {}
@@ -421,5 +442,84 @@ impl Hooks for ProxyHooks {
         // ReadyForQuery once the backend is connected.
         let _ = conn;
         async { Ok(Flow::Handled) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgbastion_wire::{ErrorResponse, Severity};
+
+    fn refused_by_backend(code: SqlState, message: &str) -> BackendError {
+        BackendError::Refused(ErrorResponse::new(Severity::Fatal, code, message))
+    }
+
+    #[test]
+    fn unauthenticated_clients_hear_nothing_of_the_backend() {
+        let io = |kind| std::io::Error::new(kind, "at 10.0.0.5");
+        let table = [
+            (
+                refused_by_backend(
+                    SqlState::INVALID_PASSWORD,
+                    "password authentication failed for user \"tenant_role\"",
+                ),
+                "28P01",
+                "password authentication failed for user \"alice\"",
+            ),
+            (
+                refused_by_backend(
+                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "no pg_hba.conf entry for host \"10.0.0.9\", user \"tenant_role\"",
+                ),
+                "28P01",
+                "password authentication failed for user \"alice\"",
+            ),
+            (
+                refused_by_backend(
+                    SqlState::INVALID_CATALOG_NAME,
+                    "database \"tenant_7\" does not exist",
+                ),
+                "3D000",
+                "the backend refused the login (pgbastion's log has the details)",
+            ),
+            (
+                BackendError::Connect {
+                    address: "10.0.0.5:5432".into(),
+                    source: io(std::io::ErrorKind::ConnectionRefused),
+                },
+                "08001",
+                "could not connect to the backend: connection refused",
+            ),
+            (
+                BackendError::Timeout("10.0.0.5:5432".into()),
+                "08001",
+                "the backend did not complete login in time",
+            ),
+        ];
+        for (error, code, message) in table {
+            let refusal = unauthenticated_refusal(&error, "alice");
+            assert_eq!(
+                (refusal.code.as_str(), refusal.message.as_str()),
+                (code, message),
+                "{error}"
+            );
+        }
+        let tls = BackendError::Tls {
+            address: "10.0.0.5:5432".into(),
+            message: "certs/t1.crt does not exist".into(),
+        };
+        let refusal = unauthenticated_refusal(&tls, "alice");
+        assert!(!refusal.message.contains("10.0.0.5") && !refusal.message.contains("certs/"));
+    }
+
+    #[test]
+    fn token_key_failures_do_not_reach_the_client() {
+        let refusal = token_refusal(&JwtError::KeyLoad(
+            "/etc/pgbastion/jwks.pem: unreadable".into(),
+        ));
+        assert_eq!(refusal.code, SqlState::INVALID_PASSWORD);
+        assert!(!refusal.message.contains("/etc"), "{}", refusal.message);
+        let refusal = token_refusal(&JwtError::Expired);
+        assert_eq!(refusal.message, "token refused: token has expired");
     }
 }
