@@ -305,3 +305,48 @@ async fn read_answer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer_key(user: &str) -> (String, String) {
+        ("1|target|db".to_owned(), user.to_owned())
+    }
+
+    #[test]
+    fn answers_are_remembered_and_bounded() {
+        let lookups = Lookups::default();
+        assert!(lookups.remembered(&answer_key("erin")).is_none());
+        lookups.remember(answer_key("erin"), None);
+        assert_eq!(
+            lookups.remembered(&answer_key("erin")).map(|s| s.is_none()),
+            Some(true),
+            "\"no such user\" is remembered too"
+        );
+        for n in 0..2 * MAX_REMEMBERED {
+            lookups.remember(answer_key(&format!("user{n}")), None);
+        }
+        assert_eq!(
+            lookups.with_state(|state| state.answers.len()),
+            MAX_REMEMBERED
+        );
+    }
+
+    #[test]
+    fn a_failed_login_pauses_lookups_on_that_key_only() {
+        let lookups = Lookups::default();
+        lookups.mark_failed("a".to_owned());
+        assert!(lookups.paused("a"));
+        assert!(!lookups.paused("b"));
+        lookups.keep("a".to_owned(), None);
+        assert!(!lookups.paused("a"), "a successful lookup ends the pause");
+        for n in 0..2 * MAX_LOGIN_KEYS {
+            lookups.mark_failed(format!("key{n}"));
+        }
+        assert_eq!(
+            lookups.with_state(|state| state.failed.len()),
+            MAX_LOGIN_KEYS
+        );
+    }
+}
