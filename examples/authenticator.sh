@@ -1,7 +1,8 @@
 #!/bin/sh
 # A sample external authenticator for examples/external.toml (POSIX sh).
-# stdin:  the client's startup parameters, then _SOURCE_CRED (password, or md5 response)
-#         and _SOURCE_SALT (hex; 00000000 for cleartext), one key=value per line.
+# stdin:  _SOURCE_CRED (password, or md5 response) and _SOURCE_SALT (hex; 00000000 for
+#         cleartext), then the client's startup parameters, one key=value per line. Client
+#         parameters never have names starting with _ (pgbastion leaves those out).
 # stdout: the backend's startup parameters, _META_TARGET_HOST=host:port and
 #         _META_TARGET_CRED (a password, or an md5 hash "md5" + md5(password + user)).
 # exit 0 to accept, anything else to refuse.

@@ -1,7 +1,8 @@
 //! The external authenticator contract (pgAuthProxy's): the command gets the client's startup
 //! parameters and credential as `key=value` lines on stdin and answers with the backend's
 //! startup parameters and `_META_TARGET_HOST` / `_META_TARGET_CRED` on stdout. A non-zero
-//! exit, a timeout or malformed output refuses the client.
+//! exit, a timeout or malformed output refuses the client. Names starting with `_` belong to
+//! pgbastion: client parameters never use them (see [`Input`]).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,7 +13,8 @@ use tokio::process::Command;
 
 /// What the client presented.
 pub struct Input<'a> {
-    /// The client's startup parameters.
+    /// The client's startup parameters. Those whose names start with `_` are not passed on
+    /// (they would pose as pgbastion's own values), nor those holding a line break.
     pub parameters: &'a [(String, String)],
     /// `_SOURCE_CRED`: the password, or the md5 response.
     pub credential: &'a str,
@@ -83,17 +85,7 @@ pub async fn run(
         .kill_on_drop(true)
         .spawn()
         .map_err(ExternalError::Spawn)?;
-    let mut text = String::new();
-    for (key, value) in input.parameters {
-        if !key.contains(['=', '\n']) && !value.contains('\n') {
-            text.push_str(&format!("{key}={value}\n"));
-        }
-    }
-    text.push_str(&format!(
-        "_SOURCE_CRED={}\n",
-        input.credential.replace('\n', "")
-    ));
-    text.push_str(&format!("_SOURCE_SALT={}\n", hex(&input.salt)));
+    let text = stdin_text(input);
     let mut stdin = child
         .stdin
         .take()
@@ -122,6 +114,46 @@ pub async fn run(
         return Err(ExternalError::Refused(status.to_string()));
     }
     parse_output(&output)
+}
+
+/// The authenticator's input: pgbastion's own `_SOURCE_CRED` and `_SOURCE_SALT` first, then
+/// the client's startup parameters. Names starting with `_` are pgbastion's (pgAuthProxy's
+/// `_SOURCE_*` and `_META_*`), so a client parameter with such a name is left out; so is one
+/// that could start a line of its own in any line reader. Authenticators that keep the first
+/// occurrence of a key and those that keep the last both see pgbastion's values.
+fn stdin_text(input: &Input<'_>) -> String {
+    let credential: String = input
+        .credential
+        .chars()
+        .filter(|&c| !is_line_break(c))
+        .collect();
+    let mut text = format!(
+        "_SOURCE_CRED={credential}\n_SOURCE_SALT={}\n",
+        hex(&input.salt)
+    );
+    for (key, value) in input.parameters {
+        if is_client_line(key, value) {
+            text.push_str(&format!("{key}={value}\n"));
+        }
+    }
+    text
+}
+
+fn is_client_line(key: &str, value: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('_')
+        && !key.contains('=')
+        && !key.chars().chain(value.chars()).any(is_line_break)
+}
+
+/// Every character some line reader ends a line at (Python's `str.splitlines` has the
+/// longest list; shell `read` and Go's scanner stop at `\n`).
+fn is_line_break(c: char) -> bool {
+    matches!(
+        c,
+        '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{1c}'
+            ..='\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+    )
 }
 
 fn parse_output(output: &str) -> Result<Decision, ExternalError> {
@@ -222,6 +254,28 @@ mod tests {
         assert_eq!(decision.host.as_deref(), Some("db.internal:6000"));
         assert_eq!(decision.credential.as_deref(), Some("md5abc"));
         assert!(!format!("{decision:?}").contains("md5abc"));
+    }
+
+    #[test]
+    fn client_parameters_never_share_pgbastions_names_or_lines() {
+        let parameters: Vec<(String, String)> = [
+            ("_SOURCE_CRED", "forged"),
+            ("_META_TARGET_HOST", "evil:5432"),
+            ("application_name", "x\r_SOURCE_CRED=forged"),
+            ("options", "a\u{2028}_SOURCE_SALT=00000000"),
+            ("user", "alice"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        let input = Input {
+            parameters: &parameters,
+            credential: "pw\ruser=admin",
+            salt: [1, 2, 3, 4],
+        };
+        assert_eq!(
+            stdin_text(&input),
+            "_SOURCE_CRED=pwuser=admin\n_SOURCE_SALT=01020304\nuser=alice\n"
+        );
     }
 
     #[tokio::test]

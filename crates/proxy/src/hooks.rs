@@ -10,14 +10,15 @@ use pgbastion_gateway::{
     AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow, HookError, HookResult,
     Hooks,
 };
+use pgbastion_jwt::JwtError;
 use pgbastion_wire::SqlState;
 
 use crate::auth_query;
-use crate::backend::{BackendConn, BackendSecret};
+use crate::backend::{BackendConn, BackendError, BackendSecret};
 use crate::config::{AuthMode, ExternalMethod};
 use crate::external;
 use crate::limits::ConnectionLimiter;
-use crate::route::{Captures, MatchInput, Route};
+use crate::route::{AuthQuery, Captures, MatchInput, Route};
 use crate::session::{self, Shared};
 
 /// The route a connection matched, and its captures.
@@ -83,6 +84,77 @@ fn refused(message: impl Into<String>) -> HookError {
     HookError::new(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, message)
 }
 
+/// Routes whose authentication sends a secret in clear refuse plaintext clients unless the
+/// route says `insecure = true`.
+fn require_tls_for_secrets(route: &Route, state: &ConnectionState) -> HookResult<()> {
+    if route.auth.secret_in_clear() && !route.insecure && state.tls.is_none() {
+        return Err(refused(format!(
+            "{} takes secrets in clear and accepts only TLS connections (connect with sslmode=require)",
+            route.describe()
+        )));
+    }
+    Ok(())
+}
+
+/// What a client that has not authenticated yet is told when a backend login made to check
+/// its credential failed. The backend's own refusals name the role it was mapped to, the
+/// proxy's address and the database: an authentication refusal (class 28) becomes
+/// PostgreSQL's answer for the user the client sent, any other keeps its SQLSTATE and loses
+/// its words. The proxy's own messages (connect, timeout, TLS) never hold an address or path.
+/// The log line of the failure keeps everything.
+fn unauthenticated_refusal(error: &BackendError, user: &str) -> HookError {
+    match error {
+        BackendError::Refused(response) => match response.sqlstate() {
+            Some(code) if code.class() == "28" => password_failed(user),
+            code => HookError::new(
+                code.unwrap_or(SqlState::SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION),
+                "the backend refused the login (pgbastion's log has the details)",
+            ),
+        },
+        BackendError::Connect { .. }
+        | BackendError::Timeout(_)
+        | BackendError::Tls { .. }
+        | BackendError::Auth(_)
+        | BackendError::Protocol(_) => {
+            let response = error.to_client();
+            HookError::new(
+                response.sqlstate().unwrap_or(SqlState::CONNECTION_FAILURE),
+                response.message(),
+            )
+        }
+    }
+}
+
+/// Why a token was refused, for the client. What is wrong with the token itself is the
+/// client's to know; a key-loading failure (it names files and URLs) is the operator's.
+fn token_refusal(error: &JwtError) -> HookError {
+    let message = match error {
+        JwtError::Malformed(_)
+        | JwtError::UnsupportedAlgorithm(_)
+        | JwtError::UnknownKey(_)
+        | JwtError::KeyMismatch(_)
+        | JwtError::BadSignature
+        | JwtError::MissingClaim(_)
+        | JwtError::Expired
+        | JwtError::NotYetValid
+        | JwtError::WrongIssuer
+        | JwtError::WrongAudience => format!("token refused: {error}"),
+        JwtError::KeyLoad(_) | JwtError::Fetch(_) => {
+            tracing::warn!(%error, "token keys unavailable while checking a token");
+            "token refused: the keys to check it are not available".to_owned()
+        }
+    };
+    HookError::new(SqlState::INVALID_PASSWORD, message)
+}
+
+/// PostgreSQL's refusal of a wrong password.
+fn password_failed(user: &str) -> HookError {
+    HookError::new(
+        SqlState::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
 impl ProxyHooks {
     fn start(&self, state: &mut ConnectionState) -> HookResult<()> {
         let permit = self
@@ -106,12 +178,7 @@ impl ProxyHooks {
                 client.database()
             )));
         };
-        if route.auth.secret_in_clear() && !route.insecure && state.tls.is_none() {
-            return Err(refused(format!(
-                "{} takes secrets in clear and accepts only TLS connections (connect with sslmode=require)",
-                route.describe()
-            )));
-        }
+        require_tls_for_secrets(route, state)?;
         let chosen = Chosen {
             route: route.clone(),
             captures,
@@ -154,9 +221,7 @@ impl ProxyHooks {
             .tokens
             .as_ref()
             .ok_or_else(|| refused("token authentication is not configured"))?;
-        let claims = tokens.verify(token).map_err(|e| {
-            HookError::new(SqlState::INVALID_PASSWORD, format!("token refused: {e}"))
-        })?;
+        let claims = tokens.verify(token).map_err(|e| token_refusal(&e))?;
         let user = credential.user();
         match claims.get(&tokens.claim) {
             Some(value) if value == user => {}
@@ -180,12 +245,40 @@ impl ProxyHooks {
                     "no route for user \"{user}\" with this token's claims"
                 ))
             })?;
+        // The token was read on the route chosen without claims; the rule is the final
+        // route's, which may be stricter.
+        require_tls_for_secrets(route, state)?;
         state.extensions.insert(Chosen {
             route: route.clone(),
             captures,
         });
         state.extensions.insert(TokenClaims(claims));
         Ok(true)
+    }
+
+    /// The auth_query verifier of `user` on the route's backend.
+    async fn lookup(
+        &self,
+        query: &AuthQuery,
+        route: &Route,
+        captures: &Captures,
+        user: &str,
+        database: &str,
+    ) -> Result<Option<ScramSecret>, auth_query::LookupError> {
+        let target = session::backend_target(route, captures, user, database)?;
+        let database = target.database.as_deref().unwrap_or(database);
+        let lookup = auth_query::Lookup {
+            query,
+            route: route.number,
+            target: &target,
+            database,
+            user,
+            timeout: route.connect_timeout,
+        };
+        self.shared
+            .lookups
+            .fetch(&lookup, &self.shared.connector)
+            .await
     }
 
     async fn passthrough(
@@ -207,11 +300,7 @@ impl ProxyHooks {
             }
             Err(error) => {
                 tracing::warn!(client = %state.client_addr, %error, "passthrough: backend login failed");
-                let response = error.to_client();
-                Err(HookError::new(
-                    response.sqlstate().unwrap_or(SqlState::INVALID_PASSWORD),
-                    response.message(),
-                ))
+                Err(unauthenticated_refusal(&error, credential.user()))
             }
         }
     }
@@ -316,45 +405,32 @@ impl Hooks for ProxyHooks {
         &self,
         state: &ConnectionState,
     ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
-        let user = state
+        let client = state
             .client
             .as_ref()
-            .map(|c| c.user().to_owned())
-            .unwrap_or_default();
+            .map(|c| (c.user().to_owned(), c.database().to_owned()));
         let chosen = state.extensions.get::<Chosen>().cloned();
-        let database = state
-            .client
-            .as_ref()
-            .map(|c| c.database().to_owned())
-            .unwrap_or_default();
         async move {
-            let Some(Chosen { route, captures }) = chosen else {
+            let (Some((user, database)), Some(Chosen { route, captures })) = (client, chosen)
+            else {
                 return Ok(None);
             };
             let Some(query) = &route.auth_query else {
                 return Ok(self.shared.users.scram_secret(&user));
             };
-            let fetched = async {
-                let target = session::backend_target(&route, &captures, &user, &database)?;
-                let db = target.database.clone().unwrap_or(database);
-                auth_query::fetch_secret(
-                    query,
-                    &target,
-                    &db,
-                    &user,
-                    route.connect_timeout,
-                    &self.shared.connector,
-                )
+            match self
+                .lookup(query, &route, &captures, &user, &database)
                 .await
-            };
-            fetched.await.map_err(|error| {
-                tracing::warn!(%user, %error, "auth_query failed");
-                let response = error.to_client();
-                HookError::new(
-                    response.sqlstate().unwrap_or(SqlState::CONNECTION_FAILURE),
-                    format!("auth_query: {}", response.message()),
-                )
-            })
+            {
+                Ok(secret) => Ok(secret),
+                Err(error) => {
+                    // As PostgreSQL does when it cannot read a password: the exchange runs
+                    // against a decoy and the client hears only that its password failed.
+                    // The lookup role, the backend's words and its address stay in the log.
+                    tracing::warn!(?user, route = route.number, %error, "auth_query failed; refusing the client as for a wrong password");
+                    Ok(None)
+                }
+            }
         }
     }
 
@@ -366,5 +442,84 @@ impl Hooks for ProxyHooks {
         // ReadyForQuery once the backend is connected.
         let _ = conn;
         async { Ok(Flow::Handled) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgbastion_wire::{ErrorResponse, Severity};
+
+    fn refused_by_backend(code: SqlState, message: &str) -> BackendError {
+        BackendError::Refused(ErrorResponse::new(Severity::Fatal, code, message))
+    }
+
+    #[test]
+    fn unauthenticated_clients_hear_nothing_of_the_backend() {
+        let io = |kind| std::io::Error::new(kind, "at 10.0.0.5");
+        let table = [
+            (
+                refused_by_backend(
+                    SqlState::INVALID_PASSWORD,
+                    "password authentication failed for user \"tenant_role\"",
+                ),
+                "28P01",
+                "password authentication failed for user \"alice\"",
+            ),
+            (
+                refused_by_backend(
+                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                    "no pg_hba.conf entry for host \"10.0.0.9\", user \"tenant_role\"",
+                ),
+                "28P01",
+                "password authentication failed for user \"alice\"",
+            ),
+            (
+                refused_by_backend(
+                    SqlState::INVALID_CATALOG_NAME,
+                    "database \"tenant_7\" does not exist",
+                ),
+                "3D000",
+                "the backend refused the login (pgbastion's log has the details)",
+            ),
+            (
+                BackendError::Connect {
+                    address: "10.0.0.5:5432".into(),
+                    source: io(std::io::ErrorKind::ConnectionRefused),
+                },
+                "08001",
+                "could not connect to the backend: connection refused",
+            ),
+            (
+                BackendError::Timeout("10.0.0.5:5432".into()),
+                "08001",
+                "the backend did not complete login in time",
+            ),
+        ];
+        for (error, code, message) in table {
+            let refusal = unauthenticated_refusal(&error, "alice");
+            assert_eq!(
+                (refusal.code.as_str(), refusal.message.as_str()),
+                (code, message),
+                "{error}"
+            );
+        }
+        let tls = BackendError::Tls {
+            address: "10.0.0.5:5432".into(),
+            message: "certs/t1.crt does not exist".into(),
+        };
+        let refusal = unauthenticated_refusal(&tls, "alice");
+        assert!(!refusal.message.contains("10.0.0.5") && !refusal.message.contains("certs/"));
+    }
+
+    #[test]
+    fn token_key_failures_do_not_reach_the_client() {
+        let refusal = token_refusal(&JwtError::KeyLoad(
+            "/etc/pgbastion/jwks.pem: unreadable".into(),
+        ));
+        assert_eq!(refusal.code, SqlState::INVALID_PASSWORD);
+        assert!(!refusal.message.contains("/etc"), "{}", refusal.message);
+        let refusal = token_refusal(&JwtError::Expired);
+        assert_eq!(refusal.message, "token refused: token has expired");
     }
 }

@@ -62,6 +62,7 @@ impl Proxy {
             oauth_scope,
             cancel: Arc::new(CancelRegistry::default()),
             connector: Connector::new(settings.dir),
+            lookups: Default::default(),
         });
         Ok(Self {
             shared,

@@ -38,6 +38,8 @@ pub struct Shared {
     pub cancel: Arc<CancelRegistry>,
     /// Backend logins (TLS configurations, SCRAM key cache).
     pub connector: Connector,
+    /// auth_query verifier lookups (kept connections, remembered answers).
+    pub lookups: crate::auth_query::Lookups,
 }
 
 /// One listener's view: its handshake policy, its limits and its hooks.

@@ -338,3 +338,103 @@ async fn a_per_tenant_ca_file_is_chosen_per_connection_and_a_missing_one_is_0800
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passthrough_refusal_names_the_client_user_and_not_the_mapped_role() {
+    let cluster = Cluster::builder()
+        .hba(&["host all tenant_role 127.0.0.1/32 scram-sha-256"])
+        .user("tenant_role", "tenant pw", PasswordEncryption::ScramSha256)
+        .start()
+        .unwrap();
+    cluster.execute_sql("CREATE ROLE unlisted LOGIN").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The second route's role has no pg_hba.conf line: PostgreSQL's refusal names the
+    // proxy's address, the role and the database.
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            r#"
+[[route]]
+match = {{ database = "nohba" }}
+auth = "passthrough"
+insecure = true
+backend = "postgres://unlisted@127.0.0.1:{port}/postgres?sslmode=disable"
+
+[[route]]
+auth = "passthrough"
+insecure = true
+backend = "postgres://tenant_role@127.0.0.1:{port}/postgres?sslmode=disable"
+"#,
+            port = cluster.port()
+        ),
+    )
+    .await;
+    within("passthrough refusals", async {
+        for database in ["postgres", "nohba"] {
+            let (sqlstate, message) = refusal(proxy.addr, "alice", Some("flat"), database).await;
+            assert_eq!(
+                (sqlstate.as_str(), message.as_str()),
+                ("28P01", "password authentication failed for user \"alice\""),
+                "{database}: what PostgreSQL says for the client's own user"
+            );
+        }
+        let user = current_user(proxy.addr, "alice", Some("tenant pw"), "postgres").await;
+        assert_eq!(user, "tenant_role", "still serving");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_parameter_named_like_an_authenticator_input_cannot_feed_it() {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Like many authenticators, this one keeps the first occurrence of each key.
+    let script = write_authenticator(
+        dir.path(),
+        "first.sh",
+        "while IFS= read -r line; do\n  k=${line%%=*}; v=${line#*=}\n\
+         case \"$k\" in _SOURCE_CRED) [ -z \"${cred+x}\" ] && cred=$v;; esac\ndone\n\
+         [ \"$cred\" = 'right pw' ] || exit 1\nexit 0\n",
+    );
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            "[[route]]\nauth = \"external\"\ninsecure = true\n\
+             backend = \"postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\n\
+             external = {{ command = [\"{}\"] }}\n",
+            cluster.port(),
+            script.display()
+        ),
+    )
+    .await;
+    within("external authenticator inputs", async {
+        let mut raw = pgbastion_testkit::RawClient::connect(proxy.addr)
+            .await
+            .unwrap();
+        raw.send_startup(&[
+            ("user", "mallory"),
+            ("database", "postgres"),
+            ("_SOURCE_CRED", "right pw"),
+        ])
+        .await
+        .unwrap();
+        let error = raw
+            .authenticate("mallory", Some("wrong"))
+            .await
+            .unwrap_err();
+        let error = error.server_error().unwrap_or_else(|| panic!("{error}"));
+        assert_eq!(
+            (error.sqlstate().unwrap().as_str(), error.message()),
+            (
+                "28P01",
+                "password authentication failed for user \"mallory\""
+            )
+        );
+        let user = current_user(proxy.addr, "postgres", Some("right pw"), "postgres").await;
+        assert_eq!(user, "postgres", "the real credential still works");
+    })
+    .await;
+}

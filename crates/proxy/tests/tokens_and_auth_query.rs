@@ -148,10 +148,13 @@ async fn oauthbearer_carries_the_token() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_query_scram_pass_through_without_a_stored_password() {
+/// A SCRAM cluster with the role `lookup` (password "lookup pw"), allowed to read verifiers
+/// through `public.get_secret`, and the role `erin` (password "erin's pw"). Connections are
+/// logged, so tests can count the lookup logins.
+fn auth_query_cluster() -> Cluster {
     let cluster = Cluster::builder()
         .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
+        .config("log_connections", "on")
         .user("lookup", "lookup pw", PasswordEncryption::ScramSha256)
         .user("erin", "erin's pw", PasswordEncryption::ScramSha256)
         .start()
@@ -164,17 +167,37 @@ async fn auth_query_scram_pass_through_without_a_stored_password() {
              GRANT EXECUTE ON FUNCTION public.get_secret(name) TO lookup",
         )
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("PGB_TEST_LOOKUP_PW", "lookup pw");
-    let config = format!(
+    cluster
+}
+
+/// A scram route on `cluster` whose auth_query logs in as `lookup` with `password`.
+fn auth_query_config(cluster: &Cluster, password: &str) -> String {
+    format!(
         r#"
 [[route]]
 auth = "scram"
 backend = "postgres://127.0.0.1:{}/postgres?sslmode=disable"
-auth_query = {{ query = "SELECT * FROM public.get_secret($1)", user = "lookup", password = "${{PGB_TEST_LOOKUP_PW}}" }}
+auth_query = {{ query = "SELECT * FROM public.get_secret($1)", user = "lookup", password = "{password}" }}
 "#,
         cluster.port()
-    );
+    )
+}
+
+/// How many times the cluster's log shows the auth_query role logging in.
+fn lookup_logins(cluster: &Cluster) -> usize {
+    cluster
+        .log_tail(100_000)
+        .lines()
+        .filter(|line| line.contains("connection authorized: user=lookup"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_scram_pass_through_without_a_stored_password() {
+    let cluster = auth_query_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("PGB_TEST_LOOKUP_PW", "lookup pw");
+    let config = auth_query_config(&cluster, "${PGB_TEST_LOOKUP_PW}");
     assert!(
         !config.contains("erin's pw"),
         "no client password in the config"
@@ -196,6 +219,131 @@ auth_query = {{ query = "SELECT * FROM public.get_secret($1)", user = "lookup", 
             .err()
             .unwrap();
         assert_eq!(code(&err), "28P01");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_auth_query_login_tells_the_client_only_the_generic_28p01() {
+    let cluster = auth_query_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &auth_query_config(&cluster, "not the lookup pw"),
+    )
+    .await;
+    within("auth_query with a wrong lookup password", async {
+        // Twice: the second answer shows the proxy kept serving after the first.
+        for _ in 0..2 {
+            let (sqlstate, message) =
+                refusal(proxy.addr, "erin", Some("erin's pw"), "postgres").await;
+            assert_eq!(
+                (sqlstate.as_str(), message.as_str()),
+                ("28P01", "password authentication failed for user \"erin\""),
+                "PostgreSQL's own words for the client's user, nothing about the lookup role"
+            );
+        }
+    })
+    .await;
+    let refused = cluster
+        .log_tail(100_000)
+        .matches("password authentication failed for user \"lookup\"")
+        .count();
+    assert_eq!(
+        refused, 1,
+        "the second client came within the pause after a failed lookup login"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_logins_in_a_row_reuse_one_lookup_connection() {
+    let cluster = auth_query_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &auth_query_config(&cluster, "lookup pw")).await;
+    within("auth_query lookups", async {
+        for _ in 0..5 {
+            let user = current_user(proxy.addr, "erin", Some("erin's pw"), "postgres").await;
+            assert_eq!(user, "erin");
+        }
+        for user in ["nobody", "somebody", "erin"] {
+            let (sqlstate, _) = refusal(proxy.addr, user, Some("guess"), "postgres").await;
+            assert_eq!(sqlstate, "28P01", "{user}");
+        }
+        let user = current_user(proxy.addr, "erin", Some("erin's pw"), "postgres").await;
+        assert_eq!(user, "erin", "still serving");
+    })
+    .await;
+    let logins = lookup_logins(&cluster);
+    eprintln!("9 client logins, {logins} auth_query logins");
+    assert!(
+        (1..=2).contains(&logins),
+        "9 client logins made {logins} auth_query logins"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_claims_move_a_plaintext_client_to_a_tls_only_route_is_refused() {
+    let issuer = TestIssuer::start().await;
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    cluster
+        .execute_sql("CREATE ROLE reader LOGIN; CREATE ROLE admin_role LOGIN")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    pgbastion_testkit::TestCa::new("front CA")
+        .unwrap()
+        .server_cert(&["localhost"])
+        .unwrap()
+        .write_files(dir.path(), "server")
+        .unwrap();
+    // Before the token is read both routes match (claims are not known yet), so the first,
+    // which accepts plaintext, is chosen; an "admin" token then moves the client to the
+    // second, which does not.
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            r#"
+[[listener]]
+address = "127.0.0.1:0"
+tls = {{ cert = "server.crt", key = "server.key" }}
+
+[jwt]
+issuer = "{issuer}"
+audience = "pgbastion"
+oidc_discovery = "{discovery}"
+
+[[route]]
+match = {{ claim = {{ role = "user" }} }}
+auth = "jwt"
+insecure = true
+backend = "postgres://reader@127.0.0.1:{port}/postgres?sslmode=disable"
+
+[[route]]
+match = {{ claim = {{ role = "admin" }} }}
+auth = "jwt"
+backend = "postgres://admin_role@127.0.0.1:{port}/postgres?sslmode=disable"
+"#,
+            issuer = issuer.issuer(),
+            discovery = issuer.discovery_url(),
+            port = cluster.port()
+        ),
+    )
+    .await;
+    let token = |role: &str| {
+        issuer.sign(
+            "RS256",
+            json!({"iss": issuer.issuer(), "aud": "pgbastion", "sub": "alice", "role": role, "exp": now() + 300}),
+        )
+    };
+    within("claim routing and TLS", async {
+        let (sqlstate, message) =
+            refusal(proxy.addr, "alice", Some(&token("admin")), "postgres").await;
+        assert_eq!(sqlstate, "28000", "{message}");
+        assert!(message.contains("only TLS"), "{message}");
+        let user = current_user(proxy.addr, "alice", Some(&token("user")), "postgres").await;
+        assert_eq!(user, "reader", "the plaintext route still serves");
     })
     .await;
 }
