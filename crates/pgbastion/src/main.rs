@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod logging;
+
 use anyhow::Context;
 use clap::Parser;
 use pgbastion_gateway::GatewayConfig;
-use pgbastion_proxy::config::LogFormat;
 use pgbastion_proxy::{Proxy, Settings, Workers};
 use pgbastion_sqlite::SqliteBackend;
 
@@ -94,7 +95,7 @@ fn check_config(path: &Path) -> std::process::ExitCode {
 /// the worker threads.
 fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
     let settings = Settings::load(path)?;
-    init_logging(settings.log.format, settings.log.level.as_deref());
+    logging::init(settings.log.format, settings.log.level.as_deref());
     let workers = match workers {
         Some(n) => usize::from(n),
         None => std::thread::available_parallelism().map_or(1, usize::from),
@@ -134,18 +135,6 @@ async fn serve_proxy(settings: Settings, workers: Workers) -> anyhow::Result<()>
     };
     proxy.serve(bound, shutdown).await;
     Ok(())
-}
-
-fn init_logging(format: LogFormat, level: Option<&str>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn run_embedded(cli: &Cli) -> anyhow::Result<()> {

@@ -160,3 +160,81 @@ fn a_config_error_names_the_line_and_exits_non_zero() {
         );
     }
 }
+
+#[test]
+fn client_text_cannot_forge_log_lines_or_colour_a_piped_log() {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("pgbastion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n\
+             [[route]]\nmatch = {{ user = \"app\" }}\nauth = \"trust\"\n\
+             backend = \"postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\n\n\
+             [log]\nformat = \"text\"\nlevel = \"debug\"\n",
+            cluster.port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgbastion"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    while !log.iter().any(|l: &String| l.contains("listening")) {
+        log.push(lines.recv_timeout(Duration::from_secs(30)).unwrap());
+    }
+    let forged = "evil\n2026-12-02T00:00:00Z  INFO forged: session started\u{1b}[31m";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let refusal = runtime.block_on(async {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        // No route for this user: refused, and the refusal is logged with the name in it.
+        pgbastion_testkit::RawClient::startup(addr, forged, forged, None)
+            .await
+            .err()
+            .unwrap()
+    });
+    assert!(refusal.to_string().contains("no route"), "{refusal}");
+    while !log.iter().any(|l| l.contains("connection refused")) {
+        log.push(lines.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    while let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
+        log.push(line);
+    }
+    let all = log.join("\n");
+    assert!(
+        !all.contains('\u{1b}'),
+        "escape codes in a piped log:\n{all:?}"
+    );
+    assert!(
+        log.iter()
+            .all(|l| !l.contains("INFO forged") || l.contains("evil\\n")),
+        "a client forged a log line:\n{all}"
+    );
+    assert!(
+        all.contains("evil\\n2026"),
+        "the name is logged, escaped:\n{all}"
+    );
+}

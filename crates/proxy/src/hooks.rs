@@ -51,6 +51,24 @@ pub struct ProxyHooks {
     pub(crate) limiter: Arc<ConnectionLimiter>,
 }
 
+/// Adds what the startup told of the connection to its `conn` span (see
+/// [`serve_client`](crate::session::serve_client)).
+fn record_in_span(state: &ConnectionState) {
+    let span = tracing::Span::current();
+    span.record("client", tracing::field::display(state.client_addr));
+    if let Some(sni) = state
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.server_name.as_deref())
+    {
+        span.record("sni", sni);
+    }
+    if let Some(client) = &state.client {
+        span.record("user", client.user());
+        span.record("database", client.database());
+    }
+}
+
 fn chosen(state: &ConnectionState) -> HookResult<Chosen> {
     state.extensions.get::<Chosen>().cloned().ok_or_else(|| {
         HookError::new(
@@ -162,6 +180,7 @@ impl ProxyHooks {
             .admit(state.client_addr.ip())
             .map_err(|refusal| HookError::new(SqlState::TOO_MANY_CONNECTIONS, refusal.message()))?;
         state.extensions.insert(permit);
+        record_in_span(state);
         let input = match_input(state, None)?;
         let client = state
             .client
@@ -179,6 +198,7 @@ impl ProxyHooks {
             )));
         };
         require_tls_for_secrets(route, state)?;
+        tracing::Span::current().record("route", route.number);
         let chosen = Chosen {
             route: route.clone(),
             captures,
@@ -248,6 +268,7 @@ impl ProxyHooks {
         // The token was read on the route chosen without claims; the rule is the final
         // route's, which may be stricter.
         require_tls_for_secrets(route, state)?;
+        tracing::Span::current().record("route", route.number);
         state.extensions.insert(Chosen {
             route: route.clone(),
             captures,

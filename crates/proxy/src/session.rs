@@ -10,6 +10,7 @@ use pgbastion_auth::scram::ClientCredential;
 use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome, ScramKeys};
 use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::backend::{self, BackendConn, BackendError, BackendSecret, Connector, Login};
 use crate::cancel::{CancelRegistry, CancelTarget};
@@ -71,8 +72,23 @@ impl ListenerContext {
 /// How long a forwarded cancel request may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves one accepted client.
+/// Serves one accepted client, inside a `conn` span that gains the client's address (the
+/// real one behind a PROXY header), server name, user, database and route as they become
+/// known, so every log line of the connection carries them.
 pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+    let span = tracing::info_span!(
+        "conn",
+        %peer,
+        client = tracing::field::Empty,
+        sni = tracing::field::Empty,
+        user = tracing::field::Empty,
+        database = tracing::field::Empty,
+        route = tracing::field::Empty,
+    );
+    serve_in_span(stream, peer, ctx).instrument(span).await;
+}
+
+async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
