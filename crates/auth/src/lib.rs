@@ -1,6 +1,7 @@
 //! PostgreSQL authentication mechanisms as plain synchronous code, with no I/O:
 //!
-//! - [`md5`]: the stored hash, the salted response, constant-time verification;
+//! - [`ct`]: constant-time comparison of secrets, for every mechanism and caller;
+//! - [`md5`]: the stored hash, the salted response and its verification;
 //! - [`scram`]: SCRAM-SHA-256 and SCRAM-SHA-256-PLUS, server and client, as consuming state
 //!   machines, plus PostgreSQL's stored-secret format and `tls-server-end-point` channel
 //!   binding data;
@@ -81,6 +82,7 @@
 //! assert!(verify_md5_response(&stored, "alice", salt, &response));
 //! ```
 
+pub mod ct;
 pub mod md5;
 pub mod oauthbearer;
 pub mod scram;

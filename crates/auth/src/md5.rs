@@ -3,7 +3,6 @@
 
 use md5::{Digest, Md5};
 use rand::RngCore;
-use subtle::ConstantTimeEq;
 
 /// The stored form of a password: `"md5" + hex(md5(password + user))`.
 pub fn md5_hash(user: &str, password: &str) -> String {
@@ -42,7 +41,7 @@ pub fn verify_md5_response(stored: &str, user: &str, salt: [u8; 4], response: &s
     } else {
         md5_hash(user, stored)
     };
-    constant_time_eq(
+    crate::ct::eq(
         md5_salted_response(&stored_hash, salt).as_bytes(),
         response.as_bytes(),
     )
@@ -61,11 +60,6 @@ pub fn random_salt() -> [u8; 4] {
     let mut salt = [0u8; 4];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     salt
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

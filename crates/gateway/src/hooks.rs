@@ -119,7 +119,7 @@ impl Credential {
     pub fn matches_password(&self, stored: &str) -> bool {
         match self {
             Self::Password { password, .. } => {
-                pgbastion_auth::md5::constant_time_eq(password.as_bytes(), stored.as_bytes())
+                pgbastion_auth::ct::eq(password.as_bytes(), stored.as_bytes())
             }
             Self::Md5 {
                 user,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use pgbastion_auth::md5::constant_time_eq;
+use pgbastion_auth::ct::eq as constant_time_eq;
 use pgbastion_wire::{CancelKey, ProtocolVersion};
 use rand::RngCore;
 

@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use pgbastion_auth::md5::{constant_time_eq, is_md5_hash, md5_hash};
+use pgbastion_auth::ct::eq as constant_time_eq;
+use pgbastion_auth::md5::{is_md5_hash, md5_hash};
 use pgbastion_auth::scram::ScramSecret;
 use pgbastion_gateway::Credential;
 

@@ -8,7 +8,7 @@ use base64::Engine;
 use super::keys::{self, Key};
 use super::messages::{valid_nonce, Attributes};
 use super::{random_nonce, ChannelBinding, ScramError, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
-use crate::md5::constant_time_eq;
+use crate::ct;
 
 /// The most PBKDF2 iterations we run for a server; more is a denial of service on us.
 pub const MAX_ITERATIONS: u32 = 10_000_000;
@@ -249,7 +249,7 @@ impl ScramClientFinalSent {
             .map_err(|_| ScramError::Malformed("verifier is not base64"))?;
         attrs.skip_extensions()?;
         match self.expected_signature {
-            Some(expected) if !constant_time_eq(&expected, &verifier) => {
+            Some(expected) if !ct::eq(&expected, &verifier) => {
                 Err(ScramError::InvalidServerSignature)
             }
             Some(_) | None => Ok(()),
