@@ -185,3 +185,17 @@ async fn a_slow_pbkdf2_does_not_stall_another_session_on_the_same_worker() {
     })
     .await;
 }
+
+#[test]
+fn max_scram_iterations_of_zero_is_refused_naming_its_line() {
+    let file = SourceFile {
+        path: "pgbastion.toml".into(),
+        text: "max_scram_iterations = 0\n\n[[route]]\nauth = \"trust\"\nbackend = \"postgres://a@127.0.0.1/a\"\n"
+            .to_owned(),
+    };
+    let error = Settings::from_source(&file).err().unwrap().to_string();
+    assert_eq!(
+        error,
+        "pgbastion.toml:1: max_scram_iterations must be at least 1"
+    );
+}
