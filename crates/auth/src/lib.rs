@@ -1,9 +1,12 @@
 //! PostgreSQL authentication mechanisms as plain synchronous code, with no I/O:
 //!
-//! - [`md5`]: the stored hash, the salted response, constant-time verification;
+//! - [`ct`]: constant-time comparison of secrets, for every mechanism and caller;
+//! - [`md5`]: the stored hash and the salted response;
 //! - [`scram`]: SCRAM-SHA-256 and SCRAM-SHA-256-PLUS, server and client, as consuming state
 //!   machines, plus PostgreSQL's stored-secret format and `tls-server-end-point` channel
 //!   binding data;
+//! - [`stored`]: a stored password (SCRAM verifier, md5 hash or plaintext) parsed once into
+//!   [`StoredPassword`], with what each kind can verify;
 //! - [`oauthbearer`]: the server side of SASL OAUTHBEARER (RFC 7628) as PostgreSQL 18 speaks
 //!   it.
 //!
@@ -74,13 +77,18 @@
 //!
 //! ```
 //! use pgbastion_auth::md5::*;
+//! use pgbastion_auth::StoredPassword;
 //!
-//! let stored = md5_hash("alice", "s3cret"); // "md5..." as in pg_authid
+//! let stored = StoredPassword::parse(&md5_hash("alice", "s3cret")).unwrap(); // as in pg_authid
 //! let salt = random_salt(); // sent in AuthenticationMD5Password
 //! let response = md5_client_response("alice", "s3cret", salt); // the PasswordMessage
-//! assert!(verify_md5_response(&stored, "alice", salt, &response));
+//! assert!(stored.verify_md5("alice", salt, &response));
 //! ```
 
+pub mod ct;
 pub mod md5;
 pub mod oauthbearer;
 pub mod scram;
+pub mod stored;
+
+pub use stored::StoredPassword;

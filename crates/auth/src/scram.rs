@@ -29,7 +29,8 @@ pub use channel_binding::{
     ServerBinding,
 };
 pub use client::{
-    ClientCredential, SaltedKeyCache, ScramClient, ScramClientFinalSent, MAX_ITERATIONS,
+    ClientCredential, ClientKeys, KeyDerivation, SaltedKeyCache, ScramClient, ScramClientFinalSent,
+    ScramClientKeysNeeded, MAX_ITERATIONS,
 };
 pub use keys::{Key, KEY_LEN};
 pub use secret::{ScramSecret, SecretError, DEFAULT_ITERATIONS, SALT_LEN};

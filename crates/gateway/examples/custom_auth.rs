@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pgbastion_auth::scram::{ScramSecret, DEFAULT_ITERATIONS};
+use pgbastion_auth::StoredPassword;
 use pgbastion_gateway::{
     serve_listener, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
     GatewayConfig, HookResult, Hooks,
@@ -19,27 +20,24 @@ use pgbastion_gateway::{
 use pgbastion_wire::{Frame, FrontendTag, TransactionStatus};
 use tokio::net::TcpListener;
 
-/// Users and their passwords; SCRAM secrets are derived once at start.
+/// Users and their stored passwords, parsed once at start, with the SCRAM secrets derived
+/// from them (none for an md5 hash).
 pub struct UserTable {
-    passwords: HashMap<String, String>,
+    passwords: HashMap<String, StoredPassword>,
     scram: HashMap<String, ScramSecret>,
 }
 
 impl UserTable {
-    /// A table from `(user, password)` pairs.
+    /// A table from `(user, stored password)` pairs: plaintext, an `md5…` hash or a
+    /// `SCRAM-SHA-256$…` verifier. Unreadable ones (a broken verifier) are left out.
     pub fn new(users: &[(&str, &str)]) -> Self {
-        let passwords: HashMap<String, String> = users
+        let passwords: HashMap<String, StoredPassword> = users
             .iter()
-            .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+            .filter_map(|(u, p)| Some(((*u).to_owned(), StoredPassword::parse(p).ok()?)))
             .collect();
         let scram = passwords
             .iter()
-            .map(|(u, p)| {
-                (
-                    u.clone(),
-                    ScramSecret::generate(p.as_bytes(), DEFAULT_ITERATIONS),
-                )
-            })
+            .filter_map(|(u, p)| Some((u.clone(), p.scram_secret(DEFAULT_ITERATIONS)?)))
             .collect();
         Self { passwords, scram }
     }
@@ -71,10 +69,23 @@ impl Hooks for UserTable {
         _state: &mut ConnectionState,
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
-        let valid = self
-            .passwords
-            .get(credential.user())
-            .is_some_and(|stored| credential.matches_password(stored));
+        // Plaintext and md5 checks are cheap; a table of SCRAM verifiers would run PBKDF2 for
+        // cleartext, which belongs off the async threads (spawn_blocking).
+        let stored = self.passwords.get(credential.user());
+        let valid = match (credential, stored) {
+            (Credential::Password { user, password }, Some(stored)) => {
+                stored.verify_cleartext(user, password)
+            }
+            (
+                Credential::Md5 {
+                    user,
+                    response,
+                    salt,
+                },
+                Some(stored),
+            ) => stored.verify_md5(user, *salt, response),
+            _ => false,
+        };
         async move { Ok(valid) }
     }
 

@@ -12,8 +12,8 @@ use crate::hooks::{AuthMethod, Credential, Hooks};
 mod oauth;
 mod scram;
 
-/// The longest authentication message PostgreSQL accepts (`PG_MAX_AUTH_TOKEN_LENGTH`).
-const MAX_AUTH_MESSAGE_LEN: usize = pgbastion_wire::limits::PG_MAX_AUTH_TOKEN_LENGTH;
+/// The longest PasswordMessage PostgreSQL accepts (`PG_MAX_AUTH_TOKEN_LENGTH`).
+const MAX_PASSWORD_MESSAGE_LEN: usize = pgbastion_wire::limits::PG_MAX_AUTH_TOKEN_LENGTH;
 
 /// Runs the exchange for `method`.
 pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(
@@ -93,13 +93,16 @@ pub(crate) async fn challenge<S: ClientIo>(
     conn.flush().await
 }
 
-/// Reads the client's next authentication message (`p`), refusing anything else.
+/// Reads the client's next authentication message (`p`) of at most `max_len` bytes (the
+/// length word included, as PostgreSQL counts), refusing anything else. The limit depends on
+/// the exchange, as in PostgreSQL: see the callers.
 pub(crate) async fn read_auth_response<S: ClientIo>(
     conn: &mut ClientConn<S>,
     expected: &'static str,
+    max_len: usize,
 ) -> Result<Frame, GatewayError> {
     let frame = conn
-        .read_frame(MAX_AUTH_MESSAGE_LEN)
+        .read_frame(max_len)
         .await?
         .ok_or(GatewayError::UnexpectedEof)?;
     if frame.tag != b'p' {
@@ -117,7 +120,7 @@ async fn request_password<S: ClientIo>(conn: &mut ClientConn<S>) -> Result<Strin
 }
 
 async fn password_response<S: ClientIo>(conn: &mut ClientConn<S>) -> Result<String, GatewayError> {
-    let frame = read_auth_response(conn, "password response").await?;
+    let frame = read_auth_response(conn, "password response", MAX_PASSWORD_MESSAGE_LEN).await?;
     let message = PasswordMessage::decode(&frame.body)?;
     Ok(message.password)
 }

@@ -114,18 +114,22 @@ impl Credential {
         }
     }
 
-    /// Checks an md5 or cleartext credential against a stored secret (a plaintext password
-    /// or an `md5...` hash), in constant time. Other credentials never match.
+    /// Checks an md5 or cleartext credential against a stored password (a SCRAM verifier,
+    /// an `md5...` hash or a plaintext password, see
+    /// [`StoredPassword`](pgbastion_auth::StoredPassword)), in constant time. Other
+    /// credentials never match, nor does md5 against a SCRAM verifier. A cleartext check
+    /// against a SCRAM verifier runs PBKDF2: call it off the async threads then.
     pub fn matches_password(&self, stored: &str) -> bool {
+        let Ok(stored) = pgbastion_auth::StoredPassword::parse(stored) else {
+            return false;
+        };
         match self {
-            Self::Password { password, .. } => {
-                pgbastion_auth::md5::constant_time_eq(password.as_bytes(), stored.as_bytes())
-            }
+            Self::Password { user, password } => stored.verify_cleartext(user, password),
             Self::Md5 {
                 user,
                 response,
                 salt,
-            } => pgbastion_auth::md5::verify_md5_response(stored, user, *salt, response),
+            } => stored.verify_md5(user, *salt, response),
             _ => false,
         }
     }
@@ -293,5 +297,37 @@ pub trait Hooks: Send + Sync {
     ) -> impl Future<Output = HookResult<Flow>> + Send {
         let _ = (conn, frame);
         async { Ok(Flow::Continue) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn password(password: &str) -> Credential {
+        Credential::Password {
+            user: "alice".into(),
+            password: password.into(),
+        }
+    }
+
+    #[test]
+    fn a_stored_md5_hash_is_not_a_password_that_logs_in() {
+        let hash = pgbastion_auth::md5::md5_hash("alice", "s3cret");
+        assert!(password("s3cret").matches_password(&hash));
+        assert!(!password(&hash).matches_password(&hash));
+    }
+
+    #[test]
+    fn md5_never_matches_a_scram_verifier() {
+        let secret = pgbastion_auth::scram::ScramSecret::generate(b"s3cret", 4096).to_string();
+        let salt = [1, 2, 3, 4];
+        let md5 = Credential::Md5 {
+            user: "alice".into(),
+            response: pgbastion_auth::md5::md5_client_response("alice", "s3cret", salt),
+            salt,
+        };
+        assert!(!md5.matches_password(&secret));
+        assert!(password("s3cret").matches_password(&secret));
     }
 }

@@ -346,3 +346,104 @@ async fn a_client_vanishing_mid_scram_does_not_disturb_others() {
     })
     .await;
 }
+
+async fn sasl_start(addr: std::net::SocketAddr, user: &str) -> RawClient {
+    let mut client = RawClient::connect(addr).await.unwrap();
+    client.send_startup(&[("user", user)]).await.unwrap();
+    assert!(matches!(
+        client.read().await.unwrap(),
+        BackendMessage::Authentication(Authentication::Sasl { .. })
+    ));
+    client
+}
+
+async fn send_initial(client: &mut RawClient, mechanism: &str, data: Vec<u8>) {
+    let mut buf = BytesMut::new();
+    SaslInitialResponse {
+        mechanism: mechanism.into(),
+        data: Some(data.into()),
+    }
+    .encode(&mut buf)
+    .unwrap();
+    client.send_raw(&buf).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_scram_client_first_over_1024_bytes_is_refused_not_echoed() {
+    let addr = start_server(GatewayConfig::default()).await;
+    within("oversized client-first", async {
+        let mut client = sasl_start(addr, "scram_ivy").await;
+        let nonce = "n".repeat(60_000);
+        send_initial(
+            &mut client,
+            "SCRAM-SHA-256",
+            format!("n,,n=,r={nonce}").into(),
+        )
+        .await;
+        let message = expect_fatal(&mut client, SqlState::PROTOCOL_VIOLATION).await;
+        assert!(
+            message.contains("invalid message") && message.contains("1024"),
+            "{message}"
+        );
+        still_serving(addr).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_scram_client_final_over_1024_bytes_is_refused() {
+    let addr = start_server(GatewayConfig::default()).await;
+    within("oversized client-final", async {
+        let (mut client, nonce) = scram_to_client_final(addr).await;
+        let padding = "x".repeat(2_000);
+        let proof = "p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        send_client_final(&mut client, format!("c=biws,r={nonce},x={padding},{proof}")).await;
+        let message = expect_fatal(&mut client, SqlState::PROTOCOL_VIOLATION).await;
+        assert!(message.contains("1024"), "{message}");
+        still_serving(addr).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_scram_client_first_of_exactly_the_limit_is_read() {
+    let addr = start_server(GatewayConfig::default()).await;
+    within("client-first at the limit", async {
+        let mut client = sasl_start(addr, "scram_ivy").await;
+        // Tag excluded, the length word counts: 4 + "SCRAM-SHA-256\0" + 4 + data = 1024.
+        let header = "n,,n=,r=";
+        let nonce = "n".repeat(1024 - 4 - 14 - 4 - header.len());
+        send_initial(
+            &mut client,
+            "SCRAM-SHA-256",
+            format!("{header}{nonce}").into(),
+        )
+        .await;
+        assert!(matches!(
+            client.read().await.unwrap(),
+            BackendMessage::Authentication(Authentication::SaslContinue(_))
+        ));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_oauth_bearer_token_of_several_kilobytes_is_still_read() {
+    let addr = start_server(GatewayConfig::default()).await;
+    within("large bearer token", async {
+        let mut client = sasl_start(addr, "oauth_hank").await;
+        // A realistic JWT with many claims: well over SCRAM's 1024 bytes.
+        let token = format!("eyJhbGciOiJSUzI1NiJ9.{}.sig", "e".repeat(6_000));
+        let data = pgbastion_auth::oauthbearer::client_initial_response(Some(&token));
+        send_initial(&mut client, "OAUTHBEARER", data).await;
+        // Not this test's token, so refused, but by the mechanism (error JSON), not by length.
+        let BackendMessage::Authentication(Authentication::SaslContinue(json)) =
+            client.read().await.unwrap()
+        else {
+            panic!("expected the OAUTHBEARER error JSON");
+        };
+        assert!(String::from_utf8_lossy(&json).contains("invalid_token"));
+        still_serving(addr).await;
+    })
+    .await;
+}

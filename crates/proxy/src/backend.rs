@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use pgbastion_auth::md5::{is_md5_hash, md5_client_response, md5_salted_response};
 use pgbastion_auth::scram::{
-    signature_hash, tls_server_end_point, ChannelBinding, ClientCredential, SaltedKeyCache,
-    ScramClient,
+    signature_hash, tls_server_end_point, ChannelBinding, ClientCredential, ClientKeys,
+    SaltedKeyCache, ScramClient, ScramClientKeysNeeded,
 };
 use pgbastion_wire::{
     Authentication, BackendMessage, CancelKey, ErrorResponse, FrameDecoder, PasswordMessage,
@@ -20,6 +20,7 @@ use pgbastion_wire::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::kdf::Kdf;
 use crate::target::{Address, SslMode, Target};
 use crate::tls_client::TlsClients;
 
@@ -149,37 +150,68 @@ impl From<std::io::Error> for BackendError {
     }
 }
 
-/// What backend logins share: TLS client configurations and derived SCRAM keys.
+/// What backend logins share: TLS client configurations, derived SCRAM keys, and the
+/// threads and limit for deriving new ones.
 #[derive(Debug)]
 pub struct Connector {
     tls: TlsClients,
     scram_keys: Arc<SaltedKeyCache>,
+    kdf: Kdf,
+    max_scram_iterations: u32,
 }
 
 impl Connector {
-    /// A connector whose relative certificate paths start at `base_dir`.
-    pub fn new(base_dir: std::path::PathBuf) -> Self {
+    /// A connector whose relative certificate paths start at `base_dir`, deriving SCRAM keys
+    /// on `kdf` for backends that ask for at most `max_scram_iterations`.
+    pub fn new(base_dir: std::path::PathBuf, kdf: Kdf, max_scram_iterations: u32) -> Self {
         Self {
             tls: TlsClients::new(base_dir),
             scram_keys: Arc::new(SaltedKeyCache::default()),
+            kdf,
+            max_scram_iterations,
         }
     }
 
     /// Connects and logs in.
     pub async fn connect(&self, login: Login<'_>) -> Result<BackendConn, BackendError> {
         let address = login.target.address.to_string();
-        let work = connect_inner(&login, &self.tls, &self.scram_keys);
+        let work = connect_inner(&login, self);
         tokio::time::timeout(login.timeout, work)
             .await
             .map_err(|_| BackendError::Timeout(address))?
+    }
+
+    /// The keys for a SCRAM login: refused when the backend asks for more iterations than
+    /// allowed (before any run: a hostile or misconfigured backend cannot make us spend
+    /// minutes of CPU), from the cache when there, else derived on the PBKDF2 threads so
+    /// that this session's thread keeps serving the others (and the login timeout runs).
+    async fn scram_keys(
+        &self,
+        pending: &ScramClientKeysNeeded,
+    ) -> Result<ClientKeys, BackendError> {
+        let asked = pending.iterations();
+        if asked > self.max_scram_iterations {
+            return Err(BackendError::Auth(format!(
+                "backend asked for {asked} SCRAM iterations, more than max_scram_iterations ({})",
+                self.max_scram_iterations
+            )));
+        }
+        let derivation = pending.key_derivation();
+        if let Some(keys) = derivation.without_pbkdf2() {
+            return Ok(keys);
+        }
+        self.kdf
+            .run(move || derivation.derive())
+            .await
+            .map_err(|e| BackendError::Auth(e.to_string()))
     }
 }
 
 async fn connect_inner(
     login: &Login<'_>,
-    tls: &TlsClients,
-    scram_keys: &Arc<SaltedKeyCache>,
+    connector: &Connector,
 ) -> Result<BackendConn, BackendError> {
+    let tls = &connector.tls;
     let target = login.target;
     let address = target.address.to_string();
     let connect_error = |source| BackendError::Connect {
@@ -225,7 +257,7 @@ async fn connect_inner(
         buf: BytesMut::with_capacity(4096),
         decoder: FrameDecoder::new(MAX_LOGIN_MESSAGE),
     };
-    session.authenticate(login, binding, scram_keys).await?;
+    session.authenticate(login, binding, connector).await?;
     session.finish(target.address.clone()).await
 }
 
@@ -312,7 +344,7 @@ impl LoginSession {
         &mut self,
         login: &Login<'_>,
         binding: Option<Vec<u8>>,
-        scram_keys: &Arc<SaltedKeyCache>,
+        connector: &Connector,
     ) -> Result<(), BackendError> {
         let password = || match login.secret {
             Some(BackendSecret::Password(password)) => Ok(password.clone()),
@@ -353,7 +385,7 @@ impl LoginSession {
                         .await?;
                 }
                 Authentication::Sasl { mechanisms } => {
-                    self.scram(login, &mechanisms, binding.clone(), scram_keys)
+                    self.scram(login, &mechanisms, binding.clone(), connector)
                         .await?;
                 }
                 other => {
@@ -370,12 +402,12 @@ impl LoginSession {
         login: &Login<'_>,
         mechanisms: &[String],
         binding: Option<Vec<u8>>,
-        scram_keys: &Arc<SaltedKeyCache>,
+        connector: &Connector,
     ) -> Result<(), BackendError> {
         let credential = match login.secret {
             Some(BackendSecret::Password(password)) => ClientCredential::CachedPassword {
                 password: password.clone().into_bytes(),
-                cache: scram_keys.clone(),
+                cache: connector.scram_keys.clone(),
             },
             Some(BackendSecret::ScramKeys(keys)) => keys.clone(),
             None => {
@@ -406,9 +438,11 @@ impl LoginSession {
             BackendMessage::ErrorResponse(error) => return Err(BackendError::Refused(error)),
             _ => return Err(BackendError::Protocol("expected SASLContinue".to_owned())),
         };
-        let (state, client_final) = client
-            .handle_server_first(&server_first)
+        let pending = client
+            .read_server_first(&server_first)
             .map_err(|e| BackendError::Auth(format!("SCRAM: {e}")))?;
+        let keys = connector.scram_keys(&pending).await?;
+        let (state, client_final) = pending.answer(keys);
         self.send(|out| {
             SaslResponse {
                 data: Bytes::from(client_final),

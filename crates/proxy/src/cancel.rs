@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use pgbastion_auth::md5::constant_time_eq;
+use pgbastion_auth::ct::eq as constant_time_eq;
 use pgbastion_wire::{CancelKey, ProtocolVersion};
 use rand::RngCore;
 

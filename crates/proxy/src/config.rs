@@ -95,6 +95,14 @@ pub struct ConfigFile {
     /// `[log]`.
     #[serde(default)]
     pub log: LogConfig,
+    /// The most PBKDF2 iterations a backend may ask for in SCRAM (a backend asking for more
+    /// is refused before any are run).
+    #[serde(default = "default_max_scram_iterations")]
+    pub max_scram_iterations: Spanned<u32>,
+}
+
+fn default_max_scram_iterations() -> Spanned<u32> {
+    Spanned::new(0..0, 100_000)
 }
 
 /// `[[listener]]`.

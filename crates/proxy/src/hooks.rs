@@ -214,7 +214,7 @@ impl ProxyHooks {
     ) -> HookResult<bool> {
         let Chosen { route, .. } = chosen(state)?;
         match route.auth {
-            AuthMode::Cleartext | AuthMode::Md5 => Ok(self.shared.users.check(credential)),
+            AuthMode::Cleartext | AuthMode::Md5 => Ok(self.shared.users.check(credential).await),
             AuthMode::Cert => Ok(matches!(
                 credential,
                 Credential::Certificate { user, common_name: Some(cn) } if user == cn

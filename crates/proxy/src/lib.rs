@@ -8,6 +8,7 @@ pub mod cancel;
 pub mod config;
 pub mod external;
 pub mod hooks;
+pub mod kdf;
 pub mod limits;
 pub mod relay;
 pub mod route;

@@ -8,6 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::kdf::Kdf;
 use crate::limits::ConnectionLimiter;
 use crate::session::{serve_client, ListenerContext, Shared};
 use crate::settings::{Listener, Settings};
@@ -26,6 +27,9 @@ pub enum ProxyError {
         /// Why.
         source: std::io::Error,
     },
+    /// The key derivation threads could not be started.
+    #[error("cannot start the key derivation threads: {0}")]
+    Threads(std::io::Error),
     /// The token keys could not be loaded.
     #[error("cannot load the [jwt] keys: {0}")]
     Tokens(#[from] pgbastion_jwt::JwtError),
@@ -54,14 +58,15 @@ impl Proxy {
             .as_ref()
             .map(|jwt| (jwt.issuer.clone(), jwt.scope.clone()))
             .unwrap_or_default();
+        let kdf = Kdf::start().map_err(ProxyError::Threads)?;
         let shared = Arc::new(Shared {
             routes: settings.routes,
-            users: Users::new(settings.users),
+            users: Users::new(settings.users, kdf.clone()),
             tokens,
             oauth_issuer,
             oauth_scope,
             cancel: Arc::new(CancelRegistry::default()),
-            connector: Connector::new(settings.dir),
+            connector: Connector::new(settings.dir, kdf, settings.max_scram_iterations),
             lookups: Default::default(),
         });
         Ok(Self {

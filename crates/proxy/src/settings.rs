@@ -81,6 +81,8 @@ pub struct Settings {
     pub log: LogConfig,
     /// The configuration file's directory, where its relative paths start.
     pub dir: PathBuf,
+    /// The most SCRAM iterations a backend may ask for.
+    pub max_scram_iterations: u32,
 }
 
 impl Settings {
@@ -161,6 +163,12 @@ impl Compiler<'_> {
             }
         }
         let jwt = parsed.jwt.as_ref().map(|j| self.jwt(j)).transpose()?;
+        if *parsed.max_scram_iterations.get_ref() == 0 {
+            return self.error(
+                parsed.max_scram_iterations.span(),
+                "max_scram_iterations must be at least 1",
+            );
+        }
         if parsed.routes.is_empty() {
             return Err(ConfigError::at(
                 self.file,
@@ -191,6 +199,7 @@ impl Compiler<'_> {
             jwt,
             log: parsed.log,
             dir: self.file.dir().to_owned(),
+            max_scram_iterations: parsed.max_scram_iterations.into_inner(),
         })
     }
 

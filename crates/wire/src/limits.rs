@@ -24,7 +24,9 @@ pub const PQ_LARGE_MESSAGE_LIMIT: usize = 0x3fff_ffff - 1;
 pub const PG_MAX_AUTH_TOKEN_LENGTH: usize = 65_535;
 
 /// Largest SASLInitialResponse or SASLResponse for SCRAM: `PG_MAX_SASL_MESSAGE_LENGTH` in
-/// src/backend/libpq/auth-sasl.c (src/include/libpq/sasl.h since PostgreSQL 18).
+/// src/backend/libpq/auth-sasl.c (src/include/libpq/sasl.h since PostgreSQL 18, where it is
+/// the SCRAM mechanism's `max_message_length`; OAUTHBEARER's is [`PG_MAX_AUTH_TOKEN_LENGTH`],
+/// in src/backend/libpq/auth-oauth.c).
 pub const PG_MAX_SASL_MESSAGE_LENGTH: usize = 1024;
 
 /// Shortest cancel key (protocol 3.0 keys are exactly this long).
@@ -37,7 +39,7 @@ pub const MAX_CANCEL_KEY_LEN: usize = 256;
 
 /// The limit PostgreSQL applies to a frontend message of type `tag`, as in `SocketBackend()`
 /// (src/backend/tcop/postgres.c). `p` (authentication responses) gets the auth-token limit;
-/// during SASL, callers should apply [`PG_MAX_SASL_MESSAGE_LENGTH`] instead.
+/// during a SCRAM exchange, callers apply [`PG_MAX_SASL_MESSAGE_LENGTH`] instead.
 pub fn frontend_message_limit(tag: u8) -> usize {
     match tag {
         b'Q' | b'P' | b'B' | b'F' | b'd' => PQ_LARGE_MESSAGE_LIMIT,

@@ -8,7 +8,7 @@ use base64::Engine;
 use super::keys::{self, Key};
 use super::messages::{valid_nonce, Attributes};
 use super::{random_nonce, ChannelBinding, ScramError, SCRAM_SHA_256, SCRAM_SHA_256_PLUS};
-use crate::md5::constant_time_eq;
+use crate::ct;
 
 /// The most PBKDF2 iterations we run for a server; more is a denial of service on us.
 pub const MAX_ITERATIONS: u32 = 10_000_000;
@@ -57,8 +57,7 @@ const KEY_CACHE_CAPACITY: usize = 4096;
 impl SaltedKeyCache {
     /// The keys for `password` with `salt` and `iterations`, derived on a miss.
     pub fn keys(&self, password: &[u8], salt: &[u8], iterations: u32) -> (Key, Key) {
-        let id = keys::hmac(&keys::sha256(password), &[salt, &iterations.to_be_bytes()]);
-        if let Some(found) = self.entries.lock().ok().and_then(|e| e.get(&id).copied()) {
+        if let Some(found) = self.cached(password, salt, iterations) {
             return found;
         }
         let salted = keys::salted_password(password, salt, iterations);
@@ -67,9 +66,19 @@ impl SaltedKeyCache {
             if entries.len() >= KEY_CACHE_CAPACITY {
                 entries.clear();
             }
-            entries.insert(id, derived);
+            entries.insert(Self::id(password, salt, iterations), derived);
         }
         derived
+    }
+
+    /// The keys for `password` with `salt` and `iterations` if they are cached (no PBKDF2).
+    pub fn cached(&self, password: &[u8], salt: &[u8], iterations: u32) -> Option<(Key, Key)> {
+        let id = Self::id(password, salt, iterations);
+        self.entries.lock().ok().and_then(|e| e.get(&id).copied())
+    }
+
+    fn id(password: &[u8], salt: &[u8], iterations: u32) -> Key {
+        keys::hmac(&keys::sha256(password), &[salt, &iterations.to_be_bytes()])
     }
 
     /// How many derivations are cached.
@@ -162,38 +171,171 @@ impl ScramClient {
     }
 
     /// Handles the server-first message (AuthenticationSASLContinue); returns the next state
-    /// and the client-final message for SASLResponse.
+    /// and the client-final message for SASLResponse. Runs PBKDF2 here, with as many
+    /// iterations as the server asks (up to [`MAX_ITERATIONS`]): a caller that must not block
+    /// or must bound that uses [`read_server_first`](Self::read_server_first) instead.
     pub fn handle_server_first(
         self,
         server_first: &[u8],
     ) -> Result<(ScramClientFinalSent, Vec<u8>), ScramError> {
+        let pending = self.read_server_first(server_first)?;
+        let keys = pending.key_derivation().derive();
+        Ok(pending.answer(keys))
+    }
+
+    /// The first half of [`handle_server_first`](Self::handle_server_first): checks and reads
+    /// the server-first message, without running PBKDF2. The caller can look at the
+    /// iteration count the server asked for, run the [`KeyDerivation`] where it likes (a
+    /// thread of its own), then [`answer`](ScramClientKeysNeeded::answer).
+    pub fn read_server_first(
+        self,
+        server_first: &[u8],
+    ) -> Result<ScramClientKeysNeeded, ScramError> {
         let first = ServerFirst::parse(server_first, &self.nonce)?;
-        let (client_key, server_key) = match &self.credential {
+        Ok(ScramClientKeysNeeded {
+            nonce: first.nonce.to_owned(),
+            salt: first.salt,
+            iterations: first.iterations,
+            client_first_bare: self.client_first_bare(),
+            server_first: server_first.to_vec(),
+            credential: self.credential,
+            binding: self.binding,
+        })
+    }
+}
+
+/// A client exchange that read the server-first message and needs the ClientKey (and
+/// ServerKey) before it can send the client-final one.
+pub struct ScramClientKeysNeeded {
+    credential: ClientCredential,
+    binding: ChannelBinding,
+    client_first_bare: String,
+    server_first: Vec<u8>,
+    /// The combined nonce (ours and the server's).
+    nonce: String,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl fmt::Debug for ScramClientKeysNeeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramClientKeysNeeded")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScramClientKeysNeeded {
+    /// The PBKDF2 iteration count the server asked for.
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    /// The work that gives the keys: an owned value that can move to another thread.
+    pub fn key_derivation(&self) -> KeyDerivation {
+        KeyDerivation {
+            credential: self.credential.clone(),
+            salt: self.salt.clone(),
+            iterations: self.iterations,
+        }
+    }
+
+    /// The next state and the client-final message for SASLResponse, from the keys the
+    /// [`KeyDerivation`] gave.
+    pub fn answer(self, keys: ClientKeys) -> (ScramClientFinalSent, Vec<u8>) {
+        let cbind = [self.binding.gs2_header().as_bytes(), self.binding.data()].concat();
+        let without_proof = format!("c={},r={}", B64.encode(cbind), self.nonce);
+        let auth_message = keys::auth_message(
+            self.client_first_bare.as_bytes(),
+            &self.server_first,
+            without_proof.as_bytes(),
+        );
+        let signature = keys::client_signature(&keys::sha256(&keys.client_key), &auth_message);
+        let proof = keys::xor(&keys.client_key, &signature);
+        let client_final = format!("{without_proof},p={}", B64.encode(proof)).into_bytes();
+        let expected_signature = keys
+            .server_key
+            .map(|key| keys::server_signature(&key, &auth_message));
+        (ScramClientFinalSent { expected_signature }, client_final)
+    }
+}
+
+/// Deriving the client's keys for one exchange: PBKDF2 with the server's salt and iteration
+/// count, unless the credential already holds the keys or they are cached.
+pub struct KeyDerivation {
+    credential: ClientCredential,
+    salt: Vec<u8>,
+    iterations: u32,
+}
+
+impl fmt::Debug for KeyDerivation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyDerivation")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyDerivation {
+    /// The keys, if they come without PBKDF2: the credential holds them, or a
+    /// [`ClientCredential::CachedPassword`] cache has them.
+    pub fn without_pbkdf2(&self) -> Option<ClientKeys> {
+        match &self.credential {
+            ClientCredential::Password(_) => None,
+            ClientCredential::Keys {
+                client_key,
+                server_key,
+            } => Some(ClientKeys {
+                client_key: *client_key,
+                server_key: *server_key,
+            }),
+            ClientCredential::CachedPassword { password, cache } => cache
+                .cached(password, &self.salt, self.iterations)
+                .map(ClientKeys::from_pair),
+        }
+    }
+
+    /// The keys, running PBKDF2 when [`without_pbkdf2`](Self::without_pbkdf2) has none
+    /// (and filling the cache of a [`ClientCredential::CachedPassword`]).
+    pub fn derive(self) -> ClientKeys {
+        match self.credential {
             ClientCredential::Password(password) => {
-                let salted = keys::salted_password(password, &first.salt, first.iterations);
-                (keys::client_key(&salted), Some(keys::server_key(&salted)))
+                let salted = keys::salted_password(&password, &self.salt, self.iterations);
+                ClientKeys::from_pair((keys::client_key(&salted), keys::server_key(&salted)))
             }
             ClientCredential::Keys {
                 client_key,
                 server_key,
-            } => (*client_key, *server_key),
+            } => ClientKeys {
+                client_key,
+                server_key,
+            },
             ClientCredential::CachedPassword { password, cache } => {
-                let (client_key, server_key) = cache.keys(password, &first.salt, first.iterations);
-                (client_key, Some(server_key))
+                ClientKeys::from_pair(cache.keys(&password, &self.salt, self.iterations))
             }
-        };
-        let cbind = [self.binding.gs2_header().as_bytes(), self.binding.data()].concat();
-        let without_proof = format!("c={},r={}", B64.encode(cbind), first.nonce);
-        let auth_message = keys::auth_message(
-            self.client_first_bare().as_bytes(),
-            server_first,
-            without_proof.as_bytes(),
-        );
-        let signature = keys::client_signature(&keys::sha256(&client_key), &auth_message);
-        let proof = keys::xor(&client_key, &signature);
-        let client_final = format!("{without_proof},p={}", B64.encode(proof)).into_bytes();
-        let expected_signature = server_key.map(|key| keys::server_signature(&key, &auth_message));
-        Ok((ScramClientFinalSent { expected_signature }, client_final))
+        }
+    }
+}
+
+/// The ClientKey, and the ServerKey when known, for one exchange. `Debug` hides them.
+#[derive(Clone)]
+pub struct ClientKeys {
+    client_key: Key,
+    server_key: Option<Key>,
+}
+
+impl ClientKeys {
+    fn from_pair((client_key, server_key): (Key, Key)) -> Self {
+        Self {
+            client_key,
+            server_key: Some(server_key),
+        }
+    }
+}
+
+impl fmt::Debug for ClientKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientKeys(<redacted>)")
     }
 }
 
@@ -249,7 +391,7 @@ impl ScramClientFinalSent {
             .map_err(|_| ScramError::Malformed("verifier is not base64"))?;
         attrs.skip_extensions()?;
         match self.expected_signature {
-            Some(expected) if !constant_time_eq(&expected, &verifier) => {
+            Some(expected) if !ct::eq(&expected, &verifier) => {
                 Err(ScramError::InvalidServerSignature)
             }
             Some(_) | None => Ok(()),

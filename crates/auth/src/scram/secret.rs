@@ -81,8 +81,8 @@ impl ScramSecret {
     /// secret's iterations; compares in constant time.
     pub fn verify_password(&self, password: &[u8]) -> bool {
         let derived = Self::from_password(password, &self.salt, self.iterations);
-        let stored = crate::md5::constant_time_eq(&derived.stored_key, &self.stored_key);
-        let server = crate::md5::constant_time_eq(&derived.server_key, &self.server_key);
+        let stored = crate::ct::eq(&derived.stored_key, &self.stored_key);
+        let server = crate::ct::eq(&derived.server_key, &self.server_key);
         stored & server
     }
 

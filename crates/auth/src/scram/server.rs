@@ -10,7 +10,7 @@ use super::messages::{parse_client_first, valid_nonce, Attributes, Gs2Flag};
 use super::{
     random_nonce, ScramError, ScramSecret, ServerBinding, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
-use crate::md5::constant_time_eq;
+use crate::ct;
 
 const TLS_SERVER_END_POINT: &[u8] = b"tls-server-end-point";
 
@@ -173,7 +173,7 @@ impl ScramServerFirstSent {
         let cbind = B64
             .decode(attrs.expect(b'c')?)
             .map_err(|_| ScramError::Malformed("channel binding is not base64"))?;
-        if !constant_time_eq(&cbind, &self.expected_cbind) {
+        if !ct::eq(&cbind, &self.expected_cbind) {
             return Err(ScramError::ChannelBindingMismatch);
         }
         if attrs.expect(b'r')? != self.nonce.as_bytes() {
@@ -188,7 +188,7 @@ impl ScramServerFirstSent {
         );
         let signature = keys::client_signature(&self.secret.stored_key, &auth_message);
         let client_key = keys::xor(&proof, &signature);
-        if !constant_time_eq(&keys::sha256(&client_key), &self.secret.stored_key) {
+        if !ct::eq(&keys::sha256(&client_key), &self.secret.stored_key) {
             return Err(ScramError::InvalidProof);
         }
         let server_signature = keys::server_signature(&self.secret.server_key, &auth_message);

@@ -765,3 +765,51 @@ fn cached_password_reproduces_the_rfc_exchange_and_reuses_its_keys() {
     }
     assert_eq!(cache.len(), 1, "the second login reused the derived keys");
 }
+
+#[test]
+fn the_two_step_client_reproduces_the_rfc_exchange_and_shows_the_iterations_first() {
+    let client = ScramClient::with_nonce(
+        password("pencil"),
+        ChannelBinding::NotSupported,
+        RFC_CLIENT_NONCE.into(),
+    )
+    .with_username("user");
+    let pending = client.read_server_first(RFC_SERVER_FIRST).unwrap();
+    assert_eq!(pending.iterations(), 4096);
+    let derivation = pending.key_derivation();
+    assert!(
+        derivation.without_pbkdf2().is_none(),
+        "a password needs PBKDF2"
+    );
+    let (client, client_final) = pending.answer(derivation.derive());
+    assert_eq!(client_final, RFC_CLIENT_FINAL);
+    client.verify_server_final(RFC_SERVER_FINAL).unwrap();
+}
+
+#[test]
+fn keys_come_without_pbkdf2_from_a_key_credential_or_a_warm_cache() {
+    let cache = std::sync::Arc::new(SaltedKeyCache::default());
+    let cached = || ClientCredential::CachedPassword {
+        password: b"pencil".to_vec(),
+        cache: cache.clone(),
+    };
+    let derivation = |credential| {
+        ScramClient::with_nonce(
+            credential,
+            ChannelBinding::NotSupported,
+            RFC_CLIENT_NONCE.into(),
+        )
+        .read_server_first(RFC_SERVER_FIRST)
+        .unwrap()
+        .key_derivation()
+    };
+    let cold = derivation(cached());
+    assert!(cold.without_pbkdf2().is_none());
+    let _ = cold.derive();
+    assert!(derivation(cached()).without_pbkdf2().is_some());
+    let keys = ClientCredential::Keys {
+        client_key: [1; KEY_LEN],
+        server_key: None,
+    };
+    assert!(derivation(keys).without_pbkdf2().is_some());
+}

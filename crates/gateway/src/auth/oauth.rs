@@ -6,6 +6,11 @@ use pgbastion_auth::oauthbearer::{self, ClientInitialResponse, OAuthErrorRespons
 use pgbastion_wire::{Authentication, SaslInitialResponse, SaslResponse};
 
 use super::{challenge, read_auth_response};
+
+/// The longest SASL message of an OAUTHBEARER exchange: bearer tokens (JWTs with many claims)
+/// run to kilobytes, so PostgreSQL 18 gives this mechanism `PG_MAX_AUTH_TOKEN_LENGTH`
+/// (`max_message_length` in src/backend/libpq/auth-oauth.c) instead of SCRAM's 1024 bytes.
+const MAX_OAUTH_MESSAGE_LEN: usize = pgbastion_wire::limits::PG_MAX_AUTH_TOKEN_LENGTH;
 use crate::conn::{ClientConn, ClientIo};
 use crate::error::GatewayError;
 use crate::hooks::{Credential, Hooks};
@@ -19,7 +24,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
 ) -> Result<(), GatewayError> {
     let mechanisms = vec![oauthbearer::OAUTHBEARER.to_owned()];
     challenge(conn, Authentication::Sasl { mechanisms }).await?;
-    let frame = read_auth_response(conn, "SASL initial response").await?;
+    let frame = read_auth_response(conn, "SASL initial response", MAX_OAUTH_MESSAGE_LEN).await?;
     let initial = SaslInitialResponse::decode(&frame.body)?;
     if initial.mechanism != oauthbearer::OAUTHBEARER {
         return Err(GatewayError::Sasl(
@@ -31,7 +36,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
         None => {
             // No initial response: ask for it with an empty challenge (RFC 4422 section 5).
             challenge(conn, Authentication::SaslContinue(Bytes::new())).await?;
-            let frame = read_auth_response(conn, "SASL response").await?;
+            let frame = read_auth_response(conn, "SASL response", MAX_OAUTH_MESSAGE_LEN).await?;
             SaslResponse::decode(&frame.body).data
         }
     };
@@ -62,7 +67,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
         Authentication::SaslContinue(Bytes::from(error.to_json())),
     )
     .await?;
-    let frame = read_auth_response(conn, "SASL response").await?;
+    let frame = read_auth_response(conn, "SASL response", MAX_OAUTH_MESSAGE_LEN).await?;
     oauthbearer::parse_error_acknowledgement(&SaslResponse::decode(&frame.body).data)
         .map_err(sasl)?;
     Err(GatewayError::AuthFailed {

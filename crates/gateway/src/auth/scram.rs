@@ -11,6 +11,12 @@ use crate::error::GatewayError;
 use crate::hooks::Hooks;
 use crate::hooks::ScramKeys;
 
+/// The longest SASLInitialResponse or SASLResponse of a SCRAM exchange, as PostgreSQL's
+/// SCRAM mechanism allows (`PG_MAX_SASL_MESSAGE_LENGTH`): a client-first or client-final
+/// message is well under 200 bytes, so anything longer (a 60 kB nonce we would echo) is
+/// refused before it is buffered.
+const MAX_SCRAM_MESSAGE_LEN: usize = pgbastion_wire::limits::PG_MAX_SASL_MESSAGE_LENGTH;
+
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
@@ -33,7 +39,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     let secret = stored.unwrap_or_else(|| decoy_secret(&user, config.scram_iterations));
     let server_key = secret.server_key;
 
-    let frame = read_auth_response(conn, "SASL initial response").await?;
+    let frame = read_auth_response(conn, "SASL initial response", MAX_SCRAM_MESSAGE_LEN).await?;
     let initial = SaslInitialResponse::decode(&frame.body)?;
     let client_first = initial.data.unwrap_or_default();
     let (server, server_first) = ScramServer::new(secret, binding)
@@ -45,7 +51,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     )
     .await?;
 
-    let frame = read_auth_response(conn, "SASL response").await?;
+    let frame = read_auth_response(conn, "SASL response", MAX_SCRAM_MESSAGE_LEN).await?;
     let response = SaslResponse::decode(&frame.body);
     let outcome = server
         .handle_client_final(&response.data)
