@@ -16,101 +16,11 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use crate::cancel::Interrupter;
+use crate::command::Command;
 use crate::errors::{error, from_sqlite};
 use crate::settings::{self, STATEMENT_TIMEOUT};
 use crate::sql::{self, Statement};
 use crate::types::{self, TEXT};
-
-/// What the first keywords of a statement make it.
-#[derive(Debug, Clone, PartialEq)]
-enum Command {
-    Empty,
-    Begin,
-    Commit,
-    Rollback,
-    /// SET, RESET, DISCARD: accepted and ignored, answered with this tag.
-    Ignored(&'static str),
-    /// SET or RESET of `statement_timeout`: the new value (`None`: the session's default),
-    /// answered with the tag.
-    SetTimeout {
-        value: Option<String>,
-        tag: &'static str,
-    },
-    /// DEALLOCATE of a named statement (`None`: ALL).
-    Deallocate(Option<String>),
-    Show(String),
-    /// Something the embedded backend cannot do; the message says what.
-    Unsupported(String),
-    /// Given to SQLite.
-    Sql,
-}
-
-impl Command {
-    fn of(statement: &Statement) -> Self {
-        if let Some(catalog) = &statement.catalog {
-            return Self::Unsupported(format!(
-                "\"{catalog}\": PostgreSQL system catalogs and functions are not supported by \
-                 the embedded SQLite backend (list tables with: SELECT name FROM sqlite_schema)"
-            ));
-        }
-        match (statement.first.as_str(), statement.second.as_str()) {
-            ("", _) => Self::Empty,
-            ("begin" | "start", _) => Self::Begin,
-            ("commit" | "end", _) => Self::Commit,
-            ("rollback" | "abort", second) if second != "to" => Self::Rollback,
-            ("set" | "reset", _) => Self::setting(statement),
-            ("discard", "all") => Self::SetTimeout {
-                value: None,
-                tag: "DISCARD ALL",
-            },
-            ("discard", _) => Self::Ignored("DISCARD ALL"),
-            ("deallocate", "prepare") => Self::deallocate(&statement.third),
-            ("deallocate", name) => Self::deallocate(name),
-            ("show", name) => Self::Show(name.to_owned()),
-            (
-                first @ ("copy" | "listen" | "notify" | "unlisten" | "lock" | "grant" | "revoke"
-                | "prepare" | "execute" | "declare" | "fetch" | "move" | "truncate"
-                | "comment" | "do" | "call"),
-                _,
-            ) => Self::Unsupported(format!(
-                "{} is not supported by the embedded SQLite backend",
-                first.to_ascii_uppercase()
-            )),
-            _ => Self::Sql,
-        }
-    }
-
-    /// SET / RESET: only `statement_timeout` has an effect; the rest are accepted and ignored
-    /// (drivers send them at connect time).
-    fn setting(statement: &Statement) -> Self {
-        let tag = if statement.first == "set" {
-            "SET"
-        } else {
-            "RESET"
-        };
-        match sql::setting(&statement.sql) {
-            Some((name, value))
-                if name == STATEMENT_TIMEOUT || (tag == "RESET" && name == "all") =>
-            {
-                Self::SetTimeout { value, tag }
-            }
-            _ => Self::Ignored(tag),
-        }
-    }
-
-    fn deallocate(name: &str) -> Self {
-        match name {
-            "all" => Self::Deallocate(None),
-            name => Self::Deallocate(Some(name.to_owned())),
-        }
-    }
-
-    /// Whether the command may run in an aborted transaction block.
-    fn ends_failed_block(&self, statement: &Statement) -> bool {
-        matches!(self, Self::Commit | Self::Rollback)
-            || (statement.first == "rollback" && statement.second == "to")
-    }
-}
 
 /// A result column.
 #[derive(Debug, Clone)]
@@ -283,7 +193,7 @@ impl Engine {
             }
             match self.run(&statement, &command, &[]) {
                 Ok(output) => {
-                    if !output.columns.is_empty() || command_returns_rows(&command, &statement) {
+                    if !output.columns.is_empty() || command.returns_rows(&statement) {
                         let columns = infer_columns(output.columns, &output.rows);
                         self.send_row_description(&columns, &[])?;
                         self.send_rows(&columns, output.rows, &[])?;
@@ -537,14 +447,14 @@ impl Engine {
                     SqlState::NO_ACTIVE_SQL_TRANSACTION,
                     "there is no transaction in progress",
                 )?;
-                tag_for(command).to_owned()
+                command.tag().to_owned()
             }
             Command::Commit if self.failed => {
                 self.failed = false;
                 self.batch("ROLLBACK", "ROLLBACK")?
             }
             Command::Commit | Command::Rollback => {
-                let tag = tag_for(command);
+                let tag = command.tag();
                 self.failed = false;
                 self.batch(tag, tag)?
             }
@@ -772,19 +682,6 @@ fn show_column(name: &str) -> Column {
         name: name.to_owned(),
         oid: TEXT,
     }
-}
-
-fn tag_for(command: &Command) -> &'static str {
-    match command {
-        Command::Commit => "COMMIT",
-        _ => "ROLLBACK",
-    }
-}
-
-/// Whether a statement that produced no rows still has a result set (a SELECT matching
-/// nothing): those get a RowDescription too.
-fn command_returns_rows(command: &Command, statement: &Statement) -> bool {
-    *command == Command::Sql && matches!(statement.first.as_str(), "select" | "values" | "with")
 }
 
 /// Result column types for the simple protocol, where rows are known before the

@@ -16,6 +16,7 @@
 //! threads that drive sockets.
 
 mod cancel;
+mod command;
 mod engine;
 mod errors;
 mod server;
