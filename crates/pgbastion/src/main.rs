@@ -167,6 +167,16 @@ fn bind_error(addr: SocketAddr, error: &std::io::Error) -> anyhow::Error {
     }
 }
 
+/// The host a local client connects to: the listen address, or loopback when pgbastion
+/// listens on every address (`0.0.0.0`, `[::]`) of its family.
+fn connect_host(listen: std::net::IpAddr) -> std::net::IpAddr {
+    match listen {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    }
+}
+
 fn print_banner(cli: &Cli, backend: &SqliteBackend) {
     let storage = match &cli.data {
         Some(path) => format!("the SQLite database in {}", path.display()),
@@ -185,7 +195,7 @@ fn print_banner(cli: &Cli, backend: &SqliteBackend) {
          (docs/configuration.md). pgbastion --help lists the options.",
         version = env!("CARGO_PKG_VERSION"),
         addr = cli.listen,
-        host = cli.listen.ip(),
+        host = connect_host(cli.listen.ip()),
         port = cli.listen.port(),
         engine = backend.version(),
     );

@@ -92,6 +92,20 @@ fn serves_psql_and_says_how_to_connect() {
 }
 
 #[test]
+fn a_dual_stack_listener_serves_local_ipv4_clients() {
+    // Local IPv4 clients of [::] arrive as ::ffff:127.0.0.1, which is loopback too.
+    let port = free_port();
+    let listen = format!("[::]:{port}");
+    let running = start(&["--listen", &listen]);
+    assert!(
+        running.banner.contains(&format!("psql -h ::1 -p {port}")),
+        "{}",
+        running.banner
+    );
+    assert_eq!(psql(port, "SELECT 1"), "1");
+}
+
+#[test]
 fn data_file_keeps_tables_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("keep.db");

@@ -4,71 +4,23 @@
 //! the block until ROLLBACK) so that ReadyForQuery reports what a PostgreSQL client expects.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use pgbastion_wire::{
-    BackendMessage, DataRow, ErrorResponse, FieldDescription, FrontendMessage, Severity, SqlState,
-    Target, TransactionStatus,
+    BackendMessage, DataRow, ErrorResponse, FieldDescription, FrontendMessage, FrontendTag,
+    Severity, SqlState, Target, TransactionStatus,
 };
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
+use crate::cancel::Interrupter;
+use crate::command::Command;
 use crate::errors::{error, from_sqlite};
+use crate::settings::{self, STATEMENT_TIMEOUT};
 use crate::sql::{self, Statement};
 use crate::types::{self, TEXT};
-
-/// What the first keywords of a statement make it.
-#[derive(Debug, Clone, PartialEq)]
-enum Command {
-    Empty,
-    Begin,
-    Commit,
-    Rollback,
-    /// SET, RESET, DISCARD: accepted and ignored, answered with this tag.
-    Ignored(&'static str),
-    Show(String),
-    /// Something the embedded backend cannot do; the message says what.
-    Unsupported(String),
-    /// Given to SQLite.
-    Sql,
-}
-
-impl Command {
-    fn of(statement: &Statement) -> Self {
-        if let Some(catalog) = &statement.catalog {
-            return Self::Unsupported(format!(
-                "\"{catalog}\": PostgreSQL system catalogs and functions are not supported by \
-                 the embedded SQLite backend (list tables with: SELECT name FROM sqlite_schema)"
-            ));
-        }
-        match (statement.first.as_str(), statement.second.as_str()) {
-            ("", _) => Self::Empty,
-            ("begin" | "start", _) => Self::Begin,
-            ("commit" | "end", _) => Self::Commit,
-            ("rollback" | "abort", second) if second != "to" => Self::Rollback,
-            ("set", _) => Self::Ignored("SET"),
-            ("reset", _) => Self::Ignored("RESET"),
-            ("discard", _) => Self::Ignored("DISCARD ALL"),
-            ("show", name) => Self::Show(name.to_owned()),
-            (
-                first @ ("copy" | "listen" | "notify" | "unlisten" | "lock" | "grant" | "revoke"
-                | "prepare" | "execute" | "deallocate" | "declare" | "fetch" | "move"
-                | "truncate" | "comment" | "do" | "call"),
-                _,
-            ) => Self::Unsupported(format!(
-                "{} is not supported by the embedded SQLite backend",
-                first.to_ascii_uppercase()
-            )),
-            _ => Self::Sql,
-        }
-    }
-
-    /// Whether the command may run in an aborted transaction block.
-    fn ends_failed_block(&self, statement: &Statement) -> bool {
-        matches!(self, Self::Commit | Self::Rollback)
-            || (statement.first == "rollback" && statement.second == "to")
-    }
-}
 
 /// A result column.
 #[derive(Debug, Clone)]
@@ -113,6 +65,10 @@ struct Output {
 pub struct Engine {
     conn: Connection,
     parameters: Vec<(String, String)>,
+    /// `statement_timeout` now, and what RESET returns to (the startup value).
+    statement_timeout: Option<Duration>,
+    default_timeout: Option<Duration>,
+    interrupter: Arc<Interrupter>,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Portal>,
     /// An error happened inside a transaction block: PostgreSQL's "aborted" state.
@@ -126,11 +82,20 @@ pub struct Engine {
 pub type Fatal = ErrorResponse;
 
 impl Engine {
-    /// A session on `conn`; `parameters` answer SHOW.
-    pub fn new(conn: Connection, parameters: Vec<(String, String)>) -> Self {
+    /// A session on `conn`; `parameters` answer SHOW; `statement_timeout` is the client's
+    /// startup value.
+    pub fn new(
+        conn: Connection,
+        parameters: Vec<(String, String)>,
+        statement_timeout: Option<Duration>,
+    ) -> Self {
+        let interrupter = Arc::new(Interrupter::new(conn.get_interrupt_handle()));
         Self {
             conn,
             parameters,
+            statement_timeout,
+            default_timeout: statement_timeout,
+            interrupter,
             statements: HashMap::new(),
             portals: HashMap::new(),
             failed: false,
@@ -139,12 +104,30 @@ impl Engine {
         }
     }
 
+    /// What stops this session's running statement from another thread.
+    pub fn interrupter(&self) -> Arc<Interrupter> {
+        Arc::clone(&self.interrupter)
+    }
+
+    /// The session's `statement_timeout` (`None`: no limit).
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.statement_timeout
+    }
+
     /// Handles one client message and returns the bytes to send back.
     pub fn handle(&mut self, message: FrontendMessage) -> Result<BytesMut, Fatal> {
         let result = match message {
             FrontendMessage::Query(sql) => {
                 self.skipping = false;
                 self.simple_query(&sql)
+            }
+            // Like a simple query, the function-call protocol ends with ReadyForQuery.
+            FrontendMessage::FunctionCall { .. } => {
+                self.skipping = false;
+                self.refuse(error(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "the function-call protocol is not supported by the embedded SQLite backend",
+                ))
             }
             FrontendMessage::Sync => {
                 self.skipping = false;
@@ -167,10 +150,38 @@ impl Engine {
                 Err(Failure::Fatal(fatal)) => Err(Failure::Fatal(fatal)),
             },
         };
+        self.output(result)
+    }
+
+    /// Answers a message that could not be decoded (`tag` is its type) with `response`, as
+    /// PostgreSQL does for a well-framed but malformed message: an ERROR, then ReadyForQuery
+    /// for Query, FunctionCall and Sync, else skipping to the next Sync.
+    pub fn reject(&mut self, tag: FrontendTag, response: ErrorResponse) -> Result<BytesMut, Fatal> {
+        let result = match tag {
+            FrontendTag::Query | FrontendTag::FunctionCall | FrontendTag::Sync => {
+                self.skipping = false;
+                self.refuse(response)
+            }
+            _ if self.skipping => Ok(()),
+            _ => {
+                self.skipping = true;
+                self.fail(response)
+            }
+        };
+        self.output(result)
+    }
+
+    fn output(&mut self, result: Result<(), Failure>) -> Result<BytesMut, Fatal> {
         match result {
             Ok(()) => Ok(self.out.split()),
             Err(Failure::Fatal(fatal) | Failure::Error(fatal)) => Err(fatal),
         }
+    }
+
+    /// Sends `response` and ReadyForQuery.
+    fn refuse(&mut self, response: ErrorResponse) -> Result<(), Failure> {
+        self.fail(response)?;
+        self.ready_for_query()
     }
 
     fn simple_query(&mut self, sql: &str) -> Result<(), Failure> {
@@ -182,7 +193,7 @@ impl Engine {
             }
             match self.run(&statement, &command, &[]) {
                 Ok(output) => {
-                    if !output.columns.is_empty() || command_returns_rows(&command, &statement) {
+                    if !output.columns.is_empty() || command.returns_rows(&statement) {
                         let columns = infer_columns(output.columns, &output.rows);
                         self.send_row_description(&columns, &[])?;
                         self.send_rows(&columns, output.rows, &[])?;
@@ -204,6 +215,13 @@ impl Engine {
         if !self.conn.is_autocommit() {
             self.failed = true;
         }
+        let response = match (response.sqlstate(), self.interrupter.reason()) {
+            // SQLite says "interrupted"; PostgreSQL says why.
+            (Some(SqlState::QUERY_CANCELED), Some(reason)) => {
+                error(SqlState::QUERY_CANCELED, reason.message())
+            }
+            _ => response,
+        };
         self.send(&BackendMessage::ErrorResponse(response))
     }
 
@@ -254,11 +272,6 @@ impl Engine {
                 };
                 self.send(&BackendMessage::CloseComplete)
             }
-            FrontendMessage::FunctionCall { .. } => Err(error(
-                SqlState::FEATURE_NOT_SUPPORTED,
-                "the function-call protocol is not supported by the embedded SQLite backend",
-            )
-            .into()),
             other => Err(Failure::Fatal(error(
                 SqlState::PROTOCOL_VIOLATION,
                 format!("unexpected {:?} message", other.tag()),
@@ -434,18 +447,20 @@ impl Engine {
                     SqlState::NO_ACTIVE_SQL_TRANSACTION,
                     "there is no transaction in progress",
                 )?;
-                tag_for(command).to_owned()
+                command.tag().to_owned()
             }
             Command::Commit if self.failed => {
                 self.failed = false;
                 self.batch("ROLLBACK", "ROLLBACK")?
             }
             Command::Commit | Command::Rollback => {
-                let tag = tag_for(command);
+                let tag = command.tag();
                 self.failed = false;
                 self.batch(tag, tag)?
             }
             Command::Ignored(tag) => (*tag).to_owned(),
+            Command::SetTimeout { value, tag } => self.set_timeout(value.as_deref(), tag)?,
+            Command::Deallocate(name) => self.deallocate(name.as_deref())?,
             Command::Show(name) => {
                 let value = self.show(name)?;
                 return Ok(Output {
@@ -510,9 +525,39 @@ impl Engine {
         Ok(Output { columns, rows, tag })
     }
 
+    fn set_timeout(&mut self, value: Option<&str>, tag: &str) -> Result<String, Failure> {
+        self.statement_timeout = match value {
+            Some(value) => settings::parse_timeout(value)
+                .map_err(|e| error(SqlState::INVALID_PARAMETER_VALUE, e.to_string()))?,
+            None => self.default_timeout,
+        };
+        Ok(tag.to_owned())
+    }
+
+    /// DEALLOCATE: statements prepared with Parse and with PREPARE share one namespace in
+    /// PostgreSQL, and drivers (psycopg) deallocate their protocol-level statements by SQL.
+    fn deallocate(&mut self, name: Option<&str>) -> Result<String, Failure> {
+        let Some(name) = name else {
+            // The unnamed statement is not a prepared statement DEALLOCATE ALL removes.
+            self.statements.retain(|name, _| name.is_empty());
+            return Ok("DEALLOCATE ALL".to_owned());
+        };
+        if name.is_empty() || self.statements.remove(name).is_none() {
+            return Err(error(
+                SqlState::INVALID_SQL_STATEMENT_NAME,
+                format!("prepared statement \"{name}\" does not exist"),
+            )
+            .into());
+        }
+        Ok("DEALLOCATE".to_owned())
+    }
+
     fn show(&self, name: &str) -> Result<String, Failure> {
         if name == "transaction_isolation" {
             return Ok("serializable".to_owned());
+        }
+        if name == STATEMENT_TIMEOUT {
+            return Ok(settings::format_timeout(self.statement_timeout));
         }
         self.parameters
             .iter()
@@ -621,7 +666,7 @@ fn columns_of(stmt: &rusqlite::Statement<'_>, statement: &Statement, unknown: u3
         .iter()
         .enumerate()
         .map(|(i, column)| Column {
-            name: column.name().to_owned(),
+            name: statement.column_name(i, column.name()),
             oid: statement
                 .column_casts
                 .get(&i)
@@ -637,19 +682,6 @@ fn show_column(name: &str) -> Column {
         name: name.to_owned(),
         oid: TEXT,
     }
-}
-
-fn tag_for(command: &Command) -> &'static str {
-    match command {
-        Command::Commit => "COMMIT",
-        _ => "ROLLBACK",
-    }
-}
-
-/// Whether a statement that produced no rows still has a result set (a SELECT matching
-/// nothing): those get a RowDescription too.
-fn command_returns_rows(command: &Command, statement: &Statement) -> bool {
-    *command == Command::Sql && matches!(statement.first.as_str(), "select" | "values" | "with")
 }
 
 /// Result column types for the simple protocol, where rows are known before the

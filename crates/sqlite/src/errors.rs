@@ -1,11 +1,53 @@
 //! SQLite errors as PostgreSQL ErrorResponses with the SQLSTATE a PostgreSQL client expects.
 
-use pgbastion_wire::{ErrorResponse, Severity, SqlState};
+use pgbastion_wire::{DecodeError, ErrorResponse, Severity, SqlState};
 use rusqlite::ffi;
 
 /// An ERROR-severity response.
 pub fn error(code: SqlState, message: impl Into<String>) -> ErrorResponse {
     ErrorResponse::new(Severity::Error, code, message)
+}
+
+/// The ERROR for a well-framed message whose contents could not be decoded (`body` is the
+/// message body), as PostgreSQL reports it: `22021` for a string that is not UTF-8 (naming the
+/// offending bytes), `08P01` for anything else.
+pub fn malformed(body: &[u8], err: &DecodeError) -> ErrorResponse {
+    match (err, std::str::from_utf8(body)) {
+        (DecodeError::InvalidUtf8, Err(utf8)) => error(
+            character_not_in_repertoire(),
+            format!(
+                "invalid byte sequence for encoding \"UTF8\": {}",
+                invalid_sequence(&body[utf8.valid_up_to()..])
+            ),
+        ),
+        _ => error(
+            SqlState::PROTOCOL_VIOLATION,
+            format!("invalid message format: {err}"),
+        ),
+    }
+}
+
+/// SQLSTATE 22021, which pgbastion_wire has no constant for.
+fn character_not_in_repertoire() -> SqlState {
+    SqlState::from_bytes(b"22021").unwrap_or(SqlState::DATA_EXCEPTION)
+}
+
+/// The bytes of the invalid sequence at the start of `bytes` as PostgreSQL prints them
+/// (`0xc3 0x28`): as many as the first byte announces, up to the string's end.
+fn invalid_sequence(bytes: &[u8]) -> String {
+    let announced = match bytes.first() {
+        Some(b) if b & 0xe0 == 0xc0 => 2,
+        Some(b) if b & 0xf0 == 0xe0 => 3,
+        Some(b) if b & 0xf8 == 0xf0 => 4,
+        _ => 1,
+    };
+    bytes
+        .iter()
+        .take(announced)
+        .take_while(|b| **b != 0)
+        .map(|b| format!("0x{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The ErrorResponse for an error SQLite reported.
@@ -82,6 +124,25 @@ mod tests {
         conn.execute_batch(setup).unwrap();
         let err = conn.execute_batch(sql).unwrap_err();
         from_sqlite(&err).sqlstate().unwrap().to_string()
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_bytes_like_postgres() {
+        let cases: [(&[u8], &str); 3] = [
+            (b"SELECT '\xff'\0", "0xff"),
+            (b"SELECT '\xc3\x28'\0", "0xc3 0x28"),
+            (b"\xe2\x82\0", "0xe2 0x82"),
+        ];
+        for (body, bytes) in cases {
+            let response = malformed(body, &DecodeError::InvalidUtf8);
+            assert_eq!(response.sqlstate().unwrap().to_string(), "22021");
+            assert_eq!(
+                response.message(),
+                format!("invalid byte sequence for encoding \"UTF8\": {bytes}")
+            );
+        }
+        let response = malformed(b"", &DecodeError::InvalidCount { what: "x" });
+        assert_eq!(response.sqlstate().unwrap().to_string(), "08P01");
     }
 
     #[test]

@@ -15,30 +15,39 @@
 //! per client as in PostgreSQL. Statements run on tokio's blocking pool, never on the
 //! threads that drive sockets.
 
+mod cancel;
+mod command;
 mod engine;
 mod errors;
+mod server;
+mod session;
+pub mod settings;
 pub mod sql;
 pub mod types;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use pgbastion_gateway::{
-    ClientConn, ClientIo, ConnectionState, Flow, GatewayConfig, HookError, HookResult, Hooks,
-    Session,
-};
-use pgbastion_wire::{Frame, FrontendMessage, SqlState};
+use pgbastion_gateway::ConnectionState;
 use rand::RngCore;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::engine::Engine;
 
-/// Why the database could not be opened.
+pub use crate::server::{serve_listener, LocalTrust};
+pub use crate::session::SqliteSession;
+
+/// Why the database or a session could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("SQLite: {0}")]
-pub struct SqliteError(#[from] rusqlite::Error);
+pub enum SqliteError {
+    /// SQLite refused.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The client's startup packet set a parameter to a value PostgreSQL would refuse.
+    #[error(transparent)]
+    InvalidSetting(#[from] settings::InvalidValue),
+}
 
 /// Where the database lives.
 #[derive(Debug, Clone)]
@@ -76,7 +85,7 @@ impl SqliteBackend {
         backend
             ._keeper
             .lock()
-            .map_err(|_| SqliteError(rusqlite::Error::InvalidQuery))?
+            .map_err(|_| SqliteError::Sqlite(rusqlite::Error::InvalidQuery))?
             .pragma_update(None, "journal_mode", "WAL")?;
         Ok(backend)
     }
@@ -101,8 +110,10 @@ impl SqliteBackend {
         )
     }
 
-    /// Opens a session for one client.
+    /// Opens a session for one client, with the settings of its startup packet
+    /// (`-c statement_timeout=...` in `options`).
     pub fn session(&self, state: &ConnectionState) -> Result<SqliteSession, SqliteError> {
+        let statement_timeout = settings::startup_timeout(state.client.as_ref())?;
         let conn = connect(&self.location)?;
         let version = self.version();
         let database = state
@@ -114,9 +125,11 @@ impl SqliteBackend {
             | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC;
         conn.create_scalar_function("version", 0, flags, move |_| Ok(version.clone()))?;
         conn.create_scalar_function("current_database", 0, flags, move |_| Ok(database.clone()))?;
-        Ok(SqliteSession {
-            engine: Some(Box::new(Engine::new(conn, self.parameters.clone()))),
-        })
+        Ok(SqliteSession::new(Engine::new(
+            conn,
+            self.parameters.clone(),
+            statement_timeout,
+        )))
     }
 }
 
@@ -138,87 +151,4 @@ fn connect(location: &Location) -> Result<Connection, rusqlite::Error> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
-}
-
-/// One client's session: its SQLite connection, prepared statements and portals.
-pub struct SqliteSession {
-    /// Moved to the blocking pool while a statement runs.
-    engine: Option<Box<Engine>>,
-}
-
-impl<S: ClientIo> Session<S> for SqliteSession {
-    async fn on_message(&mut self, conn: &mut ClientConn<S>, frame: Frame) -> HookResult<Flow> {
-        let message = FrontendMessage::decode(&frame).map_err(|e| {
-            HookError::new(
-                SqlState::PROTOCOL_VIOLATION,
-                format!("invalid message: {e}"),
-            )
-        })?;
-        let mut engine = self.engine.take().ok_or_else(lost)?;
-        let (engine, output) = tokio::task::spawn_blocking(move || {
-            let output = engine.handle(message);
-            (engine, output)
-        })
-        .await
-        .map_err(|_| lost())?;
-        self.engine = Some(engine);
-        let bytes = output.map_err(|fatal| {
-            HookError::new(
-                fatal.sqlstate().unwrap_or(SqlState::INTERNAL_ERROR),
-                fatal.message(),
-            )
-        })?;
-        conn.send_raw(&bytes);
-        Ok(Flow::Handled)
-    }
-}
-
-fn lost() -> HookError {
-    HookError::new(SqlState::INTERNAL_ERROR, "the SQLite session failed")
-}
-
-/// The embedded backend's client policy: trust, for loopback clients only.
-#[derive(Debug, Default)]
-pub struct LocalTrust;
-
-impl Hooks for LocalTrust {
-    fn on_startup<S: ClientIo>(
-        &self,
-        conn: &mut ClientConn<S>,
-    ) -> impl Future<Output = HookResult<Flow>> + Send {
-        let local = conn.state().client_addr.ip().is_loopback();
-        async move {
-            if local {
-                Ok(Flow::Continue)
-            } else {
-                Err(HookError::new(
-                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-                    "the embedded database trusts local clients only (127.0.0.1 or ::1); \
-                     configure the proxy (--config) to serve other hosts",
-                ))
-            }
-        }
-    }
-}
-
-/// Serves `backend` to clients of `listener`: [`LocalTrust`] authentication, one
-/// [`SqliteSession`] per client. Returns when the listener fails.
-pub async fn serve_listener(
-    listener: tokio::net::TcpListener,
-    backend: Arc<SqliteBackend>,
-    config: Arc<GatewayConfig>,
-) {
-    let config = Arc::new(GatewayConfig {
-        server_version: server_version(),
-        ..(*config).clone()
-    });
-    pgbastion_gateway::serve_listener_with(listener, config, Arc::new(LocalTrust), move |state| {
-        backend.session(state).map_err(|e| {
-            HookError::new(
-                SqlState::CANNOT_CONNECT_NOW,
-                format!("cannot open the database: {e}"),
-            )
-        })
-    })
-    .await;
 }

@@ -19,6 +19,8 @@ pub struct Statement {
     pub first: String,
     /// The second keyword, lowercase.
     pub second: String,
+    /// The third keyword, lowercase.
+    pub third: String,
     /// Tables named after FROM, INTO, UPDATE, JOIN or TABLE (unquoted, as written).
     pub tables: Vec<String>,
     /// The statement names a PostgreSQL system catalog (`pg_catalog`, `information_schema`,
@@ -30,6 +32,8 @@ pub struct Statement {
     pub param_columns: HashMap<usize, String>,
     /// Result column index → type OID from a cast on a top-level select-list item.
     pub column_casts: HashMap<usize, u32>,
+    /// The top-level select-list items as given to SQLite (casts removed), trimmed.
+    pub select_items: Vec<String>,
 }
 
 impl Statement {
@@ -37,6 +41,132 @@ impl Statement {
     pub fn is_empty(&self) -> bool {
         self.first.is_empty()
     }
+
+    /// The name PostgreSQL gives result column `index`, which SQLite calls `sqlite_name`.
+    /// SQLite names an unaliased expression by its text, so a name that is the text of its
+    /// select-list item is renamed after PostgreSQL's rules ([`column_name`]); aliases and
+    /// columns keep theirs. When a `*` makes positions unknown, any item's text counts.
+    pub fn column_name(&self, index: usize, sqlite_name: &str) -> String {
+        let has_star = self
+            .select_items
+            .iter()
+            .any(|item| item == "*" || item.ends_with(".*"));
+        let unaliased = if has_star {
+            self.select_items.iter().any(|item| item == sqlite_name)
+        } else {
+            self.select_items
+                .get(index)
+                .is_some_and(|item| item == sqlite_name)
+        };
+        if unaliased {
+            column_name(sqlite_name)
+        } else {
+            sqlite_name.to_owned()
+        }
+    }
+}
+
+/// The name PostgreSQL gives an unaliased select-list item `expr` (its `FigureColname`): a
+/// column reference is named by the column, a function call by the function (`count(*)` →
+/// `count`), `CASE` is `case`, a cast by its operand; anything else is `?column?`.
+pub fn column_name(expr: &str) -> String {
+    let tokens: Vec<_> = Lexer { src: expr, pos: 0 }
+        .filter_map(|(token, text)| token.map(|token| (token, text)))
+        .collect();
+    name_of(&tokens).unwrap_or_else(|| "?column?".to_owned())
+}
+
+fn name_of(tokens: &[(Token, &str)]) -> Option<String> {
+    if let Some(inner) = enclosed(tokens) {
+        return match inner.first() {
+            Some((Token::Word(w), _)) if w == "select" => None,
+            _ => name_of(inner),
+        };
+    }
+    let name_len = qualified_name_len(tokens);
+    let name = match name_len.checked_sub(1).and_then(|last| tokens.get(last)) {
+        Some((Token::Word(word), _)) => word.as_str(),
+        _ => return None,
+    };
+    match (&tokens[name_len..], name) {
+        ([], "true" | "false") => Some("bool".to_owned()),
+        ([], "null") => None,
+        ([], _) => Some(name.to_owned()),
+        (args, "cast") => enclosed(args).and_then(|inner| {
+            let mut parts = inner.split(|(token, _)| matches!(token, Token::Word(w) if w == "as"));
+            name_of(parts.next().unwrap_or_default())
+        }),
+        (args, _) if enclosed(args).is_some() => Some(name.to_owned()),
+        (rest, "case") if matches!(rest.last(), Some((Token::Word(w), _)) if w == "end") => {
+            Some("case".to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// How many leading tokens form a (possibly qualified) name: `word`, `schema.word`.
+fn qualified_name_len(tokens: &[(Token, &str)]) -> usize {
+    let mut len = 0;
+    while matches!(tokens.get(len), Some((Token::Word(_), _))) {
+        len += 1;
+        match tokens.get(len) {
+            Some((Token::Other, "."))
+                if matches!(tokens.get(len + 1), Some((Token::Word(_), _))) =>
+            {
+                len += 1;
+            }
+            _ => break,
+        }
+    }
+    len
+}
+
+/// The tokens inside `tokens` when it is one parenthesised group: `( ... )`.
+fn enclosed<'t, 'a>(tokens: &'t [(Token, &'a str)]) -> Option<&'t [(Token, &'a str)]> {
+    let (first, rest) = tokens.split_first()?;
+    if first.0 != Token::Open {
+        return None;
+    }
+    let mut depth = 1usize;
+    for (i, (token, _)) in rest.iter().enumerate() {
+        match token {
+            Token::Open => depth += 1,
+            Token::Close => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 {
+            return (i + 1 == rest.len()).then(|| &rest[..i]);
+        }
+    }
+    None
+}
+
+/// What a `SET`/`RESET` statement changes: the parameter (lowercase) and the value's text
+/// (unquoted), `None` for `DEFAULT` and for `RESET`.
+pub fn setting(sql: &str) -> Option<(String, Option<String>)> {
+    let mut lexer = Lexer { src: sql, pos: 0 };
+    let command = word(next_token(&mut lexer)?)?;
+    let mut name = word(next_token(&mut lexer)?)?;
+    match command.as_str() {
+        "reset" => return Some((name, None)),
+        "set" => {}
+        _ => return None,
+    }
+    if matches!(name.as_str(), "session" | "local") {
+        name = word(next_token(&mut lexer)?)?;
+    }
+    match next_token(&mut lexer)? {
+        Token::Comparison => {}
+        Token::Word(to) if to == "to" => {}
+        _ => return None,
+    }
+    let value = sql[lexer.pos..].trim();
+    let value = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .map_or_else(|| value.to_owned(), |v| v.replace("''", "'"));
+    let is_default = value.eq_ignore_ascii_case("default");
+    Some((name, (!is_default).then_some(value)))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,10 +187,10 @@ enum Token {
 /// Splits `sql` into statements, rewritten for SQLite. Empty statements are kept only when
 /// the whole string is empty (so that an empty query gets EmptyQueryResponse).
 pub fn split(sql: &str) -> Vec<Statement> {
-    let mut lexer = Lexer { src: sql, pos: 0 };
+    let lexer = Lexer { src: sql, pos: 0 };
     let mut statements = Vec::new();
     let mut current = Builder::default();
-    while let Some((token, text)) = lexer.next() {
+    for (token, text) in lexer {
         match token {
             Some(Token::Other) if text == ";" => {
                 statements.push(std::mem::take(&mut current).finish());
@@ -83,8 +213,10 @@ struct Lexer<'a> {
     pos: usize,
 }
 
-impl<'a> Lexer<'a> {
-    /// The next token and its source text; `None` as the token for whitespace and comments.
+impl<'a> Iterator for Lexer<'a> {
+    /// A token and its source text; `None` as the token for whitespace and comments.
+    type Item = (Option<Token>, &'a str);
+
     fn next(&mut self) -> Option<(Option<Token>, &'a str)> {
         let rest = &self.src[self.pos..];
         let first = rest.chars().next()?;
@@ -145,6 +277,18 @@ impl<'a> Lexer<'a> {
     }
 }
 
+/// The next token that is not whitespace or a comment.
+fn next_token(lexer: &mut Lexer<'_>) -> Option<Token> {
+    lexer.find_map(|(token, _)| token)
+}
+
+fn word(token: Token) -> Option<String> {
+    match token {
+        Token::Word(word) => Some(word),
+        _ => None,
+    }
+}
+
 /// The opening `$tag$` of a dollar-quoted string at the start of `s`.
 fn dollar_tag(s: &str) -> Option<&str> {
     let inner = span(&s[1..], |c| c.is_alphanumeric() || c == '_');
@@ -187,6 +331,8 @@ struct Builder {
     in_cast: Option<String>,
     /// The select list is open (`SELECT` seen, top-level `FROM` not yet).
     select_item: Option<usize>,
+    /// Where the current select-list item starts in `sql`.
+    item_start: usize,
     /// INSERT column list and the position in the current VALUES row.
     insert_columns: Vec<String>,
     insert_state: InsertState,
@@ -216,6 +362,7 @@ impl Builder {
                 None => return,
             }
         }
+        self.end_select_item(&token);
         match &token {
             Token::Placeholder(n) => {
                 self.sql.push('?');
@@ -233,7 +380,65 @@ impl Builder {
             _ => self.sql.push_str(text),
         }
         self.track(&token);
+        self.start_select_item(&token);
         self.tokens.push(token);
+    }
+
+    /// Records the select-list item that `token` (not yet in `sql`) ends: a top-level comma
+    /// or a keyword that closes the select list.
+    fn end_select_item(&mut self, token: &Token) {
+        if self.select_item.is_none() || self.depth > 0 {
+            return;
+        }
+        match token {
+            Token::Comma => self.push_select_item(),
+            Token::Word(word)
+                if matches!(
+                    word.as_str(),
+                    "from"
+                        | "where"
+                        | "group"
+                        | "having"
+                        | "window"
+                        | "order"
+                        | "limit"
+                        | "offset"
+                        | "union"
+                        | "intersect"
+                        | "except"
+                        | "into"
+                ) =>
+            {
+                self.push_select_item();
+                self.select_item = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn push_select_item(&mut self) {
+        let item = self.sql.get(self.item_start..).unwrap_or_default().trim();
+        self.statement.select_items.push(item.to_owned());
+    }
+
+    /// Notes where the next select-list item starts: after `SELECT`, `DISTINCT`, `ALL` or a
+    /// top-level comma.
+    fn start_select_item(&mut self, token: &Token) {
+        let starts = match token {
+            Token::Comma => self.depth == 0,
+            Token::Word(word) => {
+                word == "select" && self.statement.first == "select" && self.tokens.is_empty()
+                    || matches!(word.as_str(), "distinct" | "all")
+                        && self
+                            .sql
+                            .get(self.item_start..)
+                            .is_some_and(|item| item.trim().eq_ignore_ascii_case(word))
+            }
+            _ => false,
+        };
+        if starts && self.select_item.is_some() {
+            self.item_start = self.sql.len();
+        }
     }
 
     /// Extends the cast type name being skipped with `token`; returns the finished name when
@@ -301,6 +506,8 @@ impl Builder {
                     }
                 } else if self.statement.second.is_empty() {
                     self.statement.second = word.clone();
+                } else if self.statement.third.is_empty() {
+                    self.statement.third = word.clone();
                 }
                 if self.depth == 0 && word == "from" {
                     self.select_item = None;
@@ -399,6 +606,9 @@ impl Builder {
         if let Some(cast) = self.in_cast.take() {
             self.end_cast(&cast);
         }
+        if self.select_item.is_some() {
+            self.push_select_item();
+        }
         self.statement.sql = self.sql.trim().to_owned();
         self.statement
     }
@@ -495,6 +705,78 @@ mod tests {
             Some("information_schema")
         );
         assert_eq!(one("select 'pg_class'").catalog, None);
+    }
+
+    #[test]
+    fn select_items_are_recorded_as_sqlite_names_them() {
+        let s = one("SELECT DISTINCT count(*), t.a AS n, sum(x::int4)::int8, (SELECT 1, 2) FROM t WHERE a, b");
+        assert_eq!(
+            s.select_items,
+            ["count(*)", "t.a AS n", "sum(x)", "(SELECT 1, 2)"]
+        );
+        assert_eq!(one("SELECT 1 UNION SELECT 2").select_items, ["1"]);
+        assert_eq!(one("SELECT $1").select_items, ["?1"]);
+        assert!(one("INSERT INTO t VALUES (1)").select_items.is_empty());
+    }
+
+    #[test]
+    fn unaliased_columns_get_postgres_names() {
+        let cases = [
+            ("count(*)", "count"),
+            ("COUNT( * )", "count"),
+            ("pg_catalog.lower(name)", "lower"),
+            ("coalesce(a, b)", "coalesce"),
+            ("((max(a)))", "max"),
+            ("t.a", "a"),
+            ("\"Mixed\"", "Mixed"),
+            ("CAST(x AS integer)", "x"),
+            ("CASE WHEN a THEN 1 END", "case"),
+            ("current_date", "current_date"),
+            ("true", "bool"),
+            ("null", "?column?"),
+            ("a + b", "?column?"),
+            ("count(*) + 1", "?column?"),
+            ("f(a) || g(b)", "?column?"),
+            ("'text'", "?column?"),
+            ("(SELECT 1)", "?column?"),
+            ("?1", "?column?"),
+        ];
+        for (expr, name) in cases {
+            assert_eq!(column_name(expr), name, "{expr}");
+        }
+    }
+
+    #[test]
+    fn set_and_reset_name_their_parameter_and_value() {
+        let cases = [
+            (
+                "SET statement_timeout = 200",
+                Some(("statement_timeout", Some("200"))),
+            ),
+            (
+                "set session statement_timeout to '1s'",
+                Some(("statement_timeout", Some("1s"))),
+            ),
+            (
+                "SET LOCAL statement_timeout TO DEFAULT",
+                Some(("statement_timeout", None)),
+            ),
+            (
+                "SET statement_timeout=5",
+                Some(("statement_timeout", Some("5"))),
+            ),
+            ("RESET statement_timeout", Some(("statement_timeout", None))),
+            ("RESET ALL", Some(("all", None))),
+            ("SET TIME ZONE 'UTC'", None),
+            ("SELECT 1", None),
+        ];
+        for (sql, expected) in cases {
+            let found = setting(sql);
+            let found = found
+                .as_ref()
+                .map(|(name, value)| (name.as_str(), value.as_deref()));
+            assert_eq!(found, expected, "{sql}");
+        }
     }
 
     #[test]

@@ -366,7 +366,10 @@ SELECT 1;
         stdout.starts_with(expected_out),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    assert!(stdout.ends_with("1\n1\n(1 row)\n"), "stdout:\n{stdout}");
+    assert!(
+        stdout.ends_with("?column?\n1\n(1 row)\n"),
+        "stdout:\n{stdout}"
+    );
     assert!(stderr.contains("no such table: nowhere"), "{stderr}");
     assert!(
         stderr.contains("not supported by the embedded SQLite backend"),
