@@ -147,7 +147,7 @@ impl CancelRegistry {
         let Some(entry) = sessions.get(&request.process_id) else {
             return false;
         };
-        let matches = pgbastion_auth::md5::constant_time_eq(&entry.secret, &request.secret_key);
+        let matches = pgbastion_auth::ct::eq(&entry.secret, &request.secret_key);
         if matches {
             entry.interrupter.interrupt(Reason::UserRequest);
         }
