@@ -73,23 +73,83 @@ fn startup_cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
     let mut truncated = startup_bytes(&[("user", "tclient")]);
     truncated.truncate(12);
     vec![
-        ("length below 4", vec![0, 0, 0, 2, 0, 3], Expect::Fatal("08P01", "invalid message length 2")),
-        ("length 6: no room for a version", vec![0, 0, 0, 6, 0, 3], Expect::Fatal("08P01", "invalid message length 6")),
-        ("startup packet over 10000 bytes", 10_005u32.to_be_bytes().to_vec(), Expect::Fatal("08P01", "exceeds the limit of 10000 bytes")),
-        ("declared length 2^31-1", 0x7fff_ffffu32.to_be_bytes().to_vec(), Expect::Fatal("08P01", "exceeds the limit of 10000 bytes")),
-        ("declared length -1", vec![0xff; 4], Expect::Fatal("08P01", "exceeds the limit of 10000 bytes")),
-        ("an HTTP request", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), Expect::Fatal("08P01", "")),
-        ("parameters without the final NUL", packet(b"\0\x03\0\0user\0tclient\0"), Expect::Fatal("08P01", "")),
-        ("a parameter name without a value", packet(b"\0\x03\0\0user\0tclient\0database\0\0"), Expect::Fatal("08P01", "")),
-        ("protocol 4.0", tclient(0x0004_0000), Expect::Fatal("0A000", "unsupported frontend protocol 4.0")),
-        ("protocol 2.0", tclient(0x0002_0000), Expect::Fatal("0A000", "unsupported frontend protocol 2.0")),
+        (
+            "length below 4",
+            vec![0, 0, 0, 2, 0, 3],
+            Expect::Fatal("08P01", "invalid message length 2"),
+        ),
+        (
+            "length 6: no room for a version",
+            vec![0, 0, 0, 6, 0, 3],
+            Expect::Fatal("08P01", "invalid message length 6"),
+        ),
+        (
+            "startup packet over 10000 bytes",
+            10_005u32.to_be_bytes().to_vec(),
+            Expect::Fatal("08P01", "exceeds the limit of 10000 bytes"),
+        ),
+        (
+            "declared length 2^31-1",
+            0x7fff_ffffu32.to_be_bytes().to_vec(),
+            Expect::Fatal("08P01", "exceeds the limit of 10000 bytes"),
+        ),
+        (
+            "declared length -1",
+            vec![0xff; 4],
+            Expect::Fatal("08P01", "exceeds the limit of 10000 bytes"),
+        ),
+        (
+            "an HTTP request",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            Expect::Fatal("08P01", ""),
+        ),
+        (
+            "parameters without the final NUL",
+            packet(b"\0\x03\0\0user\0tclient\0"),
+            Expect::Fatal("08P01", ""),
+        ),
+        (
+            "a parameter name without a value",
+            packet(b"\0\x03\0\0user\0tclient\0database\0\0"),
+            Expect::Fatal("08P01", ""),
+        ),
+        (
+            "protocol 4.0",
+            tclient(0x0004_0000),
+            Expect::Fatal("0A000", "unsupported frontend protocol 4.0"),
+        ),
+        (
+            "protocol 2.0",
+            tclient(0x0002_0000),
+            Expect::Fatal("0A000", "unsupported frontend protocol 2.0"),
+        ),
         // PostgreSQL checks the version first (0A000 "unsupported frontend protocol
         // 1234.9999"); pgbastion parses the (missing) parameters first. Both refuse it.
-        ("an unknown request code 1234/9999", packet(&[0x04, 0xd2, 0x27, 0x0f]), Expect::Fatal("08P01", "missing its NUL terminator")),
-        ("a startup without user", startup_bytes(&[("database", "postgres")]), Expect::Fatal("28000", "no PostgreSQL user name specified")),
-        ("a user no route takes", startup_bytes(&[("user", "nobody")]), Expect::Fatal("28000", "no route for user \"nobody\"")),
-        ("a CancelRequest with an unknown key", packet(&[0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2]), Expect::Closed),
-        ("half a startup packet, then the client's close", truncated, Expect::Closed),
+        (
+            "an unknown request code 1234/9999",
+            packet(&[0x04, 0xd2, 0x27, 0x0f]),
+            Expect::Fatal("08P01", "missing its NUL terminator"),
+        ),
+        (
+            "a startup without user",
+            startup_bytes(&[("database", "postgres")]),
+            Expect::Fatal("28000", "no PostgreSQL user name specified"),
+        ),
+        (
+            "a user no route takes",
+            startup_bytes(&[("user", "nobody")]),
+            Expect::Fatal("28000", "no route for user \"nobody\""),
+        ),
+        (
+            "a CancelRequest with an unknown key",
+            packet(&[0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 2]),
+            Expect::Closed,
+        ),
+        (
+            "half a startup packet, then the client's close",
+            truncated,
+            Expect::Closed,
+        ),
     ]
 }
 
@@ -162,18 +222,36 @@ fn after_auth_cases() -> Vec<(&'static str, Vec<u8>)> {
     parse_short.extend_from_slice(&5u16.to_be_bytes()); // five parameter types, none sent
     vec![
         ("an unknown message type", message(b'z', b"hello")),
-        ("a StartupMessage after authentication", startup_bytes(&[("user", "app")])),
-        ("an SSLRequest after authentication", packet(&[0x04, 0xd2, 0x16, 0x2f])),
-        ("a SASLResponse after authentication", message(b'p', b"c=biws,r=abc,p=AAAA")),
+        (
+            "a StartupMessage after authentication",
+            startup_bytes(&[("user", "app")]),
+        ),
+        (
+            "an SSLRequest after authentication",
+            packet(&[0x04, 0xd2, 0x16, 0x2f]),
+        ),
+        (
+            "a SASLResponse after authentication",
+            message(b'p', b"c=biws,r=abc,p=AAAA"),
+        ),
         ("CopyData outside COPY", message(b'd', b"1\t2\n")),
         ("CopyDone outside COPY", message(b'c', b"")),
         ("CopyFail outside COPY", message(b'f', b"never mind\0")),
         ("a Query without its NUL", message(b'Q', b"SELECT 1")),
-        ("a Parse declaring more parameter types than it holds", message(b'P', &parse_short)),
+        (
+            "a Parse declaring more parameter types than it holds",
+            message(b'P', &parse_short),
+        ),
         ("a Sync with a body", message(b'S', b"xyz")),
         ("a message length below 4", vec![b'Q', 0, 0, 0, 3]),
-        ("a Query declaring 2^31-1 bytes", vec![b'Q', 0x7f, 0xff, 0xff, 0xff, b'S']),
-        ("a Query declaring 1 GiB + 1 bytes", vec![b'Q', 0x40, 0, 0, 1, b'S']),
+        (
+            "a Query declaring 2^31-1 bytes",
+            vec![b'Q', 0x7f, 0xff, 0xff, 0xff, b'S'],
+        ),
+        (
+            "a Query declaring 1 GiB + 1 bytes",
+            vec![b'Q', 0x40, 0, 0, 1, b'S'],
+        ),
     ]
 }
 
@@ -193,7 +271,9 @@ async fn protocol_violations_after_authentication_are_answered_as_postgresql_ans
                 None => direct.0.clone(),
             };
             if proxied.0 != expected {
-                failures.push(format!("{case}: {proxied:?}, expected {expected:?}; PostgreSQL: {direct:?}"));
+                failures.push(format!(
+                    "{case}: {proxied:?}, expected {expected:?}; PostgreSQL: {direct:?}"
+                ));
             }
             witness.still_serving(case).await;
         }
@@ -219,7 +299,12 @@ async fn transcript(mut client: RawClient, bytes: &[u8]) -> (Vec<String>, Vec<St
             Ok(Ok(BackendMessage::ErrorResponse(e))) => {
                 messages.push(e.message().to_owned());
                 let severity = e.severity().map(|s| s.as_str()).unwrap_or("?");
-                format!("E {severity} {}", e.sqlstate().map(|c| c.as_str().to_owned()).unwrap_or_default())
+                format!(
+                    "E {severity} {}",
+                    e.sqlstate()
+                        .map(|c| c.as_str().to_owned())
+                        .unwrap_or_default()
+                )
             }
             Ok(Ok(other)) => format!("{:?}", other.tag()),
         };
@@ -245,14 +330,32 @@ async fn clients_too_slow_to_log_in_are_closed_by_auth_timeout() {
         );
         let elapsed = started.elapsed();
         let timeout = "canceling authentication due to timeout";
-        assert_fatal("half a startup packet, then nothing", &half, "57014", timeout);
-        assert_fatal("md5 startup, then no password", &md5_stall, "57014", timeout);
-        assert_fatal("a startup packet one byte every 200 ms", &trickle, "57014", timeout);
+        assert_fatal(
+            "half a startup packet, then nothing",
+            &half,
+            "57014",
+            timeout,
+        );
+        assert_fatal(
+            "md5 startup, then no password",
+            &md5_stall,
+            "57014",
+            timeout,
+        );
+        assert_fatal(
+            "a startup packet one byte every 200 ms",
+            &trickle,
+            "57014",
+            timeout,
+        );
         assert!(
             silent.is_fatal("57014") || silent == Answer::Closed,
             "a silent connection: {silent:?}"
         );
-        assert!(elapsed < Duration::from_secs(4), "auth_timeout 1s took {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_secs(4),
+            "auth_timeout 1s took {elapsed:?}"
+        );
         witness.still_serving("slow clients").await;
     })
     .await;
@@ -270,7 +373,10 @@ async fn md5_startup_then_stall(addr: SocketAddr) -> Answer {
     let mut client = RawClient::connect(addr).await.unwrap();
     client.send_startup(&[("user", "mclient")]).await.unwrap();
     let first = client.read().await.unwrap();
-    assert!(matches!(first, BackendMessage::Authentication(_)), "{first:?}");
+    assert!(
+        matches!(first, BackendMessage::Authentication(_)),
+        "{first:?}"
+    );
     answer(&mut client).await
 }
 
@@ -286,11 +392,39 @@ async fn startup_one_byte_at_a_time(addr: SocketAddr) -> Answer {
     }
     let got = answer(&mut client).await;
     let took = connected.elapsed();
-    assert!(took < Duration::from_millis(1800), "the trickle kept the connection for {took:?}");
+    assert!(
+        took < Duration::from_millis(1800),
+        "the trickle kept the connection for {took:?}"
+    );
     got
 }
 
 async fn connect_and_say_nothing(addr: SocketAddr) -> Answer {
     let mut client = RawClient::connect(addr).await.unwrap();
     answer(&mut client).await
+}
+
+/// Expected to pass once the "second SSLRequest/GSSENCRequest refused" fix is merged:
+/// PostgreSQL answers a repeated request with FATAL 08P01, and so must pgbastion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_ssl_or_gssenc_request_is_refused_with_08p01() {
+    let (_cluster, bastion, addr) = setup();
+    within("second negotiation request", async {
+        let mut witness = Witness::new(addr, "tclient", None).await;
+        let requests = [
+            ("SSLRequest", [0x04, 0xd2, 0x16, 0x2f]),
+            ("GSSENCRequest", [0x04, 0xd2, 0x16, 0x30]),
+        ];
+        for (case, code) in requests {
+            let mut client = RawClient::connect(addr).await.unwrap();
+            client.send_raw(&packet(&code)).await.unwrap();
+            assert_eq!(client.read_byte().await.unwrap(), b'N', "{case}");
+            client.send_raw(&packet(&code)).await.unwrap();
+            let got = answer(&mut client).await;
+            assert_fatal(case, &got, "08P01", "");
+            witness.still_serving(case).await;
+        }
+    })
+    .await;
+    bastion.finish(&[BACKEND_PW, MD5_PW]);
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgbastion_testkit::{RawClient, RawClientError};
-use pgbastion_wire::BackendMessage;
+use pgbastion_wire::{BackendMessage, ErrorResponse};
 
 /// How long one hostile case may take before the test fails with its name.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -53,7 +53,12 @@ pub struct Bastion {
 impl Bastion {
     /// Writes `config` to a temporary directory (with `files`, name and contents, beside it),
     /// starts the binary with `env` and waits until every port in `ports` is listening.
-    pub fn start(config: &str, files: &[(&str, &str)], env: &[(&str, &str)], ports: &[u16]) -> Self {
+    pub fn start(
+        config: &str,
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+        ports: &[u16],
+    ) -> Self {
         Self::start_wrapped(&[], config, files, env, ports)
     }
 
@@ -185,6 +190,18 @@ pub enum Answer {
 }
 
 impl Answer {
+    /// The answer an ErrorResponse gives.
+    pub fn from_error(e: &ErrorResponse) -> Self {
+        Self::Error {
+            severity: e.severity().map(|s| s.as_str()).unwrap_or("").to_owned(),
+            code: e
+                .sqlstate()
+                .map(|c| c.as_str().to_owned())
+                .unwrap_or_default(),
+            message: e.message().to_owned(),
+        }
+    }
+
     /// A FATAL with `code`, whatever the message.
     pub fn is_fatal(&self, code: &str) -> bool {
         matches!(self, Self::Error { severity, code: c, .. } if severity == "FATAL" && c == code)
@@ -225,16 +242,16 @@ pub async fn answer(client: &mut RawClient) -> Answer {
             | BackendMessage::NoticeResponse(_)
             | BackendMessage::ParameterStatus { .. } => {}
             BackendMessage::ErrorResponse(e) => {
-                let severity = e.severity().map(|s| s.as_str()).unwrap_or("").to_owned();
-                let answer = Answer::Error {
-                    code: e.sqlstate().map(|c| c.as_str().to_owned()).unwrap_or_default(),
-                    message: e.message().to_owned(),
-                    severity,
-                };
-                if answer.code().is_some() && matches!(&answer, Answer::Error { severity, .. } if severity == "FATAL") {
+                let answer = Answer::from_error(&e);
+                if answer.code().is_some()
+                    && matches!(&answer, Answer::Error { severity, .. } if severity == "FATAL")
+                {
                     let after = tokio::time::timeout(SILENCE, client.read()).await;
                     assert!(
-                        matches!(after, Ok(Err(RawClientError::Closed | RawClientError::Io(_)))),
+                        matches!(
+                            after,
+                            Ok(Err(RawClientError::Closed | RawClientError::Io(_)))
+                        ),
                         "FATAL {answer:?} was not followed by a close: {after:?}"
                     );
                 }
@@ -280,6 +297,11 @@ impl Witness {
             password: password.map(str::to_owned),
             session,
         }
+    }
+
+    /// The open session.
+    pub fn session(&mut self) -> &mut RawClient {
+        &mut self.session
     }
 
     /// Asserts that the open session and a new one both answer a query.
@@ -366,7 +388,7 @@ pub fn base64(data: &[u8], url_safe: bool) -> String {
             out.push(alphabet[(n >> (18 - 6 * i) & 63) as usize] as char);
         }
         if !url_safe {
-            out.extend(std::iter::repeat('=').take(3 - chunk.len()));
+            out.extend(std::iter::repeat_n('=', 3 - chunk.len()));
         }
     }
     out
