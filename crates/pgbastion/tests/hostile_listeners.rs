@@ -273,22 +273,27 @@ async fn connections_beyond_the_per_address_limits_get_53300_and_others_keep_wor
     bastion.finish(&[BACKEND_PW]);
 }
 
-/// Three new connections in a burst pass, the fourth within the second is refused, and
-/// after a second the address may connect again.
+/// Four logins at once against `connection_rate_per_ip = 3`: three are served, one is
+/// refused (at once, so the bucket cannot refill in between); a second later the address
+/// may connect again.
 async fn rate_limit(addr: SocketAddr) {
     let case = "a fourth connection within one second";
-    let started = Instant::now();
-    for _ in 0..3 {
-        login(addr, "tclient", None).await;
+    let attempts =
+        (0..4).map(|_| tokio::spawn(RawClient::startup(addr, "tclient", "postgres", None)));
+    let mut refused = Vec::new();
+    let mut served = Vec::new();
+    for attempt in attempts {
+        match attempt.await.unwrap() {
+            Ok(client) => served.push(client),
+            Err(e) => refused.push(Answer::from_error(
+                e.server_error().unwrap_or_else(|| panic!("{case}: {e}")),
+            )),
+        }
     }
-    let got = raw_answer(addr, &startup_bytes(&[("user", "tclient")])).await;
-    assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "the burst was too slow to test"
-    );
+    assert_eq!((served.len(), refused.len()), (3, 1), "{case}: {refused:?}");
     assert_fatal(
         case,
-        &got,
+        &refused[0],
         "53300",
         "too many new connections from your address (at most 3 per second)",
     );
@@ -384,12 +389,22 @@ async fn running_out_of_file_descriptors_does_not_stop_pgbastion() {
 }
 
 /// Expected to pass once the "connection limits counted from accept" fix is merged: sockets
-/// that never send a byte hold their place in `max_connections_per_ip`, so they cannot be
-/// used to exhaust the server without being counted.
+/// that never send a byte hold their place in `max_connections_per_ip`, and connections
+/// refused during startup still count against `connection_rate_per_ip`, so neither can be
+/// used to flood the server without being counted. Today both are counted only once a
+/// startup packet has been accepted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_sockets_count_against_max_connections_per_ip() {
+async fn connections_count_against_the_limits_from_accept() {
     let cluster = cluster();
-    let (bastion, addrs) = bastion(&cluster, &["", "max_connections_per_ip = 3"], &[]);
+    let (bastion, addrs) = bastion(
+        &cluster,
+        &[
+            "",
+            "max_connections_per_ip = 3",
+            "connection_rate_per_ip = 3",
+        ],
+        &[],
+    );
     within("silent sockets", async {
         let mut witness = Witness::new(addrs[0], "tclient", None).await;
         let mut silent = Vec::new();
