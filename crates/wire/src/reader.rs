@@ -108,15 +108,16 @@ impl<'a> Reader<'a> {
         self.cstr().map(str::to_owned)
     }
 
-    /// A non-negative `i16` count of items that each take at least `min_item_len` bytes,
-    /// checked against what is left, so that no caller pre-allocates for a count the body
-    /// cannot hold.
+    /// A 16-bit count of items that each take at least `min_item_len` bytes, checked against
+    /// what is left, so that no caller pre-allocates for a count the body cannot hold. Read
+    /// unsigned, as PostgreSQL's `pq_getmsgint(msg, 2)` does: a Bind may carry up to 65,535
+    /// parameters.
     pub fn count16(
         &mut self,
         min_item_len: usize,
         what: &'static str,
     ) -> Result<usize, DecodeError> {
-        let count = self.i16()?;
+        let count = self.u16()?;
         self.checked_count(i64::from(count), min_item_len, what)
     }
 
@@ -242,10 +243,13 @@ mod tests {
             r.count16(2, "columns"),
             Err(DecodeError::InvalidCount { what: "columns" })
         );
+        // 16-bit counts are unsigned, as in PostgreSQL: 65,535 zero-length items fit.
         let mut r = Reader::new(&[0xff, 0xff]);
-        assert!(
-            r.count16(0, "columns").is_err(),
-            "negative counts are refused"
+        assert_eq!(r.count16(0, "parameters"), Ok(65_535));
+        let mut r = Reader::new(&[0xff, 0xff, 0, 0]);
+        assert_eq!(
+            r.count16(1, "parameters"),
+            Err(DecodeError::InvalidCount { what: "parameters" })
         );
     }
 
