@@ -199,14 +199,14 @@ async fn send_case(addr: SocketAddr, bytes: &[u8], half_close: bool) -> Answer {
     }
 }
 
-/// What pgbastion answers today where it differs from PostgreSQL (defect D1 in
-/// docs/hostile.md): a frame whose declared length is below 4 or over 1 GiB is forwarded to
-/// the backend, PostgreSQL closes without a word ("invalid message length" is only logged),
-/// and the client is then told FATAL 08006 "the connection to the backend was lost" instead
-/// of being closed (or told 08P01) by pgbastion's own client-side frame scanner.
-const D1_TODAY: &[&str] = &["E FATAL 08006", "closed"];
+/// Where pgbastion's answer differs from PostgreSQL's on purpose (D1 in docs/hostile.md): a
+/// frame whose declared length PostgreSQL refuses (below 4, or over its type's limit) is
+/// refused by pgbastion's client-side frame scanner before it reaches the backend.
+/// PostgreSQL closes without a word ("invalid message length" is only in its log);
+/// pgbastion tells the client why, with FATAL 08P01, then closes.
+const D1_TODAY: &[&str] = &["E FATAL 08P01", "closed"];
 
-/// Cases whose proxied answer differs from PostgreSQL's today, with that answer.
+/// Cases whose proxied answer differs from PostgreSQL's, with that answer.
 fn known_divergence(case: &str) -> Option<&'static [&'static str]> {
     let d1 = [
         "a message length below 4",

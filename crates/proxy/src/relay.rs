@@ -28,6 +28,9 @@ pub enum End {
     Client,
     /// The backend closed or failed while the client still wanted it.
     Backend,
+    /// The client sent a message with a length PostgreSQL refuses (it closes the connection
+    /// on one too); what came before it was forwarded.
+    BadLength,
 }
 
 impl End {
@@ -37,6 +40,7 @@ impl End {
             End::Terminate => "terminate",
             End::Client => "client",
             End::Backend => "backend",
+            End::BadLength => "invalid message length",
         }
     }
 }
@@ -79,11 +83,17 @@ where
         buf.extend_from_slice(&client_pending);
         loop {
             if !buf.is_empty() {
-                up_scanner.feed(&buf);
-                if backend_write.write_all(&buf).await.is_err() {
+                let (good, end) = match up_scanner.feed(&buf) {
+                    Ok(()) => (&buf[..], None),
+                    Err(bad) => (&buf[..bad.start], Some(End::BadLength)),
+                };
+                if backend_write.write_all(good).await.is_err() {
                     return End::Backend;
                 }
-                up_bytes += buf.len() as u64;
+                up_bytes += good.len() as u64;
+                if let Some(end) = end {
+                    return end;
+                }
                 if up_scanner.terminated() {
                     // Nothing the client sends after Terminate means anything.
                     return End::Terminate;
@@ -101,7 +111,8 @@ where
         buf.extend_from_slice(&backend_pending);
         loop {
             if !buf.is_empty() {
-                down_scanner.feed(&buf);
+                // Backend lengths are not limited; the scanner only follows them.
+                let _ = down_scanner.feed(&buf);
                 if client_write.write_all(&buf).await.is_err() {
                     return End::Client;
                 }
@@ -136,7 +147,11 @@ where
             if down_scanner.at_boundary() && down_scanner.last_tag() != Some(b'E') {
                 // Tell the client why, unless the backend did (its FATAL is the last
                 // message) or a message is cut in half (then closing is all that is left).
-                let _ = client_write.write_all(&backend_lost()).await;
+                let lost = fatal(
+                    SqlState::CONNECTION_FAILURE,
+                    "the connection to the backend was lost",
+                );
+                let _ = client_write.write_all(&lost).await;
             }
             let _ = client_write.shutdown().await;
         }
@@ -145,6 +160,13 @@ where
         }
         End::Client => {
             let _ = backend_write.shutdown().await;
+        }
+        End::BadLength => {
+            let _ = backend_write.shutdown().await;
+            let _ = client_write
+                .write_all(&fatal(SqlState::PROTOCOL_VIOLATION, "invalid message length"))
+                .await;
+            let _ = client_write.shutdown().await;
         }
     }
     Relayed {
@@ -155,16 +177,12 @@ where
     }
 }
 
-/// The FATAL a client gets when its backend goes away under it.
-fn backend_lost() -> BytesMut {
+/// A FATAL ErrorResponse, encoded.
+fn fatal(code: SqlState, message: &str) -> BytesMut {
     let mut out = BytesMut::new();
-    let error = ErrorResponse::new(
-        Severity::Fatal,
-        SqlState::CONNECTION_FAILURE,
-        "the connection to the backend was lost",
-    );
     // A fixed message always encodes; an empty buffer (nothing sent) is the fallback.
-    let _ = BackendMessage::ErrorResponse(error).encode(&mut out);
+    let _ = BackendMessage::ErrorResponse(ErrorResponse::new(Severity::Fatal, code, message))
+        .encode(&mut out);
     out
 }
 
@@ -230,5 +248,21 @@ mod tests {
         let relayed = task.await.unwrap();
         assert_eq!(relayed.end, End::Backend);
         assert_eq!(relayed.status, Some(TransactionStatus::Idle));
+    }
+
+    #[tokio::test]
+    async fn a_client_message_with_a_length_postgresql_refuses_ends_the_session_with_08p01() {
+        let (mut client, mut backend, task) = start();
+        client
+            .write_all(b"S\0\0\0\x04Q\x7f\xff\xff\xffSELECT")
+            .await
+            .unwrap();
+        let got = read_to_end(&mut client).await;
+        assert!(got.starts_with(b"E"), "{got:?}");
+        assert!(got.windows(5).any(|w| w == b"08P01"), "{got:?}");
+        let mut forwarded = Vec::new();
+        backend.read_to_end(&mut forwarded).await.unwrap();
+        assert_eq!(forwarded, b"S\0\0\0\x04", "only what came before it");
+        assert_eq!(task.await.unwrap().end, End::BadLength);
     }
 }

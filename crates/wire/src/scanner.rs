@@ -7,6 +7,7 @@
 //! current message's 5-byte header.
 
 use crate::backend::TransactionStatus;
+use crate::limits::frontend_message_limit;
 
 /// Which side of the protocol a stream comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,19 @@ const TERMINATE: u8 = b'X';
 /// The tag of a server's ReadyForQuery message.
 const READY_FOR_QUERY: u8 = b'Z';
 
+/// A client message whose declared length PostgreSQL would refuse (below 4, or above the
+/// limit for its type: [`frontend_message_limit`]). PostgreSQL closes the connection on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadLength {
+    /// Where, in the bytes just fed, the refused message starts (0 when its header began in
+    /// an earlier feed): what comes before it may still be forwarded.
+    pub start: usize,
+    /// The message's type byte.
+    pub tag: u8,
+    /// Its declared length.
+    pub length: u32,
+}
+
 /// Tracks message boundaries in one direction of a relayed stream.
 #[derive(Debug, Clone)]
 pub struct FrameScanner {
@@ -33,6 +47,7 @@ pub struct FrameScanner {
     last_complete: Option<u8>,
     status: Option<TransactionStatus>,
     terminated: bool,
+    bad: Option<BadLength>,
 }
 
 impl FrameScanner {
@@ -47,11 +62,17 @@ impl FrameScanner {
             last_complete: None,
             status: None,
             terminated: false,
+            bad: None,
         }
     }
 
-    /// Feeds the next bytes of the stream.
-    pub fn feed(&mut self, mut data: &[u8]) {
+    /// Feeds the next bytes of the stream. A frontend stream whose next message declares a
+    /// length PostgreSQL would refuse is an error, now and for every later feed.
+    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), BadLength> {
+        if let Some(bad) = self.bad {
+            return Err(BadLength { start: 0, ..bad });
+        }
+        let total = data.len();
         while !data.is_empty() {
             if self.remaining > 0 {
                 let take = self.remaining.min(data.len());
@@ -68,25 +89,44 @@ impl FrameScanner {
                 }
                 continue;
             }
+            let header_start = (total - data.len()).saturating_sub(self.have);
             let take = (5 - self.have).min(data.len());
             self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
             self.have += take;
             data = &data[take..];
             if self.have == 5 {
-                self.start_message();
+                if let Err(bad) = self.start_message(header_start) {
+                    self.bad = Some(bad);
+                    return Err(bad);
+                }
             }
         }
+        Ok(())
     }
 
-    fn start_message(&mut self) {
+    fn start_message(&mut self, start: usize) -> Result<(), BadLength> {
         self.have = 0;
         self.tag = self.header[0];
         let [_, a, b, c, d] = self.header;
-        let len = u32::from_be_bytes([a, b, c, d]);
-        self.remaining = usize::try_from(len).unwrap_or(usize::MAX).saturating_sub(4);
+        let length = u32::from_be_bytes([a, b, c, d]);
+        let body = usize::try_from(length).unwrap_or(usize::MAX).checked_sub(4);
+        let refused = match (self.direction, body) {
+            (_, None) => true,
+            (Direction::Frontend, Some(body)) => body > frontend_message_limit(self.tag),
+            (Direction::Backend, Some(_)) => false,
+        };
+        if refused {
+            return Err(BadLength {
+                start,
+                tag: self.tag,
+                length,
+            });
+        }
+        self.remaining = body.unwrap_or(0);
         if self.remaining == 0 {
             self.complete();
         }
+        Ok(())
     }
 
     fn complete(&mut self) {
@@ -135,14 +175,14 @@ mod tests {
         let stream = backend_stream();
         for split in 0..stream.len() {
             let mut scanner = FrameScanner::new(Direction::Backend);
-            scanner.feed(&stream[..split]);
-            scanner.feed(&stream[split..]);
+            scanner.feed(&stream[..split]).unwrap();
+            scanner.feed(&stream[split..]).unwrap();
             assert_eq!(scanner.status(), Some(TransactionStatus::InTransaction));
             assert_eq!(scanner.last_tag(), Some(b'D'));
             assert!(scanner.at_boundary());
         }
         let mut scanner = FrameScanner::new(Direction::Backend);
-        scanner.feed(&stream[..stream.len() - 1]);
+        scanner.feed(&stream[..stream.len() - 1]).unwrap();
         assert!(!scanner.at_boundary());
         assert_eq!(scanner.last_tag(), Some(b'Z'));
     }
@@ -151,7 +191,7 @@ mod tests {
     fn a_status_byte_split_from_its_header_is_still_read() {
         let mut scanner = FrameScanner::new(Direction::Backend);
         for byte in b"Z\0\0\0\x05E" {
-            scanner.feed(&[*byte]);
+            scanner.feed(&[*byte]).unwrap();
         }
         assert_eq!(scanner.status(), Some(TransactionStatus::Failed));
     }
@@ -165,13 +205,13 @@ mod tests {
         stream.extend_from_slice(b"X\0\0\0\x04");
         for split in 0..stream.len() {
             let mut scanner = FrameScanner::new(Direction::Frontend);
-            scanner.feed(&stream[..split]);
+            scanner.feed(&stream[..split]).unwrap();
             assert!(!scanner.terminated(), "split at {split}");
-            scanner.feed(&stream[split..]);
+            scanner.feed(&stream[split..]).unwrap();
             assert!(scanner.terminated(), "split at {split}");
         }
         let mut scanner = FrameScanner::new(Direction::Frontend);
-        scanner.feed(&stream[..query_end]);
+        scanner.feed(&stream[..query_end]).unwrap();
         assert!(!scanner.terminated());
         assert_eq!(scanner.last_tag(), Some(b'Q'));
     }
@@ -179,16 +219,42 @@ mod tests {
     #[test]
     fn backend_streams_never_count_as_terminated() {
         let mut scanner = FrameScanner::new(Direction::Backend);
-        scanner.feed(b"X\0\0\0\x04");
+        scanner.feed(b"X\0\0\0\x04").unwrap();
         assert!(!scanner.terminated());
     }
 
     #[test]
-    fn a_huge_declared_length_does_not_overflow() {
-        let mut scanner = FrameScanner::new(Direction::Frontend);
-        scanner.feed(b"d\xff\xff\xff\xff");
-        scanner.feed(&[0; 100]);
+    fn a_huge_backend_length_does_not_overflow() {
+        let mut scanner = FrameScanner::new(Direction::Backend);
+        scanner.feed(b"D\xff\xff\xff\xff").unwrap();
+        scanner.feed(&[0; 100]).unwrap();
         assert!(!scanner.at_boundary());
         assert_eq!(scanner.last_tag(), None);
+    }
+
+    #[test]
+    fn client_lengths_postgresql_refuses_are_reported_where_the_message_starts() {
+        let sync = b"S\0\0\0\x04";
+        for (header, tag) in [
+            (&b"Q\0\0\0\x03"[..], b'Q'),             // below 4
+            (&b"Q\x7f\xff\xff\xff"[..], b'Q'),       // 2^31-1
+            (&b"S\0\0\x27\x15"[..], b'S'),           // a Sync over 10000 bytes
+        ] {
+            let mut stream = sync.to_vec();
+            stream.extend_from_slice(header);
+            let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let expected = BadLength { start: 5, tag, length };
+            let mut scanner = FrameScanner::new(Direction::Frontend);
+            assert_eq!(scanner.feed(&stream), Err(expected));
+            assert_eq!(scanner.feed(b"more"), Err(BadLength { start: 0, ..expected }));
+            // The header split across feeds: the message started in the earlier one.
+            let mut scanner = FrameScanner::new(Direction::Frontend);
+            scanner.feed(&stream[..7]).unwrap();
+            assert_eq!(scanner.feed(&stream[7..]), Err(BadLength { start: 0, ..expected }));
+        }
+        let mut scanner = FrameScanner::new(Direction::Frontend);
+        let mut copy = b"d\0\0\x27\x15".to_vec();
+        copy.extend_from_slice(&[0; 10_001]);
+        assert_eq!(scanner.feed(&copy), Ok(()), "CopyData may be large");
     }
 }
