@@ -183,6 +183,12 @@ pub fn detect(buf: &[u8]) -> Result<Detection, ProxyHeaderError> {
     }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
+        // A v1 header is one line: once its CRLF is here, more bytes cannot complete it.
+        if maybe_v1 && memchr::memmem::find(buf, b"\r\n").is_some() {
+            return Err(ProxyHeaderError::Malformed(
+                "the PROXY v1 line ends before its fields do".to_owned(),
+            ));
+        }
         return if buf.len() >= MAX_PROXY_HEADER_LEN {
             Err(ProxyHeaderError::TooLong)
         } else {
@@ -191,7 +197,7 @@ pub fn detect(buf: &[u8]) -> Result<Detection, ProxyHeaderError> {
     }
     let (info, len) = match result {
         HeaderResult::V1(Ok(header)) => (from_v1(&header), header.header.len()),
-        HeaderResult::V2(Ok(header)) => (from_v2(&header), header.len()),
+        HeaderResult::V2(Ok(header)) => (from_v2(&header)?, header.len()),
         HeaderResult::V1(Err(e)) => return Err(ProxyHeaderError::Malformed(e.to_string())),
         HeaderResult::V2(Err(e)) => return Err(ProxyHeaderError::Malformed(e.to_string())),
     };
@@ -227,7 +233,7 @@ fn from_v1(header: &v1::Header<'_>) -> ProxyInfo {
     }
 }
 
-fn from_v2(header: &v2::Header<'_>) -> ProxyInfo {
+fn from_v2(header: &v2::Header<'_>) -> Result<ProxyInfo, ProxyHeaderError> {
     let (source, destination) = match (header.command, header.addresses) {
         (v2::Command::Proxy, v2::Addresses::IPv4(a)) => (
             Some(SocketAddr::from((a.source_address, a.source_port))),
@@ -245,17 +251,19 @@ fn from_v2(header: &v2::Header<'_>) -> ProxyInfo {
         ),
         _ => (None, None),
     };
+    // A TLV that runs past the header makes the whole header malformed: dropping it and
+    // serving the connection would act on a header the sender did not write.
     let tlvs = header
         .tlvs()
-        .filter_map(Result::ok)
-        .map(|tlv| (tlv.kind, Bytes::copy_from_slice(&tlv.value)))
-        .collect();
-    ProxyInfo {
+        .map(|tlv| tlv.map(|tlv| (tlv.kind, Bytes::copy_from_slice(&tlv.value))))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ProxyHeaderError::Malformed(format!("a PROXY v2 TLV is malformed: {e}")))?;
+    Ok(ProxyInfo {
         version: ProxyVersion::V2,
         source,
         destination,
         tlvs,
-    }
+    })
 }
 
 /// Decides whether a detected header (or its absence) is acceptable from `peer` under `mode`.
@@ -358,6 +366,38 @@ mod tests {
             detect(&bytes),
             Err(ProxyHeaderError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_complete_v1_line_missing_fields_is_malformed_not_incomplete() {
+        for line in [
+            &b"PROXY TCP4 1.2.3.4\r\n"[..],
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n\0\0",
+        ] {
+            assert!(
+                matches!(detect(line), Err(ProxyHeaderError::Malformed(_))),
+                "{:?}: {:?}",
+                String::from_utf8_lossy(line),
+                detect(line)
+            );
+        }
+    }
+
+    #[test]
+    fn a_v2_tlv_running_past_the_header_makes_it_malformed() {
+        let source: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+        let destination: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let mut bytes = encode_v2(source, destination).unwrap();
+        // One more TLV: type 0x05, declaring 16 bytes of value, carrying 2.
+        bytes.extend_from_slice(&[0x05, 0, 16, 0xAA, 0xBB]);
+        let total = u16::from_be_bytes([bytes[14], bytes[15]]) + 5;
+        bytes[14..16].copy_from_slice(&total.to_be_bytes());
+        bytes.extend_from_slice(b"\0\0\0\x08");
+        assert!(
+            matches!(detect(&bytes), Err(ProxyHeaderError::Malformed(_))),
+            "{:?}",
+            detect(&bytes)
+        );
     }
 
     #[test]

@@ -76,13 +76,12 @@ fn trusted_header_cases() -> Vec<HeaderCase> {
     ]);
     vec![
         ("no header where one is required", Vec::new(), violation),
-        // Defect D2 (docs/hostile.md): a complete v1 line (CRLF present) with missing fields
-        // is taken as "need more bytes", so the client waits for auth_timeout (57014)
-        // instead of an immediate 08P01. Today's answer is asserted until it is fixed.
+        // D2 (fixed): a complete v1 line (CRLF present) with missing fields can never
+        // become valid; it used to wait for auth_timeout.
         (
             "v1 with missing fields",
             b"PROXY TCP4 203.0.113.9\r\n".to_vec(),
-            Some(("57014", "canceling authentication due to timeout")),
+            violation,
         ),
         (
             "v1 without CRLF in 107 bytes",
@@ -119,13 +118,12 @@ fn trusted_header_cases() -> Vec<HeaderCase> {
             v2(0x21, 0x11, &[203, 0, 113, 9]),
             violation,
         ),
-        // Defect D3 (docs/hostile.md): a TLV running past the header is silently dropped
-        // (`tlvs().filter_map(Result::ok)` in gateway/src/proxy_protocol.rs) and the client
-        // served; it should be refused with 08P01. Today's answer is asserted until fixed.
+        // D3 (fixed): a TLV running past the header makes the header malformed; it used to
+        // be dropped and the client served.
         (
             "v2 with a truncated TLV",
             v2(0x21, 0x11, &truncated_tlv),
-            None,
+            violation,
         ),
         (
             "v1 well formed",

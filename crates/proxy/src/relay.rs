@@ -164,7 +164,10 @@ where
         End::BadLength => {
             let _ = backend_write.shutdown().await;
             let _ = client_write
-                .write_all(&fatal(SqlState::PROTOCOL_VIOLATION, "invalid message length"))
+                .write_all(&fatal(
+                    SqlState::PROTOCOL_VIOLATION,
+                    "invalid message length",
+                ))
                 .await;
             let _ = client_write.shutdown().await;
         }

@@ -236,21 +236,37 @@ mod tests {
     fn client_lengths_postgresql_refuses_are_reported_where_the_message_starts() {
         let sync = b"S\0\0\0\x04";
         for (header, tag) in [
-            (&b"Q\0\0\0\x03"[..], b'Q'),             // below 4
-            (&b"Q\x7f\xff\xff\xff"[..], b'Q'),       // 2^31-1
-            (&b"S\0\0\x27\x15"[..], b'S'),           // a Sync over 10000 bytes
+            (&b"Q\0\0\0\x03"[..], b'Q'),       // below 4
+            (&b"Q\x7f\xff\xff\xff"[..], b'Q'), // 2^31-1
+            (&b"S\0\0\x27\x15"[..], b'S'),     // a Sync over 10000 bytes
         ] {
             let mut stream = sync.to_vec();
             stream.extend_from_slice(header);
             let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-            let expected = BadLength { start: 5, tag, length };
+            let expected = BadLength {
+                start: 5,
+                tag,
+                length,
+            };
             let mut scanner = FrameScanner::new(Direction::Frontend);
             assert_eq!(scanner.feed(&stream), Err(expected));
-            assert_eq!(scanner.feed(b"more"), Err(BadLength { start: 0, ..expected }));
+            assert_eq!(
+                scanner.feed(b"more"),
+                Err(BadLength {
+                    start: 0,
+                    ..expected
+                })
+            );
             // The header split across feeds: the message started in the earlier one.
             let mut scanner = FrameScanner::new(Direction::Frontend);
             scanner.feed(&stream[..7]).unwrap();
-            assert_eq!(scanner.feed(&stream[7..]), Err(BadLength { start: 0, ..expected }));
+            assert_eq!(
+                scanner.feed(&stream[7..]),
+                Err(BadLength {
+                    start: 0,
+                    ..expected
+                })
+            );
         }
         let mut scanner = FrameScanner::new(Direction::Frontend);
         let mut copy = b"d\0\0\x27\x15".to_vec();
