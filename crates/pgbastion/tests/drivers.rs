@@ -6,14 +6,14 @@
 //! disconnect, prepared statements, NOTIFY from one's own session, COPY. Any difference from
 //! the direct run fails the test. `tests/drivers/install.sh` installs the drivers.
 
+#[path = "common/binary.rs"]
+mod binary;
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
+
+use binary::{free_ports, Bastion};
 
 use pgbastion_testkit::{Cluster, PasswordEncryption, TestCa};
 
@@ -60,30 +60,21 @@ fn run_script(program: &str, script: &str, port: u16, ca: &Path) -> serde_json::
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}"))
 }
 
-/// The pgbastion binary in front of `cluster`, with TLS from `dir/server.*`; stops on drop.
-struct Binary {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_binary(dir: &Path, cluster: &Cluster) -> Binary {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("pgbastion.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+#[test]
+fn asyncpg_psycopg_and_node_postgres_see_pgbastion_as_they_see_postgresql() {
+    let ca = TestCa::new("driver checks CA").unwrap();
+    let cluster = Cluster::builder()
+        .tls(&ca)
+        .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
+        .user(USER, PASSWORD, PasswordEncryption::ScramSha256)
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_cert(dir.path(), "ca").unwrap();
+    let server = ca.server_cert(&["localhost"]).unwrap();
+    let port = free_ports(1)[0];
+    let config = format!(
+        r#"
 [[listener]]
 address = "127.0.0.1:{port}"
 tls = {{ cert = "server.crt", key = "server.key" }}
@@ -96,49 +87,13 @@ password = "{PASSWORD}"
 auth = "scram"
 backend = "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable"
 "#,
-            cluster.port()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgbastion"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    loop {
-        let line = lines.recv_timeout(Duration::from_secs(30)).unwrap();
-        if line.contains("listening") {
-            break;
-        }
-    }
-    Binary { child, port }
-}
-
-#[test]
-fn asyncpg_psycopg_and_node_postgres_see_pgbastion_as_they_see_postgresql() {
-    let ca = TestCa::new("driver checks CA").unwrap();
-    let cluster = Cluster::builder()
-        .tls(&ca)
-        .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
-        .user(USER, PASSWORD, PasswordEncryption::ScramSha256)
-        .start()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    ca.server_cert(&["localhost"])
-        .unwrap()
-        .write_files(dir.path(), "server")
-        .unwrap();
-    let ca_file = ca.write_cert(dir.path(), "ca").unwrap();
-    let proxy = start_binary(dir.path(), &cluster);
+        cluster.port()
+    );
+    let files = [
+        ("server.crt", server.cert_pem.as_str()),
+        ("server.key", server.key_pem.as_str()),
+    ];
+    let proxy = Bastion::start(&config, &files, &[], &[port]);
     let mut differences = Vec::new();
     for (program, script) in [
         ("python3", "asyncpg_check.py"),
@@ -146,7 +101,7 @@ fn asyncpg_psycopg_and_node_postgres_see_pgbastion_as_they_see_postgresql() {
         ("node", "pg_check.js"),
     ] {
         let direct = run_script(program, script, cluster.port(), &ca_file);
-        let through = run_script(program, script, proxy.port, &ca_file);
+        let through = run_script(program, script, port, &ca_file);
         let checks = direct.as_object().unwrap();
         assert_eq!(checks.len(), 8, "{script}: {direct:#}");
         for (check, value) in checks {
@@ -165,4 +120,5 @@ fn asyncpg_psycopg_and_node_postgres_see_pgbastion_as_they_see_postgresql() {
         }
     }
     assert!(differences.is_empty(), "{}", differences.join("\n"));
+    proxy.finish(&[PASSWORD]);
 }

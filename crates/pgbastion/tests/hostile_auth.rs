@@ -5,13 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-#[path = "common/hostile.rs"]
-mod hostile;
+#[path = "common/binary.rs"]
+mod binary;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hostile::*;
+use binary::*;
 use pgbastion_testkit::{Cluster, PasswordEncryption, RawClient, TestIssuer};
 use pgbastion_wire::{Authentication, BackendMessage};
 use serde_json::json;

@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-#[path = "common/hostile.rs"]
-mod hostile;
+#[path = "common/binary.rs"]
+mod binary;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hostile::*;
+use binary::*;
 use pgbastion_testkit::{Cluster, PasswordEncryption, RawClient, RawClientError};
 use pgbastion_wire::BackendMessage;
 

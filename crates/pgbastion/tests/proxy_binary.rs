@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use pgbastion_testkit::{Cluster, PasswordEncryption};
 
+#[path = "common/binary.rs"]
+mod binary;
+
 #[test]
 fn logs_one_json_line_per_session_without_secrets_and_stops_on_sigterm() {
     let cluster = Cluster::builder()
@@ -167,62 +170,31 @@ fn client_text_cannot_forge_log_lines_or_colour_a_piped_log() {
         .hba(&["host all all 127.0.0.1/32 trust"])
         .start()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.path().join("pgbastion.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n\
-             [[route]]\nmatch = {{ user = \"app\" }}\nauth = \"trust\"\n\
-             backend = \"postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\n\n\
-             [log]\nformat = \"text\"\nlevel = \"debug\"\n",
-            cluster.port()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgbastion"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .env_remove("NO_COLOR")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    while !log.iter().any(|l: &String| l.contains("listening")) {
-        log.push(lines.recv_timeout(Duration::from_secs(30)).unwrap());
-    }
+    let port = binary::free_ports(1)[0];
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n\
+         [[route]]\nmatch = {{ user = \"app\" }}\nauth = \"trust\"\n\
+         backend = \"postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable\"\n\n\
+         [log]\nformat = \"text\"\nlevel = \"debug\"\n",
+        cluster.port()
+    );
+    let proxy = binary::Bastion::start(&config, &[], &[], &[port]);
     let forged = "evil\n2026-12-02T00:00:00Z  INFO forged: session started\u{1b}[31m";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let refusal = runtime.block_on(async {
-        let addr = format!("127.0.0.1:{port}").parse().unwrap();
         // No route for this user: refused, and the refusal is logged with the name in it.
-        pgbastion_testkit::RawClient::startup(addr, forged, forged, None)
+        pgbastion_testkit::RawClient::startup(binary::local(port), forged, forged, None)
             .await
             .err()
             .unwrap()
     });
     assert!(refusal.to_string().contains("no route"), "{refusal}");
-    while !log.iter().any(|l| l.contains("connection refused")) {
-        log.push(lines.recv_timeout(Duration::from_secs(10)).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !proxy.log().iter().any(|l| l.contains("connection refused")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", proxy.log());
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    while let Ok(line) = lines.recv_timeout(Duration::from_millis(500)) {
-        log.push(line);
-    }
+    let log = proxy.log();
     let all = log.join("\n");
     assert!(
         !all.contains('\u{1b}'),
@@ -237,4 +209,5 @@ fn client_text_cannot_forge_log_lines_or_colour_a_piped_log() {
         all.contains("evil\\n2026"),
         "the name is logged, escaped:\n{all}"
     );
+    proxy.finish(&[]);
 }

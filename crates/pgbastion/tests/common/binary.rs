@@ -1,5 +1,5 @@
-//! Shared helpers of the hostile-input suite (`tests/hostile_*.rs`): the real `pgbastion`
-//! binary with its stderr captured, a reader that turns whatever the server does into one
+//! Shared helpers of the tests that run the real `pgbastion` binary (the hostile-input suite,
+//! `tests/hostile_*.rs`, the drivers and the log checks): the binary with its stderr captured, a reader that turns whatever the server does into one
 //! comparable [`Answer`], and the bytes real drivers never send.
 
 #![allow(dead_code)] // each hostile_*.rs file uses a different part
