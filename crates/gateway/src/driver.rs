@@ -11,6 +11,7 @@ use rand::RngCore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::acceptor::Acceptor;
 use crate::auth;
 use crate::config::GatewayConfig;
 use crate::conn::{ClientConn, ClientIo, Detached};
@@ -149,8 +150,9 @@ fn send_ready<S: ClientIo>(
 /// Pending output that is flushed even while more client messages are buffered.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
-/// Accepts clients from `listener` until it fails, running [`accept`] then [`serve`] for
-/// each on its own task. Connections that end in another [`Outcome`] (a cancel request, a
+/// Accepts clients from `listener` forever (accept errors such as running out of file
+/// descriptors are waited out, see [`Acceptor`]), running [`accept`] then [`serve`] for each
+/// on its own task. Connections that end in another [`Outcome`] (a cancel request, a
 /// detach, a hook that handled startup) are closed: servers that need those drive
 /// [`accept`] themselves.
 pub async fn serve_listener<H: Hooks + 'static>(
@@ -178,7 +180,9 @@ pub async fn serve_listener_with<H, T, F>(
     F: Fn(&ConnectionState) -> HookResult<T> + Send + Sync + 'static,
 {
     let new_session = Arc::new(new_session);
-    while let Ok((stream, peer)) = listener.accept().await {
+    let mut acceptor = Acceptor::new(listener);
+    loop {
+        let (stream, peer) = acceptor.accept().await;
         let (config, hooks, new_session) = (config.clone(), hooks.clone(), new_session.clone());
         tokio::spawn(async move {
             let Ok(Outcome::Authenticated(mut conn)) = accept(stream, peer, &config, &*hooks).await
