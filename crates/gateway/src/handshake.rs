@@ -126,10 +126,10 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
                 return Err(repeated_request(SSL_REQUEST_CODE))
             }
             StartupPacket::SslRequest => {
-                if ssl_request(conn, config, &mut negotiation).await? {
-                    if hooks.after_tls(conn).await? == Flow::Detach {
-                        return Ok(Startup::Detach);
-                    }
+                if ssl_request(conn, config, &mut negotiation).await?
+                    && hooks.after_tls(conn).await? == Flow::Detach
+                {
+                    return Ok(Startup::Detach);
                 }
             }
             StartupPacket::GssEncRequest if negotiation.gss_done => {
