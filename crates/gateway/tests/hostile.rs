@@ -143,6 +143,25 @@ async fn a_silent_client_is_dropped_at_auth_timeout() {
     .await;
 }
 
+#[tokio::test]
+async fn a_client_silent_before_its_startup_packet_is_dropped_at_startup_timeout() {
+    let addr = start_server(GatewayConfig {
+        startup_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    within("silent before startup", async {
+        let started = Instant::now();
+        let mut client = RawClient::connect(addr).await.unwrap();
+        let message = expect_fatal(&mut client, SqlState::QUERY_CANCELED).await;
+        assert!(message.contains("timeout"), "{message}");
+        // Long before the 60 s auth_timeout.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        still_serving(addr).await;
+    })
+    .await;
+}
+
 fn proxy_config(trusted: &str) -> GatewayConfig {
     GatewayConfig {
         proxy_protocol: ProxyProtocolMode::Optional,
