@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pgbastion_gateway::{
-    accept, ClientConn, ClientIo, Flow, GatewayConfig, HookError, HookResult, Hooks, Outcome,
-    TlsConfig,
+    accept, Acceptor, ClientConn, ClientIo, Flow, GatewayConfig, HookError, HookResult, Hooks,
+    Outcome, TlsConfig,
 };
 use pgbastion_wire::SqlState;
 use tokio::io::AsyncWriteExt;
@@ -63,7 +63,10 @@ pub async fn run(listener: TcpListener, tls: TlsConfig, router: Arc<SniRouter>) 
         require_tls: true,
         ..GatewayConfig::default()
     });
-    while let Ok((stream, peer)) = listener.accept().await {
+    // Not `while let Ok(..) = listener.accept()`: one EMFILE would end the router for good.
+    let mut acceptor = Acceptor::new(listener);
+    loop {
+        let (stream, peer) = acceptor.accept().await;
         let (config, router) = (config.clone(), router.clone());
         tokio::spawn(async move {
             let Ok(Outcome::Detached(detached)) = accept(stream, peer, &config, &*router).await

@@ -16,8 +16,14 @@ pub struct GatewayConfig {
     pub proxy_protocol: ProxyProtocolMode,
     /// Peers allowed to send a PROXY header.
     pub trusted_proxies: TrustedProxies,
+    /// Time the client has from connect to the StartupMessage: PROXY header, TLS handshake
+    /// and the packet itself (default 10 s). Well-behaved clients send it at once; a socket
+    /// that stays silent holds a file descriptor (and, in a proxy, a connection slot) only
+    /// this long instead of the whole `auth_timeout`.
+    pub startup_timeout: Duration,
     /// Time the client has from connect to the end of authentication, as PostgreSQL's
-    /// `authentication_timeout` (default 60 s).
+    /// `authentication_timeout` (default 60 s). It bounds the whole handshake, the startup
+    /// phase included.
     pub auth_timeout: Duration,
     /// The `server_version` reported after authentication.
     pub server_version: String,
@@ -36,6 +42,7 @@ impl Default for GatewayConfig {
             require_tls: false,
             proxy_protocol: ProxyProtocolMode::Off,
             trusted_proxies: TrustedProxies::default(),
+            startup_timeout: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(60),
             server_version: "16.0 (pgbastion)".to_owned(),
             parameter_status: default_parameter_status(),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use pgbastion_wire::{
@@ -11,12 +12,13 @@ use rand::RngCore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use crate::acceptor::Acceptor;
 use crate::auth;
 use crate::config::GatewayConfig;
 use crate::conn::{ClientConn, ClientIo, Detached};
 use crate::error::GatewayError;
 use crate::handshake::{self, Startup};
-use crate::hooks::{Flow, HookResult, Hooks};
+use crate::hooks::{Flow, HookError, HookResult, Hooks};
 use crate::session::{HookMessages, Session};
 use crate::state::{ConnectionState, Phase};
 
@@ -55,8 +57,10 @@ pub async fn accept<S: ClientIo, H: Hooks>(
     hooks: &H,
 ) -> Result<Outcome<S>, GatewayError> {
     let mut conn = ClientConn::new(io, ConnectionState::new(peer));
-    conn.set_deadline(Some(Instant::now() + config.auth_timeout));
-    match run_handshake(&mut conn, config, hooks).await {
+    let connected = Instant::now();
+    let startup_timeout = config.startup_timeout.min(config.auth_timeout);
+    conn.set_deadline(Some(connected + startup_timeout));
+    match run_handshake(&mut conn, config, hooks, connected).await {
         Ok(Step::Proceed) => {
             conn.set_deadline(None);
             Ok(Outcome::Authenticated(conn))
@@ -93,18 +97,26 @@ enum Step {
     Closed,
 }
 
+/// How long a refused connection may take to send its startup packet and read the refusal.
+const REFUSAL_GRACE: Duration = Duration::from_secs(1);
+
 async fn run_handshake<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
     config: &GatewayConfig,
     hooks: &H,
+    connected: Instant,
 ) -> Result<Step, GatewayError> {
     handshake::read_proxy_header(conn, config).await?;
+    if let Err(refusal) = hooks.on_connect(conn.state_mut()).await {
+        return refuse(conn, config, hooks, refusal).await;
+    }
     match handshake::read_startup(conn, config, hooks).await? {
         Startup::Started => {}
         Startup::Cancel(request) => return Ok(Step::Cancel(request)),
         Startup::Closed => return Ok(Step::Closed),
         Startup::Detach => return Ok(Step::Detach),
     }
+    conn.set_deadline(Some(connected + config.auth_timeout));
     match hooks.on_startup(conn).await? {
         Flow::Continue => {}
         Flow::Handled => return Ok(Step::Handled),
@@ -123,6 +135,26 @@ async fn run_handshake<S: ClientIo, H: Hooks>(
     }
     conn.flush().await?;
     Ok(Step::Proceed)
+}
+
+/// A connection `on_connect` refused. Like PostgreSQL with too many clients, the startup
+/// packet is still read, briefly, so the client learns why as a FATAL rather than from a
+/// reset; a cancel request is still served. The grace is short and fixed so that refused
+/// sockets cannot pile up: a silent one is sent the refusal and closed after it.
+async fn refuse<S: ClientIo, H: Hooks>(
+    conn: &mut ClientConn<S>,
+    config: &GatewayConfig,
+    hooks: &H,
+    refusal: HookError,
+) -> Result<Step, GatewayError> {
+    let grace = Instant::now() + REFUSAL_GRACE;
+    conn.set_deadline(Some(conn.deadline().map_or(grace, |d| d.min(grace))));
+    match handshake::read_startup(conn, config, hooks).await {
+        Ok(Startup::Cancel(request)) => Ok(Step::Cancel(request)),
+        Ok(Startup::Closed) => Ok(Step::Closed),
+        // A StartupMessage, nothing in time, or garbage: the answer is the refusal.
+        Ok(Startup::Started | Startup::Detach) | Err(_) => Err(GatewayError::Hook(refusal)),
+    }
 }
 
 /// Queues the standard end of startup: ParameterStatus, BackendKeyData, ReadyForQuery.
@@ -149,8 +181,9 @@ fn send_ready<S: ClientIo>(
 /// Pending output that is flushed even while more client messages are buffered.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
 
-/// Accepts clients from `listener` until it fails, running [`accept`] then [`serve`] for
-/// each on its own task. Connections that end in another [`Outcome`] (a cancel request, a
+/// Accepts clients from `listener` forever (accept errors such as running out of file
+/// descriptors are waited out, see [`Acceptor`]), running [`accept`] then [`serve`] for each
+/// on its own task. Connections that end in another [`Outcome`] (a cancel request, a
 /// detach, a hook that handled startup) are closed: servers that need those drive
 /// [`accept`] themselves.
 pub async fn serve_listener<H: Hooks + 'static>(
@@ -178,7 +211,9 @@ pub async fn serve_listener_with<H, T, F>(
     F: Fn(&ConnectionState) -> HookResult<T> + Send + Sync + 'static,
 {
     let new_session = Arc::new(new_session);
-    while let Ok((stream, peer)) = listener.accept().await {
+    let mut acceptor = Acceptor::new(listener);
+    loop {
+        let (stream, peer) = acceptor.accept().await;
         let (config, hooks, new_session) = (config.clone(), hooks.clone(), new_session.clone());
         tokio::spawn(async move {
             let Ok(Outcome::Authenticated(mut conn)) = accept(stream, peer, &config, &*hooks).await

@@ -2,6 +2,7 @@
 //! direct TLS), GSSENCRequest, CancelKey and the StartupMessage with protocol version
 //! negotiation.
 
+use pgbastion_wire::startup::{GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
 use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion, StartupMessage, StartupPacket};
 use tokio_rustls::TlsAcceptor;
 
@@ -70,6 +71,33 @@ pub(crate) async fn read_proxy_header<S: ClientIo>(
     Ok(())
 }
 
+/// Which encryption requests were answered. PostgreSQL's ProcessStartupPacket answers one
+/// SSLRequest and one GSSENCRequest at most (`ssl_done`, `gss_done`; a TLS upgrade ends both):
+/// a repeated request is read as a startup packet of protocol 1234.5679 or 1234.5680 and
+/// refused as unsupported, so a client cannot keep a connection in the startup phase forever
+/// by asking again and again.
+#[derive(Debug, Default)]
+struct Negotiation {
+    ssl_done: bool,
+    gss_done: bool,
+}
+
+impl Negotiation {
+    /// After TLS (negotiated or direct) neither request may follow.
+    fn encrypted() -> Self {
+        Self {
+            ssl_done: true,
+            gss_done: true,
+        }
+    }
+}
+
+/// The error PostgreSQL gives a request it no longer accepts (`unsupported frontend protocol
+/// 1234.5679`, 0A000).
+fn repeated_request(code: u32) -> GatewayError {
+    GatewayError::UnsupportedProtocol(ProtocolVersion::from_code(code))
+}
+
 /// Runs the startup loop until a StartupMessage or CancelKey arrives, upgrading to TLS
 /// on the way when asked. `after_tls` runs right after a successful upgrade.
 pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
@@ -77,12 +105,14 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
     config: &GatewayConfig,
     hooks: &H,
 ) -> Result<Startup, GatewayError> {
+    let mut negotiation = Negotiation::default();
     if starts_with_tls_record(conn).await? {
         let tls = config
             .tls
             .as_ref()
             .ok_or(GatewayError::DirectTlsNotConfigured)?;
         upgrade(conn, tls, true).await?;
+        negotiation = Negotiation::encrypted();
         if hooks.after_tls(conn).await? == Flow::Detach {
             return Ok(Startup::Detach);
         }
@@ -92,24 +122,23 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
             return Ok(Startup::Closed);
         };
         match packet {
+            StartupPacket::SslRequest if negotiation.ssl_done => {
+                return Err(repeated_request(SSL_REQUEST_CODE))
+            }
             StartupPacket::SslRequest => {
-                if conn.state().tls.is_some() {
-                    return Err(GatewayError::SslRequestOverTls);
-                }
-                let Some(tls) = config.tls.as_ref() else {
-                    answer_single_byte(conn, b'N').await?;
-                    continue;
-                };
-                if !conn.buffered().is_empty() {
-                    return Err(GatewayError::DataAfterSslRequest);
-                }
-                answer_single_byte(conn, b'S').await?;
-                upgrade(conn, tls, false).await?;
-                if hooks.after_tls(conn).await? == Flow::Detach {
+                if ssl_request(conn, config, &mut negotiation).await?
+                    && hooks.after_tls(conn).await? == Flow::Detach
+                {
                     return Ok(Startup::Detach);
                 }
             }
-            StartupPacket::GssEncRequest => answer_single_byte(conn, b'N').await?,
+            StartupPacket::GssEncRequest if negotiation.gss_done => {
+                return Err(repeated_request(GSSENC_REQUEST_CODE))
+            }
+            StartupPacket::GssEncRequest => {
+                negotiation.gss_done = true;
+                answer_single_byte(conn, b'N').await?;
+            }
             StartupPacket::CancelRequest(cancel) => return Ok(Startup::Cancel(cancel)),
             StartupPacket::Startup(startup) => {
                 accept_startup_message(conn, config, startup).await?;
@@ -117,6 +146,27 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
             }
         }
     }
+}
+
+/// Answers an SSLRequest: `N` without TLS, else `S` and the handshake. Returns whether the
+/// connection is now encrypted.
+async fn ssl_request<S: ClientIo>(
+    conn: &mut ClientConn<S>,
+    config: &GatewayConfig,
+    negotiation: &mut Negotiation,
+) -> Result<bool, GatewayError> {
+    negotiation.ssl_done = true;
+    let Some(tls) = config.tls.as_ref() else {
+        answer_single_byte(conn, b'N').await?;
+        return Ok(false);
+    };
+    if !conn.buffered().is_empty() {
+        return Err(GatewayError::DataAfterSslRequest);
+    }
+    answer_single_byte(conn, b'S').await?;
+    upgrade(conn, tls, false).await?;
+    *negotiation = Negotiation::encrypted();
+    Ok(true)
 }
 
 async fn starts_with_tls_record<S: ClientIo>(

@@ -2,7 +2,8 @@
 //!
 //! Hook order for one connection:
 //!
-//! 1. PROXY header (policy from [`GatewayConfig`](crate::GatewayConfig), no hook)
+//! 1. PROXY header (policy from [`GatewayConfig`](crate::GatewayConfig)) → [`Hooks::on_connect`]
+//!    (admission: the real client address is known, nothing else)
 //! 2. TLS upgrade → [`Hooks::after_tls`] (only when TLS was negotiated)
 //! 3. StartupMessage → [`Hooks::on_startup`]
 //! 4. [`Hooks::auth_method`] picks the mode → the exchange → [`Hooks::validate_credentials`]
@@ -219,6 +220,21 @@ pub type HookResult<T> = Result<T, HookError>;
 /// Methods take the connection (`&mut ClientConn<S>`) where a hook may want to write to the
 /// client, and only the state where it may not.
 pub trait Hooks: Send + Sync {
+    /// As soon as the connection is accepted (after the PROXY header, when one is expected,
+    /// so `state.client_addr` is the real client): admission, such as connection limits.
+    /// An error refuses the connection. As PostgreSQL does with too many clients, the gateway
+    /// still reads the startup packet for a short while (at most one second) so that the
+    /// client gets the error as a FATAL, then closes; a CancelRequest on a refused connection
+    /// is still returned as [`Outcome::Cancel`](crate::Outcome) (a cancel is not a session).
+    /// What is admitted can be kept in `state.extensions` (a permit released on drop).
+    fn on_connect(
+        &self,
+        state: &mut ConnectionState,
+    ) -> impl Future<Output = HookResult<()>> + Send {
+        let _ = state;
+        async { Ok(()) }
+    }
+
     /// After the TLS handshake: SNI, ALPN and the client certificate are in `conn.state().tls`.
     /// Return [`Flow::Detach`] to take the stream (e.g. an SNI router).
     fn after_tls<S: ClientIo>(

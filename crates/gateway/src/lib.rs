@@ -4,6 +4,7 @@
 //!
 //! See `docs/gateway.md` for the hook order and one example per authentication mode.
 
+pub mod acceptor;
 mod auth;
 pub mod config;
 pub mod conn;
@@ -18,6 +19,7 @@ pub mod state;
 pub mod stream;
 pub mod tls;
 
+pub use acceptor::Acceptor;
 pub use config::GatewayConfig;
 pub use conn::{ClientConn, ClientIo, Detached};
 pub use driver::{

@@ -242,3 +242,57 @@ async fn oauthbearer_discovery_then_token_as_libpq_18_does() {
     })
     .await;
 }
+
+/// Reads the RFC 7628 error challenge, answers it with the `\x01` acknowledgement and returns
+/// the FATAL that follows.
+async fn expect_oauth_error_challenge(client: &mut RawClient) -> pgbastion_wire::ErrorResponse {
+    let message = client.read().await.unwrap();
+    let BackendMessage::Authentication(Authentication::SaslContinue(json)) = message else {
+        panic!("expected the RFC 7628 error challenge, got {message:?}");
+    };
+    let json = String::from_utf8(json.to_vec()).unwrap();
+    assert!(json.contains(r#""status":"invalid_token""#), "{json}");
+    assert!(json.contains(r#""openid-configuration":"#), "{json}");
+    assert!(json.contains(r#""scope":"openid postgres""#), "{json}");
+    let mut buf = bytes::BytesMut::new();
+    SaslResponse {
+        data: Bytes::from_static(b"\x01"),
+    }
+    .encode(&mut buf)
+    .unwrap();
+    client.send_raw(&buf).await.unwrap();
+    let message = client.read().await.unwrap();
+    let BackendMessage::ErrorResponse(error) = message else {
+        panic!("expected FATAL after the acknowledgement, got {message:?}");
+    };
+    error
+}
+
+#[tokio::test]
+async fn a_bearer_token_the_hook_refuses_with_an_error_gets_the_error_challenge_then_28000() {
+    let addr = start_server(GatewayConfig::default()).await;
+    within("expired bearer token", async {
+        let mut client = oauth_start(addr).await;
+        send_initial(&mut client, Some(EXPIRED_BEARER)).await;
+        let error = expect_oauth_error_challenge(&mut client).await;
+        assert_eq!(error.severity(), Some(pgbastion_wire::Severity::Fatal));
+        assert_eq!(
+            error.sqlstate(),
+            Some(SqlState::INVALID_AUTHORIZATION_SPECIFICATION),
+            "{error}"
+        );
+        assert!(
+            error
+                .message()
+                .starts_with("OAuth bearer authentication failed for user \"oauth_hank\""),
+            "{error}"
+        );
+        assert!(error.message().contains(EXPIRED_REASON), "{error}");
+
+        // The server kept serving: a good token still logs in.
+        let mut client = oauth_start(addr).await;
+        send_initial(&mut client, Some(BEARER)).await;
+        client.authenticate("oauth_hank", None).await.unwrap();
+    })
+    .await;
+}

@@ -65,7 +65,7 @@ async fn first_message(
 }
 
 #[tokio::test]
-async fn an_ssl_request_inside_tls_is_a_protocol_violation() {
+async fn an_ssl_request_inside_tls_is_refused_as_an_unsupported_protocol() {
     let pki = Pki::new();
     let addr = start_tls_server(&pki, false).await;
     let message = within(
@@ -76,7 +76,14 @@ async fn an_ssl_request_inside_tls_is_a_protocol_violation() {
     let BackendMessage::ErrorResponse(error) = message else {
         panic!("expected an error, got {message:?}");
     };
-    assert_eq!(error.sqlstate(), Some(SqlState::PROTOCOL_VIOLATION));
+    // As PostgreSQL: after encryption an SSLRequest is a startup packet of protocol 1234.5679.
+    assert_eq!(error.sqlstate(), Some(SqlState::FEATURE_NOT_SUPPORTED));
+    assert!(
+        error
+            .message()
+            .contains("unsupported frontend protocol 1234.5679"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

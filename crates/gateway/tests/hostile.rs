@@ -143,6 +143,25 @@ async fn a_silent_client_is_dropped_at_auth_timeout() {
     .await;
 }
 
+#[tokio::test]
+async fn a_client_silent_before_its_startup_packet_is_dropped_at_startup_timeout() {
+    let addr = start_server(GatewayConfig {
+        startup_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    within("silent before startup", async {
+        let started = Instant::now();
+        let mut client = RawClient::connect(addr).await.unwrap();
+        let message = expect_fatal(&mut client, SqlState::QUERY_CANCELED).await;
+        assert!(message.contains("timeout"), "{message}");
+        // Long before the 60 s auth_timeout.
+        assert!(started.elapsed() < Duration::from_secs(5));
+        still_serving(addr).await;
+    })
+    .await;
+}
+
 fn proxy_config(trusted: &str) -> GatewayConfig {
     GatewayConfig {
         proxy_protocol: ProxyProtocolMode::Optional,
@@ -265,6 +284,46 @@ async fn gssenc_and_ssl_requests_without_tls_are_answered_n() {
         assert_eq!(client.read_byte().await.unwrap(), b'N');
         client.send_startup(&[("user", "trust_n")]).await.unwrap();
         client.authenticate("trust_n", None).await.unwrap();
+    })
+    .await;
+}
+
+/// Sends the negotiation requests in order, expecting `N` for each, then one more that must
+/// be refused the way PostgreSQL refuses it: as a startup packet of protocol 1234.x.
+async fn repeated_negotiation_is_refused(
+    addr: std::net::SocketAddr,
+    answered: &[StartupPacket],
+    repeated: StartupPacket,
+) {
+    let mut client = RawClient::connect(addr).await.unwrap();
+    for request in answered {
+        client.send_packet(request).await.unwrap();
+        assert_eq!(client.read_byte().await.unwrap(), b'N', "{request:?}");
+    }
+    client.send_packet(&repeated).await.unwrap();
+    let message = expect_fatal(&mut client, SqlState::FEATURE_NOT_SUPPORTED).await;
+    let code = if repeated == StartupPacket::SslRequest {
+        "5679"
+    } else {
+        "5680"
+    };
+    assert!(
+        message.contains(&format!("unsupported frontend protocol 1234.{code}")),
+        "{message}"
+    );
+    assert!(matches!(client.read().await, Err(RawClientError::Closed)));
+}
+
+#[tokio::test]
+async fn a_second_ssl_or_gssenc_request_is_refused_as_an_unsupported_protocol() {
+    use StartupPacket::{GssEncRequest as Gss, SslRequest as Ssl};
+    let addr = start_server(GatewayConfig::default()).await;
+    within("repeated negotiation", async {
+        repeated_negotiation_is_refused(addr, &[Ssl], Ssl).await;
+        repeated_negotiation_is_refused(addr, &[Gss], Gss).await;
+        repeated_negotiation_is_refused(addr, &[Ssl, Gss], Ssl).await;
+        repeated_negotiation_is_refused(addr, &[Gss, Ssl], Gss).await;
+        still_serving(addr).await;
     })
     .await;
 }

@@ -12,6 +12,7 @@ mod logging;
 use anyhow::Context;
 use clap::Parser;
 use pgbastion_gateway::GatewayConfig;
+use pgbastion_proxy::config::LogFormat;
 use pgbastion_proxy::{Proxy, Settings, Workers};
 use pgbastion_sqlite::SqliteBackend;
 
@@ -96,6 +97,7 @@ fn check_config(path: &Path) -> std::process::ExitCode {
 fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
     let settings = Settings::load(path)?;
     logging::init(settings.log.format, settings.log.level.as_deref());
+    raise_fd_limit();
     let workers = match workers {
         Some(n) => usize::from(n),
         None => std::thread::available_parallelism().map_or(1, usize::from),
@@ -138,6 +140,8 @@ async fn serve_proxy(settings: Settings, workers: Workers) -> anyhow::Result<()>
 }
 
 async fn run_embedded(cli: &Cli) -> anyhow::Result<()> {
+    logging::init(LogFormat::Text, None);
+    raise_fd_limit();
     let backend = match &cli.data {
         Some(path) => SqliteBackend::open(path)
             .with_context(|| format!("cannot open the SQLite database {}", path.display()))?,
@@ -152,6 +156,30 @@ async fn run_embedded(cli: &Cli) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => eprintln!("pgbastion: shutting down"),
     }
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: every client holds a descriptor (a
+/// proxied one two), and the usual soft limit of 1024 is reached by a modest crowd of idle
+/// clients. Says in the log what the limit is, since it caps how many clients fit.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open files limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    if soft < hard {
+        if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            tracing::warn!(%error, soft, hard, "cannot raise the open files limit; it stays at {soft}");
+            return;
+        }
+    }
+    tracing::info!(
+        previous_soft_limit = soft,
+        "open files limit (RLIMIT_NOFILE): {hard}, each client needs one (two when proxied)"
+    );
 }
 
 fn bind_error(addr: SocketAddr, error: &std::io::Error) -> anyhow::Error {

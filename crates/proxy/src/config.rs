@@ -135,9 +135,16 @@ pub struct ListenerConfig {
     /// Cancel requests per second allowed from one client address.
     #[serde(default = "default_cancel_rate")]
     pub cancel_rate_per_ip: u32,
+    /// Time from connect to the StartupMessage (PROXY header and TLS handshake included).
+    #[serde(default = "default_startup_timeout", with = "humantime_serde_compat")]
+    pub startup_timeout: Duration,
     /// Time from connect to the end of authentication.
     #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
     pub auth_timeout: Duration,
+}
+
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_max_connections() -> usize {

@@ -1,4 +1,4 @@
-//! The proxy's gateway hooks: limits and routing at startup, the route's authentication mode,
+//! The proxy's gateway hooks: limits at connect, routing at startup, the route's authentication mode,
 //! and credential checks (local users, tokens, the backend itself, an external command).
 
 use std::collections::BTreeMap;
@@ -174,12 +174,18 @@ fn password_failed(user: &str) -> HookError {
 }
 
 impl ProxyHooks {
-    fn start(&self, state: &mut ConnectionState) -> HookResult<()> {
+    /// Counts the connection against the listener's limits from accept on (a socket that
+    /// never sends a startup packet counts too), keeping the permit with the connection.
+    fn admit(&self, state: &mut ConnectionState) -> HookResult<()> {
         let permit = self
             .limiter
             .admit(state.client_addr.ip())
             .map_err(|refusal| HookError::new(SqlState::TOO_MANY_CONNECTIONS, refusal.message()))?;
         state.extensions.insert(permit);
+        Ok(())
+    }
+
+    fn start(&self, state: &mut ConnectionState) -> HookResult<()> {
         record_in_span(state);
         let input = match_input(state, None)?;
         let client = state
@@ -383,6 +389,14 @@ impl ProxyHooks {
 }
 
 impl Hooks for ProxyHooks {
+    fn on_connect(
+        &self,
+        state: &mut ConnectionState,
+    ) -> impl Future<Output = HookResult<()>> + Send {
+        let result = self.admit(state);
+        async move { result }
+    }
+
     fn on_startup<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use pgbastion_gateway::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::Connector;
@@ -134,22 +135,17 @@ async fn accept_loop(
     ctx: Arc<ListenerContext>,
     workers: Option<Arc<Workers>>,
 ) {
+    // Accept errors (out of file descriptors and the like) are waited out and logged once
+    // per burst by the Acceptor; the loop itself never ends.
+    let mut acceptor = Acceptor::new(socket);
     loop {
-        match socket.accept().await {
-            Ok((stream, peer)) => {
-                let ctx = ctx.clone();
-                match &workers {
-                    None => {
-                        tokio::spawn(serve_client(stream, peer, ctx));
-                    }
-                    Some(workers) => hand_over(workers, stream, peer, ctx),
-                }
+        let (stream, peer) = acceptor.accept().await;
+        let ctx = ctx.clone();
+        match &workers {
+            None => {
+                tokio::spawn(serve_client(stream, peer, ctx));
             }
-            Err(error) => {
-                // Out of file descriptors and the like: wait a little instead of spinning.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
+            Some(workers) => hand_over(workers, stream, peer, ctx),
         }
     }
 }

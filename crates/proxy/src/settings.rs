@@ -258,6 +258,7 @@ impl Compiler<'_> {
                 ProxyProtocol::Required => ProxyProtocolMode::Required,
             },
             trusted_proxies: TrustedProxies::new(networks),
+            startup_timeout: l.startup_timeout,
             auth_timeout: l.auth_timeout,
             ..GatewayConfig::default()
         };

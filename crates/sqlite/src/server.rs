@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use pgbastion_gateway::{
     ClientConn, ClientIo, Flow, GatewayConfig, GatewayError, HookError, HookResult, Hooks, Outcome,
@@ -18,9 +17,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::cancel::CancelRegistry;
 use crate::{server_version, SqliteBackend, SqliteError};
-
-/// How long the loop pauses after a failed accept (EMFILE and the like) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The embedded backend's client policy: trust, for loopback clients only.
 #[derive(Debug, Default)]
@@ -77,8 +73,8 @@ impl Hooks for Embedded {
 
 /// Serves `backend` to clients of `listener`: [`LocalTrust`] authentication, one
 /// [`SqliteSession`](crate::SqliteSession) per client, CancelRequests for their running statements. Runs until the
-/// future is dropped; a failed accept (out of file descriptors) pauses briefly, it does not
-/// end the server.
+/// future is dropped; a failed accept (out of file descriptors) never ends it (the gateway's
+/// [`Acceptor`](pgbastion_gateway::Acceptor) backs off and logs once per burst).
 pub async fn serve_listener(
     listener: TcpListener,
     backend: Arc<SqliteBackend>,
@@ -89,14 +85,9 @@ pub async fn serve_listener(
         ..(*config).clone()
     });
     let registry = Arc::new(CancelRegistry::default());
+    let mut acceptor = pgbastion_gateway::Acceptor::new(listener);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(_) => {
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
-        };
+        let (stream, peer) = acceptor.accept().await;
         let (backend, config, registry) = (backend.clone(), config.clone(), registry.clone());
         tokio::spawn(async move {
             serve_connection(stream, peer, &backend, &config, &registry).await;

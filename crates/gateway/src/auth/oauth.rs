@@ -42,20 +42,28 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     };
     let parsed = oauthbearer::parse_initial_response(&data).map_err(sasl)?;
     let refusal = match parsed {
-        ClientInitialResponse::Discovery => "the client asked for the issuer (discovery)",
+        ClientInitialResponse::Discovery => {
+            "the client asked for the issuer (discovery)".to_owned()
+        }
         ClientInitialResponse::Token(token) => {
             let credential = Credential::BearerToken {
                 user: user.clone(),
                 token: token.expose().to_owned(),
             };
-            if hooks
+            match hooks
                 .validate_credentials(conn.state_mut(), &credential)
-                .await?
+                .await
             {
-                conn.state_mut().authenticated_user = Some(user);
-                return Ok(());
+                Ok(true) => {
+                    conn.state_mut().authenticated_user = Some(user);
+                    return Ok(());
+                }
+                Ok(false) => "the bearer token was not accepted".to_owned(),
+                // A hook that says why it refused (an expired token) still owes the client
+                // the RFC 7628 error challenge: PostgreSQL 18 sends it for every failed
+                // validation, and clients wait for it to learn where to get a new token.
+                Err(error) => error.message,
             }
-            "the bearer token was not accepted"
         }
     };
     let error = OAuthErrorResponse {
@@ -73,7 +81,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     Err(GatewayError::AuthFailed {
         method: "OAuth bearer",
         user,
-        reason: refusal.to_owned(),
+        reason: refusal,
     })
 }
 

@@ -13,15 +13,19 @@ use bytes::Bytes;
 use pgbastion_auth::scram::ScramSecret;
 use pgbastion_gateway::{
     serve_listener, AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow,
-    GatewayConfig, HookResult, Hooks, TlsConfig,
+    GatewayConfig, HookError, HookResult, Hooks, TlsConfig,
 };
 use pgbastion_testkit::TestCa;
-use pgbastion_wire::{Frame, FrontendMessage, TransactionStatus};
+use pgbastion_wire::{Frame, FrontendMessage, SqlState, TransactionStatus};
 use tokio::net::TcpListener;
 
 pub const PASSWORD: &str = "correct horse";
 pub const JWT: &str = "header.payload.signature";
 pub const BEARER: &str = "good-bearer-token";
+/// A bearer token the hooks refuse with an error (not `Ok(false)`), as the proxy refuses an
+/// expired token.
+pub const EXPIRED_BEARER: &str = "expired-bearer-token";
+pub const EXPIRED_REASON: &str = "token refused: the token has expired";
 pub const ISSUER: &str = "https://issuer.example";
 
 /// Picks the auth mode from the user name: `trust_*`, `clear_*`, `md5_*`, `scram_*`,
@@ -63,12 +67,17 @@ impl Hooks for TestHooks {
                 credential.matches_password(PASSWORD)
             }
             Credential::Jwt { token, .. } => token == JWT,
+            Credential::BearerToken { token, .. } if token == EXPIRED_BEARER => {
+                // As the proxy does: a refusal that says why.
+                let refusal = HookError::new(SqlState::INVALID_PASSWORD, EXPIRED_REASON);
+                return std::future::ready(Err(refusal));
+            }
             Credential::BearerToken { token, .. } => token == BEARER,
             Credential::Certificate { user, common_name } => {
                 common_name.as_deref() == Some(user.as_str())
             }
         };
-        async move { Ok(valid) }
+        std::future::ready(Ok(valid))
     }
 
     fn scram_secret(
