@@ -209,6 +209,13 @@ pub struct JwtConfig {
     /// PEM public key files.
     #[serde(default)]
     pub keys: Vec<Spanned<String>>,
+    /// PEM CA certificates trusted (instead of the public roots) for the discovery and JWKS
+    /// servers, relative to the configuration file.
+    pub ca_file: Option<Spanned<String>>,
+    /// Allows `http://` discovery and JWKS URLs (refused otherwise: over plain HTTP anyone
+    /// on the path can substitute the signing keys).
+    #[serde(default)]
+    pub insecure: bool,
     /// The claim that names the user (compared with the startup user).
     #[serde(default = "default_claim")]
     pub claim: String,

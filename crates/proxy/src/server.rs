@@ -26,8 +26,9 @@ pub enum ProxyError {
         /// Why.
         source: std::io::Error,
     },
-    /// The token keys could not be loaded.
-    #[error("cannot load the [jwt] keys: {0}")]
+    /// The token keys could not be loaded. The cause is the source, not repeated in this
+    /// text: `{:#}` (anyhow) prints the chain.
+    #[error("cannot load the [jwt] keys")]
     Tokens(#[from] pgbastion_jwt::JwtError),
 }
 

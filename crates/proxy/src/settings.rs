@@ -56,6 +56,10 @@ pub struct Jwt {
     pub jwks_url: Option<String>,
     /// PEM key files.
     pub keys: Vec<std::path::PathBuf>,
+    /// CA certificates for the discovery and JWKS servers.
+    pub ca_file: Option<PathBuf>,
+    /// Whether `http://` key URLs are allowed (`insecure = true`).
+    pub insecure: bool,
     /// The user claim.
     pub claim: String,
     /// Key refresh period.
@@ -303,29 +307,67 @@ impl Compiler<'_> {
         let keys = j
             .keys
             .iter()
-            .map(|k| {
-                let path = self.file.resolve(&self.env(k)?);
-                if path.exists() {
-                    Ok(path)
-                } else {
-                    self.error(
-                        k.span(),
-                        format!("jwt key file {} does not exist", path.display()),
-                    )
-                }
-            })
+            .map(|k| self.existing_file(k, "jwt key file"))
             .collect::<Result<_, _>>()?;
+        let url = |key: &str, value: &Option<Spanned<String>>| {
+            value
+                .as_ref()
+                .map(|u| self.key_url(key, u, j.insecure))
+                .transpose()
+        };
         Ok(Jwt {
             issuer: j.issuer.clone(),
             audience: j.audience.clone(),
-            oidc_discovery: j.oidc_discovery.as_ref().map(|u| self.env(u)).transpose()?,
-            jwks_url: j.jwks_url.as_ref().map(|u| self.env(u)).transpose()?,
+            oidc_discovery: url("oidc_discovery", &j.oidc_discovery)?,
+            jwks_url: url("jwks_url", &j.jwks_url)?,
             keys,
+            ca_file: j
+                .ca_file
+                .as_ref()
+                .map(|f| self.existing_file(f, "jwt ca_file"))
+                .transpose()?,
+            insecure: j.insecure,
             claim: j.claim.clone(),
             refresh: j.refresh,
             leeway: j.leeway,
             scope: j.scope.clone(),
         })
+    }
+
+    /// A discovery or JWKS URL: https, or http with `insecure = true`.
+    fn key_url(
+        &self,
+        key: &str,
+        value: &Spanned<String>,
+        insecure: bool,
+    ) -> Result<String, ConfigError> {
+        let url = self.env(value)?;
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("https") => Ok(url),
+            Some("http") if insecure => Ok(url),
+            Some("http") => self.error(
+                value.span(),
+                format!(
+                    "[jwt] {key}: http:// is refused (anyone on the path could substitute the \
+                     signing keys); use https (with ca_file for a private CA), or set \
+                     insecure = true in [jwt] to allow it"
+                ),
+            ),
+            _ => self.error(value.span(), format!("[jwt] {key}: not an https:// URL")),
+        }
+    }
+
+    /// A file path relative to the configuration file, which must exist.
+    fn existing_file(&self, value: &Spanned<String>, what: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.file.resolve(&self.env(value)?);
+        if path.exists() {
+            return Ok(path);
+        }
+        self.error(
+            value.span(),
+            format!("{what} {} does not exist", path.display()),
+        )
     }
 
     fn matcher(&self, value: &Spanned<String>) -> Result<Matcher, ConfigError> {
@@ -676,6 +718,45 @@ mod tests {
         );
         let with_ca = format!(", client_ca = \"{}/ca.pem\"", certs.display());
         compile(dir.path(), &format!("{}{route}", listener(&with_ca))).unwrap();
+    }
+
+    #[test]
+    fn jwt_key_urls_must_be_https_unless_insecure_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\n";
+        for key in ["oidc_discovery", "jwks_url"] {
+            let jwt = format!("[jwt]\nissuer = \"https://idp\"\n{key} = \"http://idp/keys\"\n");
+            let error = compile(dir.path(), &format!("{route}{jwt}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!(
+                    "pgbastion.toml:7: [jwt] {key}: http:// is refused"
+                )) && error.contains("insecure = true"),
+                "{error}"
+            );
+            let insecure = format!("{route}{jwt}insecure = true\n");
+            let settings = compile(dir.path(), &insecure).unwrap();
+            assert!(settings.jwt.unwrap().insecure);
+            let https = format!("{route}{}", jwt.replace("http:", "https:"));
+            compile(dir.path(), &https).unwrap();
+        }
+    }
+
+    #[test]
+    fn jwt_ca_file_is_relative_to_the_configuration_file_and_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\n\
+                    [jwt]\nissuer = \"https://idp\"\njwks_url = \"https://idp/keys\"\n\
+                    ca_file = \"idp-ca.pem\"\n";
+        let error = compile(dir.path(), text).unwrap_err().to_string();
+        assert!(
+            error.contains(":8: jwt ca_file") && error.contains("does not exist"),
+            "{error}"
+        );
+        std::fs::write(dir.path().join("idp-ca.pem"), "x").unwrap();
+        let jwt = compile(dir.path(), text).unwrap().jwt.unwrap();
+        assert_eq!(jwt.ca_file, Some(dir.path().join("idp-ca.pem")));
     }
 
     #[test]
