@@ -167,7 +167,7 @@ pub struct TlsConfig {
     pub key: Spanned<String>,
     /// CA for client certificates; when set, clients may present one.
     pub client_ca: Option<Spanned<String>>,
-    /// Certificates for particular SNI names (`*.example.com` wildcards allowed).
+    /// Certificates for particular SNI names (`*.example.com` wildcards: one or more labels).
     #[serde(default)]
     pub sni: Vec<SniCertConfig>,
 }
@@ -176,8 +176,8 @@ pub struct TlsConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertConfig {
-    /// The SNI name or wildcard pattern.
-    pub name: String,
+    /// The SNI name or `*.suffix` wildcard pattern.
+    pub name: Spanned<String>,
     /// Certificate chain (PEM).
     pub cert: Spanned<String>,
     /// Private key (PEM).

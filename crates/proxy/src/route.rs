@@ -15,29 +15,65 @@ use crate::target::Target;
 pub enum Matcher {
     /// Equal to this.
     Exact(String),
-    /// A `*.example.com` wildcard (`*` matches one or more whole labels at the start).
+    /// An `sni` wildcard `*.example.com`: the `*` stands for one or more whole labels, the
+    /// rule of TLS certificates ([`pgbastion_gateway::tls::sni_matches`]).
     Wildcard(String),
     /// `/regex/`: anchored to the whole value, captures feed the backend URL.
     Regex(Regex),
 }
 
+/// Why a `match` value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MatcherError {
+    /// `/…/` that is not a valid regex.
+    #[error("invalid regex: {0}")]
+    Regex(#[from] regex::Error),
+    /// A `*` in a value that is not a regex, other than a leading `*.` in `sni`.
+    #[error(
+        "{0:?}: a \"*\" is a wildcard only as a leading \"*.\" in sni (\"*.db.example.com\": one \
+         or more whole labels); elsewhere write a regex between slashes, e.g. \"/app_.*/\""
+    )]
+    Star(String),
+}
+
 impl Matcher {
-    /// `/…/` is a regex (anchored), a value with `*` a wildcard, anything else exact.
-    pub fn parse(text: &str) -> Result<Self, regex::Error> {
-        if let Some(pattern) = text.strip_prefix('/').and_then(|t| t.strip_suffix('/')) {
-            return Ok(Self::Regex(Regex::new(&format!("^(?:{pattern})$"))?));
+    /// `/…/` is a regex (anchored), anything else exact; a `*` outside a regex is refused
+    /// (it would never match, which a configuration should not do silently).
+    pub fn parse(text: &str) -> Result<Self, MatcherError> {
+        if let Some(regex) = Self::parse_regex(text)? {
+            return Ok(regex);
         }
         if text.contains('*') {
-            return Ok(Self::Wildcard(text.to_ascii_lowercase()));
+            return Err(MatcherError::Star(text.to_owned()));
         }
         Ok(Self::Exact(text.to_owned()))
+    }
+
+    /// Like [`Matcher::parse`], also accepting a `*.suffix` wildcard: for `match.sni`.
+    pub fn parse_sni(text: &str) -> Result<Self, MatcherError> {
+        if let Some(regex) = Self::parse_regex(text)? {
+            return Ok(regex);
+        }
+        if !text.contains('*') {
+            return Ok(Self::Exact(text.to_owned()));
+        }
+        pgbastion_gateway::tls::check_sni_pattern(text)
+            .map_err(|_| MatcherError::Star(text.to_owned()))?;
+        Ok(Self::Wildcard(text.to_owned()))
+    }
+
+    fn parse_regex(text: &str) -> Result<Option<Self>, regex::Error> {
+        text.strip_prefix('/')
+            .and_then(|t| t.strip_suffix('/'))
+            .map(|pattern| Regex::new(&format!("^(?:{pattern})$")).map(Self::Regex))
+            .transpose()
     }
 
     /// Whether `value` matches; regex captures are appended to `captures`.
     fn matches(&self, value: &str, captures: &mut Captures) -> bool {
         match self {
             Self::Exact(expected) => expected == value,
-            Self::Wildcard(pattern) => wildcard_matches(pattern, &value.to_ascii_lowercase()),
+            Self::Wildcard(pattern) => pgbastion_gateway::tls::sni_matches(pattern, value),
             Self::Regex(regex) => {
                 let Some(found) = regex.captures(value) else {
                     return false;
@@ -64,13 +100,6 @@ impl Matcher {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-}
-
-fn wildcard_matches(pattern: &str, value: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(suffix) => value.len() > suffix.len() && value.ends_with(suffix),
-        None => pattern == value,
     }
 }
 
@@ -367,7 +396,7 @@ mod tests {
     fn route(number: usize, user: &str, sni: Option<&str>) -> Route {
         Route {
             number,
-            sni: sni.map(|s| Matcher::parse(s).unwrap()),
+            sni: sni.map(|s| Matcher::parse_sni(s).unwrap()),
             parameters: vec![("user".to_owned(), Matcher::parse(user).unwrap())],
             claims: Vec::new(),
             auth: AuthMode::Trust,
@@ -417,6 +446,50 @@ mod tests {
             claims: None,
         };
         assert_eq!(routes.select(&admin).unwrap().0.number, 1);
+    }
+
+    #[test]
+    fn matchers_follow_one_wildcard_rule_and_refuse_other_stars() {
+        type Parse = fn(&str) -> Result<Matcher, MatcherError>;
+        let table: [(&str, Parse, &str, bool); 10] = [
+            ("*.example.com", Matcher::parse_sni, "a.example.com", true),
+            ("*.example.com", Matcher::parse_sni, "a.b.EXAMPLE.com", true),
+            ("*.example.com", Matcher::parse_sni, "example.com", false),
+            (
+                "*.example.com",
+                Matcher::parse_sni,
+                "evilexample.com",
+                false,
+            ),
+            (
+                "*.example.com",
+                Matcher::parse_sni,
+                "a.example.com.evil",
+                false,
+            ),
+            ("db.example.com", Matcher::parse_sni, "db.example.com", true),
+            ("app", Matcher::parse, "app", true),
+            ("app", Matcher::parse, "App", false),
+            ("/app_.*/", Matcher::parse, "app_1", true),
+            ("/app_.*/", Matcher::parse, "my_app_1", false),
+        ];
+        for (pattern, parse, value, expected) in table {
+            let matcher = parse(pattern).unwrap();
+            let found = matcher.matches(value, &mut Captures::default());
+            assert_eq!(found, expected, "{pattern} ~ {value}");
+        }
+        for refused in ["app_*", "*", "*.example.com", "a*b"] {
+            assert!(
+                matches!(Matcher::parse(refused), Err(MatcherError::Star(_))),
+                "{refused}"
+            );
+        }
+        for refused in ["*example.com", "db.*.com", "*.*.com", "*."] {
+            assert!(
+                matches!(Matcher::parse_sni(refused), Err(MatcherError::Star(_))),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -282,7 +282,10 @@ impl Compiler<'_> {
         };
         let mut certs = SniCertificates::new(Some(pair(&tls.cert, &tls.key)?));
         for sni in &tls.sni {
-            certs.add(&sni.name, pair(&sni.cert, &sni.key)?);
+            if let Err(e) = pgbastion_gateway::tls::check_sni_pattern(sni.name.get_ref()) {
+                return self.error(sni.name.span(), format!("tls.sni name: {e}"));
+            }
+            certs.add(sni.name.get_ref(), pair(&sni.cert, &sni.key)?);
         }
         let client_ca = tls
             .client_ca
@@ -370,9 +373,13 @@ impl Compiler<'_> {
         )
     }
 
-    fn matcher(&self, value: &Spanned<String>) -> Result<Matcher, ConfigError> {
-        Matcher::parse(value.get_ref())
-            .or_else(|e| self.error(value.span(), format!("invalid regex: {e}")))
+    /// The matcher for `match.<key>` (only `sni` takes a `*.` wildcard).
+    fn matcher(&self, key: &str, value: &Spanned<String>) -> Result<Matcher, ConfigError> {
+        let parsed = match key {
+            "sni" => Matcher::parse_sni(value.get_ref()),
+            _ => Matcher::parse(value.get_ref()),
+        };
+        parsed.or_else(|e| self.error(value.span(), format!("match.{key}: {e}")))
     }
 
     fn route(
@@ -389,18 +396,19 @@ impl Compiler<'_> {
             ("options", &m.options),
         ] {
             if let Some(value) = value {
-                parameters.push((name.to_owned(), self.matcher(value)?));
+                parameters.push((name.to_owned(), self.matcher(name, value)?));
             }
         }
         for (name, value) in &m.parameters {
-            parameters.push((name.clone(), self.matcher(value)?));
+            let matcher = self.matcher(&format!("parameters.{name}"), value)?;
+            parameters.push((name.clone(), matcher));
         }
         let claims = m
             .claim
             .iter()
-            .map(|(name, value)| Ok((name.clone(), self.matcher(value)?)))
+            .map(|(name, value)| Ok((name.clone(), self.matcher(&format!("claim.{name}"), value)?)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        let sni = m.sni.as_ref().map(|s| self.matcher(s)).transpose()?;
+        let sni = m.sni.as_ref().map(|s| self.matcher("sni", s)).transpose()?;
         let auth = *r.auth.get_ref();
         self.check_auth(r, facts, !claims.is_empty())?;
         let external = match (&r.external, auth) {
@@ -563,6 +571,9 @@ impl Compiler<'_> {
         value: &Spanned<String>,
         capture_names: &[Option<String>],
     ) -> Result<String, ConfigError> {
+        if let Err(message) = check_placeholders(value.get_ref(), capture_names) {
+            return self.error(value.span(), format!("backend: {message}"));
+        }
         let backend = config::expand_env(self.file, value, &|name| {
             name == "user"
                 || name == "database"
@@ -593,6 +604,45 @@ impl Compiler<'_> {
         }
         Ok(backend)
     }
+}
+
+/// Every `${…}` of a backend URL must be `${user}`, `${database}`, a capture group of the
+/// route (`${1}`… up to the number of groups, or a group's name) or a set environment
+/// variable; otherwise the placeholder would silently become empty (or another variable).
+fn check_placeholders(template: &str, capture_names: &[Option<String>]) -> Result<(), String> {
+    let names = template
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .map(|(name, _)| name);
+    for name in names {
+        if name == "user" || name == "database" {
+            continue;
+        }
+        if let Ok(n) = name.parse::<usize>() {
+            if n == 0 || n > capture_names.len() {
+                return Err(format!(
+                    "${{{name}}}: this route's regexes have {} capture groups",
+                    capture_names.len()
+                ));
+            }
+            continue;
+        }
+        let named = capture_names.iter().any(|c| c.as_deref() == Some(name));
+        if !named && std::env::var_os(name).is_none() {
+            let groups: Vec<&str> = capture_names.iter().flatten().map(String::as_str).collect();
+            return Err(format!(
+                "${{{name}}} is neither a named capture group of this route ({}) nor a set \
+                 environment variable",
+                if groups.is_empty() {
+                    "it has none".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_listener() -> Listener {
@@ -757,6 +807,109 @@ mod tests {
         std::fs::write(dir.path().join("idp-ca.pem"), "x").unwrap();
         let jwt = compile(dir.path(), text).unwrap().jwt.unwrap();
         assert_eq!(jwt.ca_file, Some(dir.path().join("idp-ca.pem")));
+    }
+
+    #[test]
+    fn a_star_outside_a_leading_sni_wildcard_is_refused_with_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = [
+            ("user = \"app_*\"", "match.user"),
+            ("database = \"*\"", "match.database"),
+            ("options = \"endpoint=*\"", "match.options"),
+            ("sni = \"*example.com\"", "match.sni"),
+            ("sni = \"db.*.example.com\"", "match.sni"),
+            ("sni = \"*.*.example.com\"", "match.sni"),
+            ("sni = \"*.\"", "match.sni"),
+            (
+                "parameters = { application_name = \"rep*\" }",
+                "match.parameters.application_name",
+            ),
+        ];
+        for (matcher, key) in refused {
+            let text = format!(
+                "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\
+                 match = {{ {matcher} }}\n"
+            );
+            let error = compile(dir.path(), &text).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("pgbastion.toml:4: {key}: "))
+                    && error.contains("leading \"*.\""),
+                "{matcher}: {error}"
+            );
+        }
+        for accepted in ["sni = \"*.db.example.com\"", "user = \"/app_.*/\""] {
+            let text = format!(
+                "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\
+                 match = {{ {accepted} }}\n"
+            );
+            compile(dir.path(), &text).unwrap_or_else(|e| panic!("{accepted}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_sni_certificate_name_with_a_stray_star_is_refused_with_its_line() {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/certs");
+        let dir = tempfile::tempdir().unwrap();
+        let text = |name: &str| {
+            format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\n\
+                 tls = {{ cert = \"{0}/server.pem\", key = \"{0}/server.key\", sni = [\n\
+                 {{ name = \"{name}\", cert = \"{0}/server.pem\", key = \"{0}/server.key\" }},\n\
+                 ] }}\n[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n",
+                certs.display()
+            )
+        };
+        let error = compile(dir.path(), &text("*example.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("pgbastion.toml:4: tls.sni name: ") && error.contains("leading \"*.\""),
+            "{error}"
+        );
+        compile(dir.path(), &text("*.example.com")).unwrap();
+    }
+
+    #[test]
+    fn backend_placeholders_must_name_a_capture_group_or_a_set_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = |matcher: &str, backend: &str| {
+            format!(
+                "[[route]]\nauth = \"trust\"\nmatch = {{ {matcher} }}\n\
+                 backend = \"{backend}\"\n"
+            )
+        };
+        let cases = [
+            (
+                "user = \"/(a)(b)/\"",
+                "postgres://h/${3}",
+                "${3}: this route's regexes have 2 capture groups",
+            ),
+            (
+                "user = \"app\"",
+                "postgres://h/${1}",
+                "${1}: this route's regexes have 0 capture groups",
+            ),
+            (
+                "user = \"/(?P<tenant>.*)/\"",
+                "postgres://h/${tenat}",
+                "${tenat} is neither a named capture group of this route (tenant) nor a set \
+                 environment variable",
+            ),
+        ];
+        for (matcher, backend, message) in cases {
+            let error = compile(dir.path(), &route(matcher, backend))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("pgbastion.toml:4: backend: {message}")),
+                "{backend}: {error}"
+            );
+        }
+        compile(
+            dir.path(),
+            &route("user = \"/(?P<tenant>.*)/\"", "postgres://h/${tenant}_${1}"),
+        )
+        .unwrap();
     }
 
     #[test]
