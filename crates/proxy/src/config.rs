@@ -261,6 +261,10 @@ pub struct RouteConfig {
     /// Allow secrets in clear over plaintext client connections on this route.
     #[serde(default)]
     pub insecure: bool,
+    /// Remove the `options` words that `match.options` matches before the options reach the
+    /// backend (PostgreSQL refuses a routing token such as `endpoint=…` as an argument).
+    /// Default: true when the route has `match.options`.
+    pub strip_options: Option<Spanned<bool>>,
     /// Send a PROXY v2 header with the client's address to the backend.
     #[serde(default)]
     pub proxy_protocol: bool,

@@ -174,6 +174,9 @@ pub struct Route {
     pub backend: String,
     /// Secrets in clear over plaintext allowed.
     pub insecure: bool,
+    /// Remove the words of the client's `options` that `match.options` matches
+    /// ([`Route::backend_options`]).
+    pub strip_options: bool,
     /// Emit a PROXY v2 header to the backend.
     pub proxy_protocol: bool,
     /// Client address as a startup parameter.
@@ -217,6 +220,31 @@ impl Route {
             }
         }
         Some(captures)
+    }
+
+    /// The `options` startup parameter to send the backend for a client that sent
+    /// `client_options`; `None`: send none.
+    ///
+    /// With [`Route::strip_options`], every word of the options (split on unescaped
+    /// whitespace, as PostgreSQL splits them) that the route's `match.options` matches on its
+    /// own is removed: such a word is a routing token (`endpoint=ep-1`), which PostgreSQL would
+    /// refuse as "invalid command-line argument for server process". Other words are kept
+    /// as the client wrote them, escapes included.
+    pub fn backend_options(&self, client_options: &str) -> Option<String> {
+        let matcher = self
+            .parameters
+            .iter()
+            .find(|(name, _)| name == "options")
+            .map(|(_, matcher)| matcher)
+            .filter(|_| self.strip_options);
+        let Some(matcher) = matcher else {
+            return Some(client_options.to_owned()).filter(|o| !o.is_empty());
+        };
+        let kept: Vec<&str> = option_words(client_options)
+            .into_iter()
+            .filter(|word| !matcher.matches(word, &mut Captures::default()))
+            .collect();
+        Some(kept.join(" ")).filter(|o| !o.is_empty())
     }
 
     /// Whether the route matches on claims (decided only after the token is verified).
@@ -298,6 +326,28 @@ impl Routes {
             .filter(|route| route.auth == auth)
             .find_map(|route| route.matches(input).map(|captures| (route, captures)))
     }
+}
+
+/// The words of an `options` string, split on whitespace not escaped by a backslash (as
+/// PostgreSQL's `pg_split_opts` does), each as written (escapes kept).
+fn option_words(options: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut start = None;
+    let mut escaped = false;
+    for (i, c) in options.char_indices() {
+        if c.is_ascii_whitespace() && !escaped {
+            if let Some(s) = start.take() {
+                words.push(&options[s..i]);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+        escaped = c == '\\' && !escaped;
+    }
+    if let Some(s) = start {
+        words.push(&options[s..]);
+    }
+    words
 }
 
 /// What a placeholder may leave unencoded: RFC 3986's unreserved characters. Everything else
@@ -402,6 +452,7 @@ mod tests {
             auth: AuthMode::Trust,
             backend: String::new(),
             insecure: false,
+            strip_options: false,
             proxy_protocol: false,
             client_addr: ClientAddrParam::None,
             connect_timeout: Duration::from_secs(1),
@@ -490,6 +541,52 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn backend_options_drop_the_words_the_options_matcher_consumed() {
+        let with_options = |matcher: &str, strip: bool| {
+            let mut r = route(1, "/.*/", None);
+            r.parameters
+                .push(("options".to_owned(), Matcher::parse(matcher).unwrap()));
+            r.strip_options = strip;
+            r
+        };
+        let neon = with_options("/.*endpoint=(\\w[\\w-]*).*/", true);
+        let table = [
+            ("endpoint=ep-1", None),
+            ("endpoint=ep-1 -c search_path=a", Some("-c search_path=a")),
+            ("-c search_path=a endpoint=ep-1", Some("-c search_path=a")),
+            (
+                "-c  work_mem=64kB\tendpoint=ep-1  ",
+                Some("-c work_mem=64kB"),
+            ),
+            (
+                "-c application_name=a\\ b endpoint=ep-1",
+                Some("-c application_name=a\\ b"),
+            ),
+            ("", None),
+        ];
+        for (client, expected) in table {
+            assert_eq!(
+                neon.backend_options(client).as_deref(),
+                expected,
+                "{client:?}"
+            );
+        }
+        let exact = with_options("endpoint=ep-1", true);
+        assert_eq!(exact.backend_options("endpoint=ep-1"), None);
+        let kept = with_options("/.*endpoint=(\\w+).*/", false);
+        assert_eq!(
+            kept.backend_options("endpoint=ep1 -c a=b").as_deref(),
+            Some("endpoint=ep1 -c a=b")
+        );
+        let no_options_matcher = route(1, "/.*/", None);
+        assert_eq!(
+            no_options_matcher.backend_options("-c a=b").as_deref(),
+            Some("-c a=b")
+        );
+        assert_eq!(no_options_matcher.backend_options(""), None);
     }
 
     #[test]

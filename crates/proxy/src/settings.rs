@@ -444,6 +444,7 @@ impl Compiler<'_> {
             auth,
             backend,
             insecure: r.insecure,
+            strip_options: self.strip_options(r)?,
             proxy_protocol: r.proxy_protocol,
             client_addr: r.client_addr,
             connect_timeout: r.connect_timeout,
@@ -451,6 +452,19 @@ impl Compiler<'_> {
             auth_query,
             files_dir: self.file.dir().to_owned(),
         })
+    }
+
+    /// `strip_options`: default on exactly when the route matches on `options`.
+    fn strip_options(&self, r: &RouteConfig) -> Result<bool, ConfigError> {
+        let matches_options = r.matcher.options.is_some();
+        match &r.strip_options {
+            None => Ok(matches_options),
+            Some(strip) if *strip.get_ref() && !matches_options => self.error(
+                strip.span(),
+                "strip_options = true needs match.options (it removes the words that match)",
+            ),
+            Some(strip) => Ok(*strip.get_ref()),
+        }
     }
 
     /// The rules between a route's `auth` and the rest of the file.
@@ -910,6 +924,28 @@ mod tests {
             &route("user = \"/(?P<tenant>.*)/\"", "postgres://h/${tenant}_${1}"),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn strip_options_defaults_to_whether_the_route_matches_on_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = |extra: &str| {
+            format!("[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n{extra}")
+        };
+        let strip =
+            |extra: &str| compile(dir.path(), &route(extra)).unwrap().routes.0[0].strip_options;
+        assert!(!strip(""));
+        assert!(strip("match = { options = \"/.*endpoint=(\\\\w+).*/\" }\n"));
+        assert!(!strip(
+            "match = { options = \"/.*endpoint=(\\\\w+).*/\" }\nstrip_options = false\n"
+        ));
+        let error = compile(dir.path(), &route("strip_options = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("pgbastion.toml:4: strip_options = true needs match.options"),
+            "{error}"
+        );
     }
 
     #[test]
