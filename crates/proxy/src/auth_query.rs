@@ -25,7 +25,10 @@ pub async fn fetch_secret(
     timeout: std::time::Duration,
     connector: &Connector,
 ) -> Result<Option<ScramSecret>, BackendError> {
-    let secret = query.password.clone().map(BackendSecret::Password);
+    let secret = query
+        .password
+        .as_ref()
+        .map(|p| BackendSecret::Password(p.expose().to_owned()));
     let login = Login {
         target,
         user: &query.user,

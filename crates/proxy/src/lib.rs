@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod limits;
 pub mod relay;
 pub mod route;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod settings;

@@ -8,6 +8,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use regex::Regex;
 
 use crate::config::{AuthMode, ClientAddrParam, ExternalMethod};
+use crate::secret::Secret;
 use crate::target::Target;
 
 /// One value test of a route's `match`.
@@ -154,7 +155,7 @@ pub struct AuthQuery {
     /// Who runs it.
     pub user: String,
     /// Their password.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 /// A compiled `[[route]]`.
@@ -170,8 +171,9 @@ pub struct Route {
     pub claims: Vec<(String, Matcher)>,
     /// Client authentication.
     pub auth: AuthMode,
-    /// The backend URL with `${…}` placeholders.
-    pub backend: String,
+    /// The backend URL with `${…}` placeholders (environment references expanded: it may hold
+    /// a password).
+    pub backend: Secret,
     /// Secrets in clear over plaintext allowed.
     pub insecure: bool,
     /// Remove the words of the client's `options` that `match.options` matches
@@ -260,7 +262,7 @@ impl Route {
         user: &str,
         database: &str,
     ) -> Result<String, String> {
-        for (key, text) in templated_files(&self.backend) {
+        for (key, text) in templated_files(self.backend.expose()) {
             let values = placeholder_values(text, captures, user, database);
             if !values.into_iter().all(is_file_name_part) {
                 return Err(format!(
@@ -270,13 +272,13 @@ impl Route {
                 ));
             }
         }
-        Ok(substitute(&self.backend, captures, user, database))
+        Ok(substitute(self.backend.expose(), captures, user, database))
     }
 
     /// Certificate files named through placeholders, known only per connection, must exist:
     /// the error names the path as the URL gives it.
     pub fn check_templated_files(&self, target: &Target) -> Result<(), String> {
-        for (key, _) in templated_files(&self.backend) {
+        for (key, _) in templated_files(self.backend.expose()) {
             let path = match key {
                 "sslrootcert" => &target.sslrootcert,
                 "sslcert" => &target.sslcert,
@@ -450,7 +452,7 @@ mod tests {
             parameters: vec![("user".to_owned(), Matcher::parse(user).unwrap())],
             claims: Vec::new(),
             auth: AuthMode::Trust,
-            backend: String::new(),
+            backend: Secret::default(),
             insecure: false,
             strip_options: false,
             proxy_protocol: false,
@@ -671,7 +673,7 @@ mod tests {
         let mut r = route(1, "/(?P<tenant>.*)/", None);
         r.backend = "postgres://h/db?sslmode=verify-ca&sslrootcert=certs/${tenant}.pem\
                      &application_name=${user}"
-            .to_owned();
+            .into();
         let captures = |value: &str| Captures {
             numbered: vec![value.to_owned()],
             named: BTreeMap::from([("tenant".to_owned(), value.to_owned())]),
@@ -687,7 +689,7 @@ mod tests {
                 "{err}"
             );
         }
-        r.backend = "postgres://h/db?sslcert=c/${user}.crt&sslkey=c/${user}.key".to_owned();
+        r.backend = "postgres://h/db?sslcert=c/${user}.crt&sslkey=c/${user}.key".into();
         assert!(r.backend_url(&captures(""), "../x", "d").is_err());
         r.backend_url(&captures(""), "alice", "d").unwrap();
     }

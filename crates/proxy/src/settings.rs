@@ -17,6 +17,7 @@ use crate::config::{
     ProxyProtocol, RouteConfig, SourceFile,
 };
 use crate::route::{AuthQuery, External, Matcher, Route, Routes};
+use crate::secret::Secret;
 use crate::target::Target;
 
 /// Per-listener limits.
@@ -78,7 +79,7 @@ pub struct Settings {
     /// Routes in file order.
     pub routes: Routes,
     /// Local users: name → stored password (verifier, md5 hash or plaintext).
-    pub users: HashMap<String, String>,
+    pub users: HashMap<String, Secret>,
     /// `[jwt]`.
     pub jwt: Option<Jwt>,
     /// `[log]`.
@@ -119,7 +120,7 @@ struct Compiler<'a> {
 
 /// What the checks of one route need to know about the rest of the file.
 struct FileFacts<'a> {
-    users: &'a HashMap<String, String>,
+    users: &'a HashMap<String, Secret>,
     have_jwt: bool,
     any_tls: bool,
     any_client_ca: bool,
@@ -157,7 +158,10 @@ impl Compiler<'_> {
                         .error(user.password.span(), format!("user \"{}\": {e}", user.name));
                 }
             }
-            if users.insert(user.name.clone(), password).is_some() {
+            if users
+                .insert(user.name.clone(), Secret::new(password))
+                .is_some()
+            {
                 return self.error(
                     user.password.span(),
                     format!("user \"{}\" is listed twice", user.name),
@@ -432,7 +436,11 @@ impl Compiler<'_> {
             Some(q) => Some(AuthQuery {
                 query: q.query.clone(),
                 user: q.user.clone(),
-                password: q.password.as_ref().map(|p| self.env(p)).transpose()?,
+                password: q
+                    .password
+                    .as_ref()
+                    .map(|p| self.env(p).map(Secret::new))
+                    .transpose()?,
             }),
             None => None,
         };
@@ -442,7 +450,7 @@ impl Compiler<'_> {
             parameters,
             claims,
             auth,
-            backend,
+            backend: Secret::new(backend),
             insecure: r.insecure,
             strip_options: self.strip_options(r)?,
             proxy_protocol: r.proxy_protocol,
@@ -945,6 +953,41 @@ mod tests {
         assert!(
             error.contains("pgbastion.toml:4: strip_options = true needs match.options"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn debug_output_of_settings_holds_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("PGB_TEST_DEBUG_SECRET", "env-secret-pw");
+        let scram = pgbastion_auth::scram::ScramSecret::generate(b"x", 4096).to_string();
+        let text = format!(
+            "[[user]]\nname = \"alice\"\npassword = \"plain-secret-pw\"\n\n\
+             [[user]]\nname = \"bob\"\npassword = \"${{PGB_TEST_DEBUG_SECRET}}\"\n\n\
+             [[user]]\nname = \"carol\"\npassword = \"{scram}\"\n\n\
+             [[route]]\nmatch = {{ user = \"alice\" }}\nauth = \"md5\"\n\
+             backend = \"postgres://app:url-secret-pw@h/db?password=query-secret-pw\"\n\n\
+             [[route]]\nauth = \"scram\"\nbackend = \"postgres://h/db\"\n\
+             auth_query = {{ query = \"SELECT 1\", user = \"q\", password = \"query-user-secret-pw\" }}\n"
+        );
+        let settings = compile(dir.path(), &text).unwrap();
+        let debug = format!("{settings:?}");
+        let users = format!("{:?}", crate::users::Users::new(settings.users.clone()));
+        let scram_keys = scram.split('$').nth(2).unwrap().to_owned();
+        for secret in [
+            "plain-secret-pw",
+            "env-secret-pw",
+            "url-secret-pw",
+            "query-secret-pw",
+            "query-user-secret-pw",
+            scram_keys.as_str(),
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+            assert!(!users.contains(secret), "{secret} in {users}");
+        }
+        assert!(
+            debug.contains("alice") && debug.contains("<redacted>"),
+            "{debug}"
         );
     }
 

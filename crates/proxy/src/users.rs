@@ -7,10 +7,12 @@ use pgbastion_auth::md5::{constant_time_eq, is_md5_hash, md5_hash};
 use pgbastion_auth::scram::ScramSecret;
 use pgbastion_gateway::Credential;
 
+use crate::secret::Secret;
+
 /// Users with their secrets, SCRAM secrets derived once at load.
 #[derive(Debug, Default)]
 pub struct Users {
-    stored: HashMap<String, String>,
+    stored: HashMap<String, Secret>,
     scram: HashMap<String, ScramSecret>,
 }
 
@@ -20,10 +22,11 @@ const ITERATIONS: u32 = 4096;
 impl Users {
     /// From name → stored password. Plaintext passwords get a SCRAM secret now, so that SCRAM
     /// logins do not run PBKDF2 per connection; md5 hashes cannot (SCRAM is refused for them).
-    pub fn new(stored: HashMap<String, String>) -> Self {
+    pub fn new(stored: HashMap<String, Secret>) -> Self {
         let scram = stored
             .iter()
             .filter_map(|(name, password)| {
+                let password = password.expose();
                 let secret = match password.parse::<ScramSecret>() {
                     Ok(secret) => secret,
                     Err(_) if is_md5_hash(password) => return None,
@@ -45,6 +48,7 @@ impl Users {
         let Some(stored) = self.stored.get(credential.user()) else {
             return false;
         };
+        let stored = stored.expose();
         match credential {
             Credential::Password { user, password } => {
                 if let Ok(secret) = stored.parse::<ScramSecret>() {
@@ -72,9 +76,9 @@ mod tests {
     fn every_stored_form_checks_cleartext_and_the_right_ones_md5() {
         let scram = ScramSecret::generate(b"s3cret", 4096).to_string();
         let users = Users::new(HashMap::from([
-            ("plain".to_owned(), "s3cret".to_owned()),
-            ("hashed".to_owned(), md5_hash("hashed", "s3cret")),
-            ("verifier".to_owned(), scram),
+            ("plain".to_owned(), "s3cret".into()),
+            ("hashed".to_owned(), md5_hash("hashed", "s3cret").into()),
+            ("verifier".to_owned(), scram.into()),
         ]));
         for user in ["plain", "hashed", "verifier"] {
             let good = Credential::Password {
