@@ -57,8 +57,8 @@ pub fn certified_key_from_pem(
     Ok(Arc::new(certified))
 }
 
-/// Certificates by SNI name: exact names and `*.suffix` wildcards (one label deep, as in
-/// RFC 6125), plus a default for clients that send no or an unknown name.
+/// Certificates by SNI name: exact names and `*.suffix` wildcards (one or more whole labels,
+/// see [`sni_matches`]), plus a default for clients that send no or an unknown name.
 #[derive(Debug, Default, Clone)]
 pub struct SniCertificates {
     default: Option<Arc<CertifiedKey>>,
@@ -74,21 +74,48 @@ impl SniCertificates {
         }
     }
 
-    /// Serves `cert` for `pattern` (`db.example.com` or `*.example.com`); earlier entries win.
+    /// Serves `cert` for `pattern` (`db.example.com` or `*.example.com`; check it first with
+    /// [`check_sni_pattern`]); earlier entries win.
     pub fn add(&mut self, pattern: &str, cert: Arc<CertifiedKey>) {
-        self.named.push((pattern.to_ascii_lowercase(), cert));
+        self.named.push((pattern.to_owned(), cert));
     }
 }
 
-/// Whether an SNI name matches `pattern` (exact, or `*.suffix` matching exactly one label).
+/// Whether an SNI name matches `pattern`, ignoring ASCII case: exactly, or for `*.suffix`,
+/// when the name is one or more whole non-empty labels followed by `.suffix`
+/// (`*.example.com` matches `a.example.com` and `a.b.example.com`, never `example.com` or
+/// `evilexample.com`). Route `sni` matchers use the same rule.
 pub fn sni_matches(pattern: &str, name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => name
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-        None => pattern == name,
+    let Some(suffix) = pattern.strip_prefix("*.") else {
+        return pattern.eq_ignore_ascii_case(name);
+    };
+    let Some(split) = name.len().checked_sub(suffix.len() + 1) else {
+        return false;
+    };
+    let (Some(labels), Some(tail)) = (name.get(..split), name.get(split..)) else {
+        return false;
+    };
+    tail.strip_prefix('.')
+        .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        && labels.split('.').all(|label| !label.is_empty())
+}
+
+/// A server-name pattern with a `*` somewhere other than one leading `*.` before a non-empty
+/// suffix (such a `*` would otherwise silently match nothing, or too much).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?}: a \"*\" is allowed only as a leading \"*.\" before a name (\"*.example.com\": one \
+     or more whole labels)"
+)]
+pub struct SniPatternError(pub String);
+
+/// Checks that `pattern` is a name or a `*.suffix` wildcard (see [`sni_matches`]).
+pub fn check_sni_pattern(pattern: &str) -> Result<(), SniPatternError> {
+    let rest = pattern.strip_prefix("*.").unwrap_or(pattern);
+    if rest.is_empty() || rest.contains('*') {
+        return Err(SniPatternError(pattern.to_owned()));
     }
+    Ok(())
 }
 
 impl CertResolver for SniCertificates {
@@ -219,13 +246,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wildcards_match_exactly_one_label() {
-        assert!(sni_matches("*.db.example.com", "tenant1.db.example.com"));
-        assert!(sni_matches("*.db.example.com", "TENANT1.db.example.com"));
-        assert!(!sni_matches("*.db.example.com", "a.b.db.example.com"));
-        assert!(!sni_matches("*.db.example.com", "db.example.com"));
-        assert!(!sni_matches("*.db.example.com", ".db.example.com"));
-        assert!(sni_matches("db.example.com", "db.example.com"));
+    fn a_leading_star_dot_stands_for_one_or_more_whole_labels() {
+        let table = [
+            ("*.db.example.com", "tenant1.db.example.com", true),
+            ("*.db.example.com", "TENANT1.db.example.com", true),
+            ("*.DB.example.com", "tenant1.db.example.com", true),
+            ("*.db.example.com", "a.b.db.example.com", true),
+            ("*.db.example.com", "db.example.com", false),
+            ("*.db.example.com", ".db.example.com", false),
+            ("*.db.example.com", "a..db.example.com", false),
+            ("*.db.example.com", "evildb.example.com", false),
+            ("*.db.example.com", "a.db.example.com.evil", false),
+            ("db.example.com", "db.example.com", true),
+            ("db.example.com", "DB.example.com", true),
+            ("db.example.com", "a.db.example.com", false),
+        ];
+        for (pattern, name, expected) in table {
+            assert_eq!(sni_matches(pattern, name), expected, "{pattern} ~ {name}");
+        }
+    }
+
+    #[test]
+    fn a_star_anywhere_but_a_leading_star_dot_is_refused() {
+        for bad in [
+            "*example.com",
+            "*",
+            "*.",
+            "db.*.com",
+            "*.*.com",
+            "a*.com",
+            "*.a*",
+        ] {
+            assert!(check_sni_pattern(bad).is_err(), "{bad}");
+        }
+        for good in ["*.example.com", "db.example.com", "*.a"] {
+            assert!(check_sni_pattern(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub enum JwtError {
     /// A JWKS or discovery document could not be fetched or parsed.
     #[error("could not fetch keys: {0}")]
     Fetch(String),
+    /// A JWKS or discovery URL (configured or discovered) is plain `http://` and
+    /// [`crate::JwtSettings::allow_http`] is off.
+    #[error(
+        "refusing to fetch keys from {0}: not https (over plain http anyone on the path can \
+         substitute the signing keys)"
+    )]
+    InsecureUrl(String),
 }
 
 /// The most characters of token-supplied text (`kid`, `alg`) an error message repeats.

@@ -9,10 +9,12 @@ pub enum KeySource {
     /// PEM files, each holding one or more SPKI `PUBLIC KEY` (or PKCS#1 `RSA PUBLIC KEY`)
     /// blocks. Such keys have no `kid`.
     PemFiles(Vec<PathBuf>),
-    /// A JSON Web Key Set fetched from this URL (`http://` or `https://`).
+    /// A JSON Web Key Set fetched from this URL (`https://`; `http://` only with
+    /// [`JwtSettings::allow_http`]).
     JwksUrl(String),
     /// An OpenID Connect discovery document (`.../.well-known/openid-configuration`) whose
-    /// `jwks_uri` names the key set.
+    /// `jwks_uri` names the key set. Both URLs must be `https://` unless
+    /// [`JwtSettings::allow_http`] is set.
     OidcDiscovery(String),
 }
 
@@ -29,6 +31,12 @@ pub struct JwtSettings {
     pub leeway: Duration,
     /// The limit on each JWKS or discovery fetch.
     pub http_timeout: Duration,
+    /// PEM certificates trusted for the JWKS and discovery servers instead of the built-in
+    /// public roots (an identity provider behind a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// Whether `http://` URLs (configured, discovered or redirected to) are fetched. Off by
+    /// default: over plain HTTP anyone on the path can substitute the signing keys.
+    pub allow_http: bool,
 }
 
 impl JwtSettings {
@@ -45,6 +53,8 @@ impl JwtSettings {
             keys,
             leeway: Self::DEFAULT_LEEWAY,
             http_timeout: Self::DEFAULT_HTTP_TIMEOUT,
+            ca_file: None,
+            allow_http: false,
         }
     }
 
@@ -63,6 +73,20 @@ impl JwtSettings {
     /// The same settings with another HTTP timeout.
     pub fn with_http_timeout(mut self, timeout: Duration) -> Self {
         self.http_timeout = timeout;
+        self
+    }
+
+    /// The same settings trusting the PEM certificates in `path` (instead of the public
+    /// roots) for the key servers.
+    pub fn with_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(path.into());
+        self
+    }
+
+    /// The same settings also fetching keys over plain `http://` (tests, or a key server
+    /// reachable only over a trusted network).
+    pub fn allowing_http(mut self) -> Self {
+        self.allow_http = true;
         self
     }
 }

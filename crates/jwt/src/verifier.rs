@@ -27,9 +27,7 @@ impl JwtVerifier {
     pub async fn new(settings: JwtSettings) -> Result<Self, JwtError> {
         let fetcher = match settings.keys {
             KeySource::PemFiles(_) => None,
-            KeySource::JwksUrl(_) | KeySource::OidcDiscovery(_) => {
-                Some(Fetcher::new(settings.http_timeout)?)
-            }
+            KeySource::JwksUrl(_) | KeySource::OidcDiscovery(_) => Some(Fetcher::new(&settings)?),
         };
         let keys = load(&settings, fetcher.as_ref()).await?;
         Ok(Self {

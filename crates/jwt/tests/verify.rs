@@ -349,7 +349,7 @@ async fn discovery_naming_another_issuer_is_refused() {
     within(async {
         let issuer = TestIssuer::start().await;
         let keys = KeySource::OidcDiscovery(issuer.discovery_url());
-        let settings = JwtSettings::new("https://someone-else", keys);
+        let settings = JwtSettings::new("https://someone-else", keys).allowing_http();
         let err = JwtVerifier::new(settings).await.unwrap_err();
         assert!(matches!(err, JwtError::Fetch(_)), "{err:?}");
     })

@@ -211,3 +211,31 @@ fn client_text_cannot_forge_log_lines_or_colour_a_piped_log() {
     );
     proxy.finish(&[]);
 }
+
+#[test]
+fn a_key_load_error_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("garbage.pem"), "not a key").unwrap();
+    let config = dir.path().join("jwt.toml");
+    std::fs::write(
+        &config,
+        "[jwt]\nissuer = \"https://idp\"\nkeys = [\"garbage.pem\"]\n\n\
+         [[route]]\nauth = \"jwt\"\ninsecure = true\nbackend = \"postgres://h/db\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pgbastion"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let key_file = dir.path().join("garbage.pem");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "pgbastion: cannot load the [jwt] keys: could not load keys: {}: no PEM block found",
+            key_file.display()
+        )
+    );
+}

@@ -149,7 +149,11 @@ impl Lookups {
                 }
             }
         }
-        let secret = lookup.query.password.clone().map(BackendSecret::Password);
+        let secret = lookup
+            .query
+            .password
+            .as_ref()
+            .map(|p| BackendSecret::Password(p.expose().to_owned()));
         let conn = connector.connect(login(lookup, secret.as_ref())).await?;
         run_query(conn, lookup).await
     }

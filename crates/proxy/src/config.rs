@@ -182,7 +182,7 @@ pub struct TlsConfig {
     pub key: Spanned<String>,
     /// CA for client certificates; when set, clients may present one.
     pub client_ca: Option<Spanned<String>>,
-    /// Certificates for particular SNI names (`*.example.com` wildcards allowed).
+    /// Certificates for particular SNI names (`*.example.com` wildcards: one or more labels).
     #[serde(default)]
     pub sni: Vec<SniCertConfig>,
 }
@@ -191,8 +191,8 @@ pub struct TlsConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SniCertConfig {
-    /// The SNI name or wildcard pattern.
-    pub name: String,
+    /// The SNI name or `*.suffix` wildcard pattern.
+    pub name: Spanned<String>,
     /// Certificate chain (PEM).
     pub cert: Spanned<String>,
     /// Private key (PEM).
@@ -224,6 +224,13 @@ pub struct JwtConfig {
     /// PEM public key files.
     #[serde(default)]
     pub keys: Vec<Spanned<String>>,
+    /// PEM CA certificates trusted (instead of the public roots) for the discovery and JWKS
+    /// servers, relative to the configuration file.
+    pub ca_file: Option<Spanned<String>>,
+    /// Allows `http://` discovery and JWKS URLs (refused otherwise: over plain HTTP anyone
+    /// on the path can substitute the signing keys).
+    #[serde(default)]
+    pub insecure: bool,
     /// The claim that names the user (compared with the startup user).
     #[serde(default = "default_claim")]
     pub claim: String,
@@ -269,6 +276,10 @@ pub struct RouteConfig {
     /// Allow secrets in clear over plaintext client connections on this route.
     #[serde(default)]
     pub insecure: bool,
+    /// Remove the `options` words that `match.options` matches before the options reach the
+    /// backend (PostgreSQL refuses a routing token such as `endpoint=…` as an argument).
+    /// Default: true when the route has `match.options`.
+    pub strip_options: Option<Spanned<bool>>,
     /// Send a PROXY v2 header with the client's address to the backend.
     #[serde(default)]
     pub proxy_protocol: bool,

@@ -157,7 +157,7 @@ fn token_refusal(error: &JwtError) -> HookError {
         | JwtError::NotYetValid
         | JwtError::WrongIssuer
         | JwtError::WrongAudience => format!("token refused: {error}"),
-        JwtError::KeyLoad(_) | JwtError::Fetch(_) => {
+        JwtError::KeyLoad(_) | JwtError::Fetch(_) | JwtError::InsecureUrl(_) => {
             tracing::warn!(%error, "token keys unavailable while checking a token");
             "token refused: the keys to check it are not available".to_owned()
         }

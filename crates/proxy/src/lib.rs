@@ -12,6 +12,7 @@ pub mod kdf;
 pub mod limits;
 pub mod relay;
 pub mod route;
+pub mod secret;
 pub mod server;
 pub mod session;
 pub mod settings;

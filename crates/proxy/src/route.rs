@@ -8,6 +8,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use regex::Regex;
 
 use crate::config::{AuthMode, ClientAddrParam, ExternalMethod};
+use crate::secret::Secret;
 use crate::target::Target;
 
 /// One value test of a route's `match`.
@@ -15,29 +16,65 @@ use crate::target::Target;
 pub enum Matcher {
     /// Equal to this.
     Exact(String),
-    /// A `*.example.com` wildcard (`*` matches one or more whole labels at the start).
+    /// An `sni` wildcard `*.example.com`: the `*` stands for one or more whole labels, the
+    /// rule of TLS certificates ([`pgbastion_gateway::tls::sni_matches`]).
     Wildcard(String),
     /// `/regex/`: anchored to the whole value, captures feed the backend URL.
     Regex(Regex),
 }
 
+/// Why a `match` value is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MatcherError {
+    /// `/…/` that is not a valid regex.
+    #[error("invalid regex: {0}")]
+    Regex(#[from] regex::Error),
+    /// A `*` in a value that is not a regex, other than a leading `*.` in `sni`.
+    #[error(
+        "{0:?}: a \"*\" is a wildcard only as a leading \"*.\" in sni (\"*.db.example.com\": one \
+         or more whole labels); elsewhere write a regex between slashes, e.g. \"/app_.*/\""
+    )]
+    Star(String),
+}
+
 impl Matcher {
-    /// `/…/` is a regex (anchored), a value with `*` a wildcard, anything else exact.
-    pub fn parse(text: &str) -> Result<Self, regex::Error> {
-        if let Some(pattern) = text.strip_prefix('/').and_then(|t| t.strip_suffix('/')) {
-            return Ok(Self::Regex(Regex::new(&format!("^(?:{pattern})$"))?));
+    /// `/…/` is a regex (anchored), anything else exact; a `*` outside a regex is refused
+    /// (it would never match, which a configuration should not do silently).
+    pub fn parse(text: &str) -> Result<Self, MatcherError> {
+        if let Some(regex) = Self::parse_regex(text)? {
+            return Ok(regex);
         }
         if text.contains('*') {
-            return Ok(Self::Wildcard(text.to_ascii_lowercase()));
+            return Err(MatcherError::Star(text.to_owned()));
         }
         Ok(Self::Exact(text.to_owned()))
+    }
+
+    /// Like [`Matcher::parse`], also accepting a `*.suffix` wildcard: for `match.sni`.
+    pub fn parse_sni(text: &str) -> Result<Self, MatcherError> {
+        if let Some(regex) = Self::parse_regex(text)? {
+            return Ok(regex);
+        }
+        if !text.contains('*') {
+            return Ok(Self::Exact(text.to_owned()));
+        }
+        pgbastion_gateway::tls::check_sni_pattern(text)
+            .map_err(|_| MatcherError::Star(text.to_owned()))?;
+        Ok(Self::Wildcard(text.to_owned()))
+    }
+
+    fn parse_regex(text: &str) -> Result<Option<Self>, regex::Error> {
+        text.strip_prefix('/')
+            .and_then(|t| t.strip_suffix('/'))
+            .map(|pattern| Regex::new(&format!("^(?:{pattern})$")).map(Self::Regex))
+            .transpose()
     }
 
     /// Whether `value` matches; regex captures are appended to `captures`.
     fn matches(&self, value: &str, captures: &mut Captures) -> bool {
         match self {
             Self::Exact(expected) => expected == value,
-            Self::Wildcard(pattern) => wildcard_matches(pattern, &value.to_ascii_lowercase()),
+            Self::Wildcard(pattern) => pgbastion_gateway::tls::sni_matches(pattern, value),
             Self::Regex(regex) => {
                 let Some(found) = regex.captures(value) else {
                     return false;
@@ -64,13 +101,6 @@ impl Matcher {
                 .collect(),
             _ => Vec::new(),
         }
-    }
-}
-
-fn wildcard_matches(pattern: &str, value: &str) -> bool {
-    match pattern.strip_prefix('*') {
-        Some(suffix) => value.len() > suffix.len() && value.ends_with(suffix),
-        None => pattern == value,
     }
 }
 
@@ -125,7 +155,7 @@ pub struct AuthQuery {
     /// Who runs it.
     pub user: String,
     /// Their password.
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 /// A compiled `[[route]]`.
@@ -141,10 +171,14 @@ pub struct Route {
     pub claims: Vec<(String, Matcher)>,
     /// Client authentication.
     pub auth: AuthMode,
-    /// The backend URL with `${…}` placeholders.
-    pub backend: String,
+    /// The backend URL with `${…}` placeholders (environment references expanded: it may hold
+    /// a password).
+    pub backend: Secret,
     /// Secrets in clear over plaintext allowed.
     pub insecure: bool,
+    /// Remove the words of the client's `options` that `match.options` matches
+    /// ([`Route::backend_options`]).
+    pub strip_options: bool,
     /// Emit a PROXY v2 header to the backend.
     pub proxy_protocol: bool,
     /// Client address as a startup parameter.
@@ -190,6 +224,31 @@ impl Route {
         Some(captures)
     }
 
+    /// The `options` startup parameter to send the backend for a client that sent
+    /// `client_options`; `None`: send none.
+    ///
+    /// With [`Route::strip_options`], every word of the options (split on unescaped
+    /// whitespace, as PostgreSQL splits them) that the route's `match.options` matches on its
+    /// own is removed: such a word is a routing token (`endpoint=ep-1`), which PostgreSQL would
+    /// refuse as "invalid command-line argument for server process". Other words are kept
+    /// as the client wrote them, escapes included.
+    pub fn backend_options(&self, client_options: &str) -> Option<String> {
+        let matcher = self
+            .parameters
+            .iter()
+            .find(|(name, _)| name == "options")
+            .map(|(_, matcher)| matcher)
+            .filter(|_| self.strip_options);
+        let Some(matcher) = matcher else {
+            return Some(client_options.to_owned()).filter(|o| !o.is_empty());
+        };
+        let kept: Vec<&str> = option_words(client_options)
+            .into_iter()
+            .filter(|word| !matcher.matches(word, &mut Captures::default()))
+            .collect();
+        Some(kept.join(" ")).filter(|o| !o.is_empty())
+    }
+
     /// Whether the route matches on claims (decided only after the token is verified).
     pub fn has_claims(&self) -> bool {
         !self.claims.is_empty()
@@ -203,7 +262,7 @@ impl Route {
         user: &str,
         database: &str,
     ) -> Result<String, String> {
-        for (key, text) in templated_files(&self.backend) {
+        for (key, text) in templated_files(self.backend.expose()) {
             let values = placeholder_values(text, captures, user, database);
             if !values.into_iter().all(is_file_name_part) {
                 return Err(format!(
@@ -213,13 +272,13 @@ impl Route {
                 ));
             }
         }
-        Ok(substitute(&self.backend, captures, user, database))
+        Ok(substitute(self.backend.expose(), captures, user, database))
     }
 
     /// Certificate files named through placeholders, known only per connection, must exist:
     /// the error names the path as the URL gives it.
     pub fn check_templated_files(&self, target: &Target) -> Result<(), String> {
-        for (key, _) in templated_files(&self.backend) {
+        for (key, _) in templated_files(self.backend.expose()) {
             let path = match key {
                 "sslrootcert" => &target.sslrootcert,
                 "sslcert" => &target.sslcert,
@@ -269,6 +328,28 @@ impl Routes {
             .filter(|route| route.auth == auth)
             .find_map(|route| route.matches(input).map(|captures| (route, captures)))
     }
+}
+
+/// The words of an `options` string, split on whitespace not escaped by a backslash (as
+/// PostgreSQL's `pg_split_opts` does), each as written (escapes kept).
+fn option_words(options: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut start = None;
+    let mut escaped = false;
+    for (i, c) in options.char_indices() {
+        if c.is_ascii_whitespace() && !escaped {
+            if let Some(s) = start.take() {
+                words.push(&options[s..i]);
+            }
+        } else if start.is_none() {
+            start = Some(i);
+        }
+        escaped = c == '\\' && !escaped;
+    }
+    if let Some(s) = start {
+        words.push(&options[s..]);
+    }
+    words
 }
 
 /// What a placeholder may leave unencoded: RFC 3986's unreserved characters. Everything else
@@ -367,12 +448,13 @@ mod tests {
     fn route(number: usize, user: &str, sni: Option<&str>) -> Route {
         Route {
             number,
-            sni: sni.map(|s| Matcher::parse(s).unwrap()),
+            sni: sni.map(|s| Matcher::parse_sni(s).unwrap()),
             parameters: vec![("user".to_owned(), Matcher::parse(user).unwrap())],
             claims: Vec::new(),
             auth: AuthMode::Trust,
-            backend: String::new(),
+            backend: Secret::default(),
             insecure: false,
+            strip_options: false,
             proxy_protocol: false,
             client_addr: ClientAddrParam::None,
             connect_timeout: Duration::from_secs(1),
@@ -417,6 +499,96 @@ mod tests {
             claims: None,
         };
         assert_eq!(routes.select(&admin).unwrap().0.number, 1);
+    }
+
+    #[test]
+    fn matchers_follow_one_wildcard_rule_and_refuse_other_stars() {
+        type Parse = fn(&str) -> Result<Matcher, MatcherError>;
+        let table: [(&str, Parse, &str, bool); 10] = [
+            ("*.example.com", Matcher::parse_sni, "a.example.com", true),
+            ("*.example.com", Matcher::parse_sni, "a.b.EXAMPLE.com", true),
+            ("*.example.com", Matcher::parse_sni, "example.com", false),
+            (
+                "*.example.com",
+                Matcher::parse_sni,
+                "evilexample.com",
+                false,
+            ),
+            (
+                "*.example.com",
+                Matcher::parse_sni,
+                "a.example.com.evil",
+                false,
+            ),
+            ("db.example.com", Matcher::parse_sni, "db.example.com", true),
+            ("app", Matcher::parse, "app", true),
+            ("app", Matcher::parse, "App", false),
+            ("/app_.*/", Matcher::parse, "app_1", true),
+            ("/app_.*/", Matcher::parse, "my_app_1", false),
+        ];
+        for (pattern, parse, value, expected) in table {
+            let matcher = parse(pattern).unwrap();
+            let found = matcher.matches(value, &mut Captures::default());
+            assert_eq!(found, expected, "{pattern} ~ {value}");
+        }
+        for refused in ["app_*", "*", "*.example.com", "a*b"] {
+            assert!(
+                matches!(Matcher::parse(refused), Err(MatcherError::Star(_))),
+                "{refused}"
+            );
+        }
+        for refused in ["*example.com", "db.*.com", "*.*.com", "*."] {
+            assert!(
+                matches!(Matcher::parse_sni(refused), Err(MatcherError::Star(_))),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn backend_options_drop_the_words_the_options_matcher_consumed() {
+        let with_options = |matcher: &str, strip: bool| {
+            let mut r = route(1, "/.*/", None);
+            r.parameters
+                .push(("options".to_owned(), Matcher::parse(matcher).unwrap()));
+            r.strip_options = strip;
+            r
+        };
+        let neon = with_options("/.*endpoint=(\\w[\\w-]*).*/", true);
+        let table = [
+            ("endpoint=ep-1", None),
+            ("endpoint=ep-1 -c search_path=a", Some("-c search_path=a")),
+            ("-c search_path=a endpoint=ep-1", Some("-c search_path=a")),
+            (
+                "-c  work_mem=64kB\tendpoint=ep-1  ",
+                Some("-c work_mem=64kB"),
+            ),
+            (
+                "-c application_name=a\\ b endpoint=ep-1",
+                Some("-c application_name=a\\ b"),
+            ),
+            ("", None),
+        ];
+        for (client, expected) in table {
+            assert_eq!(
+                neon.backend_options(client).as_deref(),
+                expected,
+                "{client:?}"
+            );
+        }
+        let exact = with_options("endpoint=ep-1", true);
+        assert_eq!(exact.backend_options("endpoint=ep-1"), None);
+        let kept = with_options("/.*endpoint=(\\w+).*/", false);
+        assert_eq!(
+            kept.backend_options("endpoint=ep1 -c a=b").as_deref(),
+            Some("endpoint=ep1 -c a=b")
+        );
+        let no_options_matcher = route(1, "/.*/", None);
+        assert_eq!(
+            no_options_matcher.backend_options("-c a=b").as_deref(),
+            Some("-c a=b")
+        );
+        assert_eq!(no_options_matcher.backend_options(""), None);
     }
 
     #[test]
@@ -501,7 +673,7 @@ mod tests {
         let mut r = route(1, "/(?P<tenant>.*)/", None);
         r.backend = "postgres://h/db?sslmode=verify-ca&sslrootcert=certs/${tenant}.pem\
                      &application_name=${user}"
-            .to_owned();
+            .into();
         let captures = |value: &str| Captures {
             numbered: vec![value.to_owned()],
             named: BTreeMap::from([("tenant".to_owned(), value.to_owned())]),
@@ -517,7 +689,7 @@ mod tests {
                 "{err}"
             );
         }
-        r.backend = "postgres://h/db?sslcert=c/${user}.crt&sslkey=c/${user}.key".to_owned();
+        r.backend = "postgres://h/db?sslcert=c/${user}.crt&sslkey=c/${user}.key".into();
         assert!(r.backend_url(&captures(""), "../x", "d").is_err());
         r.backend_url(&captures(""), "alice", "d").unwrap();
     }

@@ -31,8 +31,9 @@ pub enum ProxyError {
     /// The key derivation threads could not be started.
     #[error("cannot start the key derivation threads: {0}")]
     Threads(std::io::Error),
-    /// The token keys could not be loaded.
-    #[error("cannot load the [jwt] keys: {0}")]
+    /// The token keys could not be loaded. The cause is the source, not repeated in this
+    /// text: `{:#}` (anyhow) prints the chain.
+    #[error("cannot load the [jwt] keys")]
     Tokens(#[from] pgbastion_jwt::JwtError),
 }
 

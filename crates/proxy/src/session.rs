@@ -260,11 +260,19 @@ pub async fn connect_backend(
         client.user(),
         client.database(),
     )?;
+    // The client's own parameters, less protocol options and the `options` words that
+    // routing consumed (PostgreSQL would refuse `endpoint=…` as a server argument).
     let mut parameters: Vec<(String, String)> = client
         .parameters
         .iter()
         .filter(|(name, _)| !name.starts_with("_pq_."))
-        .cloned()
+        .filter_map(|(name, value)| match name.as_str() {
+            "options" => chosen
+                .route
+                .backend_options(value)
+                .map(|options| (name.clone(), options)),
+            _ => Some((name.clone(), value.clone())),
+        })
         .collect();
     for (name, value) in &target.parameters {
         if name == "application_name" && parameters.iter().any(|(n, _)| n == name) {

@@ -17,6 +17,7 @@ use crate::config::{
     ProxyProtocol, RouteConfig, SourceFile,
 };
 use crate::route::{AuthQuery, External, Matcher, Route, Routes};
+use crate::secret::Secret;
 use crate::target::Target;
 
 /// Per-listener limits.
@@ -56,6 +57,10 @@ pub struct Jwt {
     pub jwks_url: Option<String>,
     /// PEM key files.
     pub keys: Vec<std::path::PathBuf>,
+    /// CA certificates for the discovery and JWKS servers.
+    pub ca_file: Option<PathBuf>,
+    /// Whether `http://` key URLs are allowed (`insecure = true`).
+    pub insecure: bool,
     /// The user claim.
     pub claim: String,
     /// Key refresh period.
@@ -74,7 +79,7 @@ pub struct Settings {
     /// Routes in file order.
     pub routes: Routes,
     /// Local users: name → stored password (verifier, md5 hash or plaintext).
-    pub users: HashMap<String, String>,
+    pub users: HashMap<String, Secret>,
     /// `[jwt]`.
     pub jwt: Option<Jwt>,
     /// `[log]`.
@@ -117,7 +122,7 @@ struct Compiler<'a> {
 
 /// What the checks of one route need to know about the rest of the file.
 struct FileFacts<'a> {
-    users: &'a HashMap<String, String>,
+    users: &'a HashMap<String, Secret>,
     have_jwt: bool,
     any_tls: bool,
     any_client_ca: bool,
@@ -155,7 +160,10 @@ impl Compiler<'_> {
                         .error(user.password.span(), format!("user \"{}\": {e}", user.name));
                 }
             }
-            if users.insert(user.name.clone(), password).is_some() {
+            if users
+                .insert(user.name.clone(), Secret::new(password))
+                .is_some()
+            {
                 return self.error(
                     user.password.span(),
                     format!("user \"{}\" is listed twice", user.name),
@@ -288,7 +296,10 @@ impl Compiler<'_> {
         };
         let mut certs = SniCertificates::new(Some(pair(&tls.cert, &tls.key)?));
         for sni in &tls.sni {
-            certs.add(&sni.name, pair(&sni.cert, &sni.key)?);
+            if let Err(e) = pgbastion_gateway::tls::check_sni_pattern(sni.name.get_ref()) {
+                return self.error(sni.name.span(), format!("tls.sni name: {e}"));
+            }
+            certs.add(sni.name.get_ref(), pair(&sni.cert, &sni.key)?);
         }
         let client_ca = tls
             .client_ca
@@ -313,24 +324,26 @@ impl Compiler<'_> {
         let keys = j
             .keys
             .iter()
-            .map(|k| {
-                let path = self.file.resolve(&self.env(k)?);
-                if path.exists() {
-                    Ok(path)
-                } else {
-                    self.error(
-                        k.span(),
-                        format!("jwt key file {} does not exist", path.display()),
-                    )
-                }
-            })
+            .map(|k| self.existing_file(k, "jwt key file"))
             .collect::<Result<_, _>>()?;
+        let url = |key: &str, value: &Option<Spanned<String>>| {
+            value
+                .as_ref()
+                .map(|u| self.key_url(key, u, j.insecure))
+                .transpose()
+        };
         Ok(Jwt {
             issuer: j.issuer.clone(),
             audience: j.audience.clone(),
-            oidc_discovery: j.oidc_discovery.as_ref().map(|u| self.env(u)).transpose()?,
-            jwks_url: j.jwks_url.as_ref().map(|u| self.env(u)).transpose()?,
+            oidc_discovery: url("oidc_discovery", &j.oidc_discovery)?,
+            jwks_url: url("jwks_url", &j.jwks_url)?,
             keys,
+            ca_file: j
+                .ca_file
+                .as_ref()
+                .map(|f| self.existing_file(f, "jwt ca_file"))
+                .transpose()?,
+            insecure: j.insecure,
             claim: j.claim.clone(),
             refresh: j.refresh,
             leeway: j.leeway,
@@ -338,9 +351,49 @@ impl Compiler<'_> {
         })
     }
 
-    fn matcher(&self, value: &Spanned<String>) -> Result<Matcher, ConfigError> {
-        Matcher::parse(value.get_ref())
-            .or_else(|e| self.error(value.span(), format!("invalid regex: {e}")))
+    /// A discovery or JWKS URL: https, or http with `insecure = true`.
+    fn key_url(
+        &self,
+        key: &str,
+        value: &Spanned<String>,
+        insecure: bool,
+    ) -> Result<String, ConfigError> {
+        let url = self.env(value)?;
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("https") => Ok(url),
+            Some("http") if insecure => Ok(url),
+            Some("http") => self.error(
+                value.span(),
+                format!(
+                    "[jwt] {key}: http:// is refused (anyone on the path could substitute the \
+                     signing keys); use https (with ca_file for a private CA), or set \
+                     insecure = true in [jwt] to allow it"
+                ),
+            ),
+            _ => self.error(value.span(), format!("[jwt] {key}: not an https:// URL")),
+        }
+    }
+
+    /// A file path relative to the configuration file, which must exist.
+    fn existing_file(&self, value: &Spanned<String>, what: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.file.resolve(&self.env(value)?);
+        if path.exists() {
+            return Ok(path);
+        }
+        self.error(
+            value.span(),
+            format!("{what} {} does not exist", path.display()),
+        )
+    }
+
+    /// The matcher for `match.<key>` (only `sni` takes a `*.` wildcard).
+    fn matcher(&self, key: &str, value: &Spanned<String>) -> Result<Matcher, ConfigError> {
+        let parsed = match key {
+            "sni" => Matcher::parse_sni(value.get_ref()),
+            _ => Matcher::parse(value.get_ref()),
+        };
+        parsed.or_else(|e| self.error(value.span(), format!("match.{key}: {e}")))
     }
 
     fn route(
@@ -357,18 +410,19 @@ impl Compiler<'_> {
             ("options", &m.options),
         ] {
             if let Some(value) = value {
-                parameters.push((name.to_owned(), self.matcher(value)?));
+                parameters.push((name.to_owned(), self.matcher(name, value)?));
             }
         }
         for (name, value) in &m.parameters {
-            parameters.push((name.clone(), self.matcher(value)?));
+            let matcher = self.matcher(&format!("parameters.{name}"), value)?;
+            parameters.push((name.clone(), matcher));
         }
         let claims = m
             .claim
             .iter()
-            .map(|(name, value)| Ok((name.clone(), self.matcher(value)?)))
+            .map(|(name, value)| Ok((name.clone(), self.matcher(&format!("claim.{name}"), value)?)))
             .collect::<Result<Vec<_>, ConfigError>>()?;
-        let sni = m.sni.as_ref().map(|s| self.matcher(s)).transpose()?;
+        let sni = m.sni.as_ref().map(|s| self.matcher("sni", s)).transpose()?;
         let auth = *r.auth.get_ref();
         self.check_auth(r, facts, !claims.is_empty())?;
         let external = match (&r.external, auth) {
@@ -392,7 +446,11 @@ impl Compiler<'_> {
             Some(q) => Some(AuthQuery {
                 query: q.query.clone(),
                 user: q.user.clone(),
-                password: q.password.as_ref().map(|p| self.env(p)).transpose()?,
+                password: q
+                    .password
+                    .as_ref()
+                    .map(|p| self.env(p).map(Secret::new))
+                    .transpose()?,
             }),
             None => None,
         };
@@ -402,8 +460,9 @@ impl Compiler<'_> {
             parameters,
             claims,
             auth,
-            backend,
+            backend: Secret::new(backend),
             insecure: r.insecure,
+            strip_options: self.strip_options(r)?,
             proxy_protocol: r.proxy_protocol,
             client_addr: r.client_addr,
             connect_timeout: r.connect_timeout,
@@ -411,6 +470,19 @@ impl Compiler<'_> {
             auth_query,
             files_dir: self.file.dir().to_owned(),
         })
+    }
+
+    /// `strip_options`: default on exactly when the route matches on `options`.
+    fn strip_options(&self, r: &RouteConfig) -> Result<bool, ConfigError> {
+        let matches_options = r.matcher.options.is_some();
+        match &r.strip_options {
+            None => Ok(matches_options),
+            Some(strip) if *strip.get_ref() && !matches_options => self.error(
+                strip.span(),
+                "strip_options = true needs match.options (it removes the words that match)",
+            ),
+            Some(strip) => Ok(*strip.get_ref()),
+        }
     }
 
     /// The rules between a route's `auth` and the rest of the file.
@@ -531,6 +603,9 @@ impl Compiler<'_> {
         value: &Spanned<String>,
         capture_names: &[Option<String>],
     ) -> Result<String, ConfigError> {
+        if let Err(message) = check_placeholders(value.get_ref(), capture_names) {
+            return self.error(value.span(), format!("backend: {message}"));
+        }
         let backend = config::expand_env(self.file, value, &|name| {
             name == "user"
                 || name == "database"
@@ -561,6 +636,45 @@ impl Compiler<'_> {
         }
         Ok(backend)
     }
+}
+
+/// Every `${…}` of a backend URL must be `${user}`, `${database}`, a capture group of the
+/// route (`${1}`… up to the number of groups, or a group's name) or a set environment
+/// variable; otherwise the placeholder would silently become empty (or another variable).
+fn check_placeholders(template: &str, capture_names: &[Option<String>]) -> Result<(), String> {
+    let names = template
+        .split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('}'))
+        .map(|(name, _)| name);
+    for name in names {
+        if name == "user" || name == "database" {
+            continue;
+        }
+        if let Ok(n) = name.parse::<usize>() {
+            if n == 0 || n > capture_names.len() {
+                return Err(format!(
+                    "${{{name}}}: this route's regexes have {} capture groups",
+                    capture_names.len()
+                ));
+            }
+            continue;
+        }
+        let named = capture_names.iter().any(|c| c.as_deref() == Some(name));
+        if !named && std::env::var_os(name).is_none() {
+            let groups: Vec<&str> = capture_names.iter().flatten().map(String::as_str).collect();
+            return Err(format!(
+                "${{{name}}} is neither a named capture group of this route ({}) nor a set \
+                 environment variable",
+                if groups.is_empty() {
+                    "it has none".to_owned()
+                } else {
+                    groups.join(", ")
+                }
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn default_listener() -> Listener {
@@ -686,6 +800,209 @@ mod tests {
         );
         let with_ca = format!(", client_ca = \"{}/ca.pem\"", certs.display());
         compile(dir.path(), &format!("{}{route}", listener(&with_ca))).unwrap();
+    }
+
+    #[test]
+    fn jwt_key_urls_must_be_https_unless_insecure_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\n";
+        for key in ["oidc_discovery", "jwks_url"] {
+            let jwt = format!("[jwt]\nissuer = \"https://idp\"\n{key} = \"http://idp/keys\"\n");
+            let error = compile(dir.path(), &format!("{route}{jwt}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!(
+                    "pgbastion.toml:7: [jwt] {key}: http:// is refused"
+                )) && error.contains("insecure = true"),
+                "{error}"
+            );
+            let insecure = format!("{route}{jwt}insecure = true\n");
+            let settings = compile(dir.path(), &insecure).unwrap();
+            assert!(settings.jwt.unwrap().insecure);
+            let https = format!("{route}{}", jwt.replace("http:", "https:"));
+            compile(dir.path(), &https).unwrap();
+        }
+    }
+
+    #[test]
+    fn jwt_ca_file_is_relative_to_the_configuration_file_and_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\n\
+                    [jwt]\nissuer = \"https://idp\"\njwks_url = \"https://idp/keys\"\n\
+                    ca_file = \"idp-ca.pem\"\n";
+        let error = compile(dir.path(), text).unwrap_err().to_string();
+        assert!(
+            error.contains(":8: jwt ca_file") && error.contains("does not exist"),
+            "{error}"
+        );
+        std::fs::write(dir.path().join("idp-ca.pem"), "x").unwrap();
+        let jwt = compile(dir.path(), text).unwrap().jwt.unwrap();
+        assert_eq!(jwt.ca_file, Some(dir.path().join("idp-ca.pem")));
+    }
+
+    #[test]
+    fn a_star_outside_a_leading_sni_wildcard_is_refused_with_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = [
+            ("user = \"app_*\"", "match.user"),
+            ("database = \"*\"", "match.database"),
+            ("options = \"endpoint=*\"", "match.options"),
+            ("sni = \"*example.com\"", "match.sni"),
+            ("sni = \"db.*.example.com\"", "match.sni"),
+            ("sni = \"*.*.example.com\"", "match.sni"),
+            ("sni = \"*.\"", "match.sni"),
+            (
+                "parameters = { application_name = \"rep*\" }",
+                "match.parameters.application_name",
+            ),
+        ];
+        for (matcher, key) in refused {
+            let text = format!(
+                "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\
+                 match = {{ {matcher} }}\n"
+            );
+            let error = compile(dir.path(), &text).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("pgbastion.toml:4: {key}: "))
+                    && error.contains("leading \"*.\""),
+                "{matcher}: {error}"
+            );
+        }
+        for accepted in ["sni = \"*.db.example.com\"", "user = \"/app_.*/\""] {
+            let text = format!(
+                "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n\
+                 match = {{ {accepted} }}\n"
+            );
+            compile(dir.path(), &text).unwrap_or_else(|e| panic!("{accepted}: {e}"));
+        }
+    }
+
+    #[test]
+    fn an_sni_certificate_name_with_a_stray_star_is_refused_with_its_line() {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/certs");
+        let dir = tempfile::tempdir().unwrap();
+        let text = |name: &str| {
+            format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\n\
+                 tls = {{ cert = \"{0}/server.pem\", key = \"{0}/server.key\", sni = [\n\
+                 {{ name = \"{name}\", cert = \"{0}/server.pem\", key = \"{0}/server.key\" }},\n\
+                 ] }}\n[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n",
+                certs.display()
+            )
+        };
+        let error = compile(dir.path(), &text("*example.com"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("pgbastion.toml:4: tls.sni name: ") && error.contains("leading \"*.\""),
+            "{error}"
+        );
+        compile(dir.path(), &text("*.example.com")).unwrap();
+    }
+
+    #[test]
+    fn backend_placeholders_must_name_a_capture_group_or_a_set_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = |matcher: &str, backend: &str| {
+            format!(
+                "[[route]]\nauth = \"trust\"\nmatch = {{ {matcher} }}\n\
+                 backend = \"{backend}\"\n"
+            )
+        };
+        let cases = [
+            (
+                "user = \"/(a)(b)/\"",
+                "postgres://h/${3}",
+                "${3}: this route's regexes have 2 capture groups",
+            ),
+            (
+                "user = \"app\"",
+                "postgres://h/${1}",
+                "${1}: this route's regexes have 0 capture groups",
+            ),
+            (
+                "user = \"/(?P<tenant>.*)/\"",
+                "postgres://h/${tenat}",
+                "${tenat} is neither a named capture group of this route (tenant) nor a set \
+                 environment variable",
+            ),
+        ];
+        for (matcher, backend, message) in cases {
+            let error = compile(dir.path(), &route(matcher, backend))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(&format!("pgbastion.toml:4: backend: {message}")),
+                "{backend}: {error}"
+            );
+        }
+        compile(
+            dir.path(),
+            &route("user = \"/(?P<tenant>.*)/\"", "postgres://h/${tenant}_${1}"),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn strip_options_defaults_to_whether_the_route_matches_on_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = |extra: &str| {
+            format!("[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n{extra}")
+        };
+        let strip =
+            |extra: &str| compile(dir.path(), &route(extra)).unwrap().routes.0[0].strip_options;
+        assert!(!strip(""));
+        assert!(strip("match = { options = \"/.*endpoint=(\\\\w+).*/\" }\n"));
+        assert!(!strip(
+            "match = { options = \"/.*endpoint=(\\\\w+).*/\" }\nstrip_options = false\n"
+        ));
+        let error = compile(dir.path(), &route("strip_options = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("pgbastion.toml:4: strip_options = true needs match.options"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn debug_output_of_settings_holds_no_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("PGB_TEST_DEBUG_SECRET", "env-secret-pw");
+        let scram = pgbastion_auth::scram::ScramSecret::generate(b"x", 4096).to_string();
+        let text = format!(
+            "[[user]]\nname = \"alice\"\npassword = \"plain-secret-pw\"\n\n\
+             [[user]]\nname = \"bob\"\npassword = \"${{PGB_TEST_DEBUG_SECRET}}\"\n\n\
+             [[user]]\nname = \"carol\"\npassword = \"{scram}\"\n\n\
+             [[route]]\nmatch = {{ user = \"alice\" }}\nauth = \"md5\"\n\
+             backend = \"postgres://app:url-secret-pw@h/db?password=query-secret-pw\"\n\n\
+             [[route]]\nauth = \"scram\"\nbackend = \"postgres://h/db\"\n\
+             auth_query = {{ query = \"SELECT 1\", user = \"q\", password = \"query-user-secret-pw\" }}\n"
+        );
+        let settings = compile(dir.path(), &text).unwrap();
+        let debug = format!("{settings:?}");
+        let kdf = crate::kdf::Kdf::with_threads(1).unwrap();
+        let users = format!(
+            "{:?}",
+            crate::users::Users::new(settings.users.clone(), kdf)
+        );
+        let scram_keys = scram.split('$').nth(2).unwrap().to_owned();
+        for secret in [
+            "plain-secret-pw",
+            "env-secret-pw",
+            "url-secret-pw",
+            "query-secret-pw",
+            "query-user-secret-pw",
+            scram_keys.as_str(),
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+            assert!(!users.contains(secret), "{secret} in {users}");
+        }
+        assert!(
+            debug.contains("alice") && debug.contains("<redacted>"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -100,20 +100,21 @@ fn build(key: &CacheKey) -> Result<ClientConfig, String> {
         .map_err(|e| e.to_string())?;
     let verifier: Arc<dyn ServerCertVerifier> = match (verify_chain, rootcert) {
         (true, Some(path)) => {
+            let certs = read_certs(path)?;
             let mut roots = RootCertStore::empty();
-            for cert in read_certs(path)? {
+            for cert in &certs {
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|e| format!("{}: {e}", path.display()))?;
             }
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
                 .map_err(|e| e.to_string())?;
-            if *verify_name {
-                webpki
-            } else {
-                Arc::new(ChainOnly(webpki))
-            }
+            Arc::new(LibpqVerifier {
+                webpki,
+                roots: certs,
+                verify_name: *verify_name,
+            })
         }
         _ => Arc::new(NoVerification(provider())),
     };
@@ -146,11 +147,94 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the name is not checked.
+/// `verify-ca` and `verify-full` as libpq (OpenSSL) does them: the chain must lead to a
+/// certificate of `sslrootcert`, and for `verify-full` the name must match.
+///
+/// Unlike webpki, OpenSSL trusts a server certificate that is itself in the root store, even
+/// a self-signed CA:TRUE one (PostgreSQL's documentation makes its example certificate that
+/// way). Such a certificate, byte-identical to one of `roots`, is accepted after checking its
+/// validity dates and, for `verify-full`, its name; the handshake signature is still checked.
+/// Everything else goes through webpki.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct LibpqVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    roots: Vec<CertificateDer<'static>>,
+    verify_name: bool,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl LibpqVerifier {
+    fn verify_pinned(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        check_validity(&cert, now)?;
+        if self.verify_name {
+            check_name(end_entity, &cert, server_name)?;
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+}
+
+/// The certificate's notBefore/notAfter against `now`.
+fn check_validity(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let validity = cert.validity();
+    if now < validity.not_before.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        ));
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+    }
+    Ok(())
+}
+
+/// The name check of `verify-full`: the subjectAltName entries (webpki's rules); a
+/// certificate without any DNS name in subjectAltName is matched on its Common Name, as libpq
+/// does (PostgreSQL's example certificate has only `CN=localhost`).
+fn check_name(
+    der: &CertificateDer<'_>,
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+    server_name: &ServerName<'_>,
+) -> Result<(), rustls::Error> {
+    let parsed = rustls::server::ParsedCertificate::try_from(der)?;
+    let by_san = rustls::client::verify_server_name(&parsed, server_name);
+    let ServerName::DnsName(host) = server_name else {
+        return by_san;
+    };
+    let has_dns_san = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .is_some_and(|san| {
+            san.value
+                .general_names
+                .iter()
+                .any(|name| matches!(name, x509_parser::extensions::GeneralName::DNSName(_)))
+        });
+    if by_san.is_ok() || has_dns_san {
+        return by_san;
+    }
+    let cn_matches = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .any(|cn| cn.eq_ignore_ascii_case(host.as_ref()));
+    match cn_matches {
+        true => Ok(()),
+        false => by_san,
+    }
+}
+
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -159,13 +243,20 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .roots
+            .iter()
+            .any(|root| root.as_ref() == end_entity.as_ref())
+        {
+            return self.verify_pinned(end_entity, server_name, now);
+        }
         match self
-            .0
+            .webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
         {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.verify_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -176,7 +267,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.webpki.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -185,11 +276,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.webpki.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.webpki.supported_verify_schemes()
     }
 }
 

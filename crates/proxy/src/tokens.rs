@@ -31,6 +31,12 @@ impl Tokens {
         if let Some(audience) = &jwt.audience {
             settings = settings.with_audience(audience.clone());
         }
+        if let Some(ca_file) = &jwt.ca_file {
+            settings = settings.with_ca_file(ca_file.clone());
+        }
+        if jwt.insecure {
+            settings = settings.allowing_http();
+        }
         Ok(Self {
             verifier: JwtVerifier::new(settings).await?,
             claim: jwt.claim.clone(),

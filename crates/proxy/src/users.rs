@@ -9,6 +9,7 @@ use pgbastion_auth::StoredPassword;
 use pgbastion_gateway::Credential;
 
 use crate::kdf::Kdf;
+use crate::secret::Secret;
 
 /// Users with their stored passwords, parsed once; SCRAM secrets of plaintext passwords
 /// derived once at load.
@@ -33,11 +34,11 @@ impl Users {
     /// connection; md5 hashes cannot (SCRAM is refused for them). A stored password that
     /// cannot be read (a broken SCRAM verifier, which the configuration check refuses
     /// anyway) leaves its user unable to log in.
-    pub fn new(stored: HashMap<String, String>, kdf: Kdf) -> Self {
+    pub fn new(stored: HashMap<String, Secret>, kdf: Kdf) -> Self {
         let entries: HashMap<_, _> = stored
             .into_iter()
             .filter_map(|(name, password)| {
-                let stored = StoredPassword::parse(&password).ok()?;
+                let stored = StoredPassword::parse(password.expose()).ok()?;
                 let scram = stored.scram_secret(DEFAULT_ITERATIONS);
                 Some((name, Entry { stored, scram }))
             })
@@ -147,7 +148,7 @@ mod tests {
     fn users(stored: &[(&str, String)]) -> Users {
         let stored = stored
             .iter()
-            .map(|(name, password)| ((*name).to_owned(), password.clone()))
+            .map(|(name, password)| ((*name).to_owned(), Secret::from(password.clone())))
             .collect();
         Users::new(stored, Kdf::with_threads(1).unwrap())
     }

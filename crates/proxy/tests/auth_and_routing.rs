@@ -438,3 +438,54 @@ async fn a_startup_parameter_named_like_an_authenticator_input_cannot_feed_it() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_options_routing_token_is_removed_before_the_backend_sees_the_options() {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    cluster.execute_sql("CREATE DATABASE ep1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &format!(
+            r#"
+[[route]]
+match = {{ options = "/.*endpoint=(\\w+).*/" }}
+auth = "trust"
+backend = "postgres://postgres@127.0.0.1:{port}/${{1}}?sslmode=disable"
+"#,
+            port = cluster.port()
+        ),
+    )
+    .await;
+    within("options routing", async {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(proxy.addr.port())
+            .user("postgres")
+            .dbname("postgres")
+            .options("endpoint=ep1 -c search_path=routed")
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("the routing token reached the backend: {e}"));
+        tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT current_database()::text, current_setting('search_path')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (row.get::<_, String>(0), row.get::<_, String>(1)),
+            ("ep1".into(), "routed".into()),
+            "routed by the token, and the other options still reach the backend"
+        );
+    })
+    .await;
+}

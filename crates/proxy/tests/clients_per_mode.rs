@@ -362,7 +362,7 @@ async fn jwt_as_password_with_every_client() {
     let dir = tempfile::tempdir().unwrap();
     let backend = backend_url(&cluster, "app_jwt", None, "postgres");
     let config = format!(
-        "[jwt]\nissuer = \"{}\"\naudience = \"pgbastion\"\njwks_url = \"{}\"\n\n{}",
+        "[jwt]\nissuer = \"{}\"\naudience = \"pgbastion\"\njwks_url = \"{}\"\ninsecure = true\n\n{}",
         issuer.issuer(),
         issuer.jwks_url(),
         route("jwt", &backend, "insecure = true")

@@ -20,7 +20,10 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A proxy whose `[jwt]` reads `issuer`'s discovery document over https, trusting the
+/// issuer's private CA through `ca_file` (relative to the configuration file).
 async fn jwt_proxy(issuer: &TestIssuer, cluster: &Cluster, dir: &std::path::Path) -> RunningProxy {
+    std::fs::write(dir.join("idp-ca.pem"), issuer.ca_cert_pem().unwrap()).unwrap();
     cluster
         .execute_sql("CREATE ROLE reader LOGIN; CREATE ROLE admin_role LOGIN")
         .unwrap();
@@ -32,6 +35,7 @@ async fn jwt_proxy(issuer: &TestIssuer, cluster: &Cluster, dir: &std::path::Path
 issuer = "{issuer}"
 audience = "pgbastion"
 oidc_discovery = "{discovery}"
+ca_file = "idp-ca.pem"
 
 [[route]]
 match = {{ database = "oauth" }}
@@ -61,7 +65,7 @@ backend = "postgres://reader@127.0.0.1:{port}/postgres?sslmode=disable"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_as_password_with_claim_routing() {
-    let issuer = TestIssuer::start().await;
+    let issuer = TestIssuer::start_https().await;
     let cluster = Cluster::builder()
         .hba(&["host all all 127.0.0.1/32 trust"])
         .start()
@@ -106,7 +110,7 @@ async fn jwt_as_password_with_claim_routing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauthbearer_carries_the_token() {
-    let issuer = TestIssuer::start().await;
+    let issuer = TestIssuer::start_https().await;
     let cluster = Cluster::builder()
         .hba(&["host all all 127.0.0.1/32 trust"])
         .start()

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use crate::ca::TestCa;
+use crate::ca::{CertifiedKey, TestCa};
 use crate::os::{self, run_checked, server_command};
 use crate::template::template;
 use crate::TestkitError;
@@ -39,6 +39,7 @@ impl PasswordEncryption {
 pub struct ClusterBuilder<'a> {
     hba: Option<Vec<String>>,
     tls: Option<&'a TestCa>,
+    certificate: Option<&'a CertifiedKey>,
     settings: Vec<(String, String)>,
     users: Vec<(String, String, PasswordEncryption)>,
 }
@@ -56,6 +57,13 @@ impl<'a> ClusterBuilder<'a> {
     /// is also the `ssl_ca_file` (so `cert` authentication works).
     pub fn tls(mut self, ca: &'a TestCa) -> Self {
         self.tls = Some(ca);
+        self
+    }
+
+    /// Turns on TLS presenting `certificate` as it is (e.g. a self-signed one made with the
+    /// `openssl` command line), without `ssl_ca_file`.
+    pub fn tls_certificate(mut self, certificate: &'a CertifiedKey) -> Self {
+        self.certificate = Some(certificate);
         self
     }
 
@@ -128,6 +136,10 @@ impl<'a> ClusterBuilder<'a> {
             conf.push_str(
                 "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n",
             );
+        }
+        if let Some(certificate) = self.certificate {
+            certificate.write_files(&data, "server")?;
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         }
         for (name, value) in &self.settings {
             conf.push_str(&format!("{name} = {value}\n"));

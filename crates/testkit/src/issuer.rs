@@ -1,5 +1,6 @@
-//! A JWT issuer for tests: signs tokens and serves its keys over plain HTTP on 127.0.0.1 as a
-//! JWKS and an OpenID Connect discovery document.
+//! A JWT issuer for tests: signs tokens and serves its keys over HTTP or HTTPS (with a
+//! certificate from its own [`TestCa`]) on 127.0.0.1 as a JWKS and an OpenID Connect
+//! discovery document.
 //!
 //! The EC P-256 and Ed25519 keys are generated at start. RSA keys cannot be generated with
 //! `ring`, so the RSA key is the committed test-only key `testdata/rsa-2048-test-key.pem`
@@ -14,16 +15,20 @@ use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_ED25519};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::TestCa;
 
 const RSA_TEST_KEY: &str = include_str!("../testdata/rsa-2048-test-key.pem");
 
 /// The largest request head the responder reads.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// A test identity provider on `http://127.0.0.1:<port>`.
+/// A test identity provider on `http://127.0.0.1:<port>` ([`TestIssuer::start`]) or
+/// `https://127.0.0.1:<port>` ([`TestIssuer::start_https`]).
 ///
 /// Serves `GET /.well-known/openid-configuration` and `GET /jwks`. Starts with the keys
 /// `rsa-1` (RS256), `ec-1` (ES256) and `ed-1` (EdDSA). The server stops when this is dropped.
@@ -31,12 +36,15 @@ pub struct TestIssuer {
     base: String,
     state: Arc<Mutex<State>>,
     server: JoinHandle<()>,
+    ca_pem: Option<String>,
 }
 
 #[derive(Default)]
 struct State {
     keys: Vec<IssuerKey>,
     unavailable: bool,
+    /// Replaces the discovery document's `jwks_uri` when set.
+    jwks_uri: Option<String>,
 }
 
 struct IssuerKey {
@@ -48,13 +56,27 @@ struct IssuerKey {
 }
 
 impl TestIssuer {
-    /// Generates the keys, binds 127.0.0.1:0 and starts serving. Panics when it cannot.
+    /// Generates the keys, binds 127.0.0.1:0 and starts serving plain HTTP. Panics when it
+    /// cannot.
     pub async fn start() -> TestIssuer {
+        Self::start_with(None, None).await
+    }
+
+    /// Like [`TestIssuer::start`], serving HTTPS with a certificate for `127.0.0.1` issued by
+    /// a fresh test CA ([`TestIssuer::ca_cert_pem`]).
+    pub async fn start_https() -> TestIssuer {
+        let ca = TestCa::new("pgbastion test issuer CA").expect("issuer CA");
+        let server = ca.server_cert(&["127.0.0.1"]).expect("issuer certificate");
+        Self::start_with(Some(tls_acceptor(&server)), Some(ca.cert_pem())).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>, ca_pem: Option<String>) -> TestIssuer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local address").port();
-        let base = format!("http://127.0.0.1:{port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://127.0.0.1:{port}");
         let keys = vec![
             rsa_key("rsa-1"),
             generated_key("ec-1", "ES256"),
@@ -62,14 +84,25 @@ impl TestIssuer {
         ];
         let state = Arc::new(Mutex::new(State {
             keys,
-            unavailable: false,
+            ..State::default()
         }));
-        let server = tokio::spawn(serve(listener, base.clone(), Arc::clone(&state)));
+        let server = tokio::spawn(serve(listener, tls, base.clone(), Arc::clone(&state)));
         TestIssuer {
             base,
             state,
             server,
+            ca_pem,
         }
+    }
+
+    /// The PEM certificate of the CA that issued the HTTPS certificate (`None` over HTTP).
+    pub fn ca_cert_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Makes the discovery document name `url` as its `jwks_uri` instead of this issuer's.
+    pub fn set_discovered_jwks_uri(&self, url: &str) {
+        self.lock().jwks_uri = Some(url.to_owned());
     }
 
     /// The issuer (`iss`): the base URL, without a trailing slash.
@@ -277,15 +310,53 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
+/// A TLS acceptor presenting `server`.
+fn tls_acceptor(server: &crate::CertifiedKey) -> TlsAcceptor {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let key_der = KeyPair::from_pem(&server.key_pem)
+        .expect("issuer key")
+        .serialize_der();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![CertificateDer::from(server.cert_der.clone())],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
+    )
+    .expect("issuer TLS config");
+    TlsAcceptor::from(Arc::new(config))
+}
+
 /// Accepts connections until the task is aborted, one task per connection.
-async fn serve(listener: TcpListener, base: String, state: Arc<Mutex<State>>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    base: String,
+    state: Arc<Mutex<State>>,
+) {
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(respond(stream, base.clone(), Arc::clone(&state)));
+        let (base, state) = (base.clone(), Arc::clone(&state));
+        match tls.clone() {
+            None => tokio::spawn(respond(stream, base, state)),
+            Some(acceptor) => tokio::spawn(async move {
+                // A client that refuses the certificate is what some tests want.
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    respond(stream, base, state).await;
+                }
+            }),
+        };
     }
 }
 
 /// Answers one HTTP/1.1 request and closes the connection.
-async fn respond(mut stream: TcpStream, base: String, state: Arc<Mutex<State>>) {
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    base: String,
+    state: Arc<Mutex<State>>,
+) {
     let Some(path) = read_request_path(&mut stream).await else {
         return;
     };
@@ -311,7 +382,8 @@ fn route(path: &str, base: &str, state: &Mutex<State>) -> (&'static str, String)
     }
     match path {
         "/.well-known/openid-configuration" => {
-            let doc = json!({ "issuer": base, "jwks_uri": format!("{base}/jwks") });
+            let jwks_uri = state.jwks_uri.clone().unwrap_or(format!("{base}/jwks"));
+            let doc = json!({ "issuer": base, "jwks_uri": jwks_uri });
             ("200 OK", doc.to_string())
         }
         "/jwks" => ("200 OK", state.jwks().to_string()),
@@ -320,7 +392,7 @@ fn route(path: &str, base: &str, state: &Mutex<State>) -> (&'static str, String)
 }
 
 /// Reads the request head and returns the path of a GET, or `None` for anything else.
-async fn read_request_path(stream: &mut TcpStream) -> Option<String> {
+async fn read_request_path<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {

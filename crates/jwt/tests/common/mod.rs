@@ -46,9 +46,12 @@ pub fn claims(issuer: &TestIssuer, changes: Value) -> Value {
     claims
 }
 
-/// Settings for `issuer` requiring [`AUDIENCE`].
+/// Settings for `issuer` requiring [`AUDIENCE`]; plain http is allowed because these tests
+/// are about verifying tokens (tests/transport.rs is about how keys are fetched).
 pub fn settings(issuer: &TestIssuer, keys: KeySource) -> JwtSettings {
-    JwtSettings::new(issuer.issuer(), keys).with_audience(AUDIENCE)
+    JwtSettings::new(issuer.issuer(), keys)
+        .with_audience(AUDIENCE)
+        .allowing_http()
 }
 
 /// A verifier reading `issuer`'s discovery document.
