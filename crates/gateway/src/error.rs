@@ -143,7 +143,7 @@ impl GatewayError {
                 SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
                 format!("{method} authentication failed for user \"{user}\": {reason}"),
             ),
-            Self::Hook(e) => (e.code, e.message.clone()),
+            Self::Hook(e) => return Some(e.client_response()),
         };
         Some(ErrorResponse::new(Severity::Fatal, code, message))
     }

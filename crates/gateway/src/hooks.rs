@@ -184,6 +184,9 @@ pub struct HookError {
     pub code: pgbastion_wire::SqlState,
     /// The message the client receives.
     pub message: String,
+    /// A whole response to send instead of one made of `code` and `message` (a backend's
+    /// refusal forwarded with its detail, hint and other fields).
+    response: Option<Box<pgbastion_wire::ErrorResponse>>,
 }
 
 impl HookError {
@@ -192,6 +195,33 @@ impl HookError {
         Self {
             code,
             message: message.into(),
+            response: None,
+        }
+    }
+
+    /// An error that reaches the client as `response`, every field kept (its severity
+    /// becomes FATAL: the connection ends).
+    pub fn forward(response: pgbastion_wire::ErrorResponse) -> Self {
+        Self {
+            code: response
+                .sqlstate()
+                .unwrap_or(pgbastion_wire::SqlState::INTERNAL_ERROR),
+            message: response.message().to_owned(),
+            response: Some(Box::new(response)),
+        }
+    }
+
+    /// The FATAL ErrorResponse the client receives.
+    pub fn client_response(&self) -> pgbastion_wire::ErrorResponse {
+        use pgbastion_wire::{ErrorField, ErrorResponse, Severity};
+        match &self.response {
+            Some(response) => {
+                let mut response = (**response).clone();
+                response.set(ErrorField::Severity, "FATAL");
+                response.set(ErrorField::SeverityNonLocalized, "FATAL");
+                response
+            }
+            None => ErrorResponse::new(Severity::Fatal, self.code, self.message.clone()),
         }
     }
 }

@@ -581,8 +581,8 @@ async fn refused_jwts_get_28p01_with_the_reason_and_never_reach_the_log() {
     setup.bastion.finish(&secrets);
 }
 
-/// Expected to pass once the "SASL messages over 1024 bytes refused" fix is merged:
-/// PostgreSQL bounds SASL messages at 1024 bytes (PG_MAX_AUTH_TOKEN_LENGTH is for passwords).
+/// PostgreSQL bounds SCRAM messages at 1024 bytes (PG_MAX_SASL_MESSAGE_LENGTH;
+/// PG_MAX_AUTH_TOKEN_LENGTH is for passwords and OAuth tokens).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sasl_messages_over_1024_bytes_are_refused_with_08p01() {
     let setup = setup().await;
@@ -613,8 +613,7 @@ async fn sasl_messages_over_1024_bytes_are_refused_with_08p01() {
     setup.bastion.finish(SECRETS);
 }
 
-/// Expected to pass once the "OAUTHBEARER invalid token gets the RFC 7628 error challenge"
-/// fix is merged: a refused token is answered with a JSON error challenge
+/// As PostgreSQL 18 does, a refused token is answered with a JSON error challenge
 /// (`"status":"invalid_token"`), the client acknowledges with a lone 0x01, then FATAL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_oauthbearer_token_gets_the_rfc7628_error_challenge_before_fatal() {

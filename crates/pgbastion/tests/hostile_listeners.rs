@@ -386,11 +386,10 @@ async fn running_out_of_file_descriptors_does_not_stop_pgbastion() {
     bastion.finish(&[BACKEND_PW]);
 }
 
-/// Expected to pass once the "connection limits counted from accept" fix is merged: sockets
-/// that never send a byte hold their place in `max_connections_per_ip`, and connections
-/// refused during startup still count against `connection_rate_per_ip`, so neither can be
-/// used to flood the server without being counted. Today both are counted only once a
-/// startup packet has been accepted.
+/// Sockets that never send a byte hold their place in `max_connections_per_ip`, and
+/// connections refused during startup still count against `connection_rate_per_ip`, so
+/// neither can be used to flood the server without being counted (both used to be counted
+/// only once a startup packet had been accepted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_count_against_the_limits_from_accept() {
     let cluster = cluster();

@@ -11,13 +11,13 @@ use pgbastion_gateway::{
     Hooks,
 };
 use pgbastion_jwt::JwtError;
-use pgbastion_wire::SqlState;
 
 use crate::auth_query;
-use crate::backend::{BackendConn, BackendError, BackendSecret};
+use crate::backend::{BackendConn, BackendSecret};
 use crate::config::{AuthMode, ExternalMethod};
 use crate::external;
 use crate::limits::ConnectionLimiter;
+use crate::refusal::Refusal;
 use crate::route::{AuthQuery, Captures, MatchInput, Route};
 use crate::session::{self, Shared};
 
@@ -70,12 +70,11 @@ fn record_in_span(state: &ConnectionState) {
 }
 
 fn chosen(state: &ConnectionState) -> HookResult<Chosen> {
-    state.extensions.get::<Chosen>().cloned().ok_or_else(|| {
-        HookError::new(
-            SqlState::INTERNAL_ERROR,
-            "no route was chosen for this connection",
-        )
-    })
+    state
+        .extensions
+        .get::<Chosen>()
+        .cloned()
+        .ok_or_else(|| Refusal::Internal("no route was chosen for this connection").into())
 }
 
 /// What routes are matched against: the SNI name, the startup parameters and, once verified,
@@ -87,7 +86,7 @@ fn match_input<'a>(
     let client = state
         .client
         .as_ref()
-        .ok_or_else(|| refused("no startup message"))?;
+        .ok_or_else(|| HookError::from(Refusal::Internal("no startup message")))?;
     Ok(MatchInput {
         sni: state
             .tls
@@ -98,79 +97,16 @@ fn match_input<'a>(
     })
 }
 
-fn refused(message: impl Into<String>) -> HookError {
-    HookError::new(SqlState::INVALID_AUTHORIZATION_SPECIFICATION, message)
-}
-
 /// Routes whose authentication sends a secret in clear refuse plaintext clients unless the
 /// route says `insecure = true`.
 fn require_tls_for_secrets(route: &Route, state: &ConnectionState) -> HookResult<()> {
     if route.auth.secret_in_clear() && !route.insecure && state.tls.is_none() {
-        return Err(refused(format!(
-            "{} takes secrets in clear and accepts only TLS connections (connect with sslmode=require)",
-            route.describe()
-        )));
+        return Err(Refusal::SecretsInClear {
+            route: route.describe(),
+        }
+        .into());
     }
     Ok(())
-}
-
-/// What a client that has not authenticated yet is told when a backend login made to check
-/// its credential failed. The backend's own refusals name the role it was mapped to, the
-/// proxy's address and the database: an authentication refusal (class 28) becomes
-/// PostgreSQL's answer for the user the client sent, any other keeps its SQLSTATE and loses
-/// its words. The proxy's own messages (connect, timeout, TLS) never hold an address or path.
-/// The log line of the failure keeps everything.
-fn unauthenticated_refusal(error: &BackendError, user: &str) -> HookError {
-    match error {
-        BackendError::Refused(response) => match response.sqlstate() {
-            Some(code) if code.class() == "28" => password_failed(user),
-            code => HookError::new(
-                code.unwrap_or(SqlState::SQLSERVER_REJECTED_ESTABLISHMENT_OF_SQLCONNECTION),
-                "the backend refused the login (pgbastion's log has the details)",
-            ),
-        },
-        BackendError::Connect { .. }
-        | BackendError::Timeout(_)
-        | BackendError::Tls { .. }
-        | BackendError::Auth(_)
-        | BackendError::Protocol(_) => {
-            let response = error.to_client();
-            HookError::new(
-                response.sqlstate().unwrap_or(SqlState::CONNECTION_FAILURE),
-                response.message(),
-            )
-        }
-    }
-}
-
-/// Why a token was refused, for the client. What is wrong with the token itself is the
-/// client's to know; a key-loading failure (it names files and URLs) is the operator's.
-fn token_refusal(error: &JwtError) -> HookError {
-    let message = match error {
-        JwtError::Malformed(_)
-        | JwtError::UnsupportedAlgorithm(_)
-        | JwtError::UnknownKey(_)
-        | JwtError::KeyMismatch(_)
-        | JwtError::BadSignature
-        | JwtError::MissingClaim(_)
-        | JwtError::Expired
-        | JwtError::NotYetValid
-        | JwtError::WrongIssuer
-        | JwtError::WrongAudience => format!("token refused: {error}"),
-        JwtError::KeyLoad(_) | JwtError::Fetch(_) | JwtError::InsecureUrl(_) => {
-            tracing::warn!(%error, "token keys unavailable while checking a token");
-            "token refused: the keys to check it are not available".to_owned()
-        }
-    };
-    HookError::new(SqlState::INVALID_PASSWORD, message)
-}
-
-/// PostgreSQL's refusal of a wrong password.
-fn password_failed(user: &str) -> HookError {
-    HookError::new(
-        SqlState::INVALID_PASSWORD,
-        format!("password authentication failed for user \"{user}\""),
-    )
 }
 
 impl ProxyHooks {
@@ -180,7 +116,7 @@ impl ProxyHooks {
         let permit = self
             .limiter
             .admit(state.client_addr.ip())
-            .map_err(|refusal| HookError::new(SqlState::TOO_MANY_CONNECTIONS, refusal.message()))?;
+            .map_err(|refusal| Refusal::TooManyConnections(refusal.message()))?;
         state.extensions.insert(permit);
         Ok(())
     }
@@ -188,20 +124,14 @@ impl ProxyHooks {
     fn start(&self, state: &mut ConnectionState) -> HookResult<()> {
         record_in_span(state);
         let input = match_input(state, None)?;
-        let client = state
-            .client
-            .as_ref()
-            .ok_or_else(|| refused("no startup message"))?;
         let Some((route, captures)) = self.shared.routes.select(&input) else {
-            let sni = input
-                .sni
-                .map(|sni| format!(", server name \"{sni}\""))
-                .unwrap_or_default();
-            return Err(refused(format!(
-                "no route for user \"{}\", database \"{}\"{sni}",
-                client.user(),
-                client.database()
-            )));
+            let client = state.client.as_ref();
+            return Err(Refusal::NoRoute {
+                user: client.map(|c| c.user().to_owned()).unwrap_or_default(),
+                database: client.map(|c| c.database().to_owned()),
+                sni: input.sni.map(str::to_owned),
+            }
+            .into());
         };
         require_tls_for_secrets(route, state)?;
         tracing::Span::current().record("route", route.number);
@@ -246,19 +176,25 @@ impl ProxyHooks {
             .shared
             .tokens
             .as_ref()
-            .ok_or_else(|| refused("token authentication is not configured"))?;
-        let claims = tokens.verify(token).map_err(|e| token_refusal(&e))?;
+            .ok_or(Refusal::TokensNotConfigured)?;
+        let claims = tokens.verify(token).map_err(|error| {
+            if matches!(
+                error,
+                JwtError::KeyLoad(_) | JwtError::Fetch(_) | JwtError::InsecureUrl(_)
+            ) {
+                tracing::warn!(%error, "token keys unavailable while checking a token");
+            }
+            Refusal::Token(error)
+        })?;
         let user = credential.user();
         match claims.get(&tokens.claim) {
             Some(value) if value == user => {}
             _ => {
-                return Err(HookError::new(
-                    SqlState::INVALID_PASSWORD,
-                    format!(
-                        "token refused: its \"{}\" claim does not name user \"{user}\"",
-                        tokens.claim
-                    ),
-                ))
+                return Err(Refusal::ClaimMismatch {
+                    claim: tokens.claim.clone(),
+                    user: user.to_owned(),
+                }
+                .into())
             }
         }
         let input = match_input(state, Some(&claims))?;
@@ -266,10 +202,10 @@ impl ProxyHooks {
             .shared
             .routes
             .select_with_claims(&input, auth)
-            .ok_or_else(|| {
-                refused(format!(
-                    "no route for user \"{user}\" with this token's claims"
-                ))
+            .ok_or_else(|| Refusal::NoRoute {
+                user: user.to_owned(),
+                database: None,
+                sni: None,
             })?;
         // The token was read on the route chosen without claims; the rule is the final
         // route's, which may be stricter.
@@ -327,7 +263,11 @@ impl ProxyHooks {
             }
             Err(error) => {
                 tracing::warn!(client = %state.client_addr, %error, "passthrough: backend login failed");
-                Err(unauthenticated_refusal(&error, credential.user()))
+                Err(Refusal::BackendBeforeAuth {
+                    error,
+                    user: credential.user().to_owned(),
+                }
+                .into())
             }
         }
     }
@@ -379,10 +319,7 @@ impl ProxyHooks {
             }
             Err(error) => {
                 tracing::warn!(client = %state.client_addr, %error, "external authenticator failed");
-                Err(HookError::new(
-                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-                    "authentication failed: the authenticator did not answer",
-                ))
+                Err(Refusal::AuthenticatorFailed.into())
             }
         }
     }
@@ -477,84 +414,5 @@ impl Hooks for ProxyHooks {
         // ReadyForQuery once the backend is connected.
         let _ = conn;
         async { Ok(Flow::Handled) }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pgbastion_wire::{ErrorResponse, Severity};
-
-    fn refused_by_backend(code: SqlState, message: &str) -> BackendError {
-        BackendError::Refused(ErrorResponse::new(Severity::Fatal, code, message))
-    }
-
-    #[test]
-    fn unauthenticated_clients_hear_nothing_of_the_backend() {
-        let io = |kind| std::io::Error::new(kind, "at 10.0.0.5");
-        let table = [
-            (
-                refused_by_backend(
-                    SqlState::INVALID_PASSWORD,
-                    "password authentication failed for user \"tenant_role\"",
-                ),
-                "28P01",
-                "password authentication failed for user \"alice\"",
-            ),
-            (
-                refused_by_backend(
-                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-                    "no pg_hba.conf entry for host \"10.0.0.9\", user \"tenant_role\"",
-                ),
-                "28P01",
-                "password authentication failed for user \"alice\"",
-            ),
-            (
-                refused_by_backend(
-                    SqlState::INVALID_CATALOG_NAME,
-                    "database \"tenant_7\" does not exist",
-                ),
-                "3D000",
-                "the backend refused the login (pgbastion's log has the details)",
-            ),
-            (
-                BackendError::Connect {
-                    address: "10.0.0.5:5432".into(),
-                    source: io(std::io::ErrorKind::ConnectionRefused),
-                },
-                "08001",
-                "could not connect to the backend: connection refused",
-            ),
-            (
-                BackendError::Timeout("10.0.0.5:5432".into()),
-                "08001",
-                "the backend did not complete login in time",
-            ),
-        ];
-        for (error, code, message) in table {
-            let refusal = unauthenticated_refusal(&error, "alice");
-            assert_eq!(
-                (refusal.code.as_str(), refusal.message.as_str()),
-                (code, message),
-                "{error}"
-            );
-        }
-        let tls = BackendError::Tls {
-            address: "10.0.0.5:5432".into(),
-            message: "certs/t1.crt does not exist".into(),
-        };
-        let refusal = unauthenticated_refusal(&tls, "alice");
-        assert!(!refusal.message.contains("10.0.0.5") && !refusal.message.contains("certs/"));
-    }
-
-    #[test]
-    fn token_key_failures_do_not_reach_the_client() {
-        let refusal = token_refusal(&JwtError::KeyLoad(
-            "/etc/pgbastion/jwks.pem: unreadable".into(),
-        ));
-        assert_eq!(refusal.code, SqlState::INVALID_PASSWORD);
-        assert!(!refusal.message.contains("/etc"), "{}", refusal.message);
-        let refusal = token_refusal(&JwtError::Expired);
-        assert_eq!(refusal.message, "token refused: token has expired");
     }
 }

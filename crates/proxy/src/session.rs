@@ -17,6 +17,7 @@ use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::config::ClientAddrParam;
 use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
 use crate::limits::{ConnectionLimiter, RateLimiter};
+use crate::refusal::Refusal;
 use crate::relay;
 use crate::route::{Captures, Route, Routes};
 use crate::target::{Address, Target};
@@ -150,7 +151,8 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
         Ok(backend) => backend,
         Err(error) => {
             tracing::warn!(client = %state.client_addr, %user, %database, route, %error, "backend login failed");
-            let _ = conn.send(&BackendMessage::ErrorResponse(error.to_client()));
+            let refusal = Refusal::Backend(error);
+            let _ = conn.send(&BackendMessage::ErrorResponse(refusal.response()));
             let _ = conn.flush().await;
             conn.close_gracefully().await;
             return;

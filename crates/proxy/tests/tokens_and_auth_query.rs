@@ -317,6 +317,7 @@ tls = {{ cert = "server.crt", key = "server.key" }}
 issuer = "{issuer}"
 audience = "pgbastion"
 oidc_discovery = "{discovery}"
+insecure = true # the test issuer serves plain http
 
 [[route]]
 match = {{ claim = {{ role = "user" }} }}

@@ -23,8 +23,9 @@ const TERMINATE: u8 = b'X';
 /// The tag of a server's ReadyForQuery message.
 const READY_FOR_QUERY: u8 = b'Z';
 
-/// A client message whose declared length PostgreSQL would refuse (below 4, or above the
-/// limit for its type: [`frontend_message_limit`]). PostgreSQL closes the connection on it.
+/// A client message whose declared length PostgreSQL would refuse (below 4, or, counting its
+/// own four bytes as PostgreSQL does, above the limit for its type:
+/// [`frontend_message_limit`]). PostgreSQL closes the connection on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadLength {
     /// Where, in the bytes just fed, the refused message starts (0 when its header began in
@@ -109,10 +110,13 @@ impl FrameScanner {
         self.tag = self.header[0];
         let [_, a, b, c, d] = self.header;
         let length = u32::from_be_bytes([a, b, c, d]);
-        let body = usize::try_from(length).unwrap_or(usize::MAX).checked_sub(4);
+        let whole = usize::try_from(length).unwrap_or(usize::MAX);
+        let body = whole.checked_sub(4);
+        // PostgreSQL's pq_getmessage compares the length word itself (which counts its own
+        // four bytes) with the limit.
         let refused = match (self.direction, body) {
             (_, None) => true,
-            (Direction::Frontend, Some(body)) => body > frontend_message_limit(self.tag),
+            (Direction::Frontend, Some(_)) => whole > frontend_message_limit(self.tag),
             (Direction::Backend, Some(_)) => false,
         };
         if refused {
@@ -238,6 +242,7 @@ mod tests {
         for (header, tag) in [
             (&b"Q\0\0\0\x03"[..], b'Q'),       // below 4
             (&b"Q\x7f\xff\xff\xff"[..], b'Q'), // 2^31-1
+            (&b"Q\x40\0\0\x01"[..], b'Q'),     // 1 GiB + 1
             (&b"S\0\0\x27\x15"[..], b'S'),     // a Sync over 10000 bytes
         ] {
             let mut stream = sync.to_vec();
@@ -271,6 +276,11 @@ mod tests {
         let mut scanner = FrameScanner::new(Direction::Frontend);
         let mut copy = b"d\0\0\x27\x15".to_vec();
         copy.extend_from_slice(&[0; 10_001]);
+        // 1 GiB - 2 is PostgreSQL's largest Query, CopyData, ...: not refused.
+        assert_eq!(
+            FrameScanner::new(Direction::Frontend).feed(b"Q\x3f\xff\xff\xfe"),
+            Ok(())
+        );
         assert_eq!(scanner.feed(&copy), Ok(()), "CopyData may be large");
     }
 }
