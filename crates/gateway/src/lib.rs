@@ -6,6 +6,7 @@
 
 pub mod acceptor;
 mod auth;
+pub mod cancel_keys;
 pub mod config;
 pub mod conn;
 mod driver;
@@ -20,6 +21,7 @@ pub mod stream;
 pub mod tls;
 
 pub use acceptor::Acceptor;
+pub use cancel_keys::CancelKeys;
 pub use config::GatewayConfig;
 pub use conn::{ClientConn, ClientIo, Detached};
 pub use driver::{

@@ -164,6 +164,7 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
         .map_or(ProtocolVersion::V3_0, |client| client.version);
     let registration = backend.key.clone().map(|key| {
         shared.cancel.register(
+            Some(key.process_id),
             version,
             CancelTarget {
                 address: backend.address.clone(),

@@ -2,13 +2,11 @@
 //! away, or `statement_timeout`. Each interrupts SQLite through the session's
 //! [`Interrupter`], which remembers why so that the error names the cause as PostgreSQL's does.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use bytes::Bytes;
+use pgbastion_gateway::CancelKeys;
 use pgbastion_wire::CancelKey;
-use rand::{Rng, RngCore};
 use rusqlite::InterruptHandle;
 
 /// Why a statement was interrupted.
@@ -81,88 +79,26 @@ impl Interrupter {
     }
 }
 
-/// The cancel keys of live sessions. A key is minted when a session starts and removed when
-/// its [`Registration`] drops; a CancelRequest interrupts the session whose whole key matches.
-#[derive(Debug, Default)]
-pub struct CancelRegistry {
-    sessions: Mutex<HashMap<u32, Entry>>,
-}
+/// The cancel keys of live sessions, each reaching its session's [`Interrupter`].
+pub type CancelRegistry = CancelKeys<Arc<Interrupter>>;
 
-#[derive(Debug)]
-struct Entry {
-    secret: Bytes,
-    interrupter: Arc<Interrupter>,
-}
-
-/// Keeps a session's key registered; dropping it unregisters the key.
-#[derive(Debug)]
-pub struct Registration {
-    registry: Arc<CancelRegistry>,
-    process_id: u32,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.registry.lock().remove(&self.process_id);
-    }
-}
-
-impl CancelRegistry {
-    /// Mints a key with a `secret_len`-byte secret for the session `interrupter` stops.
-    pub fn register(
-        self: &Arc<Self>,
-        interrupter: Arc<Interrupter>,
-        secret_len: usize,
-    ) -> (CancelKey, Registration) {
-        let mut rng = rand::thread_rng();
-        let mut secret = vec![0u8; secret_len];
-        rng.fill_bytes(&mut secret);
-        let secret = Bytes::from(secret);
-        let mut sessions = self.lock();
-        // Process ids are positive in PostgreSQL; drivers may treat them as signed.
-        let process_id = loop {
-            let candidate = rng.gen_range(1..=i32::MAX.unsigned_abs());
-            if !sessions.contains_key(&candidate) {
-                break candidate;
-            }
-        };
-        sessions.insert(
-            process_id,
-            Entry {
-                secret: secret.clone(),
-                interrupter,
-            },
-        );
-        let registration = Registration {
-            registry: Arc::clone(self),
-            process_id,
-        };
-        (CancelKey::new(process_id, secret), registration)
-    }
-
-    /// Interrupts the session `request` names when its secret matches (compared in constant
-    /// time); anything else does nothing, as in PostgreSQL. Returns whether it matched.
-    pub fn cancel(&self, request: &CancelKey) -> bool {
-        let sessions = self.lock();
-        let Some(entry) = sessions.get(&request.process_id) else {
-            return false;
-        };
-        let matches = pgbastion_auth::ct::eq(&entry.secret, &request.secret_key);
-        if matches {
-            entry.interrupter.interrupt(Reason::UserRequest);
+/// Interrupts the session `request` names when the whole key matches; anything else does
+/// nothing, as in PostgreSQL. Returns whether it matched.
+pub fn cancel(registry: &CancelRegistry, request: &CancelKey) -> bool {
+    match registry.lookup(request) {
+        Some(interrupter) => {
+            interrupter.interrupt(Reason::UserRequest);
+            true
         }
-        matches
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
-        // The map stays consistent even if a holder panicked: every update is one call.
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+        None => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use pgbastion_wire::ProtocolVersion;
 
     use super::*;
 
@@ -175,21 +111,21 @@ mod tests {
     fn only_the_whole_key_cancels_and_dropping_unregisters() {
         let registry = Arc::new(CancelRegistry::default());
         let target = interrupter();
-        let (key, registration) = registry.register(target.clone(), 32);
+        let registration = registry.register(None, ProtocolVersion::V3_2, target.clone());
+        let key = registration.key().clone();
         assert_eq!(key.secret_key.len(), 32);
 
         let mut forged = key.secret_key.to_vec();
         forged[31] ^= 0x80;
-        assert!(!registry.cancel(&CancelKey::new(key.process_id, forged)));
-        assert!(!registry.cancel(&CancelKey::new(key.process_id, key.secret_key.slice(..4))));
+        assert!(!cancel(&registry, &CancelKey::new(key.process_id, forged)));
         assert_eq!(target.reason(), None);
 
-        assert!(registry.cancel(&key));
+        assert!(cancel(&registry, &key));
         assert_eq!(target.reason(), Some(Reason::UserRequest));
 
         drop(registration);
         assert!(
-            !registry.cancel(&key),
+            !cancel(&registry, &key),
             "a finished session's key is forgotten"
         );
     }

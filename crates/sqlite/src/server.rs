@@ -15,7 +15,7 @@ use pgbastion_gateway::{
 use pgbastion_wire::{CancelKey, ProtocolVersion, SqlState, TransactionStatus};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cancel::CancelRegistry;
+use crate::cancel::{self, CancelRegistry};
 use crate::{server_version, SqliteBackend, SqliteError};
 
 /// The embedded backend's client policy: trust, for loopback clients only.
@@ -106,9 +106,11 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     match pgbastion_gateway::accept(stream, peer, config, &Embedded).await {
         Ok(Outcome::Authenticated(conn)) => serve_client(conn, backend, config, registry).await,
-        Ok(Outcome::Cancel { request, .. }) => {
-            // Whether it matched is nobody's business: PostgreSQL answers neither way.
-            registry.cancel(&request);
+        Ok(Outcome::Cancel { request, mut conn }) => {
+            // Whether it matched is nobody's business: PostgreSQL answers neither way, and
+            // closes only once the statement has been signalled.
+            cancel::cancel(registry, &request);
+            conn.close_gracefully().await;
         }
         // Failures were reported to the client by `accept`; nothing else can happen with
         // these hooks.
@@ -130,8 +132,16 @@ async fn serve_client<S: ClientIo>(
             return;
         }
     };
-    let (key, _registration) = registry.register(session.interrupter(), secret_len(&conn));
-    if finish_startup(&mut conn, config, key).await.is_err() {
+    let version = conn
+        .state()
+        .client
+        .as_ref()
+        .map_or(ProtocolVersion::V3_0, |client| client.version);
+    let registration = registry.register(None, version, session.interrupter());
+    if finish_startup(&mut conn, config, registration.key().clone())
+        .await
+        .is_err()
+    {
         return;
     }
     let _ = pgbastion_gateway::serve_session(conn, config, &mut session).await;
@@ -147,16 +157,6 @@ fn session_error(error: &SqliteError) -> HookError {
             SqlState::CANNOT_CONNECT_NOW,
             format!("cannot open the database: {error}"),
         ),
-    }
-}
-
-/// Cancel secrets are 4 bytes in protocol 3.0 and 32 (as PostgreSQL 18 sends) from 3.2 on.
-fn secret_len<S: ClientIo>(conn: &ClientConn<S>) -> usize {
-    let version = conn.state().client.as_ref().map(|client| client.version);
-    if version >= Some(ProtocolVersion::V3_2) {
-        32
-    } else {
-        4
     }
 }
 
