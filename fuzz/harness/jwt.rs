@@ -47,8 +47,8 @@ pub fn fuzz_jwt(data: &[u8]) {
 pub fn verifier() -> &'static JwtVerifier {
     static VERIFIER: OnceLock<JwtVerifier> = OnceLock::new();
     VERIFIER.get_or_init(|| {
-        let settings = JwtSettings::new(ISSUER, KeySource::PemFiles(Vec::new()))
-            .with_audience(AUDIENCE);
+        let settings =
+            JwtSettings::new(ISSUER, KeySource::PemFiles(Vec::new())).with_audience(AUDIENCE);
         JwtVerifier::from_pem(settings, PUBLIC_KEYS).expect("the fixed keys load")
     })
 }

@@ -13,7 +13,10 @@ pub fn fuzz_oauthbearer(data: &[u8]) {
     if let Ok(ClientInitialResponse::Token(token)) = parse_initial_response(data) {
         let text = token.expose();
         assert!(!text.is_empty());
-        assert!(!format!("{token:?}").contains(text), "Debug shows the token");
+        assert!(
+            !format!("{token:?}").contains(text),
+            "Debug shows the token"
+        );
         let again = parse_initial_response(&client_initial_response(Some(text)));
         assert_eq!(again, Ok(ClientInitialResponse::Token(token)));
     }

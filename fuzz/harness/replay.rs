@@ -27,9 +27,8 @@ pub fn check_seeds(target: &str, seeds: &[(&str, Vec<u8>)]) {
     }
     for (name, bytes) in seeds {
         let path = dir.join(name);
-        let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e}; regenerate with {WRITE_SEEDS}=1", path.display())
-        });
+        let committed = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; regenerate with {WRITE_SEEDS}=1", path.display()));
         assert_eq!(
             &committed, bytes,
             "{name} is stale; regenerate with {WRITE_SEEDS}=1"
@@ -55,6 +54,10 @@ pub fn replay(target: &str, body: fn(&[u8])) -> usize {
         .map(|path| path.display().to_string())
         .collect();
     assert!(failed.is_empty(), "{target}: panicked on {failed:#?}");
-    assert!(!paths.is_empty(), "{target}: empty corpus in {}", dir.display());
+    assert!(
+        !paths.is_empty(),
+        "{target}: empty corpus in {}",
+        dir.display()
+    );
     paths.len()
 }

@@ -13,8 +13,8 @@ mod scram_server;
 
 use pgbastion_auth::oauthbearer::client_initial_response;
 use pgbastion_auth::scram::{
-    ChannelBinding, ClientCredential, ScramClient, ScramError, ScramSecret, ScramServer, SCRAM_SHA_256,
-    SCRAM_SHA_256_PLUS,
+    ChannelBinding, ClientCredential, ScramClient, ScramError, ScramSecret, ScramServer,
+    SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
 use scram_server::{binding, BINDING_DATA, ITERATIONS, PASSWORD, SALT, SERVER_NONCE};
 
@@ -158,12 +158,18 @@ fn every_oauthbearer_corpus_file_runs_without_panicking() {
 #[test]
 fn the_scram_seeds_reach_the_proof_check() {
     let outcome = |name: &str| {
-        let seed = scram_seeds().into_iter().find(|(n, _)| *n == name).expect(name);
+        let seed = scram_seeds()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .expect(name);
         scram_server::server_exchange(&seed.1).map(|r| r.err())
     };
     assert_eq!(outcome("seed-success"), Some(None));
     assert_eq!(outcome("seed-success-plus"), Some(None));
-    assert_eq!(outcome("seed-wrong-password"), Some(Some(ScramError::InvalidProof)));
+    assert_eq!(
+        outcome("seed-wrong-password"),
+        Some(Some(ScramError::InvalidProof))
+    );
     assert_eq!(
         outcome("seed-wrong-password-plus"),
         Some(Some(ScramError::InvalidProof))

@@ -76,11 +76,20 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("seed-no-header-startup-v3-2", startup_v3_2()),
         (
             "seed-v1-tcp4-startup",
-            [v1("PROXY TCP4 192.0.2.7 127.0.0.1 51000 6432\r\n"), startup()].concat(),
+            [
+                v1("PROXY TCP4 192.0.2.7 127.0.0.1 51000 6432\r\n"),
+                startup(),
+            ]
+            .concat(),
         ),
         (
             "seed-v1-tcp6-sslrequest-startup",
-            [v1("PROXY TCP6 2001:db8::7 ::1 51000 6432\r\n"), ssl, startup()].concat(),
+            [
+                v1("PROXY TCP6 2001:db8::7 ::1 51000 6432\r\n"),
+                ssl,
+                startup(),
+            ]
+            .concat(),
         ),
         (
             "seed-v1-unknown-gssenc-startup",
@@ -97,7 +106,11 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "seed-v2-tcp6-ssl-tlv-startup-v3-2",
-            [v2("[2001:db8::9]:40000 [::1]:5432", &ssl_tlv()), startup_v3_2()].concat(),
+            [
+                v2("[2001:db8::9]:40000 [::1]:5432", &ssl_tlv()),
+                startup_v3_2(),
+            ]
+            .concat(),
         ),
         ("seed-v2-local-cancel", [v2_local(), cancel].concat()),
         (
@@ -130,8 +143,10 @@ fn the_header_seeds_reach_the_startup_packets() {
     use pgbastion_gateway::proxy_protocol::{detect, Detection};
     for (name, seed) in seeds() {
         let header = matches!(detect(&seed), Ok(Detection::Header { .. }));
-        let expected = name.starts_with("seed-v") && !name.contains("truncated")
-            && !name.contains("out-of-range") && !name.contains("declares");
+        let expected = name.starts_with("seed-v")
+            && !name.contains("truncated")
+            && !name.contains("out-of-range")
+            && !name.contains("declares");
         assert_eq!(header, expected, "{name}: {:?}", detect(&seed));
     }
 }

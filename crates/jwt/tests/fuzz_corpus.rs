@@ -50,12 +50,17 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             "seed-valid-unknown-kid-audience-list",
             signed(
                 r#"{"alg":"EdDSA","kid":"rotated-away"}"#,
-                &format!(r#"{{"iss":"{ISSUER}","aud":["other","{AUDIENCE}"],"exp":{LATER},"nbf":0}}"#),
+                &format!(
+                    r#"{{"iss":"{ISSUER}","aud":["other","{AUDIENCE}"],"exp":{LATER},"nbf":0}}"#
+                ),
             ),
         ),
         (
             "seed-expired",
-            signed(eddsa, &format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":1000000000}}"#)),
+            signed(
+                eddsa,
+                &format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","exp":1000000000}}"#),
+            ),
         ),
         (
             "seed-not-yet-valid",
@@ -63,23 +68,50 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "seed-wrong-issuer",
-            signed(eddsa, &format!(r#"{{"iss":"https://evil.invalid","aud":"{AUDIENCE}","exp":{LATER}}}"#)),
+            signed(
+                eddsa,
+                &format!(r#"{{"iss":"https://evil.invalid","aud":"{AUDIENCE}","exp":{LATER}}}"#),
+            ),
         ),
         (
             "seed-wrong-audience",
-            signed(eddsa, &format!(r#"{{"iss":"{ISSUER}","aud":"other","exp":{LATER}}}"#)),
+            signed(
+                eddsa,
+                &format!(r#"{{"iss":"{ISSUER}","aud":"other","exp":{LATER}}}"#),
+            ),
         ),
         (
             "seed-no-exp",
-            signed(eddsa, &format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}"}}"#)),
+            signed(
+                eddsa,
+                &format!(r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}"}}"#),
+            ),
         ),
         ("seed-payload-not-an-object", signed(eddsa, "[1,2,3]")),
-        ("seed-rs256-header", signed(r#"{"alg":"RS256"}"#, &claims(""))),
-        ("seed-es256-header", signed(r#"{"alg":"ES256"}"#, &claims(""))),
-        ("seed-hs256-header", signed(r#"{"alg":"HS256"}"#, &claims(""))),
-        ("seed-alg-none", format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&claims(""))).into_bytes()),
-        ("seed-crit-header", signed(r#"{"alg":"EdDSA","crit":["exp"]}"#, &claims(""))),
-        ("seed-two-parts", format!("{}.{}", b64(eddsa), b64(&claims(""))).into_bytes()),
+        (
+            "seed-rs256-header",
+            signed(r#"{"alg":"RS256"}"#, &claims("")),
+        ),
+        (
+            "seed-es256-header",
+            signed(r#"{"alg":"ES256"}"#, &claims("")),
+        ),
+        (
+            "seed-hs256-header",
+            signed(r#"{"alg":"HS256"}"#, &claims("")),
+        ),
+        (
+            "seed-alg-none",
+            format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&claims(""))).into_bytes(),
+        ),
+        (
+            "seed-crit-header",
+            signed(r#"{"alg":"EdDSA","crit":["exp"]}"#, &claims("")),
+        ),
+        (
+            "seed-two-parts",
+            format!("{}.{}", b64(eddsa), b64(&claims(""))).into_bytes(),
+        ),
     ]
 }
 
