@@ -49,14 +49,14 @@ for target in "${targets[@]}"; do
         result=FAILED
         failed+=("$target")
     fi
-    done_line="$(grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1 || true)"
+    done_line="$(grep -aE '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1 || true)"
     cov="$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$done_line")"
     corpus="$(sed -n 's/.* corp: \([0-9]*\).*/\1/p' <<<"$done_line")"
     printf '%-15s %12s %10s %8s %8s %s\n' "$target" \
         "$(stat number_of_executed_units "$log")" "$(stat average_exec_per_sec "$log")" \
         "${cov:--}" "${corpus:--}" "$result"
     if [ "$result" = FAILED ]; then
-        grep -E 'ERROR|panicked|SUMMARY|Test unit written' "$log" | head -n 20 >&2 || tail -n 40 "$log" >&2
+        grep -aE 'ERROR|panicked|SUMMARY|Test unit written' "$log" | head -n 20 >&2 || tail -n 40 "$log" >&2
         sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | while read -r artifact; do
             if [ -f "$artifact" ]; then echo "$artifact: $(base64 -w0 "$artifact")" >&2; fi
         done

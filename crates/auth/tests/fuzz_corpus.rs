@@ -130,6 +130,12 @@ fn oauthbearer_seeds() -> Vec<(&'static str, Vec<u8>)> {
             raw("n,,\x01auth=Bearer x\x01auth=Bearer y\x01\x01"),
         ),
         ("seed-unterminated", raw("n,,\x01auth=Bearer x\x01")),
+        // Found by fuzzing: a one-letter token appears in any Debug text; the harness
+        // checked "Debug does not contain the token" and panicked.
+        (
+            "seed-crash-one-letter-token",
+            raw("y,,\x01hort=`b.exa.c,,\x01auth=Bearer e\x01\x01"),
+        ),
     ]
 }
 
