@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# fuzz/run.sh [SECONDS]: runs every cargo-fuzz target in turn for SECONDS (default 60) with
-# one job, then prints executions, executions per second, coverage and corpus size per
+# fuzz/run.sh [SECONDS [TARGET...]]: runs every cargo-fuzz target (or the TARGETs named) in
+# turn for SECONDS (default 60) with one job, then prints executions, executions per second, coverage and corpus size per
 # target. Exits non-zero when a target crashed, leaked, timed out or ran out of memory; the
 # input is in fuzz/artifacts/<target>/ and printed in base64.
 #
@@ -12,7 +12,7 @@ set -euo pipefail
 seconds="${1:-60}"
 case "$seconds" in
 '' | *[!0-9]*)
-    echo "usage: $0 [SECONDS]" >&2
+    echo "usage: $0 [SECONDS [TARGET...]]" >&2
     exit 2
     ;;
 esac
@@ -26,7 +26,11 @@ fi
 
 # One build for all targets, so the per-target time is spent fuzzing.
 cargo +nightly fuzz build
-mapfile -t targets < <(cargo +nightly fuzz list)
+if [ "$#" -gt 1 ]; then
+    targets=("${@:2}")
+else
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT

