@@ -181,14 +181,11 @@ pub fn detect(buf: &[u8]) -> Result<Detection, ProxyHeaderError> {
     if !maybe_v2 && !maybe_v1 {
         return Ok(Detection::Absent);
     }
+    if maybe_v1 {
+        return detect_v1(buf);
+    }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
-        // A v1 header is one line: once its CRLF is here, more bytes cannot complete it.
-        if maybe_v1 && memchr::memmem::find(buf, b"\r\n").is_some() {
-            return Err(ProxyHeaderError::Malformed(
-                "the PROXY v1 line ends before its fields do".to_owned(),
-            ));
-        }
         return if buf.len() >= MAX_PROXY_HEADER_LEN {
             Err(ProxyHeaderError::TooLong)
         } else {
@@ -196,15 +193,48 @@ pub fn detect(buf: &[u8]) -> Result<Detection, ProxyHeaderError> {
         };
     }
     let (info, len) = match result {
-        HeaderResult::V1(Ok(header)) => (from_v1(&header), header.header.len()),
         HeaderResult::V2(Ok(header)) => (from_v2(&header)?, header.len()),
-        HeaderResult::V1(Err(e)) => return Err(ProxyHeaderError::Malformed(e.to_string())),
         HeaderResult::V2(Err(e)) => return Err(ProxyHeaderError::Malformed(e.to_string())),
+        HeaderResult::V1(_) => {
+            return Err(ProxyHeaderError::Malformed(
+                "not a PROXY v2 header".to_owned(),
+            ))
+        }
     };
     if len > MAX_PROXY_HEADER_LEN {
         return Err(ProxyHeaderError::TooLong);
     }
     Ok(Detection::Header { info, len })
+}
+
+/// The longest v1 line, CRLF included (the PROXY protocol specification, section 2.1).
+const V1_MAX_LEN: usize = 107;
+
+/// A v1 header is one line that ends at its first CRLF. Only that line is parsed, so the
+/// answer never depends on how TCP split the bytes: a line feed without its carriage return,
+/// no CRLF within 107 bytes, or a complete line missing fields is malformed at once.
+fn detect_v1(buf: &[u8]) -> Result<Detection, ProxyHeaderError> {
+    let malformed = |why: &str| Err(ProxyHeaderError::Malformed(why.to_owned()));
+    let window = &buf[..buf.len().min(V1_MAX_LEN)];
+    let Some(end) = memchr::memchr(b'\n', window) else {
+        return if buf.len() >= V1_MAX_LEN {
+            malformed("the PROXY v1 line has no CRLF within 107 bytes")
+        } else {
+            Ok(Detection::NeedMore)
+        };
+    };
+    if end == 0 || window[end - 1] != b'\r' {
+        return malformed("the PROXY v1 line ends with a line feed but no carriage return");
+    }
+    let line = &buf[..=end];
+    match HeaderResult::parse(line) {
+        HeaderResult::V1(Ok(header)) => Ok(Detection::Header {
+            info: from_v1(&header),
+            len: line.len(),
+        }),
+        HeaderResult::V1(Err(e)) if !e.is_incomplete() => malformed(&e.to_string()),
+        _ => malformed("the PROXY v1 line ends before its fields do"),
+    }
 }
 
 fn from_v1(header: &v1::Header<'_>) -> ProxyInfo {

@@ -37,6 +37,18 @@ impl JwtVerifier {
         })
     }
 
+    /// A verifier over the public keys in `pem` (the text of a key file), built without I/O:
+    /// for fuzz targets and tests that hold their keys in memory. [`JwtVerifier::refresh`]
+    /// still reloads from `settings.keys` (and keeps these keys when that fails).
+    pub fn from_pem(settings: JwtSettings, pem: &str) -> Result<Self, JwtError> {
+        let keys = KeySet::new(parse_pem(pem)?)?;
+        Ok(Self {
+            settings,
+            fetcher: None,
+            keys: RwLock::new(Arc::new(keys)),
+        })
+    }
+
     /// Reloads the keys (files re-read, URLs re-fetched) and returns how many there are now.
     /// On error the previous keys stay in use.
     pub async fn refresh(&self) -> Result<usize, JwtError> {

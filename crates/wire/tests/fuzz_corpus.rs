@@ -1,19 +1,20 @@
-//! The fuzz target's seed corpus (fuzz/corpus/decode/seed-*): real message streams made by
-//! this crate's encoders. A test keeps the committed files equal to what the encoders
-//! produce; regenerate them after a deliberate wire change with
-//! `PGBASTION_WRITE_FUZZ_SEEDS=1 cargo test -p pgbastion-wire --test fuzz_seeds`.
+//! The `decode` fuzz target on the stable toolchain. Its seed corpus
+//! (fuzz/corpus/decode/seed-*) holds real message streams made by this crate's encoders; a
+//! test keeps the committed files equal to what the encoders produce, and another replays
+//! every file of the corpus through the target's body (fuzz/harness/decode.rs). Regenerate
+//! the seeds after a deliberate wire change with
+//! `PGBASTION_WRITE_FUZZ_SEEDS=1 cargo test -p pgbastion-wire --test fuzz_corpus`.
 
 // Test code: clippy.toml allows unwrap in #[test] functions; this extends it to helpers.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-
 use bytes::{Bytes, BytesMut};
 use pgbastion_wire::*;
 
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/decode")
-}
+#[path = "../../../fuzz/harness/decode.rs"]
+mod decode;
+#[path = "../../../fuzz/harness/replay.rs"]
+mod replay;
 
 fn backend(messages: &[BackendMessage]) -> Vec<u8> {
     let mut buf = BytesMut::new();
@@ -248,17 +249,10 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn the_committed_seed_corpus_matches_what_the_encoders_produce() {
-    // After a deliberate wire change: PGBASTION_WRITE_FUZZ_SEEDS=1 cargo test --test fuzz_seeds
-    if std::env::var_os("PGBASTION_WRITE_FUZZ_SEEDS").is_some() {
-        std::fs::create_dir_all(corpus_dir()).unwrap();
-        for (name, bytes) in seeds() {
-            std::fs::write(corpus_dir().join(name), bytes).unwrap();
-        }
-    }
-    for (name, bytes) in seeds() {
-        let path = corpus_dir().join(name);
-        let committed = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; regenerate the seeds", path.display()));
-        assert_eq!(committed, bytes, "{name} is stale; regenerate the seeds");
-    }
+    replay::check_seeds("decode", &seeds());
+}
+
+#[test]
+fn every_decode_corpus_file_runs_without_panicking() {
+    assert!(replay::replay("decode", decode::fuzz_decode) >= seeds().len());
 }
