@@ -7,9 +7,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{code, connect, within};
+use common::{code, connect, start_proxy_with, within, RunningProxy};
 use pgbastion_proxy::config::SourceFile;
-use pgbastion_proxy::{Proxy, Settings, Workers};
+use pgbastion_proxy::Settings;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -87,7 +87,7 @@ async fn start_proxy(
     slow_backend: SocketAddr,
     fast_backend: SocketAddr,
     max_scram_iterations: u32,
-) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+) -> (tempfile::TempDir, RunningProxy) {
     let text = format!(
         r#"max_scram_iterations = {max_scram_iterations}
 
@@ -106,26 +106,9 @@ backend = "postgres://app@{fast_backend}/app?sslmode=disable"
 "#
     );
     let dir = tempfile::tempdir().unwrap();
-    let file = SourceFile {
-        path: dir.path().join("pgbastion.toml"),
-        text,
-    };
-    let settings = Settings::from_source(&file).unwrap_or_else(|e| panic!("{e}"));
-    let proxy = Proxy::new(settings)
-        .await
-        .unwrap()
-        .with_workers(Workers::start(1).unwrap());
-    let bound = proxy.bind().await.unwrap();
-    let addr = bound[0].0.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        proxy
-            .serve(bound, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    (addr, stop)
+    // One session worker: a PBKDF2 run on it would stall every other session there.
+    let proxy = start_proxy_with(dir.path(), &text, Some(1)).await;
+    (dir, proxy)
 }
 
 async fn select_through(proxy: SocketAddr) {
@@ -140,7 +123,8 @@ async fn a_backend_asking_for_ten_million_scram_iterations_is_refused_at_once() 
     within("refusal", async {
         let (slow_backend, _asked) = fake_backend(Some(10_000_000)).await;
         let (fast_backend, _) = fake_backend(None).await;
-        let (proxy, _stop) = start_proxy(slow_backend, fast_backend, 100_000).await;
+        let (_dir, proxy) = start_proxy(slow_backend, fast_backend, 100_000).await;
+        let proxy = proxy.addr;
         let started = Instant::now();
         let error = connect(proxy, "slow", None, "app").await.err().unwrap();
         let message = error.as_db_error().map(|e| e.message().to_owned());
@@ -169,7 +153,8 @@ async fn a_slow_pbkdf2_does_not_stall_another_session_on_the_same_worker() {
         // Allowed, and far more than a query's worth of time at any hashing speed.
         let (slow_backend, mut asked) = fake_backend(Some(9_000_000)).await;
         let (fast_backend, _) = fake_backend(None).await;
-        let (proxy, _stop) = start_proxy(slow_backend, fast_backend, 10_000_000).await;
+        let (_dir, proxy) = start_proxy(slow_backend, fast_backend, 10_000_000).await;
+        let proxy = proxy.addr;
         let slow = tokio::spawn(async move { connect(proxy, "slow", None, "app").await.err() });
         asked.recv().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;

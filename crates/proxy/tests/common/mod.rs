@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pgbastion_proxy::config::SourceFile;
-use pgbastion_proxy::{Proxy, Settings};
+use pgbastion_proxy::{Proxy, Settings, Workers};
 
 /// A running proxy; stops when dropped.
 pub struct RunningProxy {
@@ -27,6 +27,12 @@ impl Drop for RunningProxy {
 /// Starts a proxy from `toml` (listener address `127.0.0.1:0` unless the text has a
 /// `[[listener]]`), with `dir` as the configuration directory.
 pub async fn start_proxy(dir: &Path, toml: &str) -> RunningProxy {
+    start_proxy_with(dir, toml, None).await
+}
+
+/// As [`start_proxy`], with sessions on `workers` thread-per-core runtimes when given (as the
+/// binary runs them) instead of the test's runtime.
+pub async fn start_proxy_with(dir: &Path, toml: &str, workers: Option<usize>) -> RunningProxy {
     let text = if toml.contains("[[listener]]") {
         toml.to_owned()
     } else {
@@ -37,7 +43,10 @@ pub async fn start_proxy(dir: &Path, toml: &str) -> RunningProxy {
         text,
     };
     let settings = Settings::from_source(&file).unwrap_or_else(|e| panic!("{e}"));
-    let proxy = Proxy::new(settings).await.unwrap();
+    let mut proxy = Proxy::new(settings).await.unwrap();
+    if let Some(workers) = workers {
+        proxy = proxy.with_workers(Workers::start(workers).unwrap());
+    }
     let bound = proxy.bind().await.unwrap();
     let addr = bound[0].0.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
