@@ -131,6 +131,13 @@ level = "debug"
     assert_eq!(fields["route"], 1);
     assert_eq!(fields["auth"], "scram");
     assert!(fields["client"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(
+        fields["backend"].as_str(),
+        Some(format!("127.0.0.1:{}", cluster.port()).as_str()),
+        "{ended}"
+    );
+    assert_eq!(fields["tls"], false, "{ended}");
+    assert_eq!(fields["ended_by"], "terminate", "{ended}");
     assert!(
         fields["duration_ms"].is_u64() && fields["bytes_to_client"].as_u64().unwrap() > 0,
         "{ended}"
