@@ -8,7 +8,7 @@
 //! before trying another.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -96,6 +96,7 @@ struct State {
     answers: HashMap<(String, String), Remembered>,
     idle: HashMap<String, (Instant, BackendConn)>,
     failed: HashMap<String, Instant>,
+    turns: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl std::fmt::Debug for Lookups {
@@ -114,6 +115,13 @@ impl Lookups {
     ) -> Result<Option<ScramSecret>, LookupError> {
         let key = lookup.login_key();
         let answer_key = (key.clone(), lookup.user.to_owned());
+        if let Some(secret) = self.remembered(&answer_key) {
+            return Ok(secret);
+        }
+        // One lookup at a time per backend login: concurrent clients (whatever user names
+        // they send) queue for the kept connection instead of each opening one.
+        let turn = self.turn(&key);
+        let _turn = turn.lock().await;
         if let Some(secret) = self.remembered(&answer_key) {
             return Ok(secret);
         }
@@ -206,6 +214,17 @@ impl Lookups {
         });
     }
 
+    /// The lock that lets one lookup at a time run for `key`. Locks nobody holds or waits
+    /// for are dropped when the map reaches [`MAX_LOGIN_KEYS`].
+    fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.with_state(|state| {
+            if !state.turns.contains_key(key) && state.turns.len() >= MAX_LOGIN_KEYS {
+                state.turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+            }
+            Arc::clone(state.turns.entry(key.to_owned()).or_default())
+        })
+    }
+
     fn take_idle(&self, key: &str) -> Option<BackendConn> {
         let (since, conn) = self.with_state(|state| state.idle.remove(key))?;
         (since.elapsed() < IDLE_LIFETIME).then_some(conn)
@@ -284,7 +303,9 @@ async fn read_answer(
 ) -> Result<(Option<String>, TransactionStatus), BackendError> {
     let decoder = FrameDecoder::new(MAX_MESSAGE);
     let protocol = |e: &dyn std::fmt::Display| BackendError::Protocol(e.to_string());
-    let mut stored: Option<String> = None;
+    // Only the first row counts, even when its password is NULL: a query that matches
+    // several rows must never let a later row's verifier stand in.
+    let mut first_row: Option<Option<String>> = None;
     loop {
         let Some(frame) = decoder
             .decode(&mut conn.buffered)
@@ -298,13 +319,13 @@ async fn read_answer(
             continue;
         };
         match BackendMessage::decode(&frame).map_err(|e| protocol(&e))? {
-            BackendMessage::DataRow(row) if stored.is_none() => {
+            BackendMessage::DataRow(row) if first_row.is_none() => {
                 // The password is the last column (`SELECT usename, passwd …` or just `passwd`).
                 let last = row.len().checked_sub(1).and_then(|i| row.get(i)).flatten();
-                stored = last.map(|v| String::from_utf8_lossy(v).into_owned());
+                first_row = Some(last.map(|v| String::from_utf8_lossy(v).into_owned()));
             }
             BackendMessage::ErrorResponse(error) => return Err(BackendError::Refused(error)),
-            BackendMessage::ReadyForQuery(status) => return Ok((stored, status)),
+            BackendMessage::ReadyForQuery(status) => return Ok((first_row.flatten(), status)),
             _ => {}
         }
     }

@@ -286,6 +286,40 @@ async fn auth_query_logins_in_a_row_reuse_one_lookup_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_auth_query_lookups_queue_for_one_lookup_connection() {
+    let cluster = auth_query_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    // Each lookup takes 200 ms, so eight clients at once overlap for sure.
+    let config = auth_query_config(&cluster, "lookup pw").replace(
+        "SELECT * FROM public.get_secret($1)",
+        "SELECT s.* FROM pg_sleep(0.2), public.get_secret($1) s",
+    );
+    let proxy = start_proxy(dir.path(), &config).await;
+    within("concurrent auth_query lookups", async {
+        // Unauthenticated clients, each with a user name of its own (no answer to share).
+        let guesses: Vec<_> = (0..8)
+            .map(|n| {
+                let addr = proxy.addr;
+                tokio::spawn(async move {
+                    refusal(addr, &format!("guesser{n}"), Some("guess"), "postgres").await
+                })
+            })
+            .collect();
+        for guess in guesses {
+            assert_eq!(guess.await.unwrap().0, "28P01");
+        }
+        let user = current_user(proxy.addr, "erin", Some("erin's pw"), "postgres").await;
+        assert_eq!(user, "erin", "still serving");
+    })
+    .await;
+    let logins = lookup_logins(&cluster);
+    assert!(
+        (1..=2).contains(&logins),
+        "9 client logins, 8 of them at once, made {logins} auth_query logins"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_whose_claims_move_a_plaintext_client_to_a_tls_only_route_is_refused() {
     let issuer = TestIssuer::start().await;
     let cluster = Cluster::builder()
