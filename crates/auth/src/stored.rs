@@ -34,9 +34,10 @@ impl StoredPassword {
         }
     }
 
-    /// Whether `password`, sent in clear by `user`, is this password. Constant time; for a
-    /// SCRAM verifier this runs PBKDF2 with the verifier's iteration count (see
-    /// [`runs_pbkdf2`](Self::runs_pbkdf2)).
+    /// Whether `password`, sent in clear by `user`, is this password. Constant time; only
+    /// for a SCRAM verifier does this run PBKDF2 (with the verifier's iteration count):
+    /// callers that must not reveal the kind of password, or whether the user exists, by the
+    /// time a check takes run the same PBKDF2 against a decoy otherwise.
     pub fn verify_cleartext(&self, user: &str, password: &str) -> bool {
         match self {
             Self::ScramVerifier(secret) => secret.verify_password(password.as_bytes()),
@@ -72,13 +73,6 @@ impl StoredPassword {
                 Some(ScramSecret::generate(password.as_bytes(), iterations))
             }
         }
-    }
-
-    /// Whether [`verify_cleartext`](Self::verify_cleartext) runs PBKDF2 (only for a SCRAM
-    /// verifier). Callers that must not reveal the kind of password, or whether the user
-    /// exists, by the time a check takes run the same PBKDF2 against a decoy otherwise.
-    pub fn runs_pbkdf2(&self) -> bool {
-        matches!(self, Self::ScramVerifier(_))
     }
 }
 
@@ -179,14 +173,6 @@ mod tests {
         assert_eq!(derived.iterations, 2);
         assert!(derived.verify_password(b"s3cret"));
         assert!(!derived.verify_password(b"S3cret"));
-    }
-
-    #[test]
-    fn only_a_scram_verifier_runs_pbkdf2_for_a_cleartext_check() {
-        let [scram, md5, plain] = each_form("alice", "s3cret");
-        assert!(scram.runs_pbkdf2());
-        assert!(!md5.runs_pbkdf2());
-        assert!(!plain.runs_pbkdf2());
     }
 
     #[test]
