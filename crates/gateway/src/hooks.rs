@@ -213,14 +213,9 @@ impl HookError {
 
     /// The FATAL ErrorResponse the client receives.
     pub fn client_response(&self) -> pgbastion_wire::ErrorResponse {
-        use pgbastion_wire::{ErrorField, ErrorResponse, Severity};
+        use pgbastion_wire::{ErrorResponse, Severity};
         match &self.response {
-            Some(response) => {
-                let mut response = (**response).clone();
-                response.set(ErrorField::Severity, "FATAL");
-                response.set(ErrorField::SeverityNonLocalized, "FATAL");
-                response
-            }
+            Some(response) => (**response).clone().into_fatal(),
             None => ErrorResponse::new(Severity::Fatal, self.code, self.message.clone()),
         }
     }

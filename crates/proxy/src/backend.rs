@@ -117,12 +117,7 @@ impl BackendError {
     pub fn to_client(&self) -> ErrorResponse {
         let unable = SqlState::SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION;
         let (state, message) = match self {
-            Self::Refused(response) => {
-                let mut response = response.clone();
-                response.set(pgbastion_wire::ErrorField::Severity, "FATAL");
-                response.set(pgbastion_wire::ErrorField::SeverityNonLocalized, "FATAL");
-                return response;
-            }
+            Self::Refused(response) => return response.clone().into_fatal(),
             Self::Connect { source, .. } => (
                 unable,
                 format!("could not connect to the backend: {}", source.kind()),

@@ -176,6 +176,14 @@ impl ErrorResponse {
         self
     }
 
+    /// The same response with severity FATAL (both `S` and `V`), every other field kept:
+    /// how an error that ends the connection is passed on whole.
+    pub fn into_fatal(self) -> Self {
+        let fatal = Severity::Fatal.as_str();
+        self.with(ErrorField::Severity, fatal)
+            .with(ErrorField::SeverityNonLocalized, fatal)
+    }
+
     /// Sets field `field` in place, replacing an earlier value or appending.
     pub fn set(&mut self, field: ErrorField, value: impl Into<String>) {
         let value = value.into();
@@ -312,6 +320,17 @@ impl std::fmt::Display for ErrorResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn into_fatal_changes_only_the_severity() {
+        let error = ErrorResponse::new(Severity::Error, SqlState::INVALID_CATALOG_NAME, "no db")
+            .with(ErrorField::Hint, "create it");
+        let fatal = error.clone().into_fatal();
+        assert_eq!(fatal.severity(), Some(Severity::Fatal));
+        assert_eq!(fatal.get(ErrorField::SeverityNonLocalized), Some("FATAL"));
+        assert_eq!(fatal.get(ErrorField::Hint), Some("create it"));
+        assert_eq!(fatal.fields().len(), error.fields().len());
+    }
 
     #[test]
     fn field_codes_map_both_ways_and_unknown_codes_are_kept() {
