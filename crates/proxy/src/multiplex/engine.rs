@@ -1,0 +1,955 @@
+//! [`Multiplexer`]: one pooled client's side of the protocol, sans IO. It reads the client's
+//! messages and the backend's replies, keeps the queue of replies the backend owes, and so
+//! knows exactly when the backend may go back to the pool (every Sync and Query answered,
+//! the last ReadyForQuery idle, no COPY, nothing half-sent).
+//!
+//! In transaction mode it also makes protocol-level prepared statements survive backend
+//! changes: client names are mapped to pgbastion's ([`Prepared`]), a statement is prepared
+//! on whichever backend serves a Bind or Describe that needs it (its ParseComplete
+//! swallowed), a Parse of a statement the backend already holds is answered by pgbastion,
+//! and Close of a statement acts on the client's names only.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgbastion_wire::{
+    BackendMessage, ErrorResponse, FrameDecoder, Severity, SqlState, TransactionStatus,
+};
+
+use super::backend_state::BackendState;
+use super::expect::{Expect, Expected, Kind, Show, Undo};
+use super::statements::{ClientStatements, Prepared};
+use super::wire;
+
+/// The client frame streamed through as it arrives, however long: CopyData.
+const STREAMED_FROM_CLIENT: u8 = b'd';
+
+/// Backend frames streamed through as they arrive: DataRow and CopyData.
+const STREAMED_FROM_BACKEND: [u8; 2] = [b'D', b'd'];
+
+/// The largest backend message pgbastion reads whole (every one it must look into is small).
+const MAX_INSPECTED_BACKEND_MESSAGE: usize = 1 << 20;
+
+/// How one client shares backends.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Transaction pooling: statements are renamed and the backend is released at idle.
+    /// Otherwise (session pooling) messages pass unchanged and only the state is followed.
+    pub transaction: bool,
+    /// The most named statements one client may hold (transaction mode).
+    pub statements_per_client: usize,
+    /// The longest client message accepted.
+    pub max_message_len: usize,
+}
+
+/// The client broke the protocol, or the backend's replies do not fit what it was asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MuxError {
+    /// A client message PostgreSQL would refuse; the client gets this error and is closed.
+    #[error("{}", .0.message())]
+    Client(ErrorResponse),
+    /// The backend sent something that answers nothing asked (the connection is unusable).
+    #[error("backend reply out of step: {0}")]
+    Backend(String),
+}
+
+/// What a client message stream asks next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFlow {
+    /// Everything complete was handled; read more.
+    More,
+    /// The client sent Terminate (nothing after it is read).
+    Terminate,
+}
+
+/// One pooled client's protocol state.
+#[derive(Debug)]
+pub struct Multiplexer {
+    policy: Policy,
+    decoder: FrameDecoder,
+    statements: ClientStatements,
+    /// The client's last unnamed Parse, as it sent it.
+    unnamed: Option<Bytes>,
+    /// Whether the current backend holds that unnamed statement.
+    unnamed_here: bool,
+    /// Namespace of prepared statements (the client's search_path).
+    namespace: String,
+    /// Session parameters the client has (startup values, then what the backend reported
+    /// while serving it).
+    wanted: Vec<(String, String)>,
+    expected: Expected,
+    /// The server side ignores client messages until the next Sync (after an error).
+    discarding: bool,
+    status: TransactionStatus,
+    /// Why the client keeps its backend for the rest of its session.
+    pinned: Option<String>,
+    /// The backend is in COPY.
+    copy: bool,
+    /// A message pgbastion sent for itself failed: the backend's state is unknown.
+    own_failed: bool,
+    /// Bytes of a streamed client frame still to forward.
+    client_stream: usize,
+    /// Bytes of a streamed backend frame still to pass on (or drop).
+    backend_stream: usize,
+    backend_stream_forward: bool,
+}
+
+impl Multiplexer {
+    /// A client with `wanted` session parameters (names as PostgreSQL reports them).
+    pub fn new(policy: Policy, wanted: Vec<(String, String)>) -> Self {
+        let namespace = wanted
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("search_path"))
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        Self {
+            decoder: FrameDecoder::frontend(policy.max_message_len),
+            statements: ClientStatements::new(policy.statements_per_client),
+            policy,
+            unnamed: None,
+            unnamed_here: false,
+            namespace,
+            wanted,
+            expected: Expected::default(),
+            discarding: false,
+            status: TransactionStatus::Idle,
+            pinned: None,
+            copy: false,
+            own_failed: false,
+            client_stream: 0,
+            backend_stream: 0,
+            backend_stream_forward: true,
+        }
+    }
+
+    /// Whether the backend may go back to the pool now: transaction mode, not pinned, and
+    /// [`reusable`](Self::reusable).
+    pub fn releasable(&self) -> bool {
+        self.policy.transaction && self.pinned.is_none() && self.reusable()
+    }
+
+    /// Whether the backend is in a state another client could start from (after a reset in
+    /// session mode): nothing owed, idle, not in COPY, no message half-relayed, and every
+    /// message of pgbastion's own succeeded.
+    pub fn reusable(&self) -> bool {
+        self.expected.is_empty()
+            && self.status == TransactionStatus::Idle
+            && !self.copy
+            && !self.own_failed
+            && self.client_stream == 0
+            && self.backend_stream == 0
+            && !self.discarding
+    }
+
+    /// Whether the backend is working for the client (a cancel may be forwarded).
+    pub fn busy(&self) -> bool {
+        !self.expected.is_empty()
+    }
+
+    /// The last transaction status the backend reported.
+    pub fn status(&self) -> TransactionStatus {
+        self.status
+    }
+
+    /// Keeps the client on its backend for the rest of its session; returns whether it was
+    /// not pinned before (for one log line).
+    pub fn pin(&mut self, why: &str) -> bool {
+        let first = self.pinned.is_none();
+        if first {
+            self.pinned = Some(why.to_owned());
+        }
+        first
+    }
+
+    /// Why the client is pinned, if it is.
+    pub fn pinned(&self) -> Option<&str> {
+        self.pinned.as_deref()
+    }
+
+    /// Whether a message of pgbastion's own failed (the backend must be closed).
+    pub fn own_failed(&self) -> bool {
+        self.own_failed
+    }
+
+    /// The session parameters the client has now.
+    pub fn wanted(&self) -> &[(String, String)] {
+        &self.wanted
+    }
+
+    /// Whether `input` holds a client message to handle (the caller then needs a backend).
+    pub fn has_client_message(&self, input: &[u8]) -> Result<bool, MuxError> {
+        if self.client_stream > 0 {
+            return Ok(!input.is_empty());
+        }
+        match self.decoder.peek_header(input) {
+            Ok(Some((tag, total))) => Ok(tag == STREAMED_FROM_CLIENT || input.len() >= total),
+            Ok(None) => Ok(false),
+            Err(_) => Err(invalid_length()),
+        }
+    }
+
+    /// A backend was checked out for this client: queues what makes it the client's (its
+    /// session parameters; `switch`, pgbastion's own statement telling the backend who the
+    /// client is) into `to_backend`, in a Sync group of its own whose replies the client
+    /// never sees; then closes statements evicted from the backend's cache.
+    pub fn begin(
+        &mut self,
+        backend: &mut BackendState,
+        switch: Option<&Bytes>,
+        to_backend: &mut BytesMut,
+    ) {
+        self.unnamed_here = false;
+        self.status = TransactionStatus::Idle;
+        let changes = backend.changes_for(&self.wanted);
+        if !changes.is_empty() {
+            wire::set_config(&changes, to_backend);
+            self.own_group();
+        }
+        if let Some(switch) = switch {
+            to_backend.extend_from_slice(switch);
+            self.own_group();
+        }
+        if self.policy.transaction {
+            for name in backend.statements.evict() {
+                wire::close_statement(&name, to_backend);
+                self.own(Kind::Close, Show::Nothing);
+            }
+        }
+    }
+
+    /// Expects the replies of an unnamed Parse, Bind, Execute and Sync of pgbastion's own.
+    fn own_group(&mut self) {
+        for kind in [Kind::Parse, Kind::Bind, Kind::Execute, Kind::Sync] {
+            self.own(kind, Show::Nothing);
+        }
+    }
+
+    fn own(&mut self, kind: Kind, show: Show) {
+        self.expected.push(Expect::Reply {
+            kind,
+            show,
+            undo: Undo::default(),
+        });
+    }
+
+    /// Handles every complete client message in `input` (consuming it): what goes to the
+    /// backend is appended to `to_backend`, pgbastion's own answers to `to_client` (in turn).
+    pub fn from_client(
+        &mut self,
+        input: &mut BytesMut,
+        backend: &mut BackendState,
+        to_backend: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) -> Result<ClientFlow, MuxError> {
+        loop {
+            if self.client_stream > 0 {
+                let take = self.client_stream.min(input.len());
+                if take == 0 {
+                    return Ok(ClientFlow::More);
+                }
+                let chunk = input.split_to(take);
+                if !self.discarding {
+                    to_backend.extend_from_slice(&chunk);
+                }
+                self.client_stream -= take;
+                continue;
+            }
+            let Some((tag, total)) = self
+                .decoder
+                .peek_header(input)
+                .map_err(|_| invalid_length())?
+            else {
+                return Ok(ClientFlow::More);
+            };
+            if tag == STREAMED_FROM_CLIENT {
+                self.client_stream = total;
+                continue;
+            }
+            if input.len() < total {
+                return Ok(ClientFlow::More);
+            }
+            if tag == b'X' {
+                input.clear();
+                return Ok(ClientFlow::Terminate);
+            }
+            let frame = input.split_to(total).freeze();
+            self.client_message(tag, frame, backend, to_backend, to_client)?;
+        }
+    }
+
+    fn client_message(
+        &mut self,
+        tag: u8,
+        frame: Bytes,
+        backend: &mut BackendState,
+        to_backend: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) -> Result<(), MuxError> {
+        if self.discarding && tag != b'S' {
+            // As PostgreSQL after an error: everything up to Sync is ignored.
+            return Ok(());
+        }
+        match tag {
+            b'S' => {
+                self.discarding = false;
+                self.forward(Kind::Sync, frame, to_backend);
+            }
+            b'H' | b'c' | b'f' => to_backend.extend_from_slice(&frame),
+            b'Q' => {
+                if self.policy.transaction {
+                    // A simple query drops the unnamed statement.
+                    self.unnamed = None;
+                    self.unnamed_here = false;
+                }
+                self.forward(Kind::Query, frame, to_backend);
+            }
+            b'F' => self.forward(Kind::FunctionCall, frame, to_backend),
+            b'E' => self.forward(Kind::Execute, frame, to_backend),
+            b'P' | b'B' | b'C' | b'D' if !self.policy.transaction => {
+                let kind = match tag {
+                    b'P' => Kind::Parse,
+                    b'B' => Kind::Bind,
+                    b'C' => Kind::Close,
+                    _ => Kind::Describe,
+                };
+                self.forward(kind, frame, to_backend);
+            }
+            b'P' => self.parse(frame, backend, to_backend, to_client)?,
+            b'B' => {
+                let bind = wire::Bind::split(&frame)?;
+                match self.statement_for(bind.statement, backend, to_backend)? {
+                    Some(server) => {
+                        self.forward(Kind::Bind, bind.renamed(&server), to_backend);
+                    }
+                    None if bind.statement.is_empty() => {
+                        self.forward(Kind::Bind, frame, to_backend);
+                    }
+                    None => self.missing_statement(bind.statement, to_client),
+                }
+            }
+            b'D' | b'C' => {
+                let (target, name) = wire::split_target(&frame)?;
+                let kind = if tag == b'D' {
+                    Kind::Describe
+                } else {
+                    Kind::Close
+                };
+                if target != b'S' {
+                    self.forward(kind, frame, to_backend);
+                    return Ok(());
+                }
+                let name = name.to_vec();
+                if kind == Kind::Close {
+                    self.close_statement(&name, frame, to_backend, to_client);
+                    return Ok(());
+                }
+                match self.statement_for(&name, backend, to_backend)? {
+                    Some(server) => {
+                        let describe = wire::describe_statement(&server);
+                        self.forward(Kind::Describe, describe, to_backend);
+                    }
+                    None if name.is_empty() => self.forward(kind, frame, to_backend),
+                    None => self.missing_statement(&name, to_client),
+                }
+            }
+            other => return Err(wire::unknown_message(other)),
+        }
+        Ok(())
+    }
+
+    fn forward(&mut self, kind: Kind, frame: Bytes, to_backend: &mut BytesMut) {
+        to_backend.extend_from_slice(&frame);
+        self.expected.push(Expect::Reply {
+            kind,
+            show: Show::All,
+            undo: Undo::default(),
+        });
+    }
+
+    /// Queues an answer of pgbastion's own, sent as soon as its turn comes.
+    fn answer(&mut self, message: Bytes, undo: Undo, to_client: &mut BytesMut) {
+        self.expected.push(Expect::Own { message, undo });
+        self.emit_own(to_client);
+    }
+
+    /// Sends the answers of pgbastion's own that have come to the front.
+    fn emit_own(&mut self, to_client: &mut BytesMut) {
+        while matches!(self.expected.front(), Some(Expect::Own { .. })) {
+            if let Some(Expect::Own { message, .. }) = self.expected.pop() {
+                to_client.extend_from_slice(&message);
+            }
+        }
+    }
+
+    /// An error of pgbastion's own for the current extended-query batch: the rest of it is
+    /// ignored up to Sync, as PostgreSQL would.
+    fn fail_batch(&mut self, code: SqlState, message: String, to_client: &mut BytesMut) {
+        let error = ErrorResponse::new(Severity::Error, code, message);
+        self.answer(wire::encode(&BackendMessage::ErrorResponse(error)), Undo::default(), to_client);
+        self.discarding = true;
+    }
+
+    fn missing_statement(&mut self, name: &[u8], to_client: &mut BytesMut) {
+        let message = format!(
+            "prepared statement \"{}\" does not exist",
+            String::from_utf8_lossy(name)
+        );
+        self.fail_batch(SqlState::INVALID_SQL_STATEMENT_NAME, message, to_client);
+    }
+
+    fn parse(
+        &mut self,
+        frame: Bytes,
+        backend: &mut BackendState,
+        to_backend: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) -> Result<(), MuxError> {
+        let parse = wire::Parse::split(&frame)?;
+        if parse.name.is_empty() {
+            self.unnamed = Some(frame.clone());
+            self.unnamed_here = true;
+            to_backend.extend_from_slice(&frame);
+            self.expected.push(Expect::Reply {
+                kind: Kind::Parse,
+                show: Show::All,
+                undo: Undo {
+                    unnamed: true,
+                    ..Undo::default()
+                },
+            });
+            return Ok(());
+        }
+        let name = String::from_utf8_lossy(parse.name).into_owned();
+        if self.statements.get(&name).is_some() {
+            let message = format!("prepared statement \"{name}\" already exists");
+            self.fail_batch(SqlState::DUPLICATE_PREPARED_STATEMENT, message, to_client);
+            return Ok(());
+        }
+        if self.statements.is_full() {
+            let message = format!(
+                "too many prepared statements: a client may hold {} through a transaction pool \
+                 (close some, or raise the pool's statements_per_client)",
+                self.policy.statements_per_client
+            );
+            self.fail_batch(SqlState::PROGRAM_LIMIT_EXCEEDED, message, to_client);
+            return Ok(());
+        }
+        let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
+        let server = prepared.server_name().clone();
+        let previous = self.statements.insert(name.clone(), prepared.clone());
+        let client = Some((name, previous));
+        if backend.statements.touch(&server) {
+            let undo = Undo {
+                client,
+                ..Undo::default()
+            };
+            self.answer(wire::PARSE_COMPLETE.clone(), undo, to_client);
+        } else {
+            backend.statements.insert(server.clone());
+            to_backend.extend_from_slice(prepared.parse());
+            self.expected.push(Expect::Reply {
+                kind: Kind::Parse,
+                show: Show::All,
+                undo: Undo {
+                    client,
+                    cache: Some(server),
+                    unnamed: false,
+                },
+            });
+        }
+        Ok(())
+    }
+
+    /// The server-side name for the client's statement `name`, prepared first on this
+    /// backend if it lacks it (the reply swallowed). `None` for the unnamed statement when
+    /// it is the backend's own, and for a name the client never prepared.
+    fn statement_for(
+        &mut self,
+        name: &[u8],
+        backend: &mut BackendState,
+        to_backend: &mut BytesMut,
+    ) -> Result<Option<Arc<str>>, MuxError> {
+        if name.is_empty() {
+            if !self.unnamed_here {
+                if let Some(parse) = &self.unnamed {
+                    // The client's unnamed statement was made on another backend.
+                    to_backend.extend_from_slice(parse);
+                    self.own(Kind::Parse, Show::Errors);
+                    self.unnamed_here = true;
+                }
+            }
+            return Ok(None);
+        }
+        let name = std::str::from_utf8(name).map_err(|_| wire::malformed("Bind"))?;
+        let Some(prepared) = self.statements.get(name) else {
+            return Ok(None);
+        };
+        let server = prepared.server_name().clone();
+        if !backend.statements.touch(&server) {
+            to_backend.extend_from_slice(prepared.parse());
+            backend.statements.insert(server.clone());
+            self.expected.push(Expect::Reply {
+                kind: Kind::Parse,
+                show: Show::Errors,
+                undo: Undo {
+                    cache: Some(server.clone()),
+                    ..Undo::default()
+                },
+            });
+        }
+        Ok(Some(server))
+    }
+
+    /// Close of a statement: the client's name is forgotten; the backend's statement stays
+    /// for others (the unnamed one is closed on the backend when it is there).
+    fn close_statement(
+        &mut self,
+        name: &[u8],
+        frame: Bytes,
+        to_backend: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) {
+        if name.is_empty() {
+            self.unnamed = None;
+            if std::mem::take(&mut self.unnamed_here) {
+                self.forward(Kind::Close, frame, to_backend);
+                return;
+            }
+            self.answer(wire::CLOSE_COMPLETE.clone(), Undo::default(), to_client);
+            return;
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let previous = self.statements.remove(&name);
+        let undo = Undo {
+            client: previous.map(|p| (name, Some(p))),
+            ..Undo::default()
+        };
+        self.answer(wire::CLOSE_COMPLETE.clone(), undo, to_client);
+    }
+
+    /// Handles the backend bytes in `input` (consuming what it can): the client's share goes
+    /// to `to_client`, with pgbastion's own answers in their turn.
+    pub fn from_backend(
+        &mut self,
+        input: &mut BytesMut,
+        backend: &mut BackendState,
+        to_client: &mut BytesMut,
+    ) -> Result<(), MuxError> {
+        loop {
+            if self.backend_stream > 0 {
+                let take = self.backend_stream.min(input.len());
+                if take == 0 {
+                    return Ok(());
+                }
+                let chunk = input.split_to(take);
+                if self.backend_stream_forward {
+                    to_client.extend_from_slice(&chunk);
+                }
+                self.backend_stream -= take;
+                continue;
+            }
+            let Some(&[tag, a, b, c, d]) = input.get(..5) else {
+                return Ok(());
+            };
+            let total = u32::from_be_bytes([a, b, c, d]) as usize + 1;
+            if total < 5 {
+                return Err(MuxError::Backend(format!("message length {}", total - 1)));
+            }
+            if STREAMED_FROM_BACKEND.contains(&tag) {
+                self.backend_stream = total;
+                self.backend_stream_forward =
+                    self.expected.front().is_none_or(|e| e.show() == Show::All);
+                if self.expected.is_empty() && !self.copy {
+                    return Err(MuxError::Backend(format!("{} with nothing asked", tag as char)));
+                }
+                continue;
+            }
+            if total > MAX_INSPECTED_BACKEND_MESSAGE {
+                return Err(MuxError::Backend(format!(
+                    "a {} message of {total} bytes",
+                    tag as char
+                )));
+            }
+            if input.len() < total {
+                return Ok(());
+            }
+            let frame = input.split_to(total);
+            if self.backend_message(tag, &frame[5..], backend)? {
+                to_client.extend_from_slice(&frame);
+            }
+            self.emit_own(to_client);
+        }
+    }
+
+    /// One whole backend message: whether the client sees it.
+    fn backend_message(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        backend: &mut BackendState,
+    ) -> Result<bool, MuxError> {
+        let forwards = self.expected.front().is_none_or(|e| e.show() == Show::All);
+        match tag {
+            // Asynchronous: notices and notifications reach the client unless they come
+            // from pgbastion's own messages.
+            b'N' | b'A' => return Ok(forwards || tag == b'A'),
+            b'S' => {
+                // Parameter changes always reach the client, so that its view is the
+                // backend's, whoever caused them.
+                if let Some((name, value)) = wire::parameter_status(body) {
+                    backend.reported.insert(name.clone(), value.clone());
+                    set(&mut self.wanted, name, value);
+                }
+                return Ok(true);
+            }
+            _ => {}
+        }
+        // pgbastion's own answers leave the front as soon as they reach it, so the front is
+        // always a reply the backend owes.
+        let (kind, show) = match self.expected.front() {
+            Some(Expect::Reply { kind, show, .. }) => (*kind, *show),
+            Some(Expect::Own { .. }) | None if tag == b'E' => {
+                // An error nobody asked for (the backend is shutting down): the client
+                // learns it, and the backend is not reused.
+                self.own_failed = true;
+                return Ok(true);
+            }
+            _ => return Err(MuxError::Backend(format!("{} with nothing asked", tag as char))),
+        };
+        let complete = match (tag, kind) {
+            (b'1', Kind::Parse) | (b'2', Kind::Bind) | (b'3', Kind::Close) => true,
+            (b't', Kind::Describe) => false,
+            (b'T' | b'n', Kind::Describe) => true,
+            (b'C' | b'I' | b's', Kind::Execute) => {
+                self.copy = false;
+                true
+            }
+            (b'G' | b'H' | b'W', Kind::Execute | Kind::Query) => {
+                self.copy = true;
+                false
+            }
+            (b'c', Kind::Execute | Kind::Query) => false,
+            (b'T' | b'C' | b'I', Kind::Query) => {
+                self.copy = false;
+                false
+            }
+            (b'V', Kind::FunctionCall) => false,
+            (b'E', kind) => {
+                self.copy = false;
+                if show == Show::Nothing {
+                    self.own_failed = true;
+                }
+                if !kind.ends_at_ready() {
+                    self.fail_front(backend);
+                }
+                return Ok(show != Show::Nothing);
+            }
+            (b'Z', kind) if kind.ends_at_ready() => {
+                let status = body.first().copied().unwrap_or(0);
+                self.status = TransactionStatus::from_byte(status)
+                    .map_err(|_| MuxError::Backend("ReadyForQuery status".to_owned()))?;
+                self.copy = false;
+                true
+            }
+            (tag, kind) => {
+                return Err(MuxError::Backend(format!(
+                    "{} in reply to {kind:?}",
+                    tag as char
+                )))
+            }
+        };
+        if complete {
+            self.expected.pop();
+        }
+        Ok(show == Show::All)
+    }
+
+    /// The front message failed: its undo applies, and the backend skips the rest up to
+    /// Sync, so those entries go too (their undos newest first).
+    fn fail_front(&mut self, backend: &mut BackendState) {
+        let mut dropped = self.expected.drain_until_sync();
+        if !self.expected.has_sync() {
+            self.discarding = true;
+        }
+        // `drain_until_sync` returns newest first; the failed one is the oldest.
+        dropped.iter_mut().for_each(|entry| self.undo(entry, backend));
+    }
+
+    fn undo(&mut self, entry: &mut Expect, backend: &mut BackendState) {
+        let undo = match entry {
+            Expect::Reply { undo, .. } | Expect::Own { undo, .. } => std::mem::take(undo),
+        };
+        if let Some((name, previous)) = undo.client {
+            match previous {
+                Some(previous) => {
+                    self.statements.insert(name, previous);
+                }
+                None => {
+                    self.statements.remove(&name);
+                }
+            }
+        }
+        if let Some(server) = undo.cache {
+            backend.statements.remove(&server);
+        }
+        if undo.unnamed {
+            self.unnamed = None;
+            self.unnamed_here = false;
+        }
+    }
+}
+
+fn set(list: &mut Vec<(String, String)>, name: String, value: String) {
+    match list.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+        Some(entry) => entry.1 = value,
+        None => list.push((name, value)),
+    }
+}
+
+fn invalid_length() -> MuxError {
+    MuxError::Client(ErrorResponse::new(
+        Severity::Fatal,
+        SqlState::PROTOCOL_VIOLATION,
+        "invalid message length",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use pgbastion_wire::frontend as fe;
+
+    fn policy(transaction: bool) -> Policy {
+        Policy {
+            transaction,
+            statements_per_client: 100,
+            max_message_len: 1 << 20,
+        }
+    }
+
+    /// Backend replies, by tag, with the bodies the tests need.
+    fn replies(tags: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        for tag in tags.bytes() {
+            let body: &[u8] = match tag {
+                b'Z' => b"I",
+                b'C' => b"SELECT 1\0",
+                b'D' => b"\0\x01\0\0\0\x011",
+                b'E' => b"SERROR\0C42601\0Msyntax error\0\0",
+                _ => b"",
+            };
+            out.put_u8(tag);
+            out.put_u32(body.len() as u32 + 4);
+            out.put_slice(body);
+        }
+        out
+    }
+
+    fn tags(bytes: &[u8]) -> String {
+        let mut out = String::new();
+        let mut rest = bytes;
+        while rest.len() >= 5 {
+            let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            out.push(rest[0] as char);
+            rest = &rest[1 + len..];
+        }
+        out
+    }
+
+    struct Run {
+        mux: Multiplexer,
+    }
+
+    impl Run {
+        /// Sends `client` bytes, answers them with `backend` replies; returns what reached
+        /// the backend and the client.
+        fn exchange(
+            &mut self,
+            backend: &mut BackendState,
+            client: BytesMut,
+            reply: &str,
+        ) -> (BytesMut, BytesMut) {
+            let (mut to_backend, mut to_client) = (BytesMut::new(), BytesMut::new());
+            let mut input = client;
+            let flow = self
+                .mux
+                .from_client(&mut input, backend, &mut to_backend, &mut to_client)
+                .unwrap();
+            assert_eq!(flow, ClientFlow::More);
+            let mut answers = replies(reply);
+            self.mux
+                .from_backend(&mut answers, backend, &mut to_client)
+                .unwrap();
+            assert!(answers.is_empty());
+            (to_backend, to_client)
+        }
+    }
+
+    fn parse(name: &str, sql: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        fe::write_parse(&mut out, name, sql, &[]).unwrap();
+        out
+    }
+
+    fn bind_execute_sync(statement: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        fe::write_bind(&mut out, "", statement, &[], [], &[]).unwrap();
+        fe::write_execute(&mut out, "", 0).unwrap();
+        fe::write_sync(&mut out).unwrap();
+        out
+    }
+
+    fn sync() -> BytesMut {
+        let mut out = BytesMut::new();
+        fe::write_sync(&mut out).unwrap();
+        out
+    }
+
+    fn names_in(bytes: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(bytes);
+        text.match_indices("pgbastion_")
+            .map(|(i, _)| text[i..i + 42].to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_statement_prepared_on_one_backend_is_prepared_again_on_the_next() {
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut first = BackendState::new(&[], 10);
+        let mut input = parse("s1", "SELECT 1");
+        input.extend_from_slice(&sync());
+        let (sent, seen) = run.exchange(&mut first, input, "1Z");
+        assert_eq!(tags(&sent), "PS");
+        let server = names_in(&sent);
+        assert_eq!(server.len(), 1, "renamed: {sent:?}");
+        assert_eq!(tags(&seen), "1Z");
+        assert!(run.mux.releasable());
+
+        let mut second = BackendState::new(&[], 10);
+        run.mux.begin(&mut second, None, &mut BytesMut::new());
+        let (sent, seen) = run.exchange(&mut second, bind_execute_sync("s1"), "12DCZ");
+        assert_eq!(tags(&sent), "PBES");
+        assert_eq!(names_in(&sent), vec![server[0].clone(), server[0].clone()]);
+        assert_eq!(tags(&seen), "2DCZ", "ParseComplete of our own Parse swallowed");
+
+        // Back on the first backend, which has it: nothing is prepared again.
+        run.mux.begin(&mut first, None, &mut BytesMut::new());
+        let (sent, seen) = run.exchange(&mut first, bind_execute_sync("s1"), "2DCZ");
+        assert_eq!(tags(&sent), "BES");
+        assert_eq!(tags(&seen), "2DCZ");
+    }
+
+    #[test]
+    fn a_parse_the_backend_already_holds_is_answered_in_turn() {
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut backend = BackendState::new(&[], 10);
+        let mut input = parse("a", "SELECT 1");
+        input.extend_from_slice(&parse("b", "SELECT 1"));
+        input.extend_from_slice(&bind_execute_sync("b"));
+        let (sent, seen) = run.exchange(&mut backend, input, "12DCZ");
+        assert_eq!(tags(&sent), "PBES", "the second Parse is not sent");
+        assert_eq!(tags(&seen), "112DCZ");
+    }
+
+    #[test]
+    fn a_failed_parse_leaves_no_statement_and_the_rest_of_the_batch_is_skipped() {
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut backend = BackendState::new(&[], 10);
+        let mut input = parse("bad", "SELEC 1");
+        input.extend_from_slice(&bind_execute_sync("bad"));
+        let (sent, seen) = run.exchange(&mut backend, input, "EZ");
+        assert_eq!(tags(&sent), "PBES");
+        assert_eq!(tags(&seen), "EZ");
+        assert!(backend.statements.is_empty());
+        assert!(run.mux.releasable());
+        // The name is free, as in PostgreSQL.
+        let (_, seen) = run.exchange(&mut backend, bind_execute_sync("bad"), "Z");
+        assert_eq!(tags(&seen), "EZ", "26000 of our own, then the Sync's ReadyForQuery");
+        assert!(String::from_utf8_lossy(&seen).contains("26000"));
+    }
+
+    #[test]
+    fn close_forgets_the_client_name_only_and_a_duplicate_parse_is_refused() {
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut backend = BackendState::new(&[], 10);
+        let mut input = parse("s", "SELECT 1");
+        input.extend_from_slice(&parse("s", "SELECT 2"));
+        input.extend_from_slice(&sync());
+        let (sent, seen) = run.exchange(&mut backend, input, "1Z");
+        assert_eq!(tags(&sent), "PS");
+        assert_eq!(tags(&seen), "1EZ");
+        assert!(String::from_utf8_lossy(&seen).contains("42P05"));
+
+        let mut close = BytesMut::new();
+        fe::write_close(&mut close, pgbastion_wire::Target::Statement, "s").unwrap();
+        close.extend_from_slice(&sync());
+        let (sent, seen) = run.exchange(&mut backend, close, "Z");
+        assert_eq!(tags(&sent), "S", "the backend keeps the statement for others");
+        assert_eq!(tags(&seen), "3Z");
+        assert_eq!(backend.statements.len(), 1);
+    }
+
+    #[test]
+    fn session_parameters_are_set_out_of_sight_at_checkout() {
+        let wanted = vec![("TimeZone".to_owned(), "Asia/Tokyo".to_owned())];
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), wanted),
+        };
+        let mut backend = BackendState::new(&[("TimeZone".into(), "UTC".into())], 10);
+        let mut sent = BytesMut::new();
+        run.mux.begin(&mut backend, None, &mut sent);
+        assert_eq!(tags(&sent), "PBES");
+        let mut status = BytesMut::new();
+        status.put_u8(b'S');
+        status.put_u32(4 + 20);
+        status.put_slice(b"TimeZone\0Asia/Tokyo\0");
+        let mut answers = replies("12");
+        answers.extend_from_slice(&status);
+        answers.extend_from_slice(&replies("DCZ"));
+        let mut seen = BytesMut::new();
+        run.mux
+            .from_backend(&mut answers, &mut backend, &mut seen)
+            .unwrap();
+        assert_eq!(tags(&seen), "S", "only the parameter change reaches the client");
+        assert!(run.mux.releasable());
+        let mut again = BytesMut::new();
+        run.mux.begin(&mut backend, None, &mut again);
+        assert!(again.is_empty(), "nothing to set twice");
+    }
+
+    #[test]
+    fn session_mode_passes_statements_unchanged_and_is_never_released() {
+        let mut run = Run {
+            mux: Multiplexer::new(policy(false), vec![]),
+        };
+        let mut backend = BackendState::new(&[], 10);
+        let mut input = parse("s1", "SELECT 1");
+        input.extend_from_slice(&bind_execute_sync("s1"));
+        let expected = input.clone();
+        let (sent, seen) = run.exchange(&mut backend, input, "12DCZ");
+        assert_eq!(sent, expected);
+        assert_eq!(tags(&seen), "12DCZ");
+        assert!(!run.mux.releasable());
+        assert!(run.mux.reusable());
+    }
+
+    #[test]
+    fn a_backend_reply_nobody_asked_for_is_an_error() {
+        let mut mux = Multiplexer::new(policy(true), vec![]);
+        let mut backend = BackendState::new(&[], 10);
+        let mut answers = replies("2");
+        assert!(matches!(
+            mux.from_backend(&mut answers, &mut backend, &mut BytesMut::new()),
+            Err(MuxError::Backend(_))
+        ));
+    }
+}

@@ -1,0 +1,149 @@
+//! What a backend owes: one entry per message sent to it that gets a reply, in order, plus
+//! the replies pgbastion makes itself, kept in the same queue so that they reach the client
+//! in the order the client asked.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::statements::Prepared;
+
+/// The kind of message a reply answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Parse → ParseComplete.
+    Parse,
+    /// Bind → BindComplete.
+    Bind,
+    /// Close → CloseComplete.
+    Close,
+    /// Describe → (ParameterDescription) RowDescription or NoData.
+    Describe,
+    /// Execute → rows, then CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// Sync → ReadyForQuery.
+    Sync,
+    /// Query → everything up to ReadyForQuery.
+    Query,
+    /// FunctionCall → FunctionCallResponse, ReadyForQuery.
+    FunctionCall,
+}
+
+impl Kind {
+    /// Whether the reply ends with ReadyForQuery (and an error inside it is part of it).
+    pub fn ends_at_ready(self) -> bool {
+        matches!(self, Self::Sync | Self::Query | Self::FunctionCall)
+    }
+}
+
+/// Which replies to a message the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// All: the client sent the message.
+    All,
+    /// Only an error: pgbastion sent the message for the client's next one (a statement
+    /// prepared again on this backend), whose failure this is.
+    Errors,
+    /// None: pgbastion's own business (session parameters, evictions); an error means the
+    /// backend's state is unknown.
+    Nothing,
+}
+
+/// What to put back if the message an entry stands for turns out not to have run (it
+/// failed, or the backend skipped it after an earlier error).
+#[derive(Debug, Default)]
+pub struct Undo {
+    /// The client's name and what it named before.
+    pub client: Option<(String, Option<Arc<Prepared>>)>,
+    /// A statement recorded as present on the backend.
+    pub cache: Option<Arc<str>>,
+    /// The client's unnamed statement was replaced.
+    pub unnamed: bool,
+}
+
+/// One expected reply.
+#[derive(Debug)]
+pub enum Expect {
+    /// A backend reply to a message sent to it.
+    Reply {
+        /// What was sent.
+        kind: Kind,
+        /// Which replies the client sees.
+        show: Show,
+        /// What to put back if it did not run.
+        undo: Undo,
+    },
+    /// A reply pgbastion makes itself, sent to the client when its turn comes.
+    Own {
+        /// The encoded message(s).
+        message: Bytes,
+        /// What to put back if its turn never comes (an earlier message failed).
+        undo: Undo,
+    },
+}
+
+impl Expect {
+    /// Whether this entry is a Sync's.
+    pub fn is_sync(&self) -> bool {
+        matches!(
+            self,
+            Self::Reply {
+                kind: Kind::Sync,
+                ..
+            }
+        )
+    }
+
+    /// Which replies the client sees.
+    pub fn show(&self) -> Show {
+        match self {
+            Self::Reply { show, .. } => *show,
+            Self::Own { .. } => Show::All,
+        }
+    }
+}
+
+/// The queue of expected replies of one backend.
+#[derive(Debug, Default)]
+pub struct Expected(VecDeque<Expect>);
+
+impl Expected {
+    /// Adds an entry at the back.
+    pub fn push(&mut self, entry: Expect) {
+        self.0.push_back(entry);
+    }
+
+    /// The oldest entry.
+    pub fn front(&self) -> Option<&Expect> {
+        self.0.front()
+    }
+
+    /// Removes the oldest entry.
+    pub fn pop(&mut self) -> Option<Expect> {
+        self.0.pop_front()
+    }
+
+    /// Whether nothing is owed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether a Sync is queued (an error's skipping ends there).
+    pub fn has_sync(&self) -> bool {
+        self.0.iter().any(Expect::is_sync)
+    }
+
+    /// Removes the entries before the first queued Sync (the backend skips those messages
+    /// after an error), newest first, so their undos apply in reverse order.
+    pub fn drain_until_sync(&mut self) -> Vec<Expect> {
+        let end = self
+            .0
+            .iter()
+            .position(Expect::is_sync)
+            .unwrap_or(self.0.len());
+        let mut dropped: Vec<Expect> = self.0.drain(..end).collect();
+        dropped.reverse();
+        dropped
+    }
+}
