@@ -5,18 +5,113 @@
 //! [`CancelKeys`] (two backends on different servers can share a process ID: the secret tells
 //! them apart).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
 use pgbastion_gateway::cancel_keys::{CancelKeys, Registration};
 use pgbastion_wire::CancelKey;
+use tokio::sync::{Notify, RwLock};
 
 use crate::target::Address;
 
-/// Where a minted key's cancel requests go.
+/// A backend and its own cancel key.
 #[derive(Debug, Clone)]
-pub struct CancelTarget {
+pub struct BackendKey {
     /// The backend.
     pub address: Address,
     /// The backend's key.
     pub key: CancelKey,
+}
+
+/// Where a minted key's cancel requests go.
+#[derive(Debug, Clone)]
+pub enum CancelTarget {
+    /// The one backend of a transparent session.
+    Fixed(BackendKey),
+    /// A pooled client: the backend serving it at the moment of the request, if any.
+    Pooled(Arc<CancelSlot>),
+}
+
+impl CancelTarget {
+    /// Forwards a cancel request and waits until the backend closed the cancel connection
+    /// (it has then signalled its process). Returns whether anything was sent.
+    pub async fn forward(&self, timeout: Duration) -> std::io::Result<bool> {
+        match self {
+            Self::Fixed(backend) => {
+                crate::backend::send_cancel(&backend.address, &backend.key, timeout).await?;
+                Ok(true)
+            }
+            Self::Pooled(slot) => slot.forward(timeout).await,
+        }
+    }
+}
+
+/// A pooled client's cancel target. The pooled session attaches the backend it checked out,
+/// says when that backend is working for the client, and detaches it before giving it back;
+/// detaching waits for cancel requests being forwarded to it, so that none can land on the
+/// backend's next client (PgDog #1505). A cancel while the client waits for a backend wakes
+/// the wait instead.
+#[derive(Debug, Default)]
+pub struct CancelSlot {
+    serving: Mutex<Option<BackendKey>>,
+    busy: AtomicBool,
+    waiting: AtomicBool,
+    wake: Notify,
+    gate: RwLock<()>,
+}
+
+impl CancelSlot {
+    /// The client's backend is now `backend`.
+    pub fn attach(&self, backend: BackendKey) {
+        *self.serving.lock().unwrap_or_else(PoisonError::into_inner) = Some(backend);
+    }
+
+    /// Whether the backend is running something for the client.
+    pub fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, Ordering::Release);
+    }
+
+    /// The client gives its backend back: waits for cancels being forwarded to it.
+    pub async fn detach(&self) {
+        let _no_cancel_in_flight = self.gate.write().await;
+        self.busy.store(false, Ordering::Release);
+        *self.serving.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The client starts or stops waiting for a backend.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Release);
+    }
+
+    /// Resolves when a cancel request arrives while the client waits for a backend.
+    pub async fn cancelled_while_waiting(&self) {
+        self.wake.notified().await;
+    }
+
+    async fn forward(&self, timeout: Duration) -> std::io::Result<bool> {
+        let _in_flight = self.gate.read().await;
+        if self.waiting.load(Ordering::Acquire) {
+            self.wake.notify_one();
+            return Ok(true);
+        }
+        if !self.busy.load(Ordering::Acquire) {
+            // The query finished: cancelling now could only hit a later one.
+            return Ok(false);
+        }
+        let backend = self
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match backend {
+            Some(backend) => {
+                crate::backend::send_cancel(&backend.address, &backend.key, timeout).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// Minted keys of the sessions open now.
@@ -36,17 +131,17 @@ mod tests {
     #[test]
     fn a_client_key_carries_the_backend_pid_and_never_the_backend_secret() {
         let registry = Arc::new(CancelRegistry::default());
-        let target = CancelTarget {
+        let target = CancelTarget::Fixed(BackendKey {
             address: Address::Tcp("a".into(), 5432),
             key: CancelKey::new(77, vec![1, 2, 3, 4]),
-        };
+        });
         let registration = registry.register(Some(77), ProtocolVersion::V3_0, target);
         let minted = registration.key();
         assert_eq!(minted.process_id, 77);
         assert_ne!(&minted.secret_key[..], &[1, 2, 3, 4]);
-        assert_eq!(
-            registry.lookup(minted).unwrap().key.secret_key[..],
-            [1, 2, 3, 4]
-        );
+        let Some(CancelTarget::Fixed(found)) = registry.lookup(minted) else {
+            panic!("registered");
+        };
+        assert_eq!(found.key.secret_key[..], [1, 2, 3, 4]);
     }
 }

@@ -12,8 +12,8 @@ use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::backend::{self, BackendConn, BackendError, BackendSecret, Connector, Login};
-use crate::cancel::{CancelRegistry, CancelTarget};
+use crate::backend::{BackendConn, BackendError, BackendSecret, Connector, Login};
+use crate::cancel::{BackendKey, CancelRegistry, CancelTarget};
 use crate::config::ClientAddrParam;
 use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
 use crate::limits::{ConnectionLimiter, RateLimiter};
@@ -119,8 +119,8 @@ async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &Conn
         tracing::debug!(client = %state.client_addr, "cancel request with an unknown key ignored");
         return;
     };
-    if let Err(error) = backend::send_cancel(&target.address, &target.key, CANCEL_TIMEOUT).await {
-        tracing::warn!(backend = %target.address, %error, "could not forward a cancel request");
+    if let Err(error) = target.forward(CANCEL_TIMEOUT).await {
+        tracing::warn!(%error, "could not forward a cancel request");
     }
 }
 
@@ -166,10 +166,10 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
         shared.cancel.register(
             Some(key.process_id),
             version,
-            CancelTarget {
+            CancelTarget::Fixed(BackendKey {
                 address: backend.address.clone(),
                 key,
-            },
+            }),
         )
     });
     if greet(&mut conn, &backend, registration.as_ref().map(|r| r.key()))
