@@ -29,7 +29,9 @@ impl BackendState {
 
     /// Whether the backend reports changes of `name` (case-insensitively, as GUC names are).
     pub fn reports(&self, name: &str) -> bool {
-        self.reported.keys().any(|key| key.eq_ignore_ascii_case(name))
+        self.reported
+            .keys()
+            .any(|key| key.eq_ignore_ascii_case(name))
     }
 
     /// The value of `name` as far as pgbastion knows.
@@ -85,10 +87,8 @@ mod tests {
 
     #[test]
     fn changes_set_what_differs_and_reset_what_a_previous_client_left() {
-        let mut backend = BackendState::new(
-            &pairs(&[("TimeZone", "UTC"), ("application_name", "")]),
-            10,
-        );
+        let mut backend =
+            BackendState::new(&pairs(&[("TimeZone", "UTC"), ("application_name", "")]), 10);
         let first = pairs(&[
             ("TimeZone", "UTC"),
             ("application_name", "a"),
@@ -105,7 +105,10 @@ mod tests {
         backend
             .reported
             .insert("application_name".into(), "a".into());
-        assert!(backend.changes_for(&first).is_empty(), "nothing to do twice");
+        assert!(
+            backend.changes_for(&first).is_empty(),
+            "nothing to do twice"
+        );
         let second = pairs(&[("TimeZone", "Europe/Paris"), ("application_name", "a")]);
         assert_eq!(
             backend.changes_for(&second),

@@ -91,6 +91,8 @@ pub struct Multiplexer {
     client_stream: usize,
     /// Bytes of a streamed backend frame still to pass on (or drop).
     backend_stream: usize,
+    /// The tag of the last whole backend message.
+    last_backend_tag: u8,
     backend_stream_forward: bool,
 }
 
@@ -118,6 +120,7 @@ impl Multiplexer {
             own_failed: false,
             client_stream: 0,
             backend_stream: 0,
+            last_backend_tag: 0,
             backend_stream_forward: true,
         }
     }
@@ -174,6 +177,43 @@ impl Multiplexer {
     /// The session parameters the client has now.
     pub fn wanted(&self) -> &[(String, String)] {
         &self.wanted
+    }
+
+    /// Whether the backend's last message was an ErrorResponse (when it then closes, the
+    /// client has been told why).
+    pub fn last_was_error(&self) -> bool {
+        self.last_backend_tag == b'E'
+    }
+
+    /// No backend could be had: every whole client message in `input` is answered as
+    /// PostgreSQL answers a failed batch (the error once, then ReadyForQuery for each Sync,
+    /// Query or FunctionCall), and consumed.
+    pub fn refuse(
+        &mut self,
+        input: &mut BytesMut,
+        error: &ErrorResponse,
+        to_client: &mut BytesMut,
+    ) -> ClientFlow {
+        let error = wire::encode(&BackendMessage::ErrorResponse(error.clone()));
+        let mut told = false;
+        while let Ok(Some((tag, total))) = self.decoder.peek_header(input) {
+            if input.len() < total {
+                break;
+            }
+            let _ = input.split_to(total);
+            if tag == b'X' {
+                return ClientFlow::Terminate;
+            }
+            if !told {
+                to_client.extend_from_slice(&error);
+                told = true;
+            }
+            if matches!(tag, b'S' | b'Q' | b'F') {
+                to_client.extend_from_slice(&wire::ready(self.status));
+                told = false;
+            }
+        }
+        ClientFlow::More
     }
 
     /// Whether `input` holds a client message to handle (the caller then needs a backend).
@@ -385,7 +425,11 @@ impl Multiplexer {
     /// ignored up to Sync, as PostgreSQL would.
     fn fail_batch(&mut self, code: SqlState, message: String, to_client: &mut BytesMut) {
         let error = ErrorResponse::new(Severity::Error, code, message);
-        self.answer(wire::encode(&BackendMessage::ErrorResponse(error)), Undo::default(), to_client);
+        self.answer(
+            wire::encode(&BackendMessage::ErrorResponse(error)),
+            Undo::default(),
+            to_client,
+        );
         self.discarding = true;
     }
 
@@ -560,7 +604,10 @@ impl Multiplexer {
                 self.backend_stream_forward =
                     self.expected.front().is_none_or(|e| e.show() == Show::All);
                 if self.expected.is_empty() && !self.copy {
-                    return Err(MuxError::Backend(format!("{} with nothing asked", tag as char)));
+                    return Err(MuxError::Backend(format!(
+                        "{} with nothing asked",
+                        tag as char
+                    )));
                 }
                 continue;
             }
@@ -574,6 +621,7 @@ impl Multiplexer {
                 return Ok(());
             }
             let frame = input.split_to(total);
+            self.last_backend_tag = tag;
             if self.backend_message(tag, &frame[5..], backend)? {
                 to_client.extend_from_slice(&frame);
             }
@@ -614,7 +662,12 @@ impl Multiplexer {
                 self.own_failed = true;
                 return Ok(true);
             }
-            _ => return Err(MuxError::Backend(format!("{} with nothing asked", tag as char))),
+            _ => {
+                return Err(MuxError::Backend(format!(
+                    "{} with nothing asked",
+                    tag as char
+                )))
+            }
         };
         let complete = match (tag, kind) {
             (b'1', Kind::Parse) | (b'2', Kind::Bind) | (b'3', Kind::Close) => true,
@@ -672,7 +725,9 @@ impl Multiplexer {
             self.discarding = true;
         }
         // `drain_until_sync` returns newest first; the failed one is the oldest.
-        dropped.iter_mut().for_each(|entry| self.undo(entry, backend));
+        dropped
+            .iter_mut()
+            .for_each(|entry| self.undo(entry, backend));
     }
 
     fn undo(&mut self, entry: &mut Expect, backend: &mut BackendState) {
@@ -833,7 +888,11 @@ mod tests {
         let (sent, seen) = run.exchange(&mut second, bind_execute_sync("s1"), "12DCZ");
         assert_eq!(tags(&sent), "PBES");
         assert_eq!(names_in(&sent), vec![server[0].clone(), server[0].clone()]);
-        assert_eq!(tags(&seen), "2DCZ", "ParseComplete of our own Parse swallowed");
+        assert_eq!(
+            tags(&seen),
+            "2DCZ",
+            "ParseComplete of our own Parse swallowed"
+        );
 
         // Back on the first backend, which has it: nothing is prepared again.
         run.mux.begin(&mut first, None, &mut BytesMut::new());
@@ -871,7 +930,11 @@ mod tests {
         assert!(run.mux.releasable());
         // The name is free, as in PostgreSQL.
         let (_, seen) = run.exchange(&mut backend, bind_execute_sync("bad"), "Z");
-        assert_eq!(tags(&seen), "EZ", "26000 of our own, then the Sync's ReadyForQuery");
+        assert_eq!(
+            tags(&seen),
+            "EZ",
+            "26000 of our own, then the Sync's ReadyForQuery"
+        );
         assert!(String::from_utf8_lossy(&seen).contains("26000"));
     }
 
@@ -893,7 +956,11 @@ mod tests {
         fe::write_close(&mut close, pgbastion_wire::Target::Statement, "s").unwrap();
         close.extend_from_slice(&sync());
         let (sent, seen) = run.exchange(&mut backend, close, "Z");
-        assert_eq!(tags(&sent), "S", "the backend keeps the statement for others");
+        assert_eq!(
+            tags(&sent),
+            "S",
+            "the backend keeps the statement for others"
+        );
         assert_eq!(tags(&seen), "3Z");
         assert_eq!(backend.statements.len(), 1);
     }
@@ -919,7 +986,11 @@ mod tests {
         run.mux
             .from_backend(&mut answers, &mut backend, &mut seen)
             .unwrap();
-        assert_eq!(tags(&seen), "S", "only the parameter change reaches the client");
+        assert_eq!(
+            tags(&seen),
+            "S",
+            "only the parameter change reaches the client"
+        );
         assert!(run.mux.releasable());
         let mut again = BytesMut::new();
         run.mux.begin(&mut backend, None, &mut again);

@@ -11,3 +11,4 @@ mod wire;
 pub use backend_state::BackendState;
 pub use engine::{ClientFlow, Multiplexer, MuxError, Policy};
 pub use statements::{BackendStatements, ClientStatements, Prepared};
+pub use wire::extended_group;

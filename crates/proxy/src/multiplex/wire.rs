@@ -106,7 +106,9 @@ impl<'a> Bind<'a> {
 
 /// The target byte (`S` or `P`) and name of a whole Describe or Close frame.
 pub fn split_target(frame: &[u8]) -> Result<(u8, &[u8]), MuxError> {
-    let (&target, rest) = frame[5..].split_first().ok_or_else(|| malformed("Describe"))?;
+    let (&target, rest) = frame[5..]
+        .split_first()
+        .ok_or_else(|| malformed("Describe"))?;
     let (name, rest) = cstr(rest, "Describe")?;
     if !rest.is_empty() || !matches!(target, b'S' | b'P') {
         return Err(malformed("Describe"));
@@ -148,7 +150,11 @@ pub fn set_config(changes: &[(String, Option<String>)], out: &mut BytesMut) {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str(&format!("set_config(${}, ${}, false)", 2 * i + 1, 2 * i + 2));
+        sql.push_str(&format!(
+            "set_config(${}, ${}, false)",
+            2 * i + 1,
+            2 * i + 2
+        ));
     }
     let values = changes
         .iter()
@@ -177,6 +183,11 @@ pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
         String::from_utf8_lossy(name).into_owned(),
         String::from_utf8_lossy(value).into_owned(),
     ))
+}
+
+/// ReadyForQuery with `status`.
+pub fn ready(status: pgbastion_wire::TransactionStatus) -> Bytes {
+    encode(&BackendMessage::ReadyForQuery(status))
 }
 
 /// A backend message, encoded.

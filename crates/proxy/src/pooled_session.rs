@@ -1,0 +1,358 @@
+//! A client served through a pool: its messages go to whichever backend it holds, checked
+//! out when it has something to send and given back when the [`Multiplexer`] says the
+//! backend is clean (transaction mode), or at the end of the session (session mode, after a
+//! reset). The bytes are moved both ways at once (a client pipelining more than the socket
+//! buffers hold cannot deadlock against a backend sending results).
+
+use std::future::Future;
+use std::ops::DerefMut;
+
+use bytes::{Bytes, BytesMut};
+use pgbastion_wire::{BackendMessage, ErrorResponse, Severity, SqlState};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::backend::BackendConn;
+use crate::cancel::{BackendKey, CancelSlot};
+use crate::multiplex::{BackendState, ClientFlow, Multiplexer, MuxError};
+
+/// How much is buffered per direction before reading that side pauses.
+const BUFFER_LIMIT: usize = 256 * 1024;
+
+/// A backend connection as a pool keeps it: the login, and what pgbastion knows of its
+/// session state.
+pub struct PooledBackend {
+    /// The logged-in connection.
+    pub conn: BackendConn,
+    /// Statements and parameters.
+    pub state: BackendState,
+}
+
+impl PooledBackend {
+    /// A fresh connection, caching at most `statements` prepared statements.
+    pub fn new(conn: BackendConn, statements: usize) -> Self {
+        let state = BackendState::new(&conn.parameters, statements);
+        Self { conn, state }
+    }
+
+    fn cancel_key(&self) -> Option<BackendKey> {
+        Some(BackendKey {
+            address: self.conn.address.clone(),
+            key: self.conn.key.clone()?,
+        })
+    }
+}
+
+/// Where pooled backends come from. Dropping a lease closes its connection.
+pub trait Lender: Send + Sync {
+    /// A checked-out backend.
+    type Lease: DerefMut<Target = PooledBackend> + Send;
+
+    /// A backend for this client, or the error the client should see (no backend became
+    /// free in time, the backend could not be reached).
+    fn checkout(&self) -> impl Future<Output = Result<Self::Lease, ErrorResponse>> + Send;
+
+    /// Gives a clean backend back; `reset` asks for the pool's reset first (session mode).
+    fn give_back(&self, lease: Self::Lease, reset: bool) -> impl Future<Output = ()> + Send;
+}
+
+/// What pgbastion says to each backend it checks out for this client before the client's
+/// own messages (the session switch): a complete Sync group, given the backend's process ID.
+pub type Switch<'a> = &'a (dyn Fn(u32) -> Bytes + Send + Sync);
+
+/// How a pooled session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PooledEnd {
+    /// The client sent Terminate.
+    Terminate,
+    /// The client went away.
+    Client,
+    /// The backend failed under the client.
+    Backend,
+    /// The client broke the protocol.
+    Protocol,
+}
+
+impl PooledEnd {
+    /// A short word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Terminate => "terminate",
+            Self::Client => "client",
+            Self::Backend => "backend",
+            Self::Protocol => "protocol error",
+        }
+    }
+}
+
+/// Totals of a pooled session.
+#[derive(Debug, Clone, Copy)]
+pub struct Pooled {
+    /// How it ended.
+    pub end: PooledEnd,
+    /// Backends checked out.
+    pub checkouts: u64,
+}
+
+/// One pooled client, from its first message after the greeting to its end.
+pub struct PooledSession<'a, L: Lender> {
+    /// Where backends come from.
+    pub lender: &'a L,
+    /// The client's protocol state.
+    pub mux: Multiplexer,
+    /// The client's cancel target.
+    pub slot: &'a CancelSlot,
+    /// The session switch, on pooled listeners that have one.
+    pub switch: Option<Switch<'a>>,
+    /// Session mode: the backend the client holds from its start.
+    pub held: Option<L::Lease>,
+}
+
+enum Turn {
+    /// The backend is clean: give it back.
+    Release,
+    /// The session is over.
+    End(PooledEnd),
+}
+
+impl<L: Lender> PooledSession<'_, L> {
+    /// Serves the client until it ends. `client_in` holds bytes already read from it.
+    pub async fn run<C>(mut self, client: C, mut client_in: BytesMut) -> Pooled
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let mut to_client = BytesMut::new();
+        let mut lease = self.held.take();
+        let mut checkouts = u64::from(lease.is_some());
+        let end = loop {
+            let mut to_backend = BytesMut::new();
+            if lease.is_none() {
+                match self
+                    .await_message(
+                        &mut client_read,
+                        &mut client_write,
+                        &mut client_in,
+                        &mut to_client,
+                    )
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(end) => break end,
+                }
+                match self.checkout().await {
+                    Ok(mut got) => {
+                        checkouts += 1;
+                        let pid = got.conn.key.as_ref().map_or(0, |key| key.process_id);
+                        let switch = self.switch.map(|switch| switch(pid));
+                        let PooledBackend { state, .. } = &mut *got;
+                        self.mux.begin(state, switch.as_ref(), &mut to_backend);
+                        if let Some(key) = got.cancel_key() {
+                            self.slot.attach(key);
+                        }
+                        lease = Some(got);
+                    }
+                    Err(refusal) => {
+                        if self.mux.refuse(&mut client_in, &refusal, &mut to_client)
+                            == ClientFlow::Terminate
+                        {
+                            break PooledEnd::Terminate;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(held) = lease.as_mut() else {
+                continue;
+            };
+            let turn = self
+                .with_backend(
+                    held,
+                    (&mut client_read, &mut client_write),
+                    &mut client_in,
+                    &mut to_client,
+                    to_backend,
+                )
+                .await;
+            match turn {
+                Turn::Release => {
+                    self.slot.detach().await;
+                    if let Some(clean) = lease.take() {
+                        self.lender.give_back(clean, false).await;
+                    }
+                }
+                Turn::End(end) => break end,
+            }
+        };
+        self.slot.detach().await;
+        if let Some(held) = lease {
+            if self.mux.reusable() && matches!(end, PooledEnd::Terminate | PooledEnd::Client) {
+                // Session mode, or a pinned client: the pool's reset makes it anyone's.
+                let pinned = self.mux.pinned().is_some();
+                self.lender
+                    .give_back(held, pinned || !self.mux.releasable())
+                    .await;
+            }
+        }
+        if !to_client.is_empty() {
+            let _ = client_write.write_all(&to_client).await;
+        }
+        let _ = client_write.shutdown().await;
+        Pooled { end, checkouts }
+    }
+
+    /// Waits for a whole client message while no backend is held, writing what is owed.
+    async fn await_message<R, W>(
+        &self,
+        client_read: &mut R,
+        client_write: &mut W,
+        client_in: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) -> Result<(), PooledEnd>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        loop {
+            match self.mux.has_client_message(client_in) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => {
+                    report(&error, to_client);
+                    return Err(PooledEnd::Protocol);
+                }
+            }
+            tokio::select! {
+                read = client_read.read_buf(client_in) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        return Err(PooledEnd::Client);
+                    }
+                }
+                written = client_write.write_buf(to_client), if !to_client.is_empty() => {
+                    if written.is_err() {
+                        return Err(PooledEnd::Client);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A backend, waiting in the pool's queue; a cancel request meanwhile ends the wait
+    /// with 57014, as a cancelled query would.
+    async fn checkout(&self) -> Result<L::Lease, ErrorResponse> {
+        self.slot.set_waiting(true);
+        let got = tokio::select! {
+            got = self.lender.checkout() => got,
+            () = self.slot.cancelled_while_waiting() => Err(ErrorResponse::new(
+                Severity::Error,
+                SqlState::QUERY_CANCELED,
+                "canceling statement due to user request",
+            )),
+        };
+        self.slot.set_waiting(false);
+        got
+    }
+
+    /// Relays between the client and the backend it holds until the backend is clean
+    /// (transaction mode) or the session ends.
+    async fn with_backend<R, W>(
+        &mut self,
+        held: &mut L::Lease,
+        (client_read, client_write): (&mut R, &mut W),
+        client_in: &mut BytesMut,
+        to_client: &mut BytesMut,
+        mut to_backend: BytesMut,
+    ) -> Turn
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let PooledBackend { conn, state } = &mut **held;
+        let mut backend_in = std::mem::take(&mut conn.buffered);
+        let (mut backend_read, mut backend_write) = tokio::io::split(&mut conn.stream);
+        let turn = loop {
+            if let Err(error) = self.mux.from_backend(&mut backend_in, state, to_client) {
+                tracing::warn!(%error, "backend out of step; closing it");
+                report(&backend_lost(), to_client);
+                break Turn::End(PooledEnd::Backend);
+            }
+            if to_backend.len() < BUFFER_LIMIT {
+                match self.mux.has_client_message(client_in) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        match self
+                            .mux
+                            .from_client(client_in, state, &mut to_backend, to_client)
+                        {
+                            Ok(ClientFlow::More) => {}
+                            Ok(ClientFlow::Terminate) => break Turn::End(PooledEnd::Terminate),
+                            Err(error) => {
+                                report(&error, to_client);
+                                break Turn::End(PooledEnd::Protocol);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        report(&error, to_client);
+                        break Turn::End(PooledEnd::Protocol);
+                    }
+                }
+            }
+            self.slot.set_busy(self.mux.busy());
+            if self.mux.own_failed() {
+                tracing::warn!("a statement of pgbastion's own failed on the backend; closing it");
+                report(&backend_lost(), to_client);
+                break Turn::End(PooledEnd::Backend);
+            }
+            if to_backend.is_empty() && backend_in.is_empty() && self.mux.releasable() {
+                break Turn::Release;
+            }
+            tokio::select! {
+                read = client_read.read_buf(client_in), if client_in.len() < BUFFER_LIMIT => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        break Turn::End(PooledEnd::Client);
+                    }
+                }
+                read = backend_read.read_buf(&mut backend_in), if to_client.len() < BUFFER_LIMIT => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        if !self.mux.last_was_error() {
+                            report(&backend_lost(), to_client);
+                        }
+                        break Turn::End(PooledEnd::Backend);
+                    }
+                }
+                written = client_write.write_buf(to_client), if !to_client.is_empty() => {
+                    if written.is_err() {
+                        break Turn::End(PooledEnd::Client);
+                    }
+                }
+                written = backend_write.write_buf(&mut to_backend), if !to_backend.is_empty() => {
+                    if written.is_err() {
+                        report(&backend_lost(), to_client);
+                        break Turn::End(PooledEnd::Backend);
+                    }
+                }
+            }
+        };
+        drop((backend_read, backend_write));
+        conn.buffered = backend_in;
+        turn
+    }
+}
+
+fn backend_lost() -> MuxError {
+    MuxError::Client(ErrorResponse::new(
+        Severity::Fatal,
+        SqlState::CONNECTION_FAILURE,
+        "the connection to the backend was lost",
+    ))
+}
+
+/// Queues the error that ends the session for the client.
+fn report(error: &MuxError, to_client: &mut BytesMut) {
+    let response = match error {
+        MuxError::Client(response) => response.clone(),
+        MuxError::Backend(_) => return report(&backend_lost(), to_client),
+    };
+    // A short fixed-shape error always encodes.
+    let _ = BackendMessage::ErrorResponse(response).encode(to_client);
+}
