@@ -51,8 +51,22 @@ pub trait Lender: Send + Sync {
     /// free in time, the backend could not be reached).
     fn checkout(&self) -> impl Future<Output = Result<Self::Lease, ErrorResponse>> + Send;
 
-    /// Gives a clean backend back; `reset` asks for the pool's reset first (session mode).
-    fn give_back(&self, lease: Self::Lease, reset: bool) -> impl Future<Output = ()> + Send;
+    /// Ends a lease: the backend goes back clean, goes back after the pool's reset, or is
+    /// closed.
+    fn give_back(&self, lease: Self::Lease, how: GiveBack) -> impl Future<Output = ()> + Send;
+}
+
+/// How a lease ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBack {
+    /// Clean (transaction mode, at ReadyForQuery 'I' with nothing owed).
+    Clean,
+    /// Clean once the pool's reset ran (session mode, a pinned client).
+    Reset,
+    /// Closed: the client left it mid-transaction, in COPY or in an unknown state.
+    Close,
+    /// Closed after a failure (the pool checks its other idle backends).
+    Broken,
 }
 
 /// What pgbastion says to each backend it checks out for this client before the client's
@@ -177,26 +191,27 @@ impl<L: Lender> PooledSession<'_, L> {
                 Turn::Release => {
                     self.slot.detach().await;
                     if let Some(clean) = lease.take() {
-                        self.lender.give_back(clean, false).await;
+                        self.lender.give_back(clean, GiveBack::Clean).await;
                     }
                 }
                 Turn::End(end) => break end,
             }
         };
         self.slot.detach().await;
-        if let Some(held) = lease {
-            if self.mux.reusable() && matches!(end, PooledEnd::Terminate | PooledEnd::Client) {
-                // Session mode, or a pinned client: the pool's reset makes it anyone's.
-                let pinned = self.mux.pinned().is_some();
-                self.lender
-                    .give_back(held, pinned || !self.mux.releasable())
-                    .await;
-            }
-        }
         if !to_client.is_empty() {
             let _ = client_write.write_all(&to_client).await;
         }
         let _ = client_write.shutdown().await;
+        if let Some(held) = lease {
+            let how = match end {
+                PooledEnd::Backend => GiveBack::Broken,
+                _ if !self.mux.reusable() => GiveBack::Close,
+                // Session mode, or a pinned client: the pool's reset makes it anyone's.
+                _ if !self.mux.releasable() => GiveBack::Reset,
+                _ => GiveBack::Clean,
+            };
+            self.lender.give_back(held, how).await;
+        }
         Pooled { end, checkouts }
     }
 
