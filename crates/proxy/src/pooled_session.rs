@@ -34,6 +34,12 @@ impl PooledBackend {
         Self { conn, state }
     }
 
+    /// After the pool's reset: what pgbastion set and prepared is gone, and the parameters
+    /// are back to the login's.
+    pub fn forget_session(&mut self) {
+        self.state = BackendState::new(&self.conn.parameters, self.state.statements.capacity());
+    }
+
     fn cancel_key(&self) -> Option<BackendKey> {
         Some(BackendKey {
             address: self.conn.address.clone(),

@@ -179,9 +179,14 @@ impl ErrorResponse {
     /// The same response with severity FATAL (both `S` and `V`), every other field kept:
     /// how an error that ends the connection is passed on whole.
     pub fn into_fatal(self) -> Self {
-        let fatal = Severity::Fatal.as_str();
-        self.with(ErrorField::Severity, fatal)
-            .with(ErrorField::SeverityNonLocalized, fatal)
+        self.with_severity(Severity::Fatal)
+    }
+
+    /// The same response with `severity` (both `S` and `V`), every other field kept.
+    pub fn with_severity(self, severity: Severity) -> Self {
+        let text = severity.as_str();
+        self.with(ErrorField::Severity, text)
+            .with(ErrorField::SeverityNonLocalized, text)
     }
 
     /// Sets field `field` in place, replacing an earlier value or appending.

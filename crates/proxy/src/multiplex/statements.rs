@@ -142,6 +142,11 @@ impl BackendStatements {
         }
     }
 
+    /// How many statements it keeps between exchanges.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether the backend holds `name`; marks it used.
     pub fn touch(&mut self, name: &Arc<str>) -> bool {
         self.clock += 1;
