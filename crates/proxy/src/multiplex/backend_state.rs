@@ -34,6 +34,14 @@ impl BackendState {
             .any(|key| key.eq_ignore_ascii_case(name))
     }
 
+    /// The value the backend last reported for `name`.
+    pub fn reported_value(&self, name: &str) -> Option<&str> {
+        self.reported
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+
     /// The value of `name` as far as pgbastion knows.
     fn current(&self, name: &str) -> Option<&str> {
         self.reported

@@ -17,7 +17,8 @@ use pgbastion_wire::{
 };
 
 use super::backend_state::BackendState;
-use super::expect::{Expect, Expected, Kind, Show, Undo};
+use super::expect::{Care, Expect, Expected, Kind, Show, Undo};
+use crate::sql_scan::{self, Discard, Effect, StringLiterals};
 use super::statements::{ClientStatements, Prepared};
 use super::wire;
 
@@ -38,6 +39,9 @@ pub struct Policy {
     pub transaction: bool,
     /// The most named statements one client may hold (transaction mode).
     pub statements_per_client: usize,
+    /// Refuse statements that leave session state behind (transaction mode) instead of
+    /// pinning the client to its backend.
+    pub refuse_session_state: bool,
     /// The longest client message accepted.
     pub max_message_len: usize,
 }
@@ -51,6 +55,16 @@ pub enum MuxError {
     /// The backend sent something that answers nothing asked (the connection is unusable).
     #[error("backend reply out of step: {0}")]
     Backend(String),
+}
+
+/// What a statement's text means for sharing the backend.
+enum Verdict {
+    /// Send it, following what it does.
+    Go(Care),
+    /// `DEALLOCATE` of the client's own statement `name`: answered by pgbastion.
+    Deallocate(String),
+    /// Refused with this error.
+    Refuse(ErrorResponse),
 }
 
 /// What a client message stream asks next.
@@ -77,6 +91,8 @@ pub struct Multiplexer {
     /// Session parameters the client has (startup values, then what the backend reported
     /// while serving it).
     wanted: Vec<(String, String)>,
+    /// The startup values (what `RESET ALL` returns to).
+    startup: Vec<(String, String)>,
     expected: Expected,
     /// The server side ignores client messages until the next Sync (after an error).
     discarding: bool,
@@ -111,6 +127,7 @@ impl Multiplexer {
             unnamed: None,
             unnamed_here: false,
             namespace,
+            startup: wanted.clone(),
             wanted,
             expected: Expected::default(),
             discarding: false,
@@ -269,6 +286,7 @@ impl Multiplexer {
             kind,
             show,
             undo: Undo::default(),
+            care: Care::default(),
         });
     }
 
@@ -335,14 +353,8 @@ impl Multiplexer {
                 self.forward(Kind::Sync, frame, to_backend);
             }
             b'H' | b'c' | b'f' => to_backend.extend_from_slice(&frame),
-            b'Q' => {
-                if self.policy.transaction {
-                    // A simple query drops the unnamed statement.
-                    self.unnamed = None;
-                    self.unnamed_here = false;
-                }
-                self.forward(Kind::Query, frame, to_backend);
-            }
+            b'Q' if self.policy.transaction => self.query(frame, backend, to_backend, to_client),
+            b'Q' => self.forward(Kind::Query, frame, to_backend),
             b'F' => self.forward(Kind::FunctionCall, frame, to_backend),
             b'E' => self.forward(Kind::Execute, frame, to_backend),
             b'P' | b'B' | b'C' | b'D' if !self.policy.transaction => {
@@ -398,11 +410,16 @@ impl Multiplexer {
     }
 
     fn forward(&mut self, kind: Kind, frame: Bytes, to_backend: &mut BytesMut) {
+        self.forward_with(kind, frame, Care::default(), to_backend);
+    }
+
+    fn forward_with(&mut self, kind: Kind, frame: Bytes, care: Care, to_backend: &mut BytesMut) {
         to_backend.extend_from_slice(&frame);
         self.expected.push(Expect::Reply {
             kind,
             show: Show::All,
             undo: Undo::default(),
+            care,
         });
     }
 
@@ -424,13 +441,115 @@ impl Multiplexer {
     /// An error of pgbastion's own for the current extended-query batch: the rest of it is
     /// ignored up to Sync, as PostgreSQL would.
     fn fail_batch(&mut self, code: SqlState, message: String, to_client: &mut BytesMut) {
-        let error = ErrorResponse::new(Severity::Error, code, message);
-        self.answer(
-            wire::encode(&BackendMessage::ErrorResponse(error)),
-            Undo::default(),
-            to_client,
-        );
+        self.fail_batch_with(ErrorResponse::new(Severity::Error, code, message), to_client);
+    }
+
+    fn fail_batch_with(&mut self, error: ErrorResponse, to_client: &mut BytesMut) {
+        self.answer(wire::error(error), Undo::default(), to_client);
         self.discarding = true;
+    }
+
+    /// A simple query in transaction mode: judged for session state first; `DEALLOCATE` of
+    /// one of the client's statements is answered here.
+    fn query(
+        &mut self,
+        frame: Bytes,
+        backend: &mut BackendState,
+        to_backend: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) {
+        // A simple query drops the unnamed statement.
+        self.unnamed = None;
+        self.unnamed_here = false;
+        let sql = frame
+            .get(5..frame.len().saturating_sub(1))
+            .and_then(|body| std::str::from_utf8(body).ok())
+            .unwrap_or_default();
+        match self.judge(sql, backend) {
+            Verdict::Go(care) => {
+                if care.fragile {
+                    self.statements.clear();
+                    backend.statements.clear();
+                }
+                self.forward_with(Kind::Query, frame, care, to_backend);
+            }
+            Verdict::Deallocate(name) => {
+                self.statements.remove(&name);
+                let done = wire::encode(&BackendMessage::CommandComplete {
+                    tag: "DEALLOCATE".into(),
+                });
+                self.answer(done, Undo::default(), to_client);
+                self.answer(wire::ready(self.status), Undo::default(), to_client);
+            }
+            Verdict::Refuse(error) => {
+                self.answer(wire::error(error), Undo::default(), to_client);
+                self.answer(wire::ready(self.status), Undo::default(), to_client);
+            }
+        }
+    }
+
+    /// What `sql` means for sharing the backend: statements that leave session state
+    /// behind pin the client (or are refused, as the route says); parameters the backend
+    /// reports are followed; dropping statements or parameters is followed.
+    fn judge(&mut self, sql: &str, backend: &BackendState) -> Verdict {
+        let literals = match backend.reported_value("standard_conforming_strings") {
+            Some("off") => StringLiterals::BackslashEscapes,
+            _ => StringLiterals::Standard,
+        };
+        let scan = sql_scan::scan_with(sql, literals);
+        let mut care = Care::default();
+        for effect in scan.effects {
+            let sticky = match effect {
+                Effect::Sticky { what } => what.to_owned(),
+                Effect::SetParameter { name } if backend.reports(&name) => continue,
+                Effect::SetParameter { name } => format!("SET {name}"),
+                Effect::ResetAll => {
+                    care.reapply = true;
+                    continue;
+                }
+                Effect::Discard(Discard::All) => {
+                    care.reapply = true;
+                    care.fragile = true;
+                    continue;
+                }
+                Effect::Deallocate { name: None } => {
+                    care.fragile = true;
+                    continue;
+                }
+                Effect::Deallocate { name: Some(name) } => {
+                    let alone = scan.statements == 1 && self.expected.is_empty();
+                    if alone && self.statements.get(&name).is_some() {
+                        return Verdict::Deallocate(name);
+                    }
+                    continue;
+                }
+                Effect::Discard(Discard::Temp) => "DISCARD TEMP".to_owned(),
+                Effect::Discard(Discard::Plans | Discard::Sequences) => continue,
+            };
+            if self.pinned.is_some() {
+                continue;
+            }
+            if self.policy.refuse_session_state {
+                return Verdict::Refuse(ErrorResponse::new(
+                    Severity::Error,
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    format!(
+                        "{sticky} is not available through a transaction pool: it would stay \
+                         on a backend that other clients share (this route's pool refuses it; \
+                         with session_state = \"pin\" the client would keep its backend)"
+                    ),
+                ));
+            }
+            self.pin_for(&sticky);
+        }
+        Verdict::Go(care)
+    }
+
+    /// Pins the client, with one log line.
+    fn pin_for(&mut self, why: &str) {
+        if self.pin(why) {
+            tracing::info!(reason = why, "client pinned to its backend for the rest of its session");
+        }
     }
 
     fn missing_statement(&mut self, name: &[u8], to_client: &mut BytesMut) {
@@ -449,6 +568,18 @@ impl Multiplexer {
         to_client: &mut BytesMut,
     ) -> Result<(), MuxError> {
         let parse = wire::Parse::split(&frame)?;
+        match self.judge(parse.query, backend) {
+            Verdict::Go(care) if care == Care::default() => {}
+            Verdict::Go(_) | Verdict::Deallocate(_) => {
+                // Statements and parameters dropped through the extended protocol cannot be
+                // followed reply by reply: the client keeps its backend.
+                self.pin_for("DEALLOCATE, DISCARD or RESET ALL as a prepared statement");
+            }
+            Verdict::Refuse(error) => {
+                self.fail_batch_with(error, to_client);
+                return Ok(());
+            }
+        }
         if parse.name.is_empty() {
             self.unnamed = Some(frame.clone());
             self.unnamed_here = true;
@@ -460,6 +591,7 @@ impl Multiplexer {
                     unnamed: true,
                     ..Undo::default()
                 },
+                care: Care::default(),
             });
             return Ok(());
         }
@@ -499,6 +631,7 @@ impl Multiplexer {
                     cache: Some(server),
                     unnamed: false,
                 },
+                care: Care::default(),
             });
         }
         Ok(())
@@ -539,6 +672,7 @@ impl Multiplexer {
                     cache: Some(server.clone()),
                     ..Undo::default()
                 },
+                care: Care::default(),
             });
         }
         Ok(Some(server))
@@ -654,8 +788,10 @@ impl Multiplexer {
         }
         // pgbastion's own answers leave the front as soon as they reach it, so the front is
         // always a reply the backend owes.
-        let (kind, show) = match self.expected.front() {
-            Some(Expect::Reply { kind, show, .. }) => (*kind, *show),
+        let (kind, show, care) = match self.expected.front() {
+            Some(Expect::Reply {
+                kind, show, care, ..
+            }) => (*kind, *show, *care),
             Some(Expect::Own { .. }) | None if tag == b'E' => {
                 // An error nobody asked for (the backend is shutting down): the client
                 // learns it, and the backend is not reused.
@@ -689,7 +825,7 @@ impl Multiplexer {
             (b'V', Kind::FunctionCall) => false,
             (b'E', kind) => {
                 self.copy = false;
-                if show == Show::Nothing {
+                if show == Show::Nothing || care.fragile {
                     self.own_failed = true;
                 }
                 if !kind.ends_at_ready() {
@@ -702,6 +838,9 @@ impl Multiplexer {
                 self.status = TransactionStatus::from_byte(status)
                     .map_err(|_| MuxError::Backend("ReadyForQuery status".to_owned()))?;
                 self.copy = false;
+                if care.reapply {
+                    self.reapply_startup(backend);
+                }
                 true
             }
             (tag, kind) => {
@@ -715,6 +854,16 @@ impl Multiplexer {
             self.expected.pop();
         }
         Ok(show == Show::All)
+    }
+
+    /// The client reset its parameters (`RESET ALL`, `DISCARD ALL`): as on its own
+    /// backend, they go back to its startup values; the backend is told at the next
+    /// checkout (what pgbastion set there is gone).
+    fn reapply_startup(&mut self, backend: &mut BackendState) {
+        backend.forget_applied();
+        for (name, value) in &self.startup {
+            set(&mut self.wanted, name.clone(), value.clone());
+        }
     }
 
     /// The front message failed: its undo applies, and the backend skips the rest up to
@@ -779,8 +928,15 @@ mod tests {
         Policy {
             transaction,
             statements_per_client: 100,
+            refuse_session_state: false,
             max_message_len: 1 << 20,
         }
+    }
+
+    fn query(sql: &str) -> BytesMut {
+        let mut out = BytesMut::new();
+        fe::write_query(&mut out, sql).unwrap();
+        out
     }
 
     /// Backend replies, by tag, with the bodies the tests need.
@@ -1022,5 +1178,74 @@ mod tests {
             mux.from_backend(&mut answers, &mut backend, &mut BytesMut::new()),
             Err(MuxError::Backend(_))
         ));
+    }
+
+    #[test]
+    fn session_state_pins_the_client_or_is_refused_as_the_route_says() {
+        let mut backend = BackendState::new(&[("TimeZone".into(), "UTC".into())], 10);
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let (sent, _) = run.exchange(&mut backend, query("SET TimeZone = 'UTC'"), "CZ");
+        assert_eq!(tags(&sent), "Q");
+        assert!(run.mux.releasable(), "a reported parameter is followed, not pinned");
+        run.exchange(&mut backend, query("SELECT 1; LISTEN jobs"), "CCZ");
+        assert_eq!(run.mux.pinned(), Some("LISTEN"));
+        assert!(!run.mux.releasable());
+
+        let refusing = Policy {
+            refuse_session_state: true,
+            ..policy(true)
+        };
+        let mut run = Run {
+            mux: Multiplexer::new(refusing, vec![]),
+        };
+        let (sent, seen) = run.exchange(&mut backend, query("SET work_mem = '64MB'"), "");
+        assert!(sent.is_empty(), "refused statements never reach the backend");
+        assert_eq!(tags(&seen), "EZ");
+        let text = String::from_utf8_lossy(&seen);
+        assert!(text.contains("0A000") && text.contains("SET work_mem"), "{text}");
+        assert!(run.mux.releasable());
+    }
+
+    #[test]
+    fn deallocate_of_a_protocol_statement_is_answered_on_the_clients_view() {
+        let mut backend = BackendState::new(&[], 10);
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut input = parse("s1", "SELECT 1");
+        input.extend_from_slice(&sync());
+        run.exchange(&mut backend, input, "1Z");
+        let (sent, seen) = run.exchange(&mut backend, query("DEALLOCATE s1"), "");
+        assert!(sent.is_empty());
+        assert_eq!(tags(&seen), "CZ");
+        assert_eq!(backend.statements.len(), 1, "others may still use it");
+        let mut again = parse("s1", "SELECT 2");
+        again.extend_from_slice(&sync());
+        let (_, seen) = run.exchange(&mut backend, again, "1Z");
+        assert_eq!(tags(&seen), "1Z", "the name is free again");
+    }
+
+    #[test]
+    fn reset_all_brings_back_the_startup_values_at_the_next_checkout() {
+        let startup = vec![("DateStyle".to_owned(), "German".to_owned())];
+        let mut backend = BackendState::new(&[("DateStyle".into(), "ISO".into())], 10);
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), startup),
+        };
+        let mut sent = BytesMut::new();
+        run.mux.begin(&mut backend, None, &mut sent);
+        let mut answers = replies("12CZ");
+        run.mux
+            .from_backend(&mut answers, &mut backend, &mut BytesMut::new())
+            .unwrap();
+        backend.reported.insert("DateStyle".into(), "German".into());
+        run.exchange(&mut backend, query("RESET ALL"), "CZ");
+        // The backend went back to its own default and said so.
+        backend.reported.insert("DateStyle".into(), "ISO".into());
+        let mut again = BytesMut::new();
+        run.mux.begin(&mut backend, None, &mut again);
+        assert_eq!(tags(&again), "PBES", "German is set again");
     }
 }

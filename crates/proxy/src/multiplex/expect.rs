@@ -62,6 +62,18 @@ pub struct Undo {
     pub unnamed: bool,
 }
 
+/// What a Query does to the backend's state that pgbastion must follow.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Care {
+    /// It dropped statements pgbastion prepared: if it failed instead, what the backend
+    /// holds is unknown, and the backend must not be reused.
+    pub fragile: bool,
+    /// It reset session parameters (`RESET ALL`, `DISCARD ALL`): once it is answered, the
+    /// client's startup values are what it should have, and they are set again at the next
+    /// checkout.
+    pub reapply: bool,
+}
+
 /// One expected reply.
 #[derive(Debug)]
 pub enum Expect {
@@ -73,6 +85,8 @@ pub enum Expect {
         show: Show,
         /// What to put back if it did not run.
         undo: Undo,
+        /// What its ReadyForQuery or error means beyond the client's view.
+        care: Care,
     },
     /// A reply pgbastion makes itself, sent to the client when its turn comes.
     Own {

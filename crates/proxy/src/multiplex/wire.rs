@@ -185,6 +185,11 @@ pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
     ))
 }
 
+/// An ErrorResponse.
+pub fn error(error: ErrorResponse) -> Bytes {
+    encode(&BackendMessage::ErrorResponse(error))
+}
+
 /// ReadyForQuery with `status`.
 pub fn ready(status: pgbastion_wire::TransactionStatus) -> Bytes {
     encode(&BackendMessage::ReadyForQuery(status))
