@@ -17,6 +17,7 @@ pub mod secret;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod sql_scan;
 pub mod target;
 pub mod tls_client;
 pub mod tokens;
