@@ -20,6 +20,7 @@ pub mod server;
 pub mod session;
 pub mod session_switch;
 pub mod settings;
+pub mod sql_scan;
 pub mod target;
 pub mod tls_client;
 pub mod tokens;
