@@ -4,6 +4,7 @@
 
 pub mod auth_query;
 pub mod backend;
+pub mod backend_reset;
 pub mod cancel;
 pub mod config;
 pub mod external;
