@@ -99,6 +99,9 @@ pub struct ConfigFile {
     /// is refused before any are run).
     #[serde(default = "default_max_scram_iterations")]
     pub max_scram_iterations: Spanned<u32>,
+    /// `[pools]`: limits across every pool.
+    #[serde(default)]
+    pub pools: PoolsConfig,
 }
 
 fn default_max_scram_iterations() -> Spanned<u32> {
@@ -141,6 +144,21 @@ pub struct ListenerConfig {
     /// Time from connect to the end of authentication.
     #[serde(default = "default_auth_timeout", with = "humantime_serde_compat")]
     pub auth_timeout: Duration,
+    /// Whether clients of this listener are served through their route's pool.
+    #[serde(default)]
+    pub mode: ListenerMode,
+}
+
+/// What a listener does with routes that have a `pool`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerMode {
+    /// Every client gets a backend connection of its own, whatever its route's `pool` says.
+    #[default]
+    Transparent,
+    /// Clients of routes with a `pool` are served through it (others as on a transparent
+    /// listener).
+    Pooled,
 }
 
 fn default_startup_timeout() -> Duration {
@@ -293,6 +311,72 @@ pub struct RouteConfig {
     pub external: Option<ExternalConfig>,
     /// `auth = "scram"`: fetch SCRAM verifiers from the backend instead of `[[user]]`.
     pub auth_query: Option<AuthQueryConfig>,
+    /// Backend connection pooling for clients of pooled listeners (spanned: refusals of the
+    /// table as a whole name its line).
+    pub pool: Option<Spanned<PoolConfig>>,
+}
+
+/// `pool = { ... }` of a route. Unset keys take [`crate::pool::PoolSettings::default`]'s
+/// values; docs/configuration.md lists them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// When a backend goes back to the pool: at the end of the session or of each
+    /// transaction.
+    pub mode: PoolMode,
+    /// The most backend connections of one pool.
+    pub size: Option<Spanned<usize>>,
+    /// Idle backend connections kept open even without clients.
+    pub min_idle: Option<Spanned<usize>>,
+    /// Idle connections older than this are replaced (`"0s"`: never).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub max_lifetime: Option<Duration>,
+    /// Idle connections unused this long are closed, down to `min_idle` (`"0s"`: never).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub idle_timeout: Option<Duration>,
+    /// How long a client waits for a backend connection before 53300.
+    #[serde(default, with = "humantime_serde_compat::option")]
+    pub checkout_timeout: Option<Duration>,
+    /// The SQL run on a backend before it serves another client in session mode (`""`:
+    /// none).
+    pub reset: Option<String>,
+    /// What transaction mode does when a client changes session state.
+    #[serde(default)]
+    pub session_state: SessionStatePolicy,
+}
+
+/// When a pooled backend connection goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// When the client leaves (after the route's `reset`).
+    Session,
+    /// After each transaction (at ReadyForQuery `I`).
+    Transaction,
+}
+
+/// What transaction mode does with a client that changes session state (SET, LISTEN,
+/// session advisory locks, temporary tables, WITH HOLD cursors, SQL PREPARE).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatePolicy {
+    /// The client keeps its backend connection until it leaves.
+    #[default]
+    Pin,
+    /// The statement is refused with an error.
+    Refuse,
+}
+
+/// `[pools]`: backend-wide caps over all pools (0: no cap), like PgBouncer's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolsConfig {
+    /// The most pooled connections to one database of one backend, across pools.
+    #[serde(default)]
+    pub max_db_connections: usize,
+    /// The most pooled connections as one user to one backend, across pools.
+    #[serde(default)]
+    pub max_user_connections: usize,
 }
 
 /// `auth_query = { ... }` of a `scram` route.
@@ -466,6 +550,17 @@ mod humantime_serde_compat {
                 "invalid duration \"{text}\" ({e}); write e.g. \"5s\", \"250ms\", \"1h\""
             ))
         })
+    }
+
+    /// An optional duration (with `#[serde(default)]`: absent is `None`).
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }
 

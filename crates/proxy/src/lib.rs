@@ -4,6 +4,7 @@
 
 pub mod auth_query;
 pub mod backend;
+pub mod backend_reset;
 pub mod cancel;
 pub mod config;
 pub mod external;
@@ -11,6 +12,7 @@ pub mod hooks;
 pub mod kdf;
 pub mod limits;
 pub mod multiplex;
+pub mod pool;
 pub mod pooled_session;
 pub mod refusal;
 pub mod relay;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use regex::Regex;
 
-use crate::config::{AuthMode, ClientAddrParam, ExternalMethod};
+use crate::config::{AuthMode, ClientAddrParam, ExternalMethod, PoolMode, SessionStatePolicy};
+use crate::pool::PoolSettings;
 use crate::secret::Secret;
 use crate::target::Target;
 
@@ -158,6 +159,20 @@ pub struct AuthQuery {
     pub password: Option<Secret>,
 }
 
+/// A compiled `pool = { … }` of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePool {
+    /// When a backend connection goes back to the pool.
+    pub mode: PoolMode,
+    /// What transaction mode does with session state.
+    pub session_state: SessionStatePolicy,
+    /// The SQL that makes a backend connection fit for the next client in session mode
+    /// (default [`crate::backend_reset::DEFAULT_RESET`]); `None`: none.
+    pub reset: Option<String>,
+    /// Size and lifecycle of each pool of the route.
+    pub settings: PoolSettings,
+}
+
 /// A compiled `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -191,6 +206,8 @@ pub struct Route {
     pub auth_query: Option<AuthQuery>,
     /// Where relative certificate paths start (the configuration file's directory).
     pub files_dir: PathBuf,
+    /// Pooling for clients of pooled listeners; `None`: every client gets its own backend.
+    pub pool: Option<RoutePool>,
 }
 
 impl Route {
@@ -461,6 +478,7 @@ mod tests {
             external: None,
             auth_query: None,
             files_dir: PathBuf::from("."),
+            pool: None,
         }
     }
 

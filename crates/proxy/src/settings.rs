@@ -13,12 +13,14 @@ use pgbastion_gateway::{GatewayConfig, TlsConfig};
 use toml::Spanned;
 
 use crate::config::{
-    self, AuthMode, ConfigError, ConfigFile, ExternalConfig, JwtConfig, ListenerConfig, LogConfig,
-    ProxyProtocol, RouteConfig, SourceFile,
+    self, AuthMode, ConfigError, ConfigFile, ExternalConfig, JwtConfig, ListenerConfig,
+    ListenerMode, LogConfig, PoolsConfig, ProxyProtocol, RouteConfig, SourceFile,
 };
 use crate::route::{AuthQuery, External, Matcher, Route, Routes};
 use crate::secret::Secret;
 use crate::target::Target;
+
+mod pool;
 
 /// Per-listener limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,8 @@ pub struct Listener {
     pub gateway: Arc<GatewayConfig>,
     /// Connection limits.
     pub limits: Limits,
+    /// Transparent, or served through the routes' pools.
+    pub mode: ListenerMode,
 }
 
 /// Token validation settings (`[jwt]`), with paths and environment references resolved.
@@ -88,6 +92,8 @@ pub struct Settings {
     pub dir: PathBuf,
     /// The most SCRAM iterations a backend may ask for.
     pub max_scram_iterations: u32,
+    /// `[pools]`: backend-wide caps over all pools.
+    pub pools: PoolsConfig,
 }
 
 impl Settings {
@@ -208,6 +214,7 @@ impl Compiler<'_> {
             log: parsed.log,
             dir: self.file.dir().to_owned(),
             max_scram_iterations: parsed.max_scram_iterations.into_inner(),
+            pools: parsed.pools,
         })
     }
 
@@ -279,6 +286,7 @@ impl Compiler<'_> {
                 connection_rate_per_ip: l.connection_rate_per_ip,
                 cancel_rate_per_ip: l.cancel_rate_per_ip,
             },
+            mode: l.mode,
         })
     }
 
@@ -469,6 +477,7 @@ impl Compiler<'_> {
             external,
             auth_query,
             files_dir: self.file.dir().to_owned(),
+            pool: self.route_pool(r)?,
         })
     }
 
@@ -687,6 +696,7 @@ fn default_listener() -> Listener {
             connection_rate_per_ip: 0,
             cancel_rate_per_ip: 10,
         },
+        mode: ListenerMode::Transparent,
     }
 }
 
@@ -696,7 +706,7 @@ mod tests {
 
     use super::*;
 
-    fn compile(dir: &Path, text: &str) -> Result<Settings, ConfigError> {
+    pub(super) fn compile(dir: &Path, text: &str) -> Result<Settings, ConfigError> {
         Settings::from_source(&SourceFile {
             path: dir.join("pgbastion.toml"),
             text: text.to_owned(),
