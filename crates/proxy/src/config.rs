@@ -147,6 +147,19 @@ pub struct ListenerConfig {
     /// Whether clients of this listener are served through their route's pool.
     #[serde(default)]
     pub mode: ListenerMode,
+    /// On a pooled listener: the statement that tells each checked-out backend who the
+    /// client is.
+    pub session_switch: Option<Spanned<SessionSwitchConfig>>,
+}
+
+/// `session_switch = { statement = "…", key = "…" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSwitchConfig {
+    /// The statement, with placeholders `$1` … `$7` (see docs/pooling.md).
+    pub statement: String,
+    /// The HMAC key signing the values (`${ENV}` allowed).
+    pub key: Spanned<String>,
 }
 
 /// What a listener does with routes that have a `pool`.
@@ -343,6 +356,11 @@ pub struct PoolConfig {
     /// What transaction mode does when a client changes session state.
     #[serde(default)]
     pub session_state: SessionStatePolicy,
+    /// Prepared statements each backend keeps (transaction mode; least recently used
+    /// closed beyond).
+    pub statements_per_backend: Option<Spanned<usize>>,
+    /// Prepared statements one client may hold at once (transaction mode).
+    pub statements_per_client: Option<Spanned<usize>>,
 }
 
 /// When a pooled backend connection goes back to the pool.

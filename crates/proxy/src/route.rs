@@ -171,6 +171,10 @@ pub struct RoutePool {
     pub reset: Option<String>,
     /// Size and lifecycle of each pool of the route.
     pub settings: PoolSettings,
+    /// Prepared statements each backend keeps (transaction mode).
+    pub statements_per_backend: usize,
+    /// Prepared statements one client may hold at once (transaction mode).
+    pub statements_per_client: usize,
 }
 
 /// A compiled `[[route]]`.

@@ -18,6 +18,7 @@ use crate::config::{
 };
 use crate::route::{AuthQuery, External, Matcher, Route, Routes};
 use crate::secret::Secret;
+use crate::session_switch::SessionSwitch;
 use crate::target::Target;
 
 mod pool;
@@ -46,6 +47,8 @@ pub struct Listener {
     pub limits: Limits,
     /// Transparent, or served through the routes' pools.
     pub mode: ListenerMode,
+    /// The session switch of a pooled listener.
+    pub session_switch: Option<Arc<SessionSwitch>>,
 }
 
 /// Token validation settings (`[jwt]`), with paths and environment references resolved.
@@ -287,7 +290,36 @@ impl Compiler<'_> {
                 cancel_rate_per_ip: l.cancel_rate_per_ip,
             },
             mode: l.mode,
+            session_switch: self.session_switch(l)?,
         })
+    }
+
+    /// A listener's `session_switch`: pooled listeners only (a transparent listener's
+    /// clients keep their own backend and tell it who they are by other means).
+    fn session_switch(
+        &self,
+        l: &ListenerConfig,
+    ) -> Result<Option<Arc<SessionSwitch>>, ConfigError> {
+        let Some(table) = &l.session_switch else {
+            return Ok(None);
+        };
+        if l.mode != ListenerMode::Pooled {
+            return self.error(
+                table.span(),
+                "session_switch needs mode = \"pooled\": on a transparent listener every client \
+                 keeps its own backend connection, so there is nothing to switch (use the \
+                 route's client_addr or proxy_protocol to tell the backend who the client is)",
+            );
+        }
+        let switch = table.get_ref();
+        let key = self.env(&switch.key)?;
+        if key.is_empty() {
+            return self.error(switch.key.span(), "session_switch.key must not be empty");
+        }
+        match SessionSwitch::new(switch.statement.clone(), Secret::new(key)) {
+            Ok(built) => Ok(Some(Arc::new(built))),
+            Err(error) => self.error(table.span(), format!("session_switch.statement: {error}")),
+        }
     }
 
     fn read(&self, value: &Spanned<String>, what: &str) -> Result<Vec<u8>, ConfigError> {
@@ -697,6 +729,7 @@ fn default_listener() -> Listener {
             cancel_rate_per_ip: 10,
         },
         mode: ListenerMode::Transparent,
+        session_switch: None,
     }
 }
 

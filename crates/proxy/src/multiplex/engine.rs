@@ -18,9 +18,9 @@ use pgbastion_wire::{
 
 use super::backend_state::BackendState;
 use super::expect::{Care, Expect, Expected, Kind, Show, Undo};
-use crate::sql_scan::{self, Discard, Effect, StringLiterals};
 use super::statements::{ClientStatements, Prepared};
 use super::wire;
+use crate::sql_scan::{self, Discard, Effect, StringLiterals};
 
 /// The client frame streamed through as it arrives, however long: CopyData.
 const STREAMED_FROM_CLIENT: u8 = b'd';
@@ -441,7 +441,10 @@ impl Multiplexer {
     /// An error of pgbastion's own for the current extended-query batch: the rest of it is
     /// ignored up to Sync, as PostgreSQL would.
     fn fail_batch(&mut self, code: SqlState, message: String, to_client: &mut BytesMut) {
-        self.fail_batch_with(ErrorResponse::new(Severity::Error, code, message), to_client);
+        self.fail_batch_with(
+            ErrorResponse::new(Severity::Error, code, message),
+            to_client,
+        );
     }
 
     fn fail_batch_with(&mut self, error: ErrorResponse, to_client: &mut BytesMut) {
@@ -548,7 +551,10 @@ impl Multiplexer {
     /// Pins the client, with one log line.
     fn pin_for(&mut self, why: &str) {
         if self.pin(why) {
-            tracing::info!(reason = why, "client pinned to its backend for the rest of its session");
+            tracing::info!(
+                reason = why,
+                "client pinned to its backend for the rest of its session"
+            );
         }
     }
 
@@ -1188,7 +1194,10 @@ mod tests {
         };
         let (sent, _) = run.exchange(&mut backend, query("SET TimeZone = 'UTC'"), "CZ");
         assert_eq!(tags(&sent), "Q");
-        assert!(run.mux.releasable(), "a reported parameter is followed, not pinned");
+        assert!(
+            run.mux.releasable(),
+            "a reported parameter is followed, not pinned"
+        );
         run.exchange(&mut backend, query("SELECT 1; LISTEN jobs"), "CCZ");
         assert_eq!(run.mux.pinned(), Some("LISTEN"));
         assert!(!run.mux.releasable());
@@ -1201,10 +1210,16 @@ mod tests {
             mux: Multiplexer::new(refusing, vec![]),
         };
         let (sent, seen) = run.exchange(&mut backend, query("SET work_mem = '64MB'"), "");
-        assert!(sent.is_empty(), "refused statements never reach the backend");
+        assert!(
+            sent.is_empty(),
+            "refused statements never reach the backend"
+        );
         assert_eq!(tags(&seen), "EZ");
         let text = String::from_utf8_lossy(&seen);
-        assert!(text.contains("0A000") && text.contains("SET work_mem"), "{text}");
+        assert!(
+            text.contains("0A000") && text.contains("SET work_mem"),
+            "{text}"
+        );
         assert!(run.mux.releasable());
     }
 

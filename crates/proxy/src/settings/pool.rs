@@ -6,8 +6,14 @@ use crate::backend_reset::DEFAULT_RESET;
 use crate::config::{AuthMode, ConfigError, PoolConfig, RouteConfig};
 use crate::pool::PoolSettings;
 use crate::route::RoutePool;
+use toml::Spanned;
 
 use super::Compiler;
+
+/// Prepared statements a backend keeps by default (transaction mode).
+pub const DEFAULT_STATEMENTS_PER_BACKEND: usize = 256;
+/// Prepared statements a client may hold by default (transaction mode).
+pub const DEFAULT_STATEMENTS_PER_CLIENT: usize = 1000;
 
 impl Compiler<'_> {
     /// The route's pool, with unset keys at [`PoolSettings::default`]: `size` at least 1,
@@ -36,11 +42,28 @@ impl Compiler<'_> {
             }
             Some(sql) => Some(sql.clone()),
         };
+        let at_least_one = |value: &Option<Spanned<usize>>, default: usize, key: &str| match value {
+            None => Ok(default),
+            Some(given) if *given.get_ref() == 0 => {
+                self.error(given.span(), format!("pool.{key} must be at least 1"))
+            }
+            Some(given) => Ok(*given.get_ref()),
+        };
         Ok(Some(RoutePool {
             mode: pool.mode,
             session_state: pool.session_state,
             reset,
             settings,
+            statements_per_backend: at_least_one(
+                &pool.statements_per_backend,
+                DEFAULT_STATEMENTS_PER_BACKEND,
+                "statements_per_backend",
+            )?,
+            statements_per_client: at_least_one(
+                &pool.statements_per_client,
+                DEFAULT_STATEMENTS_PER_CLIENT,
+                "statements_per_client",
+            )?,
         }))
     }
 
@@ -134,6 +157,8 @@ mod tests {
                     checkout_timeout: Duration::from_secs(10),
                     ..PoolSettings::default()
                 },
+                statements_per_backend: 256,
+                statements_per_client: 1000,
             }
         );
     }
@@ -143,11 +168,16 @@ mod tests {
         let pool = route_pool(
             "mode = \"transaction\", size = 4, min_idle = 2, max_lifetime = \"30m\", \
              idle_timeout = \"90s\", checkout_timeout = \"2500ms\", \
-             reset = \"DISCARD ALL; SET ROLE NONE\", session_state = \"refuse\"",
+             reset = \"RESET ALL\", session_state = \"refuse\", statements_per_backend = 8, \
+             statements_per_client = 9",
+        );
+        assert_eq!(
+            (pool.statements_per_backend, pool.statements_per_client),
+            (8, 9)
         );
         assert_eq!(pool.mode, PoolMode::Transaction);
         assert_eq!(pool.session_state, SessionStatePolicy::Refuse);
-        assert_eq!(pool.reset.as_deref(), Some("DISCARD ALL; SET ROLE NONE"));
+        assert_eq!(pool.reset.as_deref(), Some("RESET ALL"));
         let s = pool.settings;
         assert_eq!((s.size, s.min_idle), (4, 2));
         assert_eq!(s.max_lifetime, Some(Duration::from_secs(1800)));
@@ -292,6 +322,30 @@ mod tests {
                 error.contains(&format!("pgbastion.toml:{line}")) && error.contains(words),
                 "{text}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn a_session_switch_needs_a_pooled_listener_and_known_placeholders() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n";
+        let listener = |mode: &str, statement: &str| {
+            format!(
+                "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"{mode}\"\n\
+                 session_switch = {{ statement = \"{statement}\", key = \"k\" }}\n{route}"
+            )
+        };
+        let good = compile(
+            dir.path(),
+            &listener("pooled", "SELECT set_config('a.b', $1, false)"),
+        );
+        assert!(good.unwrap().listeners[0].session_switch.is_some());
+        for (text, words) in [
+            (listener("transparent", "SELECT $1"), "pgbastion.toml:4: session_switch needs mode = \"pooled\""),
+            (listener("pooled", "SELECT $8"), "pgbastion.toml:4: session_switch.statement: the session switch statement must use placeholders $1 to $7 (it uses $8)"),
+        ] {
+            let error = compile(dir.path(), &text).unwrap_err().to_string();
+            assert!(error.contains(words), "{error}");
         }
     }
 }
