@@ -262,7 +262,7 @@ async fn negotiate_tls(
     tls: &TlsClients,
     address: &str,
 ) -> Result<(Box<dyn BackendIo>, Option<Vec<u8>>), BackendError> {
-    if matches!(target.sslmode, SslMode::Disable | SslMode::Allow) {
+    if matches!(target.tls.sslmode, SslMode::Disable | SslMode::Allow) {
         return Ok((Box::new(tcp), None));
     }
     let mut request = BytesMut::new();
@@ -277,11 +277,11 @@ async fn negotiate_tls(
     };
     match answer {
         b'S' => {}
-        b'N' if target.sslmode == SslMode::Prefer => return Ok((Box::new(tcp), None)),
+        b'N' if target.tls.sslmode == SslMode::Prefer => return Ok((Box::new(tcp), None)),
         b'N' => {
             return Err(tls_error(format!(
                 "the server does not support TLS, and sslmode={:?} requires it",
-                target.sslmode
+                target.tls.sslmode
             )))
         }
         other => {
@@ -290,7 +290,10 @@ async fn negotiate_tls(
             )))
         }
     }
-    let stream = tls.handshake(tcp, target).await.map_err(tls_error)?;
+    let stream = tls
+        .handshake(tcp, &target.address, &target.tls)
+        .await
+        .map_err(tls_error)?;
     let binding = stream
         .get_ref()
         .1

@@ -18,6 +18,7 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod target;
+pub mod template;
 pub mod tls_client;
 pub mod tokens;
 pub mod users;

@@ -20,7 +20,8 @@ use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::refusal::Refusal;
 use crate::relay;
 use crate::route::{Captures, Route, Routes};
-use crate::target::{Address, Target};
+use crate::target::{Address, FillError, Target};
+use crate::template::Values;
 use crate::tokens::Tokens;
 use crate::users::Users;
 
@@ -218,25 +219,30 @@ async fn greet(
     conn.flush().await
 }
 
-/// The route's backend for one client: placeholders filled in, the URL parsed, and the
-/// certificate files that depend on the client checked.
+/// The route's backend for one client: placeholders filled in, and the certificate files
+/// that depend on the client checked.
 pub fn backend_target(
     route: &Route,
     captures: &Captures,
     user: &str,
     database: &str,
 ) -> Result<Target, BackendError> {
-    let url = route
-        .backend_url(captures, user, database)
-        .map_err(BackendError::Auth)?;
-    let target = Target::parse(&url).map_err(|e| {
-        BackendError::Auth(format!(
-            "{} has an unusable backend URL for this client: {e}",
-            route.describe()
-        ))
+    let values = Values {
+        captures,
+        user,
+        database,
+    };
+    let target = route.backend.fill(&values).map_err(|error| {
+        let route = route.describe();
+        BackendError::Auth(match &error {
+            FillError::Target(e) => {
+                format!("{route} has an unusable backend URL for this client: {e}")
+            }
+            FillError::FileName(_) => format!("{route}: {error}"),
+        })
     })?;
     route
-        .check_templated_files(&target)
+        .check_templated_files(&target.tls)
         .map_err(|message| BackendError::Tls {
             address: target.address.to_string(),
             message,
