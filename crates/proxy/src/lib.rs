@@ -10,6 +10,7 @@ pub mod external;
 pub mod hooks;
 pub mod kdf;
 pub mod limits;
+pub mod login_plan;
 pub mod refusal;
 pub mod relay;
 pub mod route;
