@@ -3,7 +3,8 @@
 //! to connect and how (address, TLS), as whom (user, database, secret) and with which startup
 //! parameters. It is a pure function, table-tested against the precedence rules of
 //! `docs/configuration.md`; [`Connector::connect`](crate::backend::Connector::connect)
-//! carries the plan out.
+//! carries the plan out, and [`LoginPlan::pool_identity`] says which logins a pooled backend
+//! connection could serve.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -158,6 +159,53 @@ impl LoginPlan {
         }
         parameters
     }
+
+    /// What a pooled backend connection logged in by this plan shares with other clients'
+    /// logins ([`PoolKey`]), and the session parameters a pool sets with `SET` when it hands
+    /// such a connection to this client (every startup parameter but `options` and
+    /// `replication`, which only a login can set). The client's address (PROXY header,
+    /// `client_addr`) is in neither: it belongs to one client.
+    pub fn pool_identity(&self) -> (PoolKey, Vec<(String, String)>) {
+        let (login_only, session): (Vec<_>, Vec<_>) = self
+            .parameters
+            .iter()
+            .cloned()
+            .partition(|(name, _)| LOGIN_ONLY.contains(&name.as_str()));
+        let key = PoolKey {
+            address: self.address.clone(),
+            tls: self.tls.clone(),
+            user: self.user.clone(),
+            database: self.database.clone(),
+            options: get(&login_only, "options").map(str::to_owned),
+            replication: get(&login_only, "replication").map(str::to_owned),
+        };
+        (key, session)
+    }
+}
+
+/// Startup parameters that cannot be changed with `SET` after login.
+const LOGIN_ONLY: [&str; 2] = ["options", "replication"];
+
+/// What backend logins must have in common for a pooled connection of one to serve another:
+/// the same backend (address, TLS settings), role, database and login-only parameters. The
+/// secret is not part of it: a pool must hand a connection only to a client authenticated
+/// for its user and database. No caller outside tests yet: the connection pools that follow
+/// are keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Where.
+    pub address: Address,
+    /// How TLS is set up.
+    pub tls: TlsSettings,
+    /// The backend user.
+    pub user: String,
+    /// The backend database.
+    pub database: String,
+    /// The `options` startup parameter, without the client's address that `client_addr`
+    /// adds.
+    pub options: Option<String>,
+    /// The `replication` startup parameter.
+    pub replication: Option<String>,
 }
 
 /// The route's backend for one client: placeholders filled in. Pure: the certificate files

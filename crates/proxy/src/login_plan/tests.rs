@@ -1,7 +1,7 @@
 //! [`LoginPlan::build`] row by row against the precedence rules of `docs/configuration.md`
 //! ("Backend URLs", "Startup parameters", `strip_options`, `client_addr`, `proxy_protocol`,
 //! `connect_timeout`, `auth_query`) and `docs/auth.md` ("The backend login"), then its
-//! errors.
+//! errors, then [`LoginPlan::pool_identity`].
 
 use std::path::PathBuf;
 
@@ -733,4 +733,136 @@ fn a_client_gets_the_reason_its_login_cannot_be_planned() {
         };
         assert!(error.contains(message), "{rule}: {error}");
     }
+}
+
+fn plan_for(url: &str, setup: Setup, client_parameters: &[(&str, &str)]) -> LoginPlan {
+    plan(url, setup, client_parameters, Proof::None).unwrap()
+}
+
+#[test]
+fn clients_differing_only_in_session_parameters_or_address_share_a_pool_key() {
+    let setup = Setup {
+        client_addr: ClientAddrParam::Options,
+        proxy_protocol: true,
+        ..SETUP
+    };
+    let url = "postgres://app@h/db?sslmode=require";
+    let psql = plan_for(
+        url,
+        setup,
+        &[
+            ("user", "alice"),
+            ("application_name", "psql"),
+            ("options", "-c work_mem=64kB"),
+        ],
+    );
+    let mut other = plan_for(
+        url,
+        setup,
+        &[
+            ("user", "alice"),
+            ("application_name", "web"),
+            ("TimeZone", "UTC"),
+            ("options", "-c work_mem=64kB"),
+        ],
+    );
+    other.client_addr = Some(ClientAddr::Options("198.51.100.1".parse().unwrap()));
+    other.proxy_from = Some("198.51.100.1:4000".parse().unwrap());
+    let (key, session) = psql.pool_identity();
+    let (other_key, other_session) = other.pool_identity();
+    assert_eq!(key, other_key);
+    assert_eq!(
+        key.options.as_deref(),
+        Some("-c work_mem=64kB"),
+        "without the client's address"
+    );
+    assert_eq!(session, owned(&[("application_name", "psql")]));
+    assert_eq!(
+        other_session,
+        owned(&[("application_name", "web"), ("TimeZone", "UTC")])
+    );
+    let crdb = Setup {
+        client_addr: ClientAddrParam::Crdb,
+        ..SETUP
+    };
+    let (crdb_key, crdb_session) = plan_for(url, crdb, &[("user", "alice")]).pool_identity();
+    assert_eq!(crdb_session, [], "crdb:remote_addr is the client's own");
+    assert_eq!(crdb_key.options, None);
+}
+
+#[test]
+fn what_a_login_alone_can_set_keeps_pool_keys_apart() {
+    let url = "postgres://h/db?sslmode=require";
+    let base = plan_for(url, SETUP, &[("user", "alice")]);
+    let (key, _) = base.pool_identity();
+    let differing = [
+        ("user", plan_for(url, SETUP, &[("user", "bob")])),
+        (
+            "database",
+            plan_for(
+                "postgres://h/other?sslmode=require",
+                SETUP,
+                &[("user", "alice")],
+            ),
+        ),
+        (
+            "options",
+            plan_for(url, SETUP, &[("user", "alice"), ("options", "-c a=b")]),
+        ),
+        (
+            "replication",
+            plan_for(
+                url,
+                SETUP,
+                &[("user", "alice"), ("replication", "database")],
+            ),
+        ),
+        (
+            "sslmode",
+            plan_for(
+                "postgres://h/db?sslmode=disable",
+                SETUP,
+                &[("user", "alice")],
+            ),
+        ),
+        (
+            "port",
+            plan_for(
+                "postgres://h:6543/db?sslmode=require",
+                SETUP,
+                &[("user", "alice")],
+            ),
+        ),
+    ];
+    for (what, plan) in differing {
+        assert_ne!(plan.pool_identity().0, key, "{what}");
+    }
+    let (replication, session) = plan_for(
+        url,
+        SETUP,
+        &[("user", "alice"), ("replication", "database")],
+    )
+    .pool_identity();
+    assert_eq!(replication.replication.as_deref(), Some("database"));
+    assert_eq!(session, []);
+}
+
+#[test]
+fn the_pool_key_holds_no_secret_and_the_plan_shows_none() {
+    let plan = plan(
+        "postgres://app:hunter2@h/db",
+        SETUP,
+        CLIENT,
+        Proof::Password("client-pw"),
+    )
+    .unwrap();
+    assert_eq!(
+        plan.secret,
+        Some(BackendSecret::Password("client-pw".to_owned()))
+    );
+    let debug = format!("{plan:?} {:?}", plan.pool_identity());
+    assert!(
+        !debug.contains("client-pw") && !debug.contains("hunter2"),
+        "{debug}"
+    );
 }
