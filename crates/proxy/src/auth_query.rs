@@ -17,7 +17,8 @@ use pgbastion_wire::frontend::{write_bind, write_execute, write_parse, write_syn
 use pgbastion_wire::{BackendMessage, FrameDecoder, TransactionStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::backend::{BackendConn, BackendError, BackendSecret, Connector, Login};
+use crate::backend::{BackendConn, BackendError, BackendSecret, Connector};
+use crate::login_plan::LoginPlan;
 use crate::route::AuthQuery;
 use crate::target::Target;
 
@@ -157,12 +158,7 @@ impl Lookups {
                 }
             }
         }
-        let secret = lookup
-            .query
-            .password
-            .as_ref()
-            .map(|p| BackendSecret::Password(p.expose().to_owned()));
-        let conn = connector.connect(login(lookup, secret.as_ref())).await?;
+        let conn = connector.connect(&plan(lookup)).await?;
         run_query(conn, lookup).await
     }
 
@@ -248,25 +244,27 @@ impl Lookups {
     }
 }
 
-fn login<'a>(lookup: &'a Lookup<'a>, secret: Option<&'a BackendSecret>) -> Login<'a> {
-    Login {
-        target: lookup.target,
-        user: &lookup.query.user,
-        database: lookup.database,
-        parameters: APPLICATION_NAME.as_slice(),
-        secret,
+/// The lookup login: the lookup role, on the route's backend and the lookup's database.
+fn plan(lookup: &Lookup<'_>) -> LoginPlan {
+    LoginPlan {
+        address: lookup.target.address.clone(),
+        tls: lookup.target.tls.clone(),
+        user: lookup.query.user.clone(),
+        database: lookup.database.to_owned(),
+        parameters: vec![(
+            "application_name".to_owned(),
+            "pgbastion auth_query".to_owned(),
+        )],
+        client_addr: None,
+        secret: lookup
+            .query
+            .password
+            .as_ref()
+            .map(|p| BackendSecret::Password(p.expose().to_owned())),
         proxy_from: None,
         timeout: lookup.timeout,
     }
 }
-
-static APPLICATION_NAME: std::sync::LazyLock<[(String, String); 1]> =
-    std::sync::LazyLock::new(|| {
-        [(
-            "application_name".to_owned(),
-            "pgbastion auth_query".to_owned(),
-        )]
-    });
 
 /// Runs the query for the lookup's user on `conn`. The connection comes back when the
 /// backend is idle again and can serve the next lookup.

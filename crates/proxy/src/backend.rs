@@ -2,14 +2,13 @@
 //! header, TLS per `sslmode`), send the mapped startup message and log in with cleartext, md5
 //! or SCRAM-SHA-256(-PLUS), up to the first ReadyForQuery.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pgbastion_auth::md5::{is_md5_hash, md5_client_response, md5_salted_response};
 use pgbastion_auth::scram::{
-    signature_hash, tls_server_end_point, ChannelBinding, ClientCredential, ClientKeys,
+    signature_hash, tls_server_end_point, ChannelBinding, ClientCredential, ClientKeys, Key,
     SaltedKeyCache, ScramClient, ScramClientKeysNeeded,
 };
 use pgbastion_wire::{
@@ -21,7 +20,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::kdf::Kdf;
-use crate::target::{Address, SslMode, Target};
+use crate::login_plan::LoginPlan;
+use crate::target::{Address, SslMode};
 use crate::tls_client::TlsClients;
 
 /// A byte stream to a backend.
@@ -31,31 +31,27 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> BackendIo for T 
 /// The largest message accepted from a backend during login.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
 
-/// How the proxy proves itself to the backend.
-#[derive(Clone)]
+/// How the proxy proves itself to the backend. `Debug` shows which kind, never the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub enum BackendSecret {
     /// A password (from the URL, the client on passthrough routes, or an authenticator).
     Password(String),
     /// SCRAM keys recovered from the client's proof (auth_query pass-through).
-    ScramKeys(ClientCredential),
+    ScramKeys {
+        /// The client's `ClientKey`.
+        client_key: Key,
+        /// The `ServerKey` of the verifier the client proved itself against.
+        server_key: Key,
+    },
 }
 
-/// One login to do.
-pub struct Login<'a> {
-    /// Where.
-    pub target: &'a Target,
-    /// Backend user.
-    pub user: &'a str,
-    /// Backend database.
-    pub database: &'a str,
-    /// Other startup parameters.
-    pub parameters: &'a [(String, String)],
-    /// The secret, if the backend asks for one.
-    pub secret: Option<&'a BackendSecret>,
-    /// Send a PROXY v2 header saying the connection comes from this client address.
-    pub proxy_from: Option<SocketAddr>,
-    /// For the whole connect and login.
-    pub timeout: Duration,
+impl std::fmt::Debug for BackendSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Password(_) => f.write_str("Password(<redacted>)"),
+            Self::ScramKeys { .. } => f.write_str("ScramKeys(<redacted>)"),
+        }
+    }
 }
 
 /// A logged-in backend connection, at its first ReadyForQuery.
@@ -167,11 +163,11 @@ impl Connector {
         }
     }
 
-    /// Connects and logs in.
-    pub async fn connect(&self, login: Login<'_>) -> Result<BackendConn, BackendError> {
-        let address = login.target.address.to_string();
-        let work = connect_inner(&login, self);
-        tokio::time::timeout(login.timeout, work)
+    /// Carries out `plan`: connects and logs in.
+    pub async fn connect(&self, plan: &LoginPlan) -> Result<BackendConn, BackendError> {
+        let address = plan.address.to_string();
+        let work = connect_inner(plan, self);
+        tokio::time::timeout(plan.timeout, work)
             .await
             .map_err(|_| BackendError::Timeout(address))?
     }
@@ -203,30 +199,28 @@ impl Connector {
 }
 
 async fn connect_inner(
-    login: &Login<'_>,
+    plan: &LoginPlan,
     connector: &Connector,
 ) -> Result<BackendConn, BackendError> {
-    let tls = &connector.tls;
-    let target = login.target;
-    let address = target.address.to_string();
+    let address = plan.address.to_string();
     let connect_error = |source| BackendError::Connect {
         address: address.clone(),
         source,
     };
-    let (stream, binding): (Box<dyn BackendIo>, _) = match &target.address {
+    let (stream, binding): (Box<dyn BackendIo>, _) = match &plan.address {
         Address::Tcp(host, port) => {
             let tcp = TcpStream::connect((host.as_str(), *port))
                 .await
                 .map_err(connect_error)?;
             tcp.set_nodelay(true).map_err(connect_error)?;
             let mut tcp = tcp;
-            if let Some(client) = login.proxy_from {
+            if let Some(client) = plan.proxy_from {
                 let destination = tcp.peer_addr().map_err(connect_error)?;
                 let header = pgbastion_gateway::proxy_protocol::encode_v2(client, destination)
                     .map_err(|e| BackendError::Protocol(e.to_string()))?;
                 tcp.write_all(&header).await?;
             }
-            negotiate_tls(tcp, target, tls, &address).await?
+            negotiate_tls(tcp, plan, &connector.tls, &address).await?
         }
         Address::Unix(path) => {
             let unix = UnixStream::connect(path).await.map_err(connect_error)?;
@@ -235,12 +229,10 @@ async fn connect_inner(
     };
     let mut stream = stream;
     let mut startup = StartupMessage::new(ProtocolVersion::V3_0)
-        .with_param("user", login.user)
-        .with_param("database", login.database);
-    for (name, value) in login.parameters {
-        if name != "user" && name != "database" {
-            startup = startup.with_param(name.as_str(), value.as_str());
-        }
+        .with_param("user", plan.user.as_str())
+        .with_param("database", plan.database.as_str());
+    for (name, value) in plan.startup_parameters() {
+        startup = startup.with_param(name, value);
     }
     let mut out = BytesMut::new();
     StartupPacket::Startup(startup)
@@ -252,17 +244,18 @@ async fn connect_inner(
         buf: BytesMut::with_capacity(4096),
         decoder: FrameDecoder::new(MAX_LOGIN_MESSAGE),
     };
-    session.authenticate(login, binding, connector).await?;
-    session.finish(target.address.clone()).await
+    session.authenticate(plan, binding, connector).await?;
+    session.finish(plan.address.clone()).await
 }
 
 async fn negotiate_tls(
     mut tcp: TcpStream,
-    target: &Target,
+    plan: &LoginPlan,
     tls: &TlsClients,
     address: &str,
 ) -> Result<(Box<dyn BackendIo>, Option<Vec<u8>>), BackendError> {
-    if matches!(target.sslmode, SslMode::Disable | SslMode::Allow) {
+    let sslmode = plan.tls.sslmode;
+    if matches!(sslmode, SslMode::Disable | SslMode::Allow) {
         return Ok((Box::new(tcp), None));
     }
     let mut request = BytesMut::new();
@@ -277,11 +270,10 @@ async fn negotiate_tls(
     };
     match answer {
         b'S' => {}
-        b'N' if target.sslmode == SslMode::Prefer => return Ok((Box::new(tcp), None)),
+        b'N' if sslmode == SslMode::Prefer => return Ok((Box::new(tcp), None)),
         b'N' => {
             return Err(tls_error(format!(
-                "the server does not support TLS, and sslmode={:?} requires it",
-                target.sslmode
+                "the server does not support TLS, and sslmode={sslmode:?} requires it"
             )))
         }
         other => {
@@ -290,7 +282,10 @@ async fn negotiate_tls(
             )))
         }
     }
-    let stream = tls.handshake(tcp, target).await.map_err(tls_error)?;
+    let stream = tls
+        .handshake(tcp, &plan.address, &plan.tls)
+        .await
+        .map_err(tls_error)?;
     let binding = stream
         .get_ref()
         .1
@@ -337,11 +332,11 @@ impl LoginSession {
 
     async fn authenticate(
         &mut self,
-        login: &Login<'_>,
+        plan: &LoginPlan,
         binding: Option<Vec<u8>>,
         connector: &Connector,
     ) -> Result<(), BackendError> {
-        let password = || match login.secret {
+        let password = || match &plan.secret {
             Some(BackendSecret::Password(password)) => Ok(password.clone()),
             _ => Err(BackendError::Auth(
                 "the backend asks for a password and the route has none (put one in the backend \
@@ -374,13 +369,13 @@ impl LoginSession {
                     let response = if is_md5_hash(&password) {
                         md5_salted_response(&password, salt)
                     } else {
-                        md5_client_response(login.user, &password, salt)
+                        md5_client_response(&plan.user, &password, salt)
                     };
                     self.send(|out| PasswordMessage { password: response }.encode(out))
                         .await?;
                 }
                 Authentication::Sasl { mechanisms } => {
-                    self.scram(login, &mechanisms, binding.clone(), connector)
+                    self.scram(plan, &mechanisms, binding.clone(), connector)
                         .await?;
                 }
                 other => {
@@ -394,17 +389,23 @@ impl LoginSession {
 
     async fn scram(
         &mut self,
-        login: &Login<'_>,
+        plan: &LoginPlan,
         mechanisms: &[String],
         binding: Option<Vec<u8>>,
         connector: &Connector,
     ) -> Result<(), BackendError> {
-        let credential = match login.secret {
+        let credential = match &plan.secret {
             Some(BackendSecret::Password(password)) => ClientCredential::CachedPassword {
                 password: password.clone().into_bytes(),
                 cache: connector.scram_keys.clone(),
             },
-            Some(BackendSecret::ScramKeys(keys)) => keys.clone(),
+            Some(BackendSecret::ScramKeys {
+                client_key,
+                server_key,
+            }) => ClientCredential::Keys {
+                client_key: *client_key,
+                server_key: Some(*server_key),
+            },
             None => {
                 return Err(BackendError::Auth(
                     "the backend asks for SCRAM and the route has no password".to_owned(),

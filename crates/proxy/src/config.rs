@@ -587,54 +587,9 @@ pub fn parse(file: &SourceFile) -> Result<ConfigFile, ConfigError> {
     toml::from_str(&file.text).map_err(|e| ConfigError::at(file, e.span(), e.message().to_owned()))
 }
 
-/// Expands `${NAME}` environment references (NAME: letters, digits, `_`, not starting with a
-/// digit). `${1}`, `${user}` and other route placeholders are left alone when
-/// `keep_placeholders` names them.
-pub fn expand_env(
-    file: &SourceFile,
-    value: &Spanned<String>,
-    keep: &dyn Fn(&str) -> bool,
-) -> Result<String, ConfigError> {
-    let text = value.get_ref();
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text.as_str();
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(ConfigError::at(
-                file,
-                Some(value.span()),
-                "unterminated ${ (write ${NAME})".to_owned(),
-            ));
-        };
-        let name = &after[..end];
-        if keep(name) {
-            out.push_str(&rest[start..start + 3 + end]);
-        } else {
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(ConfigError::at(
-                    file,
-                    Some(value.span()),
-                    format!("\"${{{name}}}\" is not an environment variable name"),
-                ));
-            }
-            let env = std::env::var(name).map_err(|_| {
-                ConfigError::at(
-                    file,
-                    Some(value.span()),
-                    format!("environment variable {name} is not set"),
-                )
-            })?;
-            out.push_str(&env);
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+/// `value` with its `${NAME}` environment references expanded
+/// ([`crate::template::expand_env`]); an error names the value's line.
+pub fn expand_env(file: &SourceFile, value: &Spanned<String>) -> Result<String, ConfigError> {
+    crate::template::expand_env(value.get_ref())
+        .map_err(|e| ConfigError::at(file, Some(value.span()), e.to_string()))
 }

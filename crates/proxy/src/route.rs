@@ -4,13 +4,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use regex::Regex;
 
 use crate::config::{AuthMode, ClientAddrParam, ExternalMethod, PoolMode, SessionStatePolicy};
 use crate::pool::PoolSettings;
 use crate::secret::Secret;
-use crate::target::Target;
+use crate::target::{TargetTemplate, TlsSettings};
 
 /// One value test of a route's `match`.
 #[derive(Debug, Clone)]
@@ -190,9 +189,9 @@ pub struct Route {
     pub claims: Vec<(String, Matcher)>,
     /// Client authentication.
     pub auth: AuthMode,
-    /// The backend URL with `${…}` placeholders (environment references expanded: it may hold
-    /// a password).
-    pub backend: Secret,
+    /// The backend URL, compiled: its placeholders are filled in per connection (its `Debug`
+    /// leaves out the password).
+    pub backend: TargetTemplate,
     /// Secrets in clear over plaintext allowed.
     pub insecure: bool,
     /// Remove the words of the client's `options` that `match.options` matches
@@ -275,44 +274,16 @@ impl Route {
         !self.claims.is_empty()
     }
 
-    /// The backend URL for one client: placeholders substituted, and refused when a value for
-    /// a certificate path placeholder is not a plain file name.
-    pub fn backend_url(
-        &self,
-        captures: &Captures,
-        user: &str,
-        database: &str,
-    ) -> Result<String, String> {
-        for (key, text) in templated_files(self.backend.expose()) {
-            let values = placeholder_values(text, captures, user, database);
-            if !values.into_iter().all(is_file_name_part) {
-                return Err(format!(
-                    "{}: the value this client gives the {key} placeholder is not a plain file \
-                     name (it contains / or \\, or starts with .)",
-                    self.describe()
-                ));
-            }
-        }
-        Ok(substitute(self.backend.expose(), captures, user, database))
-    }
-
     /// Certificate files named through placeholders, known only per connection, must exist:
     /// the error names the path as the URL gives it.
-    pub fn check_templated_files(&self, target: &Target) -> Result<(), String> {
-        for (key, _) in templated_files(self.backend.expose()) {
-            let path = match key {
-                "sslrootcert" => &target.sslrootcert,
-                "sslcert" => &target.sslcert,
-                _ => &target.sslkey,
-            };
-            if let Some(path) = path {
-                if !self.files_dir.join(path).is_file() {
-                    return Err(format!(
-                        "{key} file {} does not exist ({})",
-                        path.display(),
-                        self.describe()
-                    ));
-                }
+    pub fn check_templated_files(&self, tls: &TlsSettings) -> Result<(), String> {
+        for (key, path) in self.backend.files(tls, true) {
+            if !self.files_dir.join(path).is_file() {
+                return Err(format!(
+                    "{key} file {} does not exist ({})",
+                    path.display(),
+                    self.describe()
+                ));
             }
         }
         Ok(())
@@ -373,88 +344,6 @@ fn option_words(options: &str) -> Vec<&str> {
     words
 }
 
-/// What a placeholder may leave unencoded: RFC 3986's unreserved characters. Everything else
-/// is percent-encoded, which the URL parser decodes back in every part (user, password, host,
-/// path, query), so a value round-trips exactly and cannot change the URL's structure.
-const ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Substitutes `${1}`, `${name}` (captures), `${user}` and `${database}` in a backend URL.
-/// Values are percent-encoded so that a capture cannot change the URL's structure.
-pub fn substitute(template: &str, captures: &Captures, user: &str, database: &str) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        let value = lookup(&after[..end], captures, user, database);
-        out.extend(utf8_percent_encode(value, ENCODE));
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The backend URL keys that name files.
-const FILE_KEYS: [&str; 3] = ["sslrootcert", "sslcert", "sslkey"];
-
-/// The `sslrootcert`, `sslcert` and `sslkey` values of a backend URL template that contain
-/// placeholders, with their keys: their files are known only per connection.
-pub fn templated_files(template: &str) -> Vec<(&'static str, &str)> {
-    let query = template.split_once('?').map_or("", |(_, query)| query);
-    let query = query.split('#').next().unwrap_or_default();
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(_, value)| value.contains("${"))
-        .filter_map(|(key, value)| FILE_KEYS.iter().find(|k| **k == key).map(|k| (*k, value)))
-        .collect()
-}
-
-/// Whether a value may fill a placeholder in a certificate path: one plain file-name part (no
-/// `/` or `\`, not `.`, `..` or a hidden name), so a client cannot point pgbastion at a file
-/// in another directory.
-fn is_file_name_part(value: &str) -> bool {
-    !value.contains(['/', '\\', '\0']) && !value.starts_with('.')
-}
-
-/// The values the placeholders of `text` take, in order.
-fn placeholder_values<'a>(
-    text: &str,
-    captures: &'a Captures,
-    user: &'a str,
-    database: &'a str,
-) -> Vec<&'a str> {
-    text.split("${")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('}'))
-        .map(|(name, _)| lookup(name, captures, user, database))
-        .collect()
-}
-
-/// One placeholder's value; unknown names and captures that did not take part are empty.
-fn lookup<'a>(name: &str, captures: &'a Captures, user: &'a str, database: &'a str) -> &'a str {
-    let value = match name {
-        "user" => Some(user),
-        "database" => Some(database),
-        _ => match name.parse::<usize>() {
-            Ok(n) => n
-                .checked_sub(1)
-                .and_then(|i| captures.numbered.get(i))
-                .map(String::as_str),
-            Err(_) => captures.named.get(name).map(String::as_str),
-        },
-    };
-    value.unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,7 +362,10 @@ mod tests {
             parameters: vec![("user".to_owned(), Matcher::parse(user).unwrap())],
             claims: Vec::new(),
             auth: AuthMode::Trust,
-            backend: Secret::default(),
+            backend: TargetTemplate::compile(
+                &crate::template::Text::compile("postgres://h/db", &[]).unwrap(),
+            )
+            .unwrap(),
             insecure: false,
             strip_options: false,
             proxy_protocol: false,
@@ -628,91 +520,5 @@ mod tests {
                 claims: None
             })
             .is_some());
-    }
-
-    #[test]
-    fn substitution_encodes_captured_values() {
-        let captures = Captures {
-            numbered: vec!["a/b@c".to_owned()],
-            named: BTreeMap::from([("tenant".to_owned(), "t1".to_owned())]),
-        };
-        let url = substitute(
-            "postgres://app_${1}@h/${tenant}_${database}?x=${user}&y=${9}",
-            &captures,
-            "u",
-            "d",
-        );
-        assert_eq!(url, "postgres://app_a%2Fb%40c@h/t1_d?x=u&y=");
-    }
-
-    #[test]
-    fn substituted_values_round_trip_exactly_through_the_url() {
-        for value in [
-            "a b",
-            "a+b",
-            "a@b",
-            "a/b",
-            "50%",
-            "a:b",
-            "a?b",
-            "a#b",
-            "ünï ©ode",
-            "&x=y",
-            "%20",
-        ] {
-            let captures = Captures {
-                numbered: vec![value.to_owned()],
-                named: BTreeMap::new(),
-            };
-            let url = substitute(
-                "postgres://${1}:${1}@h/${1}?application_name=${1}",
-                &captures,
-                "u",
-                "d",
-            );
-            let target = Target::parse(&url).unwrap();
-            assert_eq!(target.user.as_deref(), Some(value), "user from {url}");
-            assert_eq!(
-                target.password.as_deref(),
-                Some(value),
-                "password from {url}"
-            );
-            assert_eq!(
-                target.database.as_deref(),
-                Some(value),
-                "database from {url}"
-            );
-            assert_eq!(
-                target.parameters,
-                [("application_name".to_owned(), value.to_owned())],
-                "parameter from {url}"
-            );
-        }
-    }
-
-    #[test]
-    fn certificate_path_placeholders_take_only_plain_file_names() {
-        let mut r = route(1, "/(?P<tenant>.*)/", None);
-        r.backend = "postgres://h/db?sslmode=verify-ca&sslrootcert=certs/${tenant}.pem\
-                     &application_name=${user}"
-            .into();
-        let captures = |value: &str| Captures {
-            numbered: vec![value.to_owned()],
-            named: BTreeMap::from([("tenant".to_owned(), value.to_owned())]),
-        };
-        let url = r.backend_url(&captures("t1"), "u", "d").unwrap();
-        assert!(url.contains("sslrootcert=certs/t1.pem"), "{url}");
-        // Elsewhere in the URL any value is fine (it is percent-encoded).
-        r.backend_url(&captures("t1"), "a/b", "d").unwrap();
-        for bad in ["..", "../../etc/ssl/x", "a/b", "a\\b", ".hidden"] {
-            let err = r.backend_url(&captures(bad), "u", "d").unwrap_err();
-            assert!(
-                err.contains("route 1") && err.contains("sslrootcert"),
-                "{err}"
-            );
-        }
-        r.backend = "postgres://h/db?sslcert=c/${user}.crt&sslkey=c/${user}.key".into();
-        assert!(r.backend_url(&captures(""), "../x", "d").is_err());
-        r.backend_url(&captures(""), "alice", "d").unwrap();
     }
 }

@@ -16,10 +16,11 @@ use crate::config::{
     self, AuthMode, ConfigError, ConfigFile, ExternalConfig, JwtConfig, ListenerConfig,
     ListenerMode, LogConfig, PoolsConfig, ProxyProtocol, RouteConfig, SourceFile,
 };
-use crate::route::{AuthQuery, External, Matcher, Route, Routes};
+use crate::route::{AuthQuery, Captures, External, Matcher, Route, Routes};
 use crate::secret::Secret;
 use crate::session_switch::SessionSwitch;
-use crate::target::Target;
+use crate::target::TargetTemplate;
+use crate::template::{Text, Values};
 
 mod pool;
 
@@ -147,7 +148,7 @@ impl Compiler<'_> {
     }
 
     fn env(&self, value: &Spanned<String>) -> Result<String, ConfigError> {
-        config::expand_env(self.file, value, &|_| false)
+        config::expand_env(self.file, value)
     }
 
     fn compile(&self, parsed: ConfigFile) -> Result<Settings, ConfigError> {
@@ -500,7 +501,7 @@ impl Compiler<'_> {
             parameters,
             claims,
             auth,
-            backend: Secret::new(backend),
+            backend,
             insecure: r.insecure,
             strip_options: self.strip_options(r)?,
             proxy_protocol: r.proxy_protocol,
@@ -636,38 +637,29 @@ impl Compiler<'_> {
         }
     }
 
-    /// The backend URL with `${ENV}` expanded and route placeholders kept, checked with every
-    /// placeholder empty. Certificate files must exist, except those whose path has a
-    /// placeholder: they are known (and checked) per connection.
+    /// The backend URL, compiled once: `${ENV}` expanded, every placeholder naming a capture
+    /// group of the route (`capture_names`), `${user}` or `${database}`, the URL taken apart.
+    /// It is checked with every capture empty; certificate files must exist, except those
+    /// whose path has a placeholder: they are known (and checked) per connection.
     fn backend(
         &self,
         value: &Spanned<String>,
         capture_names: &[Option<String>],
-    ) -> Result<String, ConfigError> {
-        if let Err(message) = check_placeholders(value.get_ref(), capture_names) {
-            return self.error(value.span(), format!("backend: {message}"));
-        }
-        let backend = config::expand_env(self.file, value, &|name| {
-            name == "user"
-                || name == "database"
-                || name
-                    .parse::<usize>()
-                    .is_ok_and(|n| n >= 1 && n <= capture_names.len())
-                || capture_names.iter().any(|c| c.as_deref() == Some(name))
-        })?;
-        let probe = crate::route::substitute(&backend, &Default::default(), "user", "database");
-        let target = Target::parse(&probe).or_else(|e| self.error(value.span(), e.to_string()))?;
-        let templated = crate::route::templated_files(&backend);
-        let files = [
-            ("sslrootcert", &target.sslrootcert),
-            ("sslcert", &target.sslcert),
-            ("sslkey", &target.sslkey),
-        ];
-        for (key, path) in files {
-            let Some(path) = path else { continue };
-            if templated.iter().any(|(k, _)| *k == key) {
-                continue;
-            }
+    ) -> Result<TargetTemplate, ConfigError> {
+        let text = Text::compile(value.get_ref(), capture_names)
+            .or_else(|e| self.error(value.span(), format!("backend: {e}")))?;
+        let template =
+            TargetTemplate::compile(&text).or_else(|e| self.error(value.span(), e.to_string()))?;
+        let captures = Captures::default();
+        let probe = Values {
+            captures: &captures,
+            user: "user",
+            database: "database",
+        };
+        let target = template
+            .fill(&probe)
+            .or_else(|e| self.error(value.span(), e.to_string()))?;
+        for (key, path) in template.files(&target.tls, false) {
             if !self.file.resolve(&path.to_string_lossy()).exists() {
                 return self.error(
                     value.span(),
@@ -675,47 +667,8 @@ impl Compiler<'_> {
                 );
             }
         }
-        Ok(backend)
+        Ok(template)
     }
-}
-
-/// Every `${…}` of a backend URL must be `${user}`, `${database}`, a capture group of the
-/// route (`${1}`… up to the number of groups, or a group's name) or a set environment
-/// variable; otherwise the placeholder would silently become empty (or another variable).
-fn check_placeholders(template: &str, capture_names: &[Option<String>]) -> Result<(), String> {
-    let names = template
-        .split("${")
-        .skip(1)
-        .filter_map(|rest| rest.split_once('}'))
-        .map(|(name, _)| name);
-    for name in names {
-        if name == "user" || name == "database" {
-            continue;
-        }
-        if let Ok(n) = name.parse::<usize>() {
-            if n == 0 || n > capture_names.len() {
-                return Err(format!(
-                    "${{{name}}}: this route's regexes have {} capture groups",
-                    capture_names.len()
-                ));
-            }
-            continue;
-        }
-        let named = capture_names.iter().any(|c| c.as_deref() == Some(name));
-        if !named && std::env::var_os(name).is_none() {
-            let groups: Vec<&str> = capture_names.iter().flatten().map(String::as_str).collect();
-            return Err(format!(
-                "${{{name}}} is neither a named capture group of this route ({}) nor a set \
-                 environment variable",
-                if groups.is_empty() {
-                    "it has none".to_owned()
-                } else {
-                    groups.join(", ")
-                }
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn default_listener() -> Listener {

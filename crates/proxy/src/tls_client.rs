@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::target::{SslMode, Target};
+use crate::target::{Address, SslMode, TlsSettings};
 
 type CacheKey = (
     bool,
@@ -45,14 +45,15 @@ impl TlsClients {
         }
     }
 
-    /// Runs the TLS handshake on `tcp` for `target`.
+    /// Runs the TLS handshake on `tcp` to `address` with the `tls` settings.
     pub async fn handshake(
         &self,
         tcp: TcpStream,
-        target: &Target,
+        address: &Address,
+        tls: &TlsSettings,
     ) -> Result<TlsStream<TcpStream>, String> {
-        let config = self.config(target)?;
-        let host = target.host().unwrap_or("localhost");
+        let config = self.config(tls)?;
+        let host = address.host().unwrap_or("localhost");
         let name =
             ServerName::try_from(host.to_owned()).map_err(|e| format!("host name {host}: {e}"))?;
         TlsConnector::from(config)
@@ -61,20 +62,20 @@ impl TlsClients {
             .map_err(|e| e.to_string())
     }
 
-    fn config(&self, target: &Target) -> Result<Arc<ClientConfig>, String> {
+    fn config(&self, tls: &TlsSettings) -> Result<Arc<ClientConfig>, String> {
         let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| self.base_dir.join(p));
-        let verify_chain = target.sslrootcert.is_some()
+        let verify_chain = tls.sslrootcert.is_some()
             && matches!(
-                target.sslmode,
+                tls.sslmode,
                 SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
             );
-        let verify_name = target.sslmode == SslMode::VerifyFull;
+        let verify_name = tls.sslmode == SslMode::VerifyFull;
         let key: CacheKey = (
             verify_chain,
             verify_name,
-            resolve(&target.sslrootcert),
-            resolve(&target.sslcert),
-            resolve(&target.sslkey),
+            resolve(&tls.sslrootcert),
+            resolve(&tls.sslcert),
+            resolve(&tls.sslkey),
         );
         let mut cache = self
             .cache
