@@ -161,28 +161,28 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     use super::*;
-    use crate::backend::{BackendError, Connector, Login};
+    use crate::backend::{BackendError, Connector};
     use crate::kdf::Kdf;
-    use crate::target::{Address, Target};
+    use crate::login_plan::LoginPlan;
+    use crate::target::{Address, SslMode, TlsSettings};
 
     async fn login(cluster: &Cluster) -> Result<BackendConn, BackendError> {
-        let url = format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable",
-            cluster.port()
-        );
-        let target = Target::parse(&url).unwrap();
         let connector = Connector::new(PathBuf::from("."), Kdf::with_threads(1).unwrap(), 4096);
-        connector
-            .connect(Login {
-                target: &target,
-                user: "postgres",
-                database: "postgres",
-                parameters: &[],
-                secret: None,
-                proxy_from: None,
-                timeout: Duration::from_secs(10),
-            })
-            .await
+        let plan = LoginPlan {
+            address: Address::Tcp("127.0.0.1".into(), cluster.port()),
+            tls: TlsSettings {
+                sslmode: SslMode::Disable,
+                ..TlsSettings::default()
+            },
+            user: "postgres".into(),
+            database: "postgres".into(),
+            parameters: Vec::new(),
+            client_addr: None,
+            secret: None,
+            proxy_from: None,
+            timeout: Duration::from_secs(10),
+        };
+        connector.connect(&plan).await
     }
 
     /// The first column of every row of a simple query, as text (panics on an error), with

@@ -551,6 +551,7 @@ fn route(url: &str, setup: Setup) -> Route {
             password: None,
         }),
         files_dir: PathBuf::from("."),
+        pool: None,
     }
 }
 
