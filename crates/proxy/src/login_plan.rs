@@ -183,6 +183,25 @@ impl LoginPlan {
     }
 }
 
+impl LoginPlan {
+    /// The login of a pooled backend connection serving clients like this one: nothing of
+    /// one client (its address, in a PROXY header or a parameter) and only the parameters a
+    /// login alone can set; the others are set per client at checkout.
+    pub fn for_pool(&self) -> Self {
+        Self {
+            parameters: self
+                .parameters
+                .iter()
+                .filter(|(name, _)| LOGIN_ONLY.contains(&name.as_str()))
+                .cloned()
+                .collect(),
+            client_addr: None,
+            proxy_from: None,
+            ..self.clone()
+        }
+    }
+}
+
 /// Startup parameters that cannot be changed with `SET` after login.
 const LOGIN_ONLY: [&str; 2] = ["options", "replication"];
 

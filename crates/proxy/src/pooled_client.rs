@@ -1,0 +1,166 @@
+//! An authenticated client of a pooled route on a pooled listener: its pool, its greeting
+//! (the pool's parameters with the client's own, a cancel key minted by pgbastion), then
+//! the pooled session.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use pgbastion_gateway::ClientConn;
+use pgbastion_wire::{BackendMessage, ErrorResponse, ProtocolVersion, TransactionStatus};
+use tokio::net::TcpStream;
+
+use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
+use crate::config::{PoolMode, SessionStatePolicy};
+use crate::login_plan::LoginPlan;
+use crate::multiplex::{Multiplexer, Policy};
+use crate::pooled_session::{Lender, PooledSession};
+use crate::pools::Pools;
+use crate::route::{self, Route};
+use crate::session_switch::{ClientIdentity, SessionSwitch};
+
+/// What a pooled client needs besides its connection.
+pub struct PooledClient<'a> {
+    /// Every pool.
+    pub pools: &'a Pools,
+    /// Minted cancel keys.
+    pub cancel: &'a Arc<CancelRegistry>,
+    /// The listener's session switch.
+    pub switch: Option<&'a SessionSwitch>,
+    /// The client's route and its pool settings.
+    pub route: &'a Route,
+    /// How the route pools.
+    pub pool: &'a route::RoutePool,
+    /// The client's login plan (its pool key and session parameters come from it).
+    pub plan: LoginPlan,
+    /// Who the client is, for the session switch.
+    pub identity: ClientIdentity,
+    /// The client's protocol version (the cancel key's length depends on it).
+    pub version: ProtocolVersion,
+    /// The longest client message accepted.
+    pub max_message_len: usize,
+}
+
+impl PooledClient<'_> {
+    /// Serves the client to the end; the session's log lines are written here.
+    pub async fn serve(self, mut conn: ClientConn<TcpStream>, started: Instant) {
+        let route_pool = self.pools.get(
+            self.route.number,
+            &self.plan,
+            &self.pool.settings,
+            self.pool.reset.as_deref().unwrap_or(""),
+            self.pool.statements_per_backend,
+        );
+        let transaction = self.pool.mode == PoolMode::Transaction;
+        // Session mode: the client's backend, from the start.
+        let held = if transaction {
+            None
+        } else {
+            match route_pool.checkout().await {
+                Ok(lease) => Some(lease),
+                Err(error) => return refuse(conn, error.into_fatal()).await,
+            }
+        };
+        let greeting = match &held {
+            Some(lease) => Ok(lease.conn.parameters.clone()),
+            None => route_pool.greeting().await,
+        };
+        let greeting = match greeting {
+            Ok(greeting) => greeting,
+            Err(error) => return refuse(conn, error.into_fatal()).await,
+        };
+        let (_, session_parameters) = self.plan.pool_identity();
+        let mut wanted = greeting;
+        for (name, value) in session_parameters {
+            match wanted
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            {
+                Some(entry) => entry.1 = value,
+                None => wanted.push((name, value)),
+            }
+        }
+        let slot = Arc::new(CancelSlot::default());
+        let registration =
+            self.cancel
+                .register(None, self.version, CancelTarget::Pooled(slot.clone()));
+        let mut wanted = wanted;
+        if greet(&mut conn, &wanted, registration.key()).await.is_err() {
+            return;
+        }
+        let Ok(detached) = conn.detach() else {
+            return;
+        };
+        let policy = Policy {
+            transaction,
+            statements_per_client: self.pool.statements_per_client,
+            refuse_session_state: self.pool.session_state == SessionStatePolicy::Refuse,
+            max_message_len: self.max_message_len,
+        };
+        wanted.retain(|(name, _)| !READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(name)));
+        let mux = Multiplexer::new(policy, wanted);
+        tracing::info!(
+            client = %self.identity.address, user = %self.identity.user,
+            database = %self.identity.database, route = self.route.number,
+            pool = if transaction { "transaction" } else { "session" },
+            backend = %self.plan.address, "session started"
+        );
+        let identity = self.identity.clone();
+        let switch_group = self
+            .switch
+            .map(|switch| move |pid: u32| switch.group(&identity, pid));
+        let session = PooledSession {
+            lender: &route_pool,
+            mux,
+            slot: &slot,
+            switch: switch_group
+                .as_ref()
+                .map(|f| f as &(dyn Fn(u32) -> bytes::Bytes + Send + Sync)),
+            held,
+        };
+        let pooled = session
+            .run(detached.stream, BytesMut::from(&detached.buffered[..]))
+            .await;
+        drop(registration);
+        tracing::info!(
+            client = %self.identity.address, user = %self.identity.user,
+            database = %self.identity.database, route = self.route.number,
+            duration_ms = started.elapsed().as_millis() as u64,
+            checkouts = pooled.checkouts, ended_by = pooled.end.as_str(),
+            backend = %self.plan.address, "session ended"
+        );
+    }
+}
+
+/// Parameters the backend reports but no one can set: they are the same on every backend
+/// of a pool and are never set at checkout.
+const READ_ONLY: [&str; 6] = [
+    "server_version",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
+];
+
+/// Sends the client the pool's parameters (with its own values), its cancel key and
+/// ReadyForQuery.
+async fn greet(
+    conn: &mut ClientConn<TcpStream>,
+    parameters: &[(String, String)],
+    key: &pgbastion_wire::CancelKey,
+) -> Result<(), pgbastion_gateway::GatewayError> {
+    for (name, value) in parameters {
+        conn.send_parameter_status(name, value)?;
+    }
+    conn.send(&BackendMessage::BackendKeyData(key.clone()))?;
+    conn.send_ready_for_query(TransactionStatus::Idle)?;
+    conn.flush().await
+}
+
+async fn refuse(mut conn: ClientConn<TcpStream>, error: ErrorResponse) {
+    tracing::warn!(error = %error.message(), "no backend for a pooled client");
+    let _ = conn.send(&BackendMessage::ErrorResponse(error));
+    let _ = conn.flush().await;
+    conn.close_gracefully().await;
+}

@@ -1,0 +1,187 @@
+//! The proxy's pools: one per (route, [`PoolKey`]), made on first use, of backend
+//! connections logged in by the route's plan without anything that belongs to one client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use pgbastion_wire::{ErrorResponse, Severity, SqlState};
+
+use crate::backend::{BackendError, Connector};
+use crate::backend_reset;
+use crate::login_plan::{LoginPlan, PoolKey};
+use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
+use crate::pooled_session::{GiveBack, Lender, PooledBackend};
+
+/// How long a reset or a health check may take.
+const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens, resets and checks the backend connections of one pool.
+pub struct BackendManager {
+    connector: Arc<Connector>,
+    plan: LoginPlan,
+    reset: String,
+    statements: usize,
+    /// What a fresh login of this pool reported (the greeting of its clients).
+    greeting: Mutex<Option<Vec<(String, String)>>>,
+}
+
+impl BackendManager {
+    /// Parameters the backend reported at login, once one connection was made.
+    pub fn greeting(&self) -> Option<Vec<(String, String)>> {
+        self.greeting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Manager for BackendManager {
+    type Conn = PooledBackend;
+    type Error = BackendError;
+
+    async fn connect(&self) -> Result<PooledBackend, BackendError> {
+        let conn = self.connector.connect(&self.plan).await?;
+        *self.greeting.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(conn.parameters.clone());
+        Ok(PooledBackend::new(conn, self.statements))
+    }
+
+    async fn reset(&self, backend: &mut PooledBackend) -> Result<(), BackendError> {
+        if !self.reset.is_empty() {
+            backend_reset::reset(&mut backend.conn, &self.reset, RESET_TIMEOUT)
+                .await
+                .map_err(|error| BackendError::Protocol(error.to_string()))?;
+        }
+        if !self.reset.trim().eq_ignore_ascii_case("DISCARD ALL") {
+            // Statements pgbastion prepared must not outlive a reset it cannot see into.
+            backend_reset::reset(&mut backend.conn, "DEALLOCATE ALL", RESET_TIMEOUT)
+                .await
+                .map_err(|error| BackendError::Protocol(error.to_string()))?;
+        }
+        backend.forget_session();
+        Ok(())
+    }
+
+    async fn check(&self, backend: &mut PooledBackend) -> bool {
+        backend_reset::check(&mut backend.conn, RESET_TIMEOUT)
+            .await
+            .is_ok()
+    }
+
+    async fn close(&self, backend: PooledBackend) {
+        backend_reset::terminate(backend.conn, RESET_TIMEOUT).await;
+    }
+}
+
+/// One pool, as clients use it.
+#[derive(Clone)]
+pub struct RoutePool {
+    pool: Pool<BackendManager>,
+    route: usize,
+}
+
+impl RoutePool {
+    /// The pool's counters.
+    pub fn pool(&self) -> &Pool<BackendManager> {
+        &self.pool
+    }
+
+    /// Parameters for a client's greeting: a login's, from the manager's memory or from a
+    /// connection checked out (and given back) for the purpose.
+    pub async fn greeting(&self) -> Result<Vec<(String, String)>, ErrorResponse> {
+        if let Some(greeting) = self.pool.manager().greeting() {
+            return Ok(greeting);
+        }
+        let lease = self.checkout().await?;
+        let greeting = lease.conn.parameters.clone();
+        lease.release();
+        Ok(greeting)
+    }
+}
+
+impl Lender for RoutePool {
+    type Lease = Lease<BackendManager>;
+
+    async fn checkout(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
+        self.pool.checkout().await.map_err(|error| match error {
+            PoolError::Timeout { waited } => ErrorResponse::new(
+                Severity::Error,
+                SqlState::TOO_MANY_CONNECTIONS,
+                format!(
+                    "no backend connection of route {} became free within {:.1} s \
+                     (the pool's checkout_timeout)",
+                    self.route,
+                    waited.as_secs_f64()
+                ),
+            ),
+            PoolError::Connect(error) => {
+                tracing::warn!(route = self.route, %error, "pool could not open a backend connection");
+                error.to_client().with_severity(Severity::Error)
+            }
+        })
+    }
+
+    async fn give_back(&self, lease: Lease<BackendManager>, how: GiveBack) {
+        match how {
+            GiveBack::Clean => lease.release(),
+            GiveBack::Reset => {
+                if let Err(error) = lease.reset_and_release().await {
+                    tracing::info!(route = self.route, %error, "reset failed; backend connection closed");
+                }
+            }
+            GiveBack::Close => drop(lease),
+            GiveBack::Broken => lease.discard_after_error(),
+        }
+    }
+}
+
+/// Every pool of the proxy.
+pub struct Pools {
+    connector: Arc<Connector>,
+    caps: Caps,
+    pools: Mutex<HashMap<(usize, PoolKey), RoutePool>>,
+}
+
+impl Pools {
+    /// No pools yet; each will count against `caps`.
+    pub fn new(connector: Arc<Connector>, caps: Caps) -> Self {
+        Self {
+            connector,
+            caps,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool of route `route` for logins like `plan`, made on first use with `settings`.
+    pub fn get(
+        &self,
+        route: usize,
+        plan: &LoginPlan,
+        settings: &PoolSettings,
+        reset: &str,
+        statements: usize,
+    ) -> RoutePool {
+        let (key, _) = plan.pool_identity();
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        pools
+            .entry((route, key))
+            .or_insert_with(|| {
+                let manager = BackendManager {
+                    connector: self.connector.clone(),
+                    plan: plan.for_pool(),
+                    reset: reset.to_owned(),
+                    statements,
+                    greeting: Mutex::new(None),
+                };
+                let caps =
+                    self.caps
+                        .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
+                RoutePool {
+                    pool: Pool::new(manager, settings.clone(), caps),
+                    route,
+                }
+            })
+            .clone()
+    }
+}
