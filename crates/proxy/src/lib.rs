@@ -2,6 +2,7 @@
 //! relay, cancel forwarding and limits. The `pgbastion` binary is a thin shell around
 //! [`Proxy`].
 
+pub mod admission;
 pub mod auth_query;
 pub mod backend;
 pub mod cancel;

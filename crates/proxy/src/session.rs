@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbastion_auth::scram::ClientCredential;
-use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome, ScramKeys};
+use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome};
 use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::admission::{Admitted, Chosen, Proof};
 use crate::backend::{self, BackendConn, BackendError, BackendSecret, Connector, Login};
 use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::config::ClientAddrParam;
-use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
+use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::refusal::Refusal;
 use crate::relay;
@@ -93,14 +94,22 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
-        Ok(Outcome::Authenticated(conn)) => run_session(conn, &ctx, started).await,
-        Ok(Outcome::Cancel { request, mut conn }) => {
+        Ok(Outcome::Authenticated { conn, data }) => match data.admitted() {
+            Ok(admitted) => run_session(conn, admitted, &ctx, started).await,
+            Err(refusal) => refuse(conn, refusal).await,
+        },
+        Ok(Outcome::Cancel {
+            request,
+            mut conn,
+            data: _held,
+        }) => {
             forward_cancel(&ctx, &request, conn.state()).await;
             // Only now may the client see its cancel connection close: drivers take that
             // close to mean the backend has been signalled, and run their next statement.
+            // Until then it holds its slot under the listener's limits (`_held`).
             conn.close_gracefully().await;
         }
-        Ok(Outcome::Handled(_) | Outcome::Detached(_) | Outcome::Closed) => {}
+        Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => {}
         Err(error) => {
             tracing::info!(peer = %peer, %error, "connection refused");
         }
@@ -124,24 +133,33 @@ async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &Conn
     }
 }
 
-async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, started: Instant) {
+/// Sends the client `refusal` as a FATAL and closes the connection.
+async fn refuse(mut conn: ClientConn<TcpStream>, refusal: Refusal) {
+    let _ = conn.send(&BackendMessage::ErrorResponse(refusal.response()));
+    let _ = conn.flush().await;
+    conn.close_gracefully().await;
+}
+
+async fn run_session(
+    mut conn: ClientConn<TcpStream>,
+    admitted: Admitted,
+    ctx: &ListenerContext,
+    started: Instant,
+) {
     let shared = &ctx.hooks.shared;
-    let preconnected = conn
-        .state()
-        .extensions
-        .get::<Preconnected>()
-        .and_then(|p| p.0.lock().ok()?.take());
-    let backend = match preconnected {
-        Some(backend) => Ok(backend),
-        None => connect_backend(shared, conn.state()).await,
+    // The permit is held until the session ends.
+    let Admitted {
+        chosen,
+        permit: _permit,
+        proof,
+    } = admitted;
+    let backend = match proof {
+        Proof::Passthrough(backend) => Ok(backend),
+        proof => connect_backend(shared, conn.state(), &chosen, &proof).await,
     };
     let state = conn.state().clone();
-    let chosen = state.extensions.get::<Chosen>().cloned();
-    let route = chosen.as_ref().map(|c| c.route.number).unwrap_or_default();
-    let auth = chosen
-        .as_ref()
-        .map(|c| c.route.auth.name())
-        .unwrap_or_default();
+    let route = chosen.route.number;
+    let auth = chosen.route.auth.name();
     let (user, database) = state
         .client
         .as_ref()
@@ -151,10 +169,7 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
         Ok(backend) => backend,
         Err(error) => {
             tracing::warn!(client = %state.client_addr, %user, %database, route, %error, "backend login failed");
-            let refusal = Refusal::Backend(error);
-            let _ = conn.send(&BackendMessage::ErrorResponse(refusal.response()));
-            let _ = conn.flush().await;
-            conn.close_gracefully().await;
+            refuse(conn, Refusal::Backend(error)).await;
             return;
         }
     };
@@ -248,11 +263,9 @@ pub fn backend_target(
 pub async fn connect_backend(
     shared: &Shared,
     state: &ConnectionState,
+    chosen: &Chosen,
+    proof: &Proof,
 ) -> Result<BackendConn, BackendError> {
-    let chosen = state
-        .extensions
-        .get::<Chosen>()
-        .ok_or_else(|| BackendError::Protocol("no route chosen".to_owned()))?;
     let client = state
         .client
         .as_ref()
@@ -283,8 +296,11 @@ pub async fn connect_backend(
         }
         set(&mut parameters, name, value.clone());
     }
-    let decision = state.extensions.get::<ExternalDecision>();
-    if let Some(ExternalDecision(decision)) = decision {
+    let decision = match proof {
+        Proof::External(decision) => Some(decision),
+        _ => None,
+    };
+    if let Some(decision) = decision {
         for (name, value) in &decision.parameters {
             set(&mut parameters, name, value.clone());
         }
@@ -305,7 +321,7 @@ pub async fn connect_backend(
     // The authenticator's `user=` / `database=` lines, else the URL's, else the client's.
     // (`parameters` always holds the client's own user, so it cannot be asked.)
     let decided = |name: &str| {
-        decision.and_then(|ExternalDecision(d)| {
+        decision.and_then(|d| {
             d.parameters
                 .iter()
                 .rfind(|(n, _)| n == name)
@@ -334,16 +350,14 @@ pub async fn connect_backend(
             state.client_addr.to_string(),
         ),
     }
-    let mut secret = state
-        .extensions
-        .get::<ForwardSecret>()
-        .map(|f| f.0.clone())
+    let mut secret = proof
+        .forward_secret()
         .or_else(|| target.password.clone().map(BackendSecret::Password));
     let mut user = user;
     if chosen.route.auth_query.is_some() {
         // The client proved itself with the backend's own verifier: log in as that user with
         // the keys recovered from its proof.
-        if let Some(keys) = state.extensions.get::<ScramKeys>() {
+        if let Proof::ScramKeys(keys) = proof {
             secret = Some(BackendSecret::ScramKeys(ClientCredential::Keys {
                 client_key: keys.client_key,
                 server_key: Some(keys.server_key),
