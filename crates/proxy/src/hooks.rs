@@ -18,9 +18,10 @@ use crate::auth_query;
 use crate::config::{AuthMode, ExternalMethod};
 use crate::external;
 use crate::limits::ConnectionLimiter;
+use crate::login;
 use crate::refusal::Refusal;
 use crate::route::{AuthQuery, Captures, MatchInput, Route};
-use crate::session::{self, Shared};
+use crate::shared::Shared;
 
 /// Hooks of one listener.
 pub struct ProxyHooks {
@@ -198,7 +199,7 @@ impl ProxyHooks {
         user: &str,
         database: &str,
     ) -> Result<Option<ScramSecret>, auth_query::LookupError> {
-        let target = session::backend_target(route, captures, user, database)?;
+        let target = login::backend_target(route, captures, user, database)?;
         let database = target.database.as_deref().unwrap_or(database);
         let lookup = auth_query::Lookup {
             query,
@@ -224,7 +225,7 @@ impl ProxyHooks {
             return Ok(false);
         };
         let proof = Proof::Password(password.clone());
-        match session::connect_backend(&self.shared, state, data.chosen()?, &proof).await {
+        match login::connect_backend(&self.shared, state, data.chosen()?, &proof).await {
             Ok(backend) => {
                 data.proof = Proof::Passthrough(backend);
                 Ok(true)
