@@ -52,9 +52,12 @@ impl UserTable {
 }
 
 impl Hooks for UserTable {
+    type Data = ();
+
     fn auth_method(
         &self,
         state: &ConnectionState,
+        _data: &mut (),
     ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
         let method = match Self::user(state).as_str() {
             "alice" => AuthMethod::Cleartext,
@@ -66,7 +69,8 @@ impl Hooks for UserTable {
 
     fn validate_credentials(
         &self,
-        _state: &mut ConnectionState,
+        _state: &ConnectionState,
+        _data: &mut (),
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
         // Plaintext and md5 checks are cheap; a table of SCRAM verifiers would run PBKDF2 for
@@ -92,6 +96,7 @@ impl Hooks for UserTable {
     fn scram_secret(
         &self,
         state: &ConnectionState,
+        _data: &mut (),
     ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
         let secret = self.scram.get(&Self::user(state)).cloned();
         async move { Ok(secret) }
@@ -100,6 +105,7 @@ impl Hooks for UserTable {
     async fn on_message<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        _data: &mut (),
         frame: Frame,
     ) -> HookResult<Flow> {
         if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {

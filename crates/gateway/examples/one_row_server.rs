@@ -19,9 +19,12 @@ use tokio::net::TcpListener;
 pub struct OneRow;
 
 impl Hooks for OneRow {
+    type Data = ();
+
     async fn on_message<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        _data: &mut (),
         frame: Frame,
     ) -> HookResult<Flow> {
         if FrontendTag::from_byte(frame.tag) != Some(FrontendTag::Query) {

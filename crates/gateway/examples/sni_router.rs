@@ -37,11 +37,16 @@ impl SniRouter {
 }
 
 impl Hooks for SniRouter {
+    /// The backend chosen for the connection's server name.
+    type Data = Option<SocketAddr>;
+
     fn after_tls<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        backend: &mut Option<SocketAddr>,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        let known = self.backend_for(conn.state().server_name()).is_some();
+        *backend = self.backend_for(conn.state().server_name());
+        let known = backend.is_some();
         let name = conn.state().server_name().unwrap_or("(none)").to_owned();
         async move {
             if known {
@@ -69,18 +74,18 @@ pub async fn run(listener: TcpListener, tls: TlsConfig, router: Arc<SniRouter>) 
         let (stream, peer) = acceptor.accept().await;
         let (config, router) = (config.clone(), router.clone());
         tokio::spawn(async move {
-            let Ok(Outcome::Detached(detached)) = accept(stream, peer, &config, &*router).await
+            let Ok(Outcome::Detached {
+                raw,
+                data: Some(backend),
+            }) = accept(stream, peer, &config, &*router).await
             else {
-                return;
-            };
-            let Some(backend) = router.backend_for(detached.state.server_name()) else {
                 return;
             };
             let Ok(mut upstream) = TcpStream::connect(backend).await else {
                 return;
             };
-            let mut client = detached.stream;
-            if upstream.write_all(&detached.buffered).await.is_ok() {
+            let mut client = raw.stream;
+            if upstream.write_all(&raw.buffered).await.is_ok() {
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
             }
         });

@@ -18,6 +18,7 @@ const MAX_PASSWORD_MESSAGE_LEN: usize = pgbastion_wire::limits::PG_MAX_AUTH_TOKE
 /// Runs the exchange for `method`.
 pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     config: &GatewayConfig,
     hooks: &H,
     method: &AuthMethod,
@@ -34,8 +35,8 @@ pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(
                 user: user.clone(),
                 password,
             };
-            validate(conn, hooks, &credential, || GatewayError::InvalidPassword {
-                user,
+            validate(conn, data, hooks, &credential, || {
+                GatewayError::InvalidPassword { user }
             })
             .await
         }
@@ -45,16 +46,16 @@ pub(crate) async fn authenticate<S: ClientIo, H: Hooks>(
                 user: user.clone(),
                 token,
             };
-            validate(conn, hooks, &credential, || GatewayError::InvalidPassword {
-                user,
+            validate(conn, data, hooks, &credential, || {
+                GatewayError::InvalidPassword { user }
             })
             .await
         }
-        AuthMethod::Md5 => md5(conn, hooks, user).await,
-        AuthMethod::Certificate => certificate(conn, hooks, user).await,
-        AuthMethod::ScramSha256 => scram::authenticate(conn, config, hooks, user).await,
+        AuthMethod::Md5 => md5(conn, data, hooks, user).await,
+        AuthMethod::Certificate => certificate(conn, data, hooks, user).await,
+        AuthMethod::ScramSha256 => scram::authenticate(conn, data, config, hooks, user).await,
         AuthMethod::OAuthBearer { issuer, scope } => {
-            oauth::authenticate(conn, hooks, user, issuer, scope).await
+            oauth::authenticate(conn, data, hooks, user, issuer, scope).await
         }
     }
 }
@@ -69,12 +70,13 @@ fn startup_user<S: ClientIo>(conn: &ClientConn<S>) -> String {
 
 async fn validate<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     hooks: &H,
     credential: &Credential,
     refusal: impl FnOnce() -> GatewayError,
 ) -> Result<(), GatewayError> {
     if hooks
-        .validate_credentials(conn.state_mut(), credential)
+        .validate_credentials(conn.state(), data, credential)
         .await?
     {
         conn.state_mut().authenticated_user = Some(credential.user().to_owned());
@@ -127,6 +129,7 @@ async fn password_response<S: ClientIo>(conn: &mut ClientConn<S>) -> Result<Stri
 
 async fn md5<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     hooks: &H,
     user: String,
 ) -> Result<(), GatewayError> {
@@ -138,14 +141,15 @@ async fn md5<S: ClientIo, H: Hooks>(
         response,
         salt,
     };
-    validate(conn, hooks, &credential, || GatewayError::InvalidPassword {
-        user,
+    validate(conn, data, hooks, &credential, || {
+        GatewayError::InvalidPassword { user }
     })
     .await
 }
 
 async fn certificate<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     hooks: &H,
     user: String,
 ) -> Result<(), GatewayError> {
@@ -167,5 +171,5 @@ async fn certificate<S: ClientIo, H: Hooks>(
         common_name: tls.client_common_name(),
     };
     let reason = "the certificate's common name does not match the user";
-    validate(conn, hooks, &credential, || refused(reason)).await
+    validate(conn, data, hooks, &credential, || refused(reason)).await
 }

@@ -22,17 +22,33 @@ use crate::hooks::{Flow, HookError, HookResult, Hooks};
 use crate::session::{HookMessages, Session};
 use crate::state::{ConnectionState, Phase};
 
-/// How [`accept`] ended.
+/// How [`accept`] ended. `D` is the hooks' [`Data`](Hooks::Data) for the connection, handed
+/// back with it wherever there is a connection to hand back.
 #[derive(Debug)]
-pub enum Outcome<S> {
+pub enum Outcome<S, D> {
     /// The client is authenticated and got ReadyForQuery (unless `after_auth` handled that);
     /// drive the session yourself or pass it to [`serve`].
-    Authenticated(ClientConn<S>),
+    Authenticated {
+        /// The connection.
+        conn: ClientConn<S>,
+        /// What the hooks kept for it.
+        data: D,
+    },
     /// `on_startup` returned [`Flow::Handled`]: the connection is yours from the startup
     /// message on.
-    Handled(ClientConn<S>),
+    Handled {
+        /// The connection.
+        conn: ClientConn<S>,
+        /// What the hooks kept for it.
+        data: D,
+    },
     /// A hook asked to detach: the raw stream and unread bytes.
-    Detached(Detached<S>),
+    Detached {
+        /// The stream, the bytes read but not consumed, and the state.
+        raw: Detached<S>,
+        /// What the hooks kept for it.
+        data: D,
+    },
     /// The connection carried a CancelRequest (nothing else can follow on it). Forward the
     /// request, then close `conn` with [`ClientConn::close_gracefully`]: PostgreSQL closes
     /// a cancel connection only after it has signalled the backend, drivers wait for that
@@ -42,6 +58,8 @@ pub enum Outcome<S> {
         request: CancelKey,
         /// The connection it came on (its state says who sent it).
         conn: ClientConn<S>,
+        /// What the hooks kept for it (`on_connect` ran, and may have refused it).
+        data: D,
     },
     /// The client went away before sending anything that needed an answer.
     Closed,
@@ -55,22 +73,30 @@ pub async fn accept<S: ClientIo, H: Hooks>(
     peer: SocketAddr,
     config: &GatewayConfig,
     hooks: &H,
-) -> Result<Outcome<S>, GatewayError> {
+) -> Result<Outcome<S, H::Data>, GatewayError> {
     let mut conn = ClientConn::new(io, ConnectionState::new(peer));
+    let mut data = H::Data::default();
     let connected = Instant::now();
     let startup_timeout = config.startup_timeout.min(config.auth_timeout);
     conn.set_deadline(Some(connected + startup_timeout));
-    match run_handshake(&mut conn, config, hooks, connected).await {
+    match run_handshake(&mut conn, &mut data, config, hooks, connected).await {
         Ok(Step::Proceed) => {
             conn.set_deadline(None);
-            Ok(Outcome::Authenticated(conn))
+            Ok(Outcome::Authenticated { conn, data })
         }
         Ok(Step::Handled) => {
             conn.set_deadline(None);
-            Ok(Outcome::Handled(conn))
+            Ok(Outcome::Handled { conn, data })
         }
-        Ok(Step::Detach) => Ok(Outcome::Detached(conn.detach()?)),
-        Ok(Step::Cancel(request)) => Ok(Outcome::Cancel { request, conn }),
+        Ok(Step::Detach) => Ok(Outcome::Detached {
+            raw: conn.detach()?,
+            data,
+        }),
+        Ok(Step::Cancel(request)) => Ok(Outcome::Cancel {
+            request,
+            conn,
+            data,
+        }),
         Ok(Step::Closed) => Ok(Outcome::Closed),
         Err(error) => {
             report(&mut conn, &error).await;
@@ -102,33 +128,34 @@ const REFUSAL_GRACE: Duration = Duration::from_secs(1);
 
 async fn run_handshake<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     config: &GatewayConfig,
     hooks: &H,
     connected: Instant,
 ) -> Result<Step, GatewayError> {
     handshake::read_proxy_header(conn, config).await?;
-    if let Err(refusal) = hooks.on_connect(conn.state_mut()).await {
-        return refuse(conn, config, hooks, refusal).await;
+    if let Err(refusal) = hooks.on_connect(conn.state(), data).await {
+        return refuse(conn, data, config, hooks, refusal).await;
     }
-    match handshake::read_startup(conn, config, hooks).await? {
+    match handshake::read_startup(conn, config, hooks, data).await? {
         Startup::Started => {}
         Startup::Cancel(request) => return Ok(Step::Cancel(request)),
         Startup::Closed => return Ok(Step::Closed),
         Startup::Detach => return Ok(Step::Detach),
     }
     conn.set_deadline(Some(connected + config.auth_timeout));
-    match hooks.on_startup(conn).await? {
+    match hooks.on_startup(conn, data).await? {
         Flow::Continue => {}
         Flow::Handled => return Ok(Step::Handled),
         Flow::Detach => return Ok(Step::Detach),
     }
-    let method = hooks.auth_method(conn.state()).await?;
-    auth::authenticate(conn, config, hooks, &method).await?;
+    let method = hooks.auth_method(conn.state(), data).await?;
+    auth::authenticate(conn, data, config, hooks, &method).await?;
     conn.send(&BackendMessage::Authentication(
         pgbastion_wire::Authentication::Ok,
     ))?;
     conn.state_mut().phase = Phase::Authenticated;
-    match hooks.after_auth(conn).await? {
+    match hooks.after_auth(conn, data).await? {
         Flow::Continue => send_ready(conn, config)?,
         Flow::Handled => {}
         Flow::Detach => return Ok(Step::Detach),
@@ -143,13 +170,14 @@ async fn run_handshake<S: ClientIo, H: Hooks>(
 /// sockets cannot pile up: a silent one is sent the refusal and closed after it.
 async fn refuse<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     config: &GatewayConfig,
     hooks: &H,
     refusal: HookError,
 ) -> Result<Step, GatewayError> {
     let grace = Instant::now() + REFUSAL_GRACE;
     conn.set_deadline(Some(conn.deadline().map_or(grace, |d| d.min(grace))));
-    match handshake::read_startup(conn, config, hooks).await {
+    match handshake::read_startup(conn, config, hooks, data).await {
         Ok(Startup::Cancel(request)) => Ok(Step::Cancel(request)),
         Ok(Startup::Closed) => Ok(Step::Closed),
         // A StartupMessage, nothing in time, or garbage: the answer is the refusal.
@@ -191,15 +219,19 @@ pub async fn serve_listener<H: Hooks + 'static>(
     config: Arc<GatewayConfig>,
     hooks: Arc<H>,
 ) {
-    serve_listener_with(listener, config, hooks.clone(), move |_| {
-        Ok(HookMessages(hooks.clone()))
+    serve_listener_with(listener, config, hooks.clone(), move |_, data| {
+        Ok(HookMessages {
+            hooks: hooks.clone(),
+            data,
+        })
     })
     .await;
 }
 
-/// Like [`serve_listener`], with per-connection state: `new_session` is called once a client
-/// is authenticated and the [`Session`] it returns handles that client's messages. An error
-/// from it is sent to the client as a FATAL and ends the connection.
+/// Like [`serve_listener`], with a session per connection: `new_session` is called once a
+/// client is authenticated, with its state and what the hooks kept for it, and the
+/// [`Session`] it returns handles that client's messages. An error from it is sent to the
+/// client as a FATAL and ends the connection.
 pub async fn serve_listener_with<H, T, F>(
     listener: TcpListener,
     config: Arc<GatewayConfig>,
@@ -208,7 +240,7 @@ pub async fn serve_listener_with<H, T, F>(
 ) where
     H: Hooks + 'static,
     T: Session<TcpStream> + 'static,
-    F: Fn(&ConnectionState) -> HookResult<T> + Send + Sync + 'static,
+    F: Fn(&ConnectionState, H::Data) -> HookResult<T> + Send + Sync + 'static,
 {
     let new_session = Arc::new(new_session);
     let mut acceptor = Acceptor::new(listener);
@@ -216,11 +248,12 @@ pub async fn serve_listener_with<H, T, F>(
         let (stream, peer) = acceptor.accept().await;
         let (config, hooks, new_session) = (config.clone(), hooks.clone(), new_session.clone());
         tokio::spawn(async move {
-            let Ok(Outcome::Authenticated(mut conn)) = accept(stream, peer, &config, &*hooks).await
+            let Ok(Outcome::Authenticated { mut conn, data }) =
+                accept(stream, peer, &config, &*hooks).await
             else {
                 return;
             };
-            match new_session(conn.state()) {
+            match new_session(conn.state(), data) {
                 Ok(mut session) => {
                     let _ = serve_session(conn, &config, &mut session).await;
                 }
@@ -233,13 +266,15 @@ pub async fn serve_listener_with<H, T, F>(
 }
 
 /// Drives an authenticated session with the hooks: every client message goes to
-/// [`Hooks::on_message`]. See [`serve_session`].
+/// [`Hooks::on_message`] with `data`, what the hooks kept for the connection. See
+/// [`serve_session`].
 pub async fn serve<S: ClientIo, H: Hooks>(
     conn: ClientConn<S>,
+    data: H::Data,
     config: &GatewayConfig,
     hooks: &H,
 ) -> Result<(), GatewayError> {
-    serve_session(conn, config, &mut HookMessages(hooks)).await
+    serve_session(conn, config, &mut HookMessages { hooks, data }).await
 }
 
 /// Drives an authenticated session: every client message goes to [`Session::on_message`];

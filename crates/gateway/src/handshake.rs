@@ -104,6 +104,7 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
     config: &GatewayConfig,
     hooks: &H,
+    data: &mut H::Data,
 ) -> Result<Startup, GatewayError> {
     let mut negotiation = Negotiation::default();
     if starts_with_tls_record(conn).await? {
@@ -113,7 +114,7 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
             .ok_or(GatewayError::DirectTlsNotConfigured)?;
         upgrade(conn, tls, true).await?;
         negotiation = Negotiation::encrypted();
-        if hooks.after_tls(conn).await? == Flow::Detach {
+        if hooks.after_tls(conn, data).await? == Flow::Detach {
             return Ok(Startup::Detach);
         }
     }
@@ -127,7 +128,7 @@ pub(crate) async fn read_startup<S: ClientIo, H: Hooks>(
             }
             StartupPacket::SslRequest => {
                 if ssl_request(conn, config, &mut negotiation).await?
-                    && hooks.after_tls(conn).await? == Flow::Detach
+                    && hooks.after_tls(conn, data).await? == Flow::Detach
                 {
                     return Ok(Startup::Detach);
                 }

@@ -7,12 +7,15 @@
 //! 2. TLS upgrade → [`Hooks::after_tls`] (only when TLS was negotiated)
 //! 3. StartupMessage → [`Hooks::on_startup`]
 //! 4. [`Hooks::auth_method`] picks the mode → the exchange → [`Hooks::validate_credentials`]
-//!    (or [`Hooks::scram_secret`] for SCRAM)
+//!    (or [`Hooks::scram_secret`], then [`Hooks::scram_verified`], for SCRAM)
 //! 5. AuthenticationOk → [`Hooks::after_auth`]
 //! 6. Every client message → [`Hooks::on_message`] (when the gateway drives the session with
 //!    [`serve`](crate::serve))
 //!
-//! Every hook has a default, so `impl Hooks for MyServer {}` is a trust-everyone server.
+//! Every hook gets the connection's [`Hooks::Data`], a value of the implementor's own type
+//! that starts as `Default::default()` and is handed back by
+//! [`accept`](crate::accept) with the connection. Every hook has a default, so
+//! `impl Hooks for MyServer { type Data = (); }` is a trust-everyone server.
 
 use std::fmt;
 use std::future::Future;
@@ -157,8 +160,7 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// What a successful SCRAM exchange leaves in
-/// [`ConnectionState::extensions`](crate::ConnectionState::extensions): the ClientKey recovered
+/// What a successful SCRAM exchange hands to [`Hooks::scram_verified`]: the ClientKey recovered
 /// from the client's proof and the secret's ServerKey. With them a proxy can log into a
 /// backend that holds the same SCRAM secret for the user, without ever knowing the password
 /// ([`ClientCredential::Keys`](pgbastion_auth::scram::ClientCredential::Keys)).
@@ -243,20 +245,29 @@ pub type HookResult<T> = Result<T, HookError>;
 /// Callbacks that shape each connection. All have defaults; implement the ones you need.
 ///
 /// Methods take the connection (`&mut ClientConn<S>`) where a hook may want to write to the
-/// client, and only the state where it may not.
+/// client, and only the state where it may not. All of them take the connection's own
+/// [`Data`](Hooks::Data), where hooks keep what they learn for later hooks and for whoever
+/// drives the session.
 pub trait Hooks: Send + Sync {
+    /// What the hooks keep for one connection (a permit, the route it matched, what proved
+    /// the client's identity). It starts as `Default::default()` when the connection is
+    /// accepted, every hook gets it by `&mut`, and [`accept`](crate::accept) returns it with
+    /// the connection ([`Outcome`](crate::Outcome)). `()` when there is nothing to keep.
+    type Data: Default + Send;
+
     /// As soon as the connection is accepted (after the PROXY header, when one is expected,
     /// so `state.client_addr` is the real client): admission, such as connection limits.
     /// An error refuses the connection. As PostgreSQL does with too many clients, the gateway
     /// still reads the startup packet for a short while (at most one second) so that the
     /// client gets the error as a FATAL, then closes; a CancelRequest on a refused connection
     /// is still returned as [`Outcome::Cancel`](crate::Outcome) (a cancel is not a session).
-    /// What is admitted can be kept in `state.extensions` (a permit released on drop).
+    /// What is admitted can be kept in `data` (a permit released on drop).
     fn on_connect(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut Self::Data,
     ) -> impl Future<Output = HookResult<()>> + Send {
-        let _ = state;
+        let _ = (state, data);
         async { Ok(()) }
     }
 
@@ -265,8 +276,9 @@ pub trait Hooks: Send + Sync {
     fn after_tls<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        data: &mut Self::Data,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        let _ = conn;
+        let _ = (conn, data);
         async { Ok(Flow::Continue) }
     }
 
@@ -276,8 +288,9 @@ pub trait Hooks: Send + Sync {
     fn on_startup<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        data: &mut Self::Data,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        let _ = conn;
+        let _ = (conn, data);
         async { Ok(Flow::Continue) }
     }
 
@@ -285,20 +298,22 @@ pub trait Hooks: Send + Sync {
     fn auth_method(
         &self,
         state: &ConnectionState,
+        data: &mut Self::Data,
     ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
-        let _ = state;
+        let _ = (state, data);
         async { Ok(AuthMethod::Trust) }
     }
 
     /// Decides whether a credential is valid. Default: a certificate whose common name equals
     /// the user is accepted, everything else refused. What the check learns (claims, a backend
-    /// connection) can be kept in `state.extensions`.
+    /// connection) can be kept in `data`.
     fn validate_credentials(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut Self::Data,
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
-        let _ = state;
+        let _ = (state, data);
         let valid = matches!(
             credential,
             Credential::Certificate { user, common_name: Some(cn) } if user == cn
@@ -312,9 +327,16 @@ pub trait Hooks: Send + Sync {
     fn scram_secret(
         &self,
         state: &ConnectionState,
+        data: &mut Self::Data,
     ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
-        let _ = state;
+        let _ = (state, data);
         async { Ok(None) }
+    }
+
+    /// After a SCRAM exchange succeeded (before AuthenticationOk): the keys it recovered, to
+    /// keep in `data` when the session will log into a backend with them. Default: dropped.
+    fn scram_verified(&self, data: &mut Self::Data, keys: ScramKeys) {
+        let _ = (data, keys);
     }
 
     /// After AuthenticationOk was sent. [`Flow::Continue`] lets the gateway send the
@@ -323,8 +345,9 @@ pub trait Hooks: Send + Sync {
     fn after_auth<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        data: &mut Self::Data,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        let _ = conn;
+        let _ = (conn, data);
         async { Ok(Flow::Continue) }
     }
 
@@ -334,9 +357,10 @@ pub trait Hooks: Send + Sync {
     fn on_message<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        data: &mut Self::Data,
         frame: Frame,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        let _ = (conn, frame);
+        let _ = (conn, data, frame);
         async { Ok(Flow::Continue) }
     }
 }

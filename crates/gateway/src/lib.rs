@@ -11,7 +11,6 @@ pub mod config;
 pub mod conn;
 mod driver;
 pub mod error;
-pub mod extensions;
 mod handshake;
 pub mod hooks;
 pub mod proxy_protocol;
@@ -28,7 +27,6 @@ pub use driver::{
     accept, report, serve, serve_listener, serve_listener_with, serve_session, Outcome,
 };
 pub use error::GatewayError;
-pub use extensions::Extensions;
 pub use hooks::{AuthMethod, Credential, Flow, HookError, HookResult, Hooks, ScramKeys};
 pub use session::{HookMessages, Session};
 pub use state::{ClientInfo, ConnectionState, Phase};

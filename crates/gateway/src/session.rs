@@ -24,21 +24,28 @@ pub trait Session<S: ClientIo>: Send {
     ) -> impl Future<Output = HookResult<Flow>> + Send;
 }
 
-/// A [`Session`] that passes every message to [`Hooks::on_message`]; `R` is `&H` or `Arc<H>`.
+/// A [`Session`] that passes every message to [`Hooks::on_message`]; `R` is `&H` or `Arc<H>`,
+/// `D` the hooks' [`Data`](Hooks::Data) for the connection.
 #[derive(Debug)]
-pub struct HookMessages<R>(pub R);
+pub struct HookMessages<R, D> {
+    /// The hooks.
+    pub hooks: R,
+    /// What they kept for this connection.
+    pub data: D,
+}
 
-impl<S, R> Session<S> for HookMessages<R>
+impl<S, R, D> Session<S> for HookMessages<R, D>
 where
     S: ClientIo,
     R: Deref + Send + Sync,
-    R::Target: Hooks,
+    R::Target: Hooks<Data = D>,
+    D: Send,
 {
     fn on_message(
         &mut self,
         conn: &mut ClientConn<S>,
         frame: Frame,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        self.0.on_message(conn, frame)
+        self.hooks.on_message(conn, &mut self.data, frame)
     }
 }

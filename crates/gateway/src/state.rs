@@ -1,10 +1,10 @@
-//! What the gateway knows about a connection, readable from every hook.
+//! What the gateway knows about a connection, readable from every hook (what the hooks
+//! themselves keep is their [`Hooks::Data`](crate::Hooks::Data)).
 
 use std::net::SocketAddr;
 
 use pgbastion_wire::ProtocolVersion;
 
-use crate::extensions::Extensions;
 use crate::proxy_protocol::ProxyInfo;
 use crate::tls::TlsInfo;
 
@@ -73,8 +73,6 @@ pub struct ConnectionState {
     /// The user name that authentication established (may differ from the startup `user`
     /// when a hook maps identities).
     pub authenticated_user: Option<String>,
-    /// Values hooks attach to this connection.
-    pub extensions: Extensions,
 }
 
 impl ConnectionState {
@@ -88,7 +86,6 @@ impl ConnectionState {
             client: None,
             phase: Phase::Connected,
             authenticated_user: None,
-            extensions: Extensions::default(),
         }
     }
 

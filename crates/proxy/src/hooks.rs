@@ -1,49 +1,27 @@
 //! The proxy's gateway hooks: limits at connect, routing at startup, the route's authentication mode,
-//! and credential checks (local users, tokens, the backend itself, an external command).
+//! and credential checks (local users, tokens, the backend itself, an external command). What
+//! they decide goes into the connection's [`ProxyConn`], which the session gets by move.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pgbastion_auth::scram::ScramSecret;
 use pgbastion_gateway::{
     AuthMethod, ClientConn, ClientIo, ConnectionState, Credential, Flow, HookError, HookResult,
-    Hooks,
+    Hooks, ScramKeys,
 };
 use pgbastion_jwt::JwtError;
 
+use crate::admission::{Chosen, Proof, ProxyConn};
 use crate::auth_query;
-use crate::backend::{BackendConn, BackendSecret};
 use crate::config::{AuthMode, ExternalMethod};
 use crate::external;
 use crate::limits::ConnectionLimiter;
+use crate::login;
 use crate::refusal::Refusal;
 use crate::route::{AuthQuery, Captures, MatchInput, Route};
-use crate::session::{self, Shared};
-
-/// The route a connection matched, and its captures.
-#[derive(Debug, Clone)]
-pub struct Chosen {
-    /// The route.
-    pub route: Route,
-    /// Regex captures for the backend URL.
-    pub captures: Captures,
-}
-
-/// A secret for the backend learned while authenticating the client.
-#[derive(Clone)]
-pub struct ForwardSecret(pub BackendSecret);
-
-/// A backend connection opened while checking the client's password (passthrough).
-pub struct Preconnected(pub Mutex<Option<BackendConn>>);
-
-/// The external authenticator's decision for this connection.
-#[derive(Debug, Clone)]
-pub struct ExternalDecision(pub external::Decision);
-
-/// The verified token's claims (string values).
-#[derive(Debug, Clone)]
-pub struct TokenClaims(pub BTreeMap<String, String>);
+use crate::shared::Shared;
 
 /// Hooks of one listener.
 pub struct ProxyHooks {
@@ -67,14 +45,6 @@ fn record_in_span(state: &ConnectionState) {
         span.record("user", client.user());
         span.record("database", client.database());
     }
-}
-
-fn chosen(state: &ConnectionState) -> HookResult<Chosen> {
-    state
-        .extensions
-        .get::<Chosen>()
-        .cloned()
-        .ok_or_else(|| Refusal::Internal("no route was chosen for this connection").into())
 }
 
 /// What routes are matched against: the SNI name, the startup parameters and, once verified,
@@ -112,16 +82,16 @@ fn require_tls_for_secrets(route: &Route, state: &ConnectionState) -> HookResult
 impl ProxyHooks {
     /// Counts the connection against the listener's limits from accept on (a socket that
     /// never sends a startup packet counts too), keeping the permit with the connection.
-    fn admit(&self, state: &mut ConnectionState) -> HookResult<()> {
+    fn admit(&self, state: &ConnectionState, data: &mut ProxyConn) -> HookResult<()> {
         let permit = self
             .limiter
             .admit(state.client_addr.ip())
             .map_err(|refusal| Refusal::TooManyConnections(refusal.message()))?;
-        state.extensions.insert(permit);
+        data.permit = Some(permit);
         Ok(())
     }
 
-    fn start(&self, state: &mut ConnectionState) -> HookResult<()> {
+    fn start(&self, state: &ConnectionState, data: &mut ProxyConn) -> HookResult<()> {
         record_in_span(state);
         let input = match_input(state, None)?;
         let Some((route, captures)) = self.shared.routes.select(&input) else {
@@ -135,36 +105,37 @@ impl ProxyHooks {
         };
         require_tls_for_secrets(route, state)?;
         tracing::Span::current().record("route", route.number);
-        let chosen = Chosen {
+        data.chosen = Some(Chosen {
             route: route.clone(),
             captures,
-        };
-        state.extensions.insert(chosen);
+        });
         Ok(())
     }
 
     async fn check(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut ProxyConn,
         credential: &Credential,
     ) -> HookResult<bool> {
-        let Chosen { route, .. } = chosen(state)?;
-        match route.auth {
+        let auth = data.chosen()?.route.auth;
+        match auth {
             AuthMode::Cleartext | AuthMode::Md5 => Ok(self.shared.users.check(credential).await),
             AuthMode::Cert => Ok(matches!(
                 credential,
                 Credential::Certificate { user, common_name: Some(cn) } if user == cn
             )),
-            AuthMode::Jwt | AuthMode::Oauth => self.check_token(state, credential, route.auth),
-            AuthMode::Passthrough => self.passthrough(state, credential).await,
-            AuthMode::External => self.external(state, credential, &route).await,
+            AuthMode::Jwt | AuthMode::Oauth => self.check_token(state, data, credential, auth),
+            AuthMode::Passthrough => self.passthrough(state, data, credential).await,
+            AuthMode::External => self.external(state, data, credential).await,
             AuthMode::Trust | AuthMode::Scram => Ok(false),
         }
     }
 
     fn check_token(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut ProxyConn,
         credential: &Credential,
         auth: AuthMode,
     ) -> HookResult<bool> {
@@ -211,11 +182,11 @@ impl ProxyHooks {
         // route's, which may be stricter.
         require_tls_for_secrets(route, state)?;
         tracing::Span::current().record("route", route.number);
-        state.extensions.insert(Chosen {
+        data.chosen = Some(Chosen {
             route: route.clone(),
             captures,
         });
-        state.extensions.insert(TokenClaims(claims));
+        data.proof = Proof::Token(claims);
         Ok(true)
     }
 
@@ -228,7 +199,7 @@ impl ProxyHooks {
         user: &str,
         database: &str,
     ) -> Result<Option<ScramSecret>, auth_query::LookupError> {
-        let target = session::backend_target(route, captures, user, database)?;
+        let target = login::backend_target(route, captures, user, database)?;
         let database = target.database.as_deref().unwrap_or(database);
         let lookup = auth_query::Lookup {
             query,
@@ -246,19 +217,17 @@ impl ProxyHooks {
 
     async fn passthrough(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut ProxyConn,
         credential: &Credential,
     ) -> HookResult<bool> {
         let Credential::Password { password, .. } = credential else {
             return Ok(false);
         };
-        let secret = BackendSecret::Password(password.clone());
-        state.extensions.insert(ForwardSecret(secret));
-        match session::connect_backend(&self.shared, state).await {
+        let proof = Proof::Password(password.clone());
+        match login::connect_backend(&self.shared, state, data.chosen()?, &proof).await {
             Ok(backend) => {
-                state
-                    .extensions
-                    .insert(Preconnected(Mutex::new(Some(backend))));
+                data.proof = Proof::Passthrough(backend);
                 Ok(true)
             }
             Err(error) => {
@@ -274,11 +243,11 @@ impl ProxyHooks {
 
     async fn external(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut ProxyConn,
         credential: &Credential,
-        route: &Route,
     ) -> HookResult<bool> {
-        let Some(authenticator) = &route.external else {
+        let Some(authenticator) = &data.chosen()?.route.external else {
             return Ok(false);
         };
         let (secret, salt) = match credential {
@@ -305,12 +274,7 @@ impl ProxyHooks {
         .await
         {
             Ok(decision) => {
-                if let Some(credential) = &decision.credential {
-                    state
-                        .extensions
-                        .insert(ForwardSecret(BackendSecret::Password(credential.clone())));
-                }
-                state.extensions.insert(ExternalDecision(decision));
+                data.proof = Proof::External(decision);
                 Ok(true)
             }
             Err(external::ExternalError::Refused(status)) => {
@@ -326,27 +290,32 @@ impl ProxyHooks {
 }
 
 impl Hooks for ProxyHooks {
+    type Data = ProxyConn;
+
     fn on_connect(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut ProxyConn,
     ) -> impl Future<Output = HookResult<()>> + Send {
-        let result = self.admit(state);
+        let result = self.admit(state, data);
         async move { result }
     }
 
     fn on_startup<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        data: &mut ProxyConn,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        let result = self.start(conn.state_mut()).map(|()| Flow::Continue);
+        let result = self.start(conn.state(), data).map(|()| Flow::Continue);
         async move { result }
     }
 
     fn auth_method(
         &self,
-        state: &ConnectionState,
+        _state: &ConnectionState,
+        data: &mut ProxyConn,
     ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
-        let method = chosen(state).map(|Chosen { route, .. }| match route.auth {
+        let method = data.chosen().map(|Chosen { route, .. }| match route.auth {
             AuthMode::Trust => AuthMethod::Trust,
             AuthMode::Cleartext | AuthMode::Passthrough => AuthMethod::Cleartext,
             AuthMode::Md5 => AuthMethod::Md5,
@@ -357,62 +326,63 @@ impl Hooks for ProxyHooks {
                 issuer: self.shared.oauth_issuer.clone(),
                 scope: self.shared.oauth_scope.clone(),
             },
-            AuthMode::External => match route.external.map(|e| e.method) {
+            AuthMode::External => match route.external.as_ref().map(|e| e.method) {
                 Some(ExternalMethod::Md5) => AuthMethod::Md5,
                 _ => AuthMethod::Cleartext,
             },
         });
-        async move { method }
+        async move { Ok(method?) }
     }
 
     fn validate_credentials(
         &self,
-        state: &mut ConnectionState,
+        state: &ConnectionState,
+        data: &mut ProxyConn,
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
-        self.check(state, credential)
+        self.check(state, data, credential)
     }
 
-    fn scram_secret(
+    async fn scram_secret(
         &self,
         state: &ConnectionState,
-    ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
-        let client = state
-            .client
-            .as_ref()
-            .map(|c| (c.user().to_owned(), c.database().to_owned()));
-        let chosen = state.extensions.get::<Chosen>().cloned();
-        async move {
-            let (Some((user, database)), Some(Chosen { route, captures })) = (client, chosen)
-            else {
-                return Ok(None);
-            };
-            let Some(query) = &route.auth_query else {
-                return Ok(self.shared.users.scram_secret(&user));
-            };
-            match self
-                .lookup(query, &route, &captures, &user, &database)
-                .await
-            {
-                Ok(secret) => Ok(secret),
-                Err(error) => {
-                    // As PostgreSQL does when it cannot read a password: the exchange runs
-                    // against a decoy and the client hears only that its password failed.
-                    // The lookup role, the backend's words and its address stay in the log.
-                    tracing::warn!(?user, route = route.number, %error, "auth_query failed; refusing the client as for a wrong password");
-                    Ok(None)
-                }
+        data: &mut ProxyConn,
+    ) -> HookResult<Option<ScramSecret>> {
+        let Chosen { route, captures } = data.chosen()?;
+        let Some(client) = &state.client else {
+            return Ok(None);
+        };
+        let user = client.user();
+        let Some(query) = &route.auth_query else {
+            return Ok(self.shared.users.scram_secret(user));
+        };
+        match self
+            .lookup(query, route, captures, user, client.database())
+            .await
+        {
+            Ok(secret) => Ok(secret),
+            Err(error) => {
+                // As PostgreSQL does when it cannot read a password: the exchange runs
+                // against a decoy and the client hears only that its password failed.
+                // The lookup role, the backend's words and its address stay in the log.
+                tracing::warn!(?user, route = route.number, %error, "auth_query failed; refusing the client as for a wrong password");
+                Ok(None)
             }
         }
+    }
+
+    fn scram_verified(&self, data: &mut ProxyConn, keys: ScramKeys) {
+        data.proof = Proof::ScramKeys(keys);
     }
 
     fn after_auth<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        data: &mut ProxyConn,
     ) -> impl Future<Output = HookResult<Flow>> + Send {
         // The session sends the backend's ParameterStatus, a minted BackendKeyData and
         // ReadyForQuery once the backend is connected.
-        let _ = conn;
+        let _ = (conn, data);
         async { Ok(Flow::Handled) }
     }
 }

@@ -2,6 +2,7 @@
 //! relay, cancel forwarding and limits. The `pgbastion` binary is a thin shell around
 //! [`Proxy`].
 
+pub mod admission;
 pub mod auth_query;
 pub mod backend;
 pub mod backend_reset;
@@ -11,6 +12,7 @@ pub mod external;
 pub mod hooks;
 pub mod kdf;
 pub mod limits;
+pub mod login;
 pub mod login_plan;
 pub mod multiplex;
 pub mod pool;
@@ -25,6 +27,7 @@ pub mod server;
 pub mod session;
 pub mod session_switch;
 pub mod settings;
+pub mod shared;
 pub mod sql_scan;
 pub mod target;
 pub mod template;

@@ -6,42 +6,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome, ScramKeys};
+use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome};
 use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::backend::{BackendConn, BackendError, BackendSecret, Connector};
-use crate::cancel::{BackendKey, CancelRegistry, CancelTarget};
-use crate::hooks::{Chosen, ExternalDecision, ForwardSecret, Preconnected, ProxyHooks};
+use crate::admission::{Admitted, Proof};
+use crate::backend::BackendConn;
+use crate::cancel::{BackendKey, CancelTarget};
+use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
-use crate::login_plan::{self, BackendProof, LoginPlan};
+use crate::login::connect_backend;
 use crate::refusal::Refusal;
 use crate::relay;
-use crate::route::{Captures, Route, Routes};
-use crate::target::{Address, Target, TlsSettings};
-use crate::tokens::Tokens;
-use crate::users::Users;
-
-/// What every connection of the proxy shares.
-pub struct Shared {
-    /// Routes in order.
-    pub routes: Routes,
-    /// Local users.
-    pub users: Users,
-    /// Token verification (`[jwt]`).
-    pub tokens: Option<Arc<Tokens>>,
-    /// The issuer advertised to OAUTHBEARER clients.
-    pub oauth_issuer: String,
-    /// The scope advertised to OAUTHBEARER clients.
-    pub oauth_scope: String,
-    /// Minted cancel keys.
-    pub cancel: Arc<CancelRegistry>,
-    /// Backend logins (TLS configurations, SCRAM key cache).
-    pub connector: Connector,
-    /// auth_query verifier lookups (kept connections, remembered answers).
-    pub lookups: crate::auth_query::Lookups,
-}
+use crate::shared::Shared;
 
 /// One listener's view: its handshake policy, its limits and its hooks.
 pub struct ListenerContext {
@@ -92,14 +70,22 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
-        Ok(Outcome::Authenticated(conn)) => run_session(conn, &ctx, started).await,
-        Ok(Outcome::Cancel { request, mut conn }) => {
+        Ok(Outcome::Authenticated { conn, data }) => match data.admitted() {
+            Ok(admitted) => run_session(conn, admitted, &ctx, started).await,
+            Err(refusal) => refuse(conn, refusal).await,
+        },
+        Ok(Outcome::Cancel {
+            request,
+            mut conn,
+            data: _held,
+        }) => {
             forward_cancel(&ctx, &request, conn.state()).await;
             // Only now may the client see its cancel connection close: drivers take that
             // close to mean the backend has been signalled, and run their next statement.
+            // Until then it holds its slot under the listener's limits (`_held`).
             conn.close_gracefully().await;
         }
-        Ok(Outcome::Handled(_) | Outcome::Detached(_) | Outcome::Closed) => {}
+        Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => {}
         Err(error) => {
             tracing::info!(peer = %peer, %error, "connection refused");
         }
@@ -123,24 +109,33 @@ async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &Conn
     }
 }
 
-async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, started: Instant) {
+/// Sends the client `refusal` as a FATAL and closes the connection.
+async fn refuse(mut conn: ClientConn<TcpStream>, refusal: Refusal) {
+    let _ = conn.send(&BackendMessage::ErrorResponse(refusal.response()));
+    let _ = conn.flush().await;
+    conn.close_gracefully().await;
+}
+
+async fn run_session(
+    mut conn: ClientConn<TcpStream>,
+    admitted: Admitted,
+    ctx: &ListenerContext,
+    started: Instant,
+) {
     let shared = &ctx.hooks.shared;
-    let preconnected = conn
-        .state()
-        .extensions
-        .get::<Preconnected>()
-        .and_then(|p| p.0.lock().ok()?.take());
-    let backend = match preconnected {
-        Some(backend) => Ok(backend),
-        None => connect_backend(shared, conn.state()).await,
+    // The permit is held until the session ends.
+    let Admitted {
+        chosen,
+        permit: _permit,
+        proof,
+    } = admitted;
+    let backend = match proof {
+        Proof::Passthrough(backend) => Ok(backend),
+        proof => connect_backend(shared, conn.state(), &chosen, &proof).await,
     };
     let state = conn.state().clone();
-    let chosen = state.extensions.get::<Chosen>().cloned();
-    let route = chosen.as_ref().map(|c| c.route.number).unwrap_or_default();
-    let auth = chosen
-        .as_ref()
-        .map(|c| c.route.auth.name())
-        .unwrap_or_default();
+    let route = chosen.route.number;
+    let auth = chosen.route.auth.name();
     let (user, database) = state
         .client
         .as_ref()
@@ -150,10 +145,7 @@ async fn run_session(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, sta
         Ok(backend) => backend,
         Err(error) => {
             tracing::warn!(client = %state.client_addr, %user, %database, route, %error, "backend login failed");
-            let refusal = Refusal::Backend(error);
-            let _ = conn.send(&BackendMessage::ErrorResponse(refusal.response()));
-            let _ = conn.flush().await;
-            conn.close_gracefully().await;
+            refuse(conn, Refusal::Backend(error)).await;
             return;
         }
     };
@@ -215,66 +207,4 @@ async fn greet(
     }
     conn.send_ready_for_query(backend.status)?;
     conn.flush().await
-}
-
-/// The route's backend for one client: placeholders filled in, and the certificate files
-/// that depend on the client checked.
-pub fn backend_target(
-    route: &Route,
-    captures: &Captures,
-    user: &str,
-    database: &str,
-) -> Result<Target, BackendError> {
-    let target = login_plan::fill_target(route, captures, user, database)?;
-    check_files(route, &target.address, &target.tls)?;
-    Ok(target)
-}
-
-/// Certificate files named through placeholders must exist.
-fn check_files(route: &Route, address: &Address, tls: &TlsSettings) -> Result<(), BackendError> {
-    route
-        .check_templated_files(tls)
-        .map_err(|message| BackendError::Tls {
-            address: address.to_string(),
-            message,
-        })
-}
-
-/// Connects to the backend of the connection's route, as [`LoginPlan::build`] decides.
-pub async fn connect_backend(
-    shared: &Shared,
-    state: &ConnectionState,
-) -> Result<BackendConn, BackendError> {
-    let chosen = state
-        .extensions
-        .get::<Chosen>()
-        .ok_or_else(|| BackendError::Protocol("no route chosen".to_owned()))?;
-    let client = state
-        .client
-        .as_ref()
-        .ok_or_else(|| BackendError::Protocol("no startup message".to_owned()))?;
-    let plan = LoginPlan::build(
-        &chosen.route,
-        &chosen.captures,
-        client,
-        state.client_addr,
-        proof(state),
-    )?;
-    check_files(&chosen.route, &plan.address, &plan.tls)?;
-    shared.connector.connect(&plan).await
-}
-
-/// What the hooks learned while authenticating the client that the backend login uses.
-fn proof(state: &ConnectionState) -> BackendProof<'_> {
-    let extensions = &state.extensions;
-    if let Some(ExternalDecision(decision)) = extensions.get::<ExternalDecision>() {
-        return BackendProof::External(decision);
-    }
-    if let Some(keys) = extensions.get::<ScramKeys>() {
-        return BackendProof::ScramKeys(keys);
-    }
-    match extensions.get::<ForwardSecret>() {
-        Some(ForwardSecret(BackendSecret::Password(password))) => BackendProof::Password(password),
-        _ => BackendProof::None,
-    }
 }

@@ -31,9 +31,12 @@ impl LocalTrust {
 }
 
 impl Hooks for LocalTrust {
+    type Data = ();
+
     fn on_startup<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        _data: &mut (),
     ) -> impl Future<Output = HookResult<Flow>> + Send {
         let local = Self::is_local(conn.state().client_addr);
         async move {
@@ -55,16 +58,20 @@ impl Hooks for LocalTrust {
 struct Embedded;
 
 impl Hooks for Embedded {
+    type Data = ();
+
     fn on_startup<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        data: &mut (),
     ) -> impl Future<Output = HookResult<Flow>> + Send {
-        LocalTrust.on_startup(conn)
+        LocalTrust.on_startup(conn, data)
     }
 
     fn after_auth<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        _data: &mut (),
     ) -> impl Future<Output = HookResult<Flow>> + Send {
         let _ = conn;
         async { Ok(Flow::Handled) }
@@ -105,8 +112,12 @@ async fn serve_connection(
     // Small answers (ReadyForQuery) must not wait for Nagle.
     let _ = stream.set_nodelay(true);
     match pgbastion_gateway::accept(stream, peer, config, &Embedded).await {
-        Ok(Outcome::Authenticated(conn)) => serve_client(conn, backend, config, registry).await,
-        Ok(Outcome::Cancel { request, mut conn }) => {
+        Ok(Outcome::Authenticated { conn, .. }) => {
+            serve_client(conn, backend, config, registry).await
+        }
+        Ok(Outcome::Cancel {
+            request, mut conn, ..
+        }) => {
             // Whether it matched is nobody's business: PostgreSQL answers neither way, and
             // closes only once the statement has been signalled.
             cancel::cancel(registry, &request);
@@ -114,7 +125,7 @@ async fn serve_connection(
         }
         // Failures were reported to the client by `accept`; nothing else can happen with
         // these hooks.
-        Ok(Outcome::Handled(_) | Outcome::Detached(_) | Outcome::Closed) | Err(_) => {}
+        Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) | Err(_) => {}
     }
 }
 

@@ -17,6 +17,7 @@ use crate::hooks::{Credential, Hooks};
 
 pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     hooks: &H,
     user: String,
     issuer: &str,
@@ -31,7 +32,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
             "client selected an invalid SASL authentication mechanism".to_owned(),
         ));
     }
-    let data = match initial.data {
+    let message = match initial.data {
         Some(data) => data,
         None => {
             // No initial response: ask for it with an empty challenge (RFC 4422 section 5).
@@ -40,7 +41,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
             SaslResponse::decode(&frame.body).data
         }
     };
-    let parsed = oauthbearer::parse_initial_response(&data).map_err(sasl)?;
+    let parsed = oauthbearer::parse_initial_response(&message).map_err(sasl)?;
     let refusal = match parsed {
         ClientInitialResponse::Discovery => {
             "the client asked for the issuer (discovery)".to_owned()
@@ -51,7 +52,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
                 token: token.expose().to_owned(),
             };
             match hooks
-                .validate_credentials(conn.state_mut(), &credential)
+                .validate_credentials(conn.state(), data, &credential)
                 .await
             {
                 Ok(true) => {

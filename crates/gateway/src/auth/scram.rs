@@ -8,8 +8,7 @@ use super::{challenge, read_auth_response};
 use crate::config::GatewayConfig;
 use crate::conn::{ClientConn, ClientIo};
 use crate::error::GatewayError;
-use crate::hooks::Hooks;
-use crate::hooks::ScramKeys;
+use crate::hooks::{Hooks, ScramKeys};
 
 /// The longest SASLInitialResponse or SASLResponse of a SCRAM exchange, as PostgreSQL's
 /// SCRAM mechanism allows (`PG_MAX_SASL_MESSAGE_LENGTH`): a client-first or client-final
@@ -22,6 +21,7 @@ const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     conn: &mut ClientConn<S>,
+    data: &mut H::Data,
     config: &GatewayConfig,
     hooks: &H,
     user: String,
@@ -34,7 +34,7 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     mechanisms.push(SCRAM_SHA_256.to_owned());
     challenge(conn, Authentication::Sasl { mechanisms }).await?;
 
-    let stored = hooks.scram_secret(conn.state()).await?;
+    let stored = hooks.scram_secret(conn.state(), data).await?;
     let known_user = stored.is_some();
     let secret = stored.unwrap_or_else(|| decoy_secret(&user, config.scram_iterations));
     let server_key = secret.server_key;
@@ -62,12 +62,12 @@ pub(super) async fn authenticate<S: ClientIo, H: Hooks>(
     conn.send(&pgbastion_wire::BackendMessage::Authentication(
         Authentication::SaslFinal(Bytes::from(outcome.server_final)),
     ))?;
-    let state = conn.state_mut();
-    state.extensions.insert(ScramKeys {
+    let keys = ScramKeys {
         client_key: outcome.client_key,
         server_key,
-    });
-    state.authenticated_user = Some(user);
+    };
+    hooks.scram_verified(data, keys);
+    conn.state_mut().authenticated_user = Some(user);
     Ok(())
 }
 

@@ -33,9 +33,12 @@ pub const ISSUER: &str = "https://issuer.example";
 pub struct TestHooks;
 
 impl Hooks for TestHooks {
+    type Data = ();
+
     fn auth_method(
         &self,
         state: &ConnectionState,
+        _data: &mut (),
     ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
         let user = state
             .client
@@ -59,7 +62,8 @@ impl Hooks for TestHooks {
 
     fn validate_credentials(
         &self,
-        _state: &mut ConnectionState,
+        _state: &ConnectionState,
+        _data: &mut (),
         credential: &Credential,
     ) -> impl Future<Output = HookResult<bool>> + Send {
         let valid = match credential {
@@ -83,6 +87,7 @@ impl Hooks for TestHooks {
     fn scram_secret(
         &self,
         state: &ConnectionState,
+        _data: &mut (),
     ) -> impl Future<Output = HookResult<Option<ScramSecret>>> + Send {
         let known = state
             .client
@@ -94,6 +99,7 @@ impl Hooks for TestHooks {
     async fn on_message<S: ClientIo>(
         &self,
         conn: &mut ClientConn<S>,
+        _data: &mut (),
         frame: Frame,
     ) -> HookResult<Flow> {
         let Ok(FrontendMessage::Query(_)) = FrontendMessage::decode(&frame) else {

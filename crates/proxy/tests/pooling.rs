@@ -1,0 +1,601 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+//! Pooled listeners against a real PostgreSQL: transaction and session pools, prepared
+//! statements across backends, session state pinned or refused, the checkout timeout,
+//! failures that stay with their client, cancel, and the session switch.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgbastion_testkit::{Cluster, RawClient};
+
+fn trust_cluster() -> Cluster {
+    Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .config("max_connections", "40")
+        .start()
+        .unwrap()
+}
+
+/// A pooled listener with one trust route whose pool is `pool` (TOML inline-table body).
+fn pooled(cluster: &Cluster, pool: &str, listener_extra: &str) -> String {
+    format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nmode = \"pooled\"\n{listener_extra}\n\n\
+         [[route]]\nauth = \"trust\"\nbackend = \"{}\"\npool = {{ {pool} }}\n",
+        backend_url(cluster, "postgres", None, "postgres")
+    )
+}
+
+async fn client(proxy: &RunningProxy) -> tokio_postgres::Client {
+    connect(proxy.addr, "postgres", None, "postgres")
+        .await
+        .unwrap()
+}
+
+async fn pid(client: &tokio_postgres::Client) -> i32 {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_pool_serves_many_clients_with_few_backends() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
+    )
+    .await;
+    within("shared backends", async {
+        let mut pids = HashSet::new();
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            clients.push(client(&proxy).await);
+        }
+        for client in &clients {
+            for _ in 0..3 {
+                pids.insert(pid(client).await);
+            }
+        }
+        assert!(
+            (1..=2).contains(&pids.len()),
+            "10 clients used {} backends: {pids:?}",
+            pids.len()
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clients_over_five_backends_see_only_their_own_rows() {
+    let cluster = trust_cluster();
+    cluster
+        .execute_sql("CREATE TABLE ledger (client int, n int, PRIMARY KEY (client, n))")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(
+            &cluster,
+            "mode = \"transaction\", size = 5, checkout_timeout = \"60s\"",
+            "",
+        ),
+    )
+    .await;
+    let addr = proxy.addr;
+    within("200 clients", async move {
+        let mut tasks = Vec::new();
+        for id in 0..200i32 {
+            tasks.push(tokio::spawn(async move {
+                let mut client = connect(addr, "postgres", None, "postgres").await.unwrap();
+                let insert = client
+                    .prepare("INSERT INTO ledger VALUES ($1, $2)")
+                    .await
+                    .unwrap();
+                for n in 0..5i32 {
+                    let tx = client.transaction().await.unwrap();
+                    tx.execute(&insert, &[&id, &n]).await.unwrap();
+                    let mine: i64 = tx
+                        .query_one("SELECT count(*) FROM ledger WHERE client = $1", &[&id])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    assert_eq!(mine, i64::from(n) + 1, "client {id} sees its own rows only");
+                    tx.commit().await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await;
+    let counts = cluster
+        .query("SELECT count(*), count(DISTINCT client), min(c), max(c) FROM (SELECT client, count(*) c FROM ledger GROUP BY client) s")
+        .unwrap();
+    assert_eq!(counts.trim(), "200|200|5|5", "no lost or duplicated writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_work_from_twenty_clients_through_a_pool_of_two() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(
+            &cluster,
+            "mode = \"transaction\", size = 2, statements_per_backend = 4",
+            "",
+        ),
+    )
+    .await;
+    let addr = proxy.addr;
+    within("prepared statements", async move {
+        let mut tasks = Vec::new();
+        for id in 0..20i32 {
+            tasks.push(tokio::spawn(async move {
+                let client = connect(addr, "postgres", None, "postgres").await.unwrap();
+                let shared = client.prepare("SELECT $1::int + 1").await.unwrap();
+                // Distinct per client: more statements than a backend keeps, so some are
+                // evicted and prepared again.
+                let own = client
+                    .prepare(&format!("SELECT $1::int * {id}"))
+                    .await
+                    .unwrap();
+                for round in 0..20i32 {
+                    let a: i32 = client.query_one(&shared, &[&round]).await.unwrap().get(0);
+                    let b: i32 = client.query_one(&own, &[&round]).await.unwrap().get(0);
+                    assert_eq!((a, b), (round + 1, round * id), "client {id} round {round}");
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await;
+    let held: i64 = cluster
+        .query("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = 'postgres' AND pid <> pg_backend_pid()")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(held <= 2, "the pool kept {held} backends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_through_a_transaction_pool_of_two() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
+    )
+    .await;
+    let port = proxy.addr.port().to_string();
+    let run = move |args: &[&str]| {
+        let output = Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            .args(args)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            output.status.success(),
+            "pgbench {args:?}: {stdout}\n{stderr}"
+        );
+        stdout
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        run(&["-i", "-s", "1", "-q", "postgres"]);
+        run(&[
+            "-c", "20", "-j", "2", "-t", "50", "-M", "prepared", "postgres",
+        ])
+    });
+    let bench = within("pgbench -M prepared", out).await.unwrap();
+    assert!(
+        bench.contains("number of failed transactions: 0"),
+        "{bench}"
+    );
+    assert!(
+        bench.contains("number of transactions actually processed: 1000/1000"),
+        "{bench}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_pins_the_client_or_is_refused() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        format!(
+        "{}\n[[route]]\nmatch = {{ database = \"strict\" }}\nauth = \"trust\"\nbackend = \"{}\"\n\
+         pool = {{ mode = \"transaction\", size = 2, session_state = \"refuse\" }}\n",
+        pooled(&cluster, "mode = \"transaction\", size = 2", "")
+            .replacen("[[route]]\n", "[[route]]\nmatch = { database = \"postgres\" }\n", 1),
+        backend_url(&cluster, "postgres", None, "postgres")
+    );
+    let proxy = start_proxy(dir.path(), &config).await;
+    within("pin and refuse", async {
+        let a = client(&proxy).await;
+        a.batch_execute("SET statement_timeout = '1ms'")
+            .await
+            .unwrap();
+        let pinned = pid(&a).await;
+        let b = client(&proxy).await;
+        for _ in 0..10 {
+            b.batch_execute("SELECT pg_sleep(0.01)").await.unwrap();
+        }
+        assert_eq!(pid(&a).await, pinned, "a pinned client keeps its backend");
+        let shown: String = a
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(shown, "1ms");
+
+        let strict = connect(proxy.addr, "postgres", None, "strict")
+            .await
+            .unwrap();
+        for statement in [
+            "LISTEN jobs",
+            "PREPARE p AS SELECT 1",
+            "SELECT pg_advisory_lock(1)",
+            "CREATE TEMP TABLE t (x int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SET work_mem = '64MB'",
+        ] {
+            let error = strict.batch_execute(statement).await.unwrap_err();
+            assert_eq!(code(&error), "0A000", "{statement}");
+        }
+        strict.batch_execute("SELECT 1").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_resets_a_backend_before_the_next_client() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"session\", size = 1", ""),
+    )
+    .await;
+    within("session reset", async {
+        let first = client(&proxy).await;
+        let used = pid(&first).await;
+        first
+            .batch_execute(
+                "SET work_mem = '77MB'; CREATE TEMP TABLE left_behind (x int); \
+                 PREPARE p AS SELECT 1; LISTEN chan; SELECT pg_advisory_lock(42)",
+            )
+            .await
+            .unwrap();
+        drop(first);
+        let second = loop {
+            // The first client's close and the reset take a moment.
+            let second = client(&proxy).await;
+            if pid(&second).await == used {
+                break second;
+            }
+        };
+        let row = second
+            .query_one(
+                "SELECT current_setting('work_mem'), \
+                 (SELECT count(*) FROM pg_prepared_statements), \
+                 (SELECT count(*) FROM pg_listening_channels()), \
+                 (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'), \
+                 to_regclass('pg_temp.left_behind') IS NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        let work_mem: String = row.get(0);
+        assert_ne!(work_mem, "77MB");
+        assert_eq!(row.get::<_, i64>(1), 0);
+        assert_eq!(row.get::<_, i64>(2), 0);
+        assert_eq!(row.get::<_, i64>(3), 0);
+        assert!(row.get::<_, bool>(4));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_answers_53300_after_the_checkout_timeout_and_then_serves() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(
+            &cluster,
+            "mode = \"transaction\", size = 1, checkout_timeout = \"500ms\"",
+            "",
+        ),
+    )
+    .await;
+    within("checkout timeout", async {
+        let holder = client(&proxy).await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        let waiter = client(&proxy).await;
+        let started = Instant::now();
+        let error = waiter.query_one("SELECT 1", &[]).await.unwrap_err();
+        assert_eq!(code(&error), "53300");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        holder.batch_execute("COMMIT").await.unwrap();
+        let one: i32 = waiter.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1, "the same client is served once a backend is free");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_transaction_fails_only_its_client() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
+    )
+    .await;
+    within("killed backend", async {
+        let victim = client(&proxy).await;
+        victim.batch_execute("BEGIN").await.unwrap();
+        let doomed = pid(&victim).await;
+        let other = client(&proxy).await;
+        cluster
+            .execute_sql(&format!("SELECT pg_terminate_backend({doomed})"))
+            .unwrap();
+        assert!(victim.query_one("SELECT 1", &[]).await.is_err());
+        for _ in 0..5 {
+            let one: i32 = other.query_one("SELECT 1", &[]).await.unwrap().get(0);
+            assert_eq!(one, 1);
+        }
+        let fresh = client(&proxy).await;
+        assert_ne!(pid(&fresh).await, doomed);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_heals_after_the_server_restarts() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
+    )
+    .await;
+    within("restart", async {
+        let before = client(&proxy).await;
+        pid(&before).await;
+        let status = Command::new(cluster.bindir().join("pg_ctl"))
+            .args(["restart", "-m", "immediate", "-w", "-D"])
+            .arg(cluster.data_dir())
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{status:?}");
+        // The idle backend died with the server: the pool checks, replaces, serves.
+        let one: i32 = before.query_one("SELECT 1", &[]).await.unwrap().get(0);
+        assert_eq!(one, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_running_query_and_a_late_cancel_cancels_nothing() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"transaction\", size = 1", ""),
+    )
+    .await;
+    within("cancel", async {
+        let a = Arc::new(client(&proxy).await);
+        let token = a.cancel_token();
+        let running = {
+            let a = a.clone();
+            tokio::spawn(async move { a.batch_execute("SELECT pg_sleep(30)").await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let error = running.await.unwrap().unwrap_err();
+        assert_eq!(code(&error), "57014");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        // Cancels right after a query returns: none may hit a later statement.
+        let b = client(&proxy).await;
+        for round in 0..30 {
+            a.batch_execute("SELECT 1").await.unwrap();
+            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+            b.batch_execute("SELECT pg_sleep(0.01)")
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            a.batch_execute("SELECT pg_sleep(0.01)")
+                .await
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_a_client_waiting_for_a_backend() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(
+            &cluster,
+            "mode = \"transaction\", size = 1, checkout_timeout = \"30s\"",
+            "",
+        ),
+    )
+    .await;
+    within("cancel while queued", async {
+        let holder = client(&proxy).await;
+        holder.batch_execute("BEGIN").await.unwrap();
+        let queued = Arc::new(client(&proxy).await);
+        let token = queued.cancel_token();
+        let waiting = {
+            let queued = queued.clone();
+            tokio::spawn(async move { queued.batch_execute("SELECT 1").await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        let error = waiting.await.unwrap().unwrap_err();
+        assert_eq!(code(&error), "57014");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        holder.batch_execute("COMMIT").await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_follow_each_client_across_backends() {
+    let cluster = trust_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
+    )
+    .await;
+    within("parameters", async {
+        let mut clients = Vec::new();
+        for (zone, app) in [
+            ("UTC", "one"),
+            ("Asia/Tokyo", "two"),
+            ("America/Lima", "three"),
+        ] {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host("127.0.0.1")
+                .port(proxy.addr.port())
+                .user("postgres")
+                .dbname("postgres")
+                .application_name(app)
+                .options(&format!("-c TimeZone={zone}"));
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            clients.push((zone, app, client));
+        }
+        for _ in 0..5 {
+            for (zone, app, client) in &clients {
+                let row = client
+                    .query_one(
+                        "SELECT current_setting('TimeZone'), current_setting('application_name')",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    (
+                        row.get::<_, String>(0).as_str(),
+                        row.get::<_, String>(1).as_str()
+                    ),
+                    (*zone, *app)
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads the session switch as the backend saw it: its values, and whether the signature
+/// verifies with pgcrypto.
+const SWITCH_CHECK: &str = "SELECT current_setting('pgbastion.switch'), \
+     encode(hmac(current_setting('pgbastion.switch') || E'\\n' || pg_backend_pid()::text, \
+     'switch-key', 'sha256'), 'hex') = current_setting('pgbastion.signature')";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_switch_tells_each_backend_who_the_client_is_and_signs_it() {
+    let cluster = trust_cluster();
+    cluster.execute_sql("CREATE EXTENSION pgcrypto").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = "proxy_protocol = \"optional\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+        session_switch = { statement = \"SELECT set_config('pgbastion.switch', \
+        concat_ws(E'\\\\n', $1, $2, $3, $4, $5, $6), false), \
+        set_config('pgbastion.signature', $7, false)\", key = \"switch-key\" }";
+    let proxy = start_proxy(
+        dir.path(),
+        &pooled(&cluster, "mode = \"transaction\", size = 1", listener),
+    )
+    .await;
+    within("session switch", async {
+        let mut clients = Vec::new();
+        for app in ["one", "two", "three"] {
+            let mut config = tokio_postgres::Config::new();
+            config
+                .host("127.0.0.1")
+                .port(proxy.addr.port())
+                .user("postgres")
+                .dbname("postgres")
+                .application_name(app);
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            clients.push((app, client));
+        }
+        let mut counters = Vec::new();
+        for _ in 0..3 {
+            for (app, client) in &clients {
+                let row = client.query_one(SWITCH_CHECK, &[]).await.unwrap();
+                let switch: String = row.get(0);
+                let values: Vec<&str> = switch.split('\n').collect();
+                assert_eq!(values[0], "127.0.0.1");
+                assert_eq!(&values[2..5], ["postgres", "postgres", *app]);
+                assert!(row.get::<_, bool>(1), "signature verifies: {switch}");
+                counters.push(values[5].parse::<u64>().unwrap());
+            }
+        }
+        let mut sorted = counters.clone();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            counters.len(),
+            "a new counter at every checkout"
+        );
+
+        // A client forging the value is found out.
+        let (_, forger) = &clients[0];
+        forger
+            .batch_execute("BEGIN; SELECT set_config('pgbastion.switch', '10.6.6.6', false)")
+            .await
+            .unwrap();
+        let row = forger.query_one(SWITCH_CHECK, &[]).await.unwrap();
+        assert!(!row.get::<_, bool>(1), "a forged value does not verify");
+        forger.batch_execute("COMMIT").await.unwrap();
+
+        // Behind a load balancer: the PROXY header's source is the client.
+        let mut raw = RawClient::connect(proxy.addr).await.unwrap();
+        let header = pgbastion_gateway::proxy_protocol::encode_v2(
+            "203.0.113.9:40000".parse().unwrap(),
+            proxy.addr,
+        )
+        .unwrap();
+        raw.send_raw(&header).await.unwrap();
+        raw.send_startup(&[("user", "postgres"), ("database", "postgres")])
+            .await
+            .unwrap();
+        raw.authenticate("postgres", None).await.unwrap();
+        let messages = raw.simple_query(SWITCH_CHECK).await.unwrap();
+        let text = format!("{messages:?}");
+        assert!(
+            text.contains("203.0.113.9") && text.contains("40000"),
+            "{text}"
+        );
+    })
+    .await;
+}
