@@ -72,6 +72,23 @@ pub struct BackendConn {
     pub notices: Vec<ErrorResponse>,
 }
 
+impl BackendConn {
+    /// Whether the backend has closed the connection, or sent something unasked, while it
+    /// sat idle: a look at the socket that never waits (a connection with nothing to read
+    /// is taken to be alive).
+    pub fn looks_closed(&mut self) -> bool {
+        if !self.buffered.is_empty() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        !std::pin::Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut buf)
+            .is_pending()
+    }
+}
+
 /// Why the backend could not be used. [`BackendError::to_client`] is what the client sees.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

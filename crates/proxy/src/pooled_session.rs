@@ -159,6 +159,17 @@ impl<L: Lender> PooledSession<'_, L> {
                     Ok(()) => {}
                     Err(end) => break end,
                 }
+                match self
+                    .mux
+                    .answer_without_backend(&mut client_in, &mut to_client)
+                {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(error) => {
+                        report(&error, &mut to_client);
+                        break PooledEnd::Protocol;
+                    }
+                }
                 match self.checkout().await {
                     Ok(mut got) => {
                         checkouts += 1;

@@ -100,11 +100,10 @@ impl RoutePool {
     }
 }
 
-impl Lender for RoutePool {
-    type Lease = Lease<BackendManager>;
-
-    async fn checkout(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
-        self.pool.checkout().await.map_err(|error| match error {
+impl RoutePool {
+    /// What a client is told when no backend can be had.
+    fn refusal(&self, error: PoolError<BackendError>) -> ErrorResponse {
+        match error {
             PoolError::Timeout { waited } => ErrorResponse::new(
                 Severity::Error,
                 SqlState::TOO_MANY_CONNECTIONS,
@@ -119,7 +118,31 @@ impl Lender for RoutePool {
                 tracing::warn!(route = self.route, %error, "pool could not open a backend connection");
                 error.to_client().with_severity(Severity::Error)
             }
-        })
+        }
+    }
+}
+
+impl Lender for RoutePool {
+    type Lease = Lease<BackendManager>;
+
+    async fn checkout(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
+        // A backend that died while idle (the server restarted, an administrator killed it)
+        // has said so by closing: such a one is dropped and another taken, so the client
+        // never sees it. The pool then checks its other idle connections.
+        for _ in 0..=self.pool.settings().size {
+            let mut lease = self.pool.checkout().await.map_err(|e| self.refusal(e))?;
+            if !lease.conn.looks_closed() {
+                return Ok(lease);
+            }
+            tracing::info!(
+                route = self.route,
+                "an idle backend connection was closed; using another"
+            );
+            lease.discard_after_error();
+        }
+        Err(self.refusal(PoolError::Timeout {
+            waited: self.pool.settings().checkout_timeout,
+        }))
     }
 
     async fn give_back(&self, lease: Lease<BackendManager>, how: GiveBack) {

@@ -11,6 +11,8 @@ use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::kdf::Kdf;
 use crate::limits::ConnectionLimiter;
+use crate::pool::Caps;
+use crate::pools::Pools;
 use crate::session::{serve_client, ListenerContext};
 use crate::settings::{Listener, Settings};
 use crate::shared::Shared;
@@ -62,6 +64,11 @@ impl Proxy {
             .map(|jwt| (jwt.issuer.clone(), jwt.scope.clone()))
             .unwrap_or_default();
         let kdf = Kdf::start().map_err(ProxyError::Threads)?;
+        let connector = Arc::new(Connector::new(
+            settings.dir,
+            kdf.clone(),
+            settings.max_scram_iterations,
+        ));
         let shared = Arc::new(Shared {
             routes: settings.routes,
             users: Users::new(settings.users, kdf.clone()),
@@ -69,7 +76,14 @@ impl Proxy {
             oauth_issuer,
             oauth_scope,
             cancel: Arc::new(CancelRegistry::default()),
-            connector: Connector::new(settings.dir, kdf, settings.max_scram_iterations),
+            connector: connector.clone(),
+            pools: Pools::new(
+                connector,
+                Caps::new(
+                    settings.pools.max_db_connections,
+                    settings.pools.max_user_connections,
+                ),
+            ),
             lookups: Default::default(),
         });
         Ok(Self {
@@ -119,9 +133,8 @@ impl Proxy {
         for (socket, listener) in bound {
             let ctx = Arc::new(ListenerContext::new(
                 self.shared.clone(),
-                listener.gateway.clone(),
+                &listener,
                 ConnectionLimiter::new(listener.limits),
-                listener.limits.cancel_rate_per_ip,
             ));
             tasks.push(tokio::spawn(accept_loop(socket, ctx, self.workers.clone())));
         }

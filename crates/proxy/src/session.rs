@@ -11,14 +11,20 @@ use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::admission::{Admitted, Proof};
+use crate::admission::{Admitted, Chosen, Proof};
 use crate::backend::BackendConn;
 use crate::cancel::{BackendKey, CancelTarget};
+use crate::config::ListenerMode;
 use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
+use crate::login;
 use crate::login::connect_backend;
+use crate::pooled_client::PooledClient;
 use crate::refusal::Refusal;
 use crate::relay;
+use crate::route::RoutePool;
+use crate::session_switch::{ClientIdentity, SessionSwitch};
+use crate::settings::Listener;
 use crate::shared::Shared;
 
 /// One listener's view: its handshake policy, its limits and its hooks.
@@ -29,20 +35,21 @@ pub struct ListenerContext {
     pub hooks: ProxyHooks,
     /// Cancel requests per client address.
     pub cancel_rate: RateLimiter,
+    /// Whether routes with a pool are served through it here.
+    pub pooled: bool,
+    /// The session switch of a pooled listener.
+    pub switch: Option<Arc<SessionSwitch>>,
 }
 
 impl ListenerContext {
-    /// A context for a listener.
-    pub fn new(
-        shared: Arc<Shared>,
-        gateway: Arc<GatewayConfig>,
-        limiter: Arc<ConnectionLimiter>,
-        cancel_rate: u32,
-    ) -> Self {
+    /// A context for `listener`.
+    pub fn new(shared: Arc<Shared>, listener: &Listener, limiter: Arc<ConnectionLimiter>) -> Self {
         Self {
-            gateway,
+            gateway: listener.gateway.clone(),
             hooks: ProxyHooks { shared, limiter },
-            cancel_rate: RateLimiter::new(cancel_rate),
+            cancel_rate: RateLimiter::new(listener.limits.cancel_rate_per_ip),
+            pooled: listener.mode == ListenerMode::Pooled,
+            switch: listener.session_switch.clone(),
         }
     }
 }
@@ -129,6 +136,9 @@ async fn run_session(
         permit: _permit,
         proof,
     } = admitted;
+    if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
+        return serve_pooled(conn, ctx, &chosen, pool, &proof, started).await;
+    }
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
         proof => connect_backend(shared, conn.state(), &chosen, &proof).await,
@@ -187,6 +197,45 @@ async fn run_session(
         backend = %backend_address, tls = state.tls.is_some(), ended_by = relayed.end.as_str(),
         "session ended"
     );
+}
+
+/// A client of a pooled route on a pooled listener.
+async fn serve_pooled(
+    conn: ClientConn<TcpStream>,
+    ctx: &ListenerContext,
+    chosen: &Chosen,
+    pool: &RoutePool,
+    proof: &Proof,
+    started: Instant,
+) {
+    let shared = &ctx.hooks.shared;
+    let state = conn.state().clone();
+    let plan = match login::plan(&state, chosen, proof) {
+        Ok(plan) => plan,
+        Err(error) => {
+            tracing::warn!(client = %state.client_addr, %error, "backend login failed");
+            return refuse(conn, Refusal::Backend(error)).await;
+        }
+    };
+    let client = state.client.as_ref();
+    let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
+    let pooled = PooledClient {
+        pools: &shared.pools,
+        cancel: &shared.cancel,
+        switch: ctx.switch.as_deref(),
+        route: &chosen.route,
+        pool,
+        plan,
+        identity: ClientIdentity {
+            address: state.client_addr,
+            user: parameter("user").to_owned(),
+            database: client.map(|c| c.database().to_owned()).unwrap_or_default(),
+            application_name: parameter("application_name").to_owned(),
+        },
+        version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
+        max_message_len: ctx.gateway.max_message_len,
+    };
+    pooled.serve(conn, started).await;
 }
 
 /// Sends the client what the backend said at login (notices, ParameterStatus), the minted

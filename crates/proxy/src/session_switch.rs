@@ -77,6 +77,7 @@ impl SessionSwitch {
         let mut out = BytesMut::new();
         crate::multiplex::extended_group(
             &self.statement,
+            self.used,
             values[..self.used].iter().map(|v| Some(v.as_bytes())),
             &mut out,
         );

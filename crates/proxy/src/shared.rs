@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth_query::Lookups;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::pools::Pools;
 use crate::route::Routes;
 use crate::tokens::Tokens;
 use crate::users::Users;
@@ -24,7 +25,9 @@ pub struct Shared {
     /// Minted cancel keys.
     pub cancel: Arc<CancelRegistry>,
     /// Backend logins (TLS configurations, SCRAM key cache).
-    pub connector: Connector,
+    pub connector: Arc<Connector>,
+    /// The pools of pooled routes, made as clients first need them.
+    pub pools: Pools,
     /// auth_query verifier lookups (kept connections, remembered answers).
     pub lookups: Lookups,
 }

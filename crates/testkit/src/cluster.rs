@@ -325,6 +325,18 @@ impl Cluster {
         self.psql(&["-c", sql])
     }
 
+    /// Kills the server as a crash would (`pg_ctl stop -m immediate`: every backend dies at
+    /// once) and starts it again on the same port.
+    pub fn restart_immediate(&self) -> Result<(), TestkitError> {
+        run_checked(
+            server_command(&self.bindir.join("pg_ctl"))
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-m", "immediate", "-w", "stop"]),
+        )?;
+        self.pg_ctl_start()
+    }
+
     /// Stops the server (immediate mode) and removes its directory.
     pub fn stop(mut self) -> Result<(), TestkitError> {
         self.shutdown()

@@ -601,24 +601,14 @@ impl Multiplexer {
             });
             return Ok(());
         }
-        let name = String::from_utf8_lossy(parse.name).into_owned();
-        if self.statements.get(&name).is_some() {
-            let message = format!("prepared statement \"{name}\" already exists");
-            self.fail_batch(SqlState::DUPLICATE_PREPARED_STATEMENT, message, to_client);
-            return Ok(());
-        }
-        if self.statements.is_full() {
-            let message = format!(
-                "too many prepared statements: a client may hold {} through a transaction pool \
-                 (close some, or raise the pool's statements_per_client)",
-                self.policy.statements_per_client
-            );
-            self.fail_batch(SqlState::PROGRAM_LIMIT_EXCEEDED, message, to_client);
-            return Ok(());
-        }
-        let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
+        let (name, prepared, previous) = match self.register(&parse) {
+            Ok(registered) => registered,
+            Err((code, message)) => {
+                self.fail_batch(code, message, to_client);
+                return Ok(());
+            }
+        };
         let server = prepared.server_name().clone();
-        let previous = self.statements.insert(name.clone(), prepared.clone());
         let client = Some((name, previous));
         if backend.statements.touch(&server) {
             let undo = Undo {
@@ -641,6 +631,137 @@ impl Multiplexer {
             });
         }
         Ok(())
+    }
+
+    /// Gives the client's statement its name: refused when the name is taken or the client
+    /// holds as many statements as it may. Returns the name, the statement, and what the
+    /// name meant before (for an undo).
+    #[allow(clippy::type_complexity)]
+    fn register(
+        &mut self,
+        parse: &wire::Parse<'_>,
+    ) -> Result<(String, Arc<Prepared>, Option<Arc<Prepared>>), (SqlState, String)> {
+        let name = String::from_utf8_lossy(parse.name).into_owned();
+        if self.statements.get(&name).is_some() {
+            let message = format!("prepared statement \"{name}\" already exists");
+            return Err((SqlState::DUPLICATE_PREPARED_STATEMENT, message));
+        }
+        if self.statements.is_full() {
+            let message = format!(
+                "too many prepared statements: a client may hold {} through a transaction pool \
+                 (close some, or raise the pool's statements_per_client)",
+                self.policy.statements_per_client
+            );
+            return Err((SqlState::PROGRAM_LIMIT_EXCEEDED, message));
+        }
+        let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
+        let previous = self.statements.insert(name.clone(), prepared.clone());
+        Ok((name, prepared, previous))
+    }
+
+    /// With no backend held (transaction mode, between transactions): answers the whole
+    /// Sync groups at the start of `input` that only prepare or close statements, as a
+    /// backend would, without taking one from the pool. The statements are prepared on a
+    /// backend when a Bind or Describe first needs them (an error in their text then shows
+    /// there). Besides sparing a checkout, this keeps a client that prepares synchronously
+    /// (pgbench -M prepared, PQprepare) from waiting for a backend while other clients of
+    /// the same thread hold every backend in their transactions. Returns whether anything was
+    /// answered.
+    pub fn answer_without_backend(
+        &mut self,
+        input: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) -> Result<bool, MuxError> {
+        if !self.policy.transaction || !self.expected.is_empty() || self.client_stream > 0 {
+            return Ok(false);
+        }
+        let mut answered = false;
+        while let Some(group) = self.local_group(input)? {
+            let frames = input.split_to(group).freeze();
+            let mut at = 0;
+            while at < frames.len() {
+                let total = u32::from_be_bytes([
+                    frames[at + 1],
+                    frames[at + 2],
+                    frames[at + 3],
+                    frames[at + 4],
+                ]) as usize
+                    + 1;
+                let frame = frames.slice(at..at + total);
+                at += total;
+                if self.discarding && frame[0] != b'S' {
+                    continue;
+                }
+                match frame[0] {
+                    b'P' => {
+                        let parse = wire::Parse::split(&frame)?;
+                        if parse.name.is_empty() {
+                            self.unnamed = Some(frame.clone());
+                            self.unnamed_here = false;
+                            to_client.extend_from_slice(&wire::PARSE_COMPLETE);
+                        } else {
+                            match self.register(&parse) {
+                                Ok(_) => to_client.extend_from_slice(&wire::PARSE_COMPLETE),
+                                Err((code, message)) => {
+                                    let error = ErrorResponse::new(Severity::Error, code, message);
+                                    to_client.extend_from_slice(&wire::error(error));
+                                    self.discarding = true;
+                                }
+                            }
+                        }
+                    }
+                    b'C' => {
+                        let (_, name) = wire::split_target(&frame)?;
+                        if name.is_empty() {
+                            self.unnamed = None;
+                        } else {
+                            self.statements.remove(&String::from_utf8_lossy(name));
+                        }
+                        to_client.extend_from_slice(&wire::CLOSE_COMPLETE);
+                    }
+                    b'S' => {
+                        self.discarding = false;
+                        to_client.extend_from_slice(&wire::ready(TransactionStatus::Idle));
+                    }
+                    // Flush: everything is answered already.
+                    _ => {}
+                }
+            }
+            answered = true;
+        }
+        Ok(answered)
+    }
+
+    /// The length of the Sync group at the start of `input` if it is whole and pgbastion can
+    /// answer it alone: named or unnamed Parses whose text changes no session state, Closes
+    /// of statements, Flushes, then the Sync.
+    fn local_group(&self, input: &[u8]) -> Result<Option<usize>, MuxError> {
+        let mut at = 0;
+        loop {
+            let Some((tag, total)) = self
+                .decoder
+                .peek_header(&input[at..])
+                .map_err(|_| invalid_length())?
+            else {
+                return Ok(None);
+            };
+            let Some(frame) = input.get(at..at + total) else {
+                return Ok(None);
+            };
+            at += total;
+            match tag {
+                b'S' => return Ok(Some(at)),
+                b'H' => {}
+                b'P' => {
+                    let parse = wire::Parse::split(frame)?;
+                    if !sql_scan::scan(parse.query).effects.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                b'C' if wire::split_target(frame)?.0 == b'S' => {}
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// The server-side name for the client's statement `name`, prepared first on this

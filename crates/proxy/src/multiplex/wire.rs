@@ -159,17 +159,22 @@ pub fn set_config(changes: &[(String, Option<String>)], out: &mut BytesMut) {
     let values = changes
         .iter()
         .flat_map(|(name, value)| [Some(name.as_bytes()), value.as_deref().map(str::as_bytes)]);
-    extended_group(&sql, values, out);
+    extended_group(&sql, 2 * changes.len(), values, out);
 }
 
-/// Appends an unnamed Parse of `sql`, a Bind of `values` (text), an Execute and a Sync.
+/// The OID of type `text`.
+const TEXT: u32 = 25;
+
+/// Appends an unnamed Parse of `sql` (its `count` parameters typed `text`, so that any use
+/// of them resolves), a Bind of `values` (text), an Execute and a Sync.
 pub fn extended_group<'v>(
     sql: &str,
+    count: usize,
     values: impl IntoIterator<Item = Option<&'v [u8]>> + Clone,
     out: &mut BytesMut,
 ) {
     // Every piece is bounded by what pgbastion generates; encoding cannot fail.
-    let _ = pgbastion_wire::frontend::write_parse(out, "", sql, &[]);
+    let _ = pgbastion_wire::frontend::write_parse(out, "", sql, &vec![TEXT; count]);
     let _ = pgbastion_wire::frontend::write_bind(out, "", "", &[], values, &[]);
     let _ = pgbastion_wire::frontend::write_execute(out, "", 0);
     let _ = pgbastion_wire::frontend::write_sync(out);
