@@ -1,0 +1,178 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+//! Drivers that do not use libpq (asyncpg, psycopg, node-postgres) through a transaction pool
+//! of 2 backends with 20 concurrent clients: each runs its script (tests/drivers/pool_*)
+//! straight at PostgreSQL, then through a pooled listener of the pgbastion binary, and the
+//! two JSON reports must be equal. The scripts check prepared statements (named, unnamed,
+//! the drivers' caches, more than a backend's cache holds), DEALLOCATE and DISCARD ALL,
+//! session parameters, a failing pipeline, COPY, LISTEN and cancel: docs/pooling.md.
+//! While the pooled run goes on, the cluster's connections of the user are sampled: the pool
+//! must hold it to its size. `tests/drivers/install.sh` installs the drivers.
+
+#[path = "common/binary.rs"]
+mod binary;
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use binary::{free_ports, Bastion};
+
+use pgbastion_testkit::{Cluster, PasswordEncryption};
+
+const USER: &str = "app";
+const PASSWORD: &str = "pooled-driver-check-pw";
+const POOL_SIZE: usize = 2;
+
+/// Where tests/drivers/install.sh puts the Python packages.
+fn python_path() -> PathBuf {
+    let deps = common::root().join("tests/drivers/.deps/python");
+    assert!(
+        deps.join("asyncpg").is_dir() && deps.join("psycopg").is_dir(),
+        "the Python drivers are missing: run tests/drivers/install.sh"
+    );
+    deps
+}
+
+/// Runs one driver's script against `port`; returns its JSON report.
+fn run_script(program: &str, script: &str, port: u16) -> serde_json::Value {
+    let drivers = common::root().join("tests/drivers");
+    if program == "node" {
+        assert!(
+            drivers.join("node_modules/pg").is_dir(),
+            "node-postgres is missing: run tests/drivers/install.sh"
+        );
+    }
+    let output = Command::new(program)
+        .arg(drivers.join(script))
+        .env("PYTHONPATH", python_path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PGB_HOST", "127.0.0.1")
+        .env("PGB_PORT", port.to_string())
+        .env("PGB_USER", USER)
+        .env("PGB_PASSWORD", PASSWORD)
+        .env("PGB_DB", "postgres")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}"))
+}
+
+/// The most connections of [`USER`] the cluster had at any sample while `work` ran.
+fn most_connections<T>(cluster: &Cluster, work: impl FnOnce() -> T) -> (T, usize) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut most = 0;
+            while !done.load(Ordering::Relaxed) {
+                let count = cluster
+                    .query(&format!(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = '{USER}'"
+                    ))
+                    .unwrap();
+                most = most.max(count.trim().parse().unwrap());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            most
+        });
+        let result = work();
+        done.store(true, Ordering::Relaxed);
+        (result, sampler.join().unwrap())
+    })
+}
+
+/// Runs `script` straight at PostgreSQL and through a pool of [`POOL_SIZE`], and compares.
+/// `pools` is how many pools the script's clients fall into: clients that send different
+/// `options` at startup cannot share backends (docs/pooling.md, Pools).
+fn same_through_the_pool(program: &str, script: &str, pools: usize) {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
+        .user(USER, PASSWORD, PasswordEncryption::ScramSha256)
+        // The direct run opens up to 22 connections at once.
+        .config("max_connections", "100")
+        .start()
+        .unwrap();
+    // The scripts create their tables (PostgreSQL 15 no longer lets anyone create in public).
+    cluster
+        .execute_sql(&format!("GRANT CREATE ON SCHEMA public TO {USER}"))
+        .unwrap();
+    let direct = run_script(program, script, cluster.port());
+    for (check, value) in direct.as_object().unwrap() {
+        // An exception is reported as a string starting with "raised": straight at
+        // PostgreSQL none may happen, or the comparison would prove nothing.
+        assert!(
+            !value.as_str().is_some_and(|s| s.starts_with("raised")),
+            "{script} {check} failed straight at PostgreSQL: {value}"
+        );
+    }
+
+    let port = free_ports(1)[0];
+    let config = format!(
+        r#"
+[[listener]]
+address = "127.0.0.1:{port}"
+mode = "pooled"
+
+[[user]]
+name = "{USER}"
+password = "{PASSWORD}"
+
+[[route]]
+auth = "scram"
+backend = "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable"
+pool = {{ mode = "transaction", size = {POOL_SIZE}, checkout_timeout = "30s" }}
+"#,
+        cluster.port()
+    );
+    let proxy = Bastion::start(&config, &[], &[], &[port]);
+    let (through, most) = most_connections(&cluster, || run_script(program, script, port));
+
+    let mut differences = Vec::new();
+    let checks = direct.as_object().unwrap();
+    for (check, value) in checks {
+        if through.get(check) != Some(value) {
+            differences.push(format!(
+                "{script} {check}: direct {value}, through the pool {}",
+                through.get(check).unwrap_or(&serde_json::Value::Null)
+            ));
+        }
+    }
+    assert_eq!(
+        through.as_object().unwrap().len(),
+        checks.len(),
+        "{script}: {through:#}"
+    );
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    // One more than the pools hold: a backend being closed (after a failed COPY, say) may
+    // still be listed while its replacement logs in.
+    assert!(
+        most <= POOL_SIZE * pools + 1,
+        "{script}: the cluster saw {most} connections of {USER} through {pools} pool(s) of {POOL_SIZE}"
+    );
+    proxy.finish(&[PASSWORD]);
+}
+
+#[test]
+fn asyncpg_through_a_transaction_pool_of_two_sees_what_it_sees_at_postgresql() {
+    // TimeZone and application_name are plain startup parameters: one pool.
+    same_through_the_pool("python3", "pool_asyncpg.py", 1);
+}
+
+#[test]
+fn psycopg_through_a_transaction_pool_of_two_sees_what_it_sees_at_postgresql() {
+    // No options, and two different `options='-c TimeZone=…'`.
+    same_through_the_pool("python3", "pool_psycopg.py", 3);
+}
+
+#[test]
+fn node_postgres_through_a_transaction_pool_of_two_sees_what_it_sees_at_postgresql() {
+    // No options, and two different `options: '-c TimeZone=…'`.
+    same_through_the_pool("node", "pool_pg.js", 3);
+}
