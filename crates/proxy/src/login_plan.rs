@@ -166,40 +166,118 @@ impl LoginPlan {
     /// `replication`, which only a login can set). The client's address (PROXY header,
     /// `client_addr`) is in neither: it belongs to one client.
     pub fn pool_identity(&self) -> (PoolKey, Vec<(String, String)>) {
-        let (login_only, session): (Vec<_>, Vec<_>) = self
+        let (login_only, mut session): (Vec<_>, Vec<_>) = self
             .parameters
             .iter()
             .cloned()
             .partition(|(name, _)| LOGIN_ONLY.contains(&name.as_str()));
+        // `-c name=value` words of `options` are settings like any other: set per client,
+        // so that clients differing only in them share a pool.
+        let options = get(&login_only, "options").map(|options| {
+            let (settings, rest) = split_options(options);
+            session.extend(settings);
+            rest
+        });
         let key = PoolKey {
             address: self.address.clone(),
             tls: self.tls.clone(),
             user: self.user.clone(),
             database: self.database.clone(),
-            options: get(&login_only, "options").map(str::to_owned),
+            options: options.filter(|rest| !rest.is_empty()),
             replication: get(&login_only, "replication").map(str::to_owned),
         };
         (key, session)
     }
-}
 
-impl LoginPlan {
     /// The login of a pooled backend connection serving clients like this one: nothing of
-    /// one client (its address, in a PROXY header or a parameter) and only the parameters a
-    /// login alone can set; the others are set per client at checkout.
+    /// one client (its address, in a PROXY header or a parameter), only the parameters a
+    /// login alone can set, and of `options` only what is not a `-c` setting; the rest is
+    /// set per client at checkout.
     pub fn for_pool(&self) -> Self {
+        let (key, _) = self.pool_identity();
+        let mut parameters: Vec<(String, String)> = Vec::new();
+        if let Some(options) = key.options {
+            parameters.push(("options".to_owned(), options));
+        }
+        if let Some(replication) = key.replication {
+            parameters.push(("replication".to_owned(), replication));
+        }
         Self {
-            parameters: self
-                .parameters
-                .iter()
-                .filter(|(name, _)| LOGIN_ONLY.contains(&name.as_str()))
-                .cloned()
-                .collect(),
+            parameters,
             client_addr: None,
             proxy_from: None,
             ..self.clone()
         }
     }
+}
+
+/// Splits a startup `options` string as PostgreSQL does (words separated by spaces, a
+/// backslash keeping the next character) into its settings (`-c name=value`,
+/// `-cname=value`, `--name=value`) and the other words, re-joined (escaped again).
+fn split_options(options: &str) -> (Vec<(String, String)>, String) {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    let mut in_word = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+                in_word = true;
+            }
+            c if c.is_ascii_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    let mut settings = Vec::new();
+    let mut rest: Vec<String> = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            match words.next() {
+                Some(next) => Some(next),
+                None => {
+                    rest.push(word);
+                    continue;
+                }
+            }
+        } else if let Some(inline) = word.strip_prefix("-c") {
+            Some(inline.to_owned())
+        } else {
+            word.strip_prefix("--").map(str::to_owned)
+        };
+        match setting.as_deref().and_then(|s| s.split_once('=')) {
+            Some((name, value)) if !name.is_empty() => {
+                settings.push((name.replace('-', "_"), value.to_owned()));
+            }
+            _ => rest.push(word),
+        }
+    }
+    let escaped: Vec<String> = rest
+        .iter()
+        .map(|word| {
+            word.chars()
+                .flat_map(|c| {
+                    let escape = c == '\\' || c.is_ascii_whitespace();
+                    escape.then_some('\\').into_iter().chain([c])
+                })
+                .collect()
+        })
+        .collect();
+    (settings, escaped.join(" "))
 }
 
 /// Startup parameters that cannot be changed with `SET` after login.

@@ -208,7 +208,12 @@ impl<L: Lender> PooledSession<'_, L> {
                 Turn::Release => {
                     self.slot.detach().await;
                     if let Some(clean) = lease.take() {
-                        self.lender.give_back(clean, GiveBack::Clean).await;
+                        let how = if self.mux.dirty() {
+                            GiveBack::Close
+                        } else {
+                            GiveBack::Clean
+                        };
+                        self.lender.give_back(clean, how).await;
                     }
                 }
                 Turn::End(end) => break end,
@@ -222,7 +227,7 @@ impl<L: Lender> PooledSession<'_, L> {
         if let Some(held) = lease {
             let how = match end {
                 PooledEnd::Backend => GiveBack::Broken,
-                _ if !self.mux.reusable() => GiveBack::Close,
+                _ if !self.mux.reusable() || self.mux.dirty() => GiveBack::Close,
                 // Session mode, or a pinned client: the pool's reset makes it anyone's.
                 _ if !self.mux.releasable() => GiveBack::Reset,
                 _ => GiveBack::Clean,

@@ -754,7 +754,7 @@ fn clients_differing_only_in_session_parameters_or_address_share_a_pool_key() {
         &[
             ("user", "alice"),
             ("application_name", "psql"),
-            ("options", "-c work_mem=64kB"),
+            ("options", "-c work_mem=64kB -e"),
         ],
     );
     let mut other = plan_for(
@@ -764,7 +764,7 @@ fn clients_differing_only_in_session_parameters_or_address_share_a_pool_key() {
             ("user", "alice"),
             ("application_name", "web"),
             ("TimeZone", "UTC"),
-            ("options", "-c work_mem=64kB"),
+            ("options", "-e --work-mem=1MB"),
         ],
     );
     other.client_addr = Some(ClientAddr::Options("198.51.100.1".parse().unwrap()));
@@ -774,14 +774,24 @@ fn clients_differing_only_in_session_parameters_or_address_share_a_pool_key() {
     assert_eq!(key, other_key);
     assert_eq!(
         key.options.as_deref(),
-        Some("-c work_mem=64kB"),
-        "without the client's address"
+        Some("-e"),
+        "without the client's address, and without the settings (set per client)"
     );
-    assert_eq!(session, owned(&[("application_name", "psql")]));
+    assert_eq!(
+        session,
+        owned(&[("application_name", "psql"), ("work_mem", "64kB")])
+    );
     assert_eq!(
         other_session,
-        owned(&[("application_name", "web"), ("TimeZone", "UTC")])
+        owned(&[
+            ("application_name", "web"),
+            ("TimeZone", "UTC"),
+            ("work_mem", "1MB")
+        ])
     );
+    let pooled = psql.for_pool();
+    assert_eq!(pooled.startup_parameters(), owned(&[("options", "-e")]));
+    assert_eq!((pooled.proxy_from, pooled.client_addr), (None, None));
     let crdb = Setup {
         client_addr: ClientAddrParam::Crdb,
         ..SETUP
@@ -808,7 +818,7 @@ fn what_a_login_alone_can_set_keeps_pool_keys_apart() {
         ),
         (
             "options",
-            plan_for(url, SETUP, &[("user", "alice"), ("options", "-c a=b")]),
+            plan_for(url, SETUP, &[("user", "alice"), ("options", "-e")]),
         ),
         (
             "replication",

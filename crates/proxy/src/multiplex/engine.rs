@@ -103,6 +103,10 @@ pub struct Multiplexer {
     copy: bool,
     /// A message pgbastion sent for itself failed: the backend's state is unknown.
     own_failed: bool,
+    /// An error came in the reply at the front of the queue.
+    front_failed: bool,
+    /// The backend's statements are unknown: it is closed when the client gives it back.
+    dirty: bool,
     /// Bytes of a streamed client frame still to forward.
     client_stream: usize,
     /// Bytes of a streamed backend frame still to pass on (or drop).
@@ -135,6 +139,8 @@ impl Multiplexer {
             pinned: None,
             copy: false,
             own_failed: false,
+            front_failed: false,
+            dirty: false,
             client_stream: 0,
             backend_stream: 0,
             last_backend_tag: 0,
@@ -184,6 +190,11 @@ impl Multiplexer {
     /// Why the client is pinned, if it is.
     pub fn pinned(&self) -> Option<&str> {
         self.pinned.as_deref()
+    }
+
+    /// Whether the backend must be closed rather than given back: what it holds is unknown.
+    pub fn dirty(&self) -> bool {
+        self.dirty
     }
 
     /// Whether a message of pgbastion's own failed (the backend must be closed).
@@ -469,13 +480,7 @@ impl Multiplexer {
             .and_then(|body| std::str::from_utf8(body).ok())
             .unwrap_or_default();
         match self.judge(sql, backend) {
-            Verdict::Go(care) => {
-                if care.fragile {
-                    self.statements.clear();
-                    backend.statements.clear();
-                }
-                self.forward_with(Kind::Query, frame, care, to_backend);
-            }
+            Verdict::Go(care) => self.forward_with(Kind::Query, frame, care, to_backend),
             Verdict::Deallocate(name) => {
                 self.statements.remove(&name);
                 let done = wire::encode(&BackendMessage::CommandComplete {
@@ -512,11 +517,13 @@ impl Multiplexer {
                 }
                 Effect::Discard(Discard::All) => {
                     care.reapply = true;
-                    care.fragile = true;
+                    care.drops_statements = true;
+                    care.several = scan.statements > 1;
                     continue;
                 }
                 Effect::Deallocate { name: None } => {
-                    care.fragile = true;
+                    care.drops_statements = true;
+                    care.several = scan.statements > 1;
                     continue;
                 }
                 Effect::Deallocate { name: Some(name) } => {
@@ -952,7 +959,8 @@ impl Multiplexer {
             (b'V', Kind::FunctionCall) => false,
             (b'E', kind) => {
                 self.copy = false;
-                if show == Show::Nothing || care.fragile {
+                self.front_failed = true;
+                if show == Show::Nothing {
                     self.own_failed = true;
                 }
                 if !kind.ends_at_ready() {
@@ -965,7 +973,11 @@ impl Multiplexer {
                 self.status = TransactionStatus::from_byte(status)
                     .map_err(|_| MuxError::Backend("ReadyForQuery status".to_owned()))?;
                 self.copy = false;
-                if care.reapply {
+                let failed = std::mem::take(&mut self.front_failed);
+                if care.drops_statements {
+                    self.statements_dropped(backend, failed, care.several);
+                }
+                if care.reapply && !failed {
                     self.reapply_startup(backend);
                 }
                 true
@@ -981,6 +993,19 @@ impl Multiplexer {
             self.expected.pop();
         }
         Ok(show == Show::All)
+    }
+
+    /// A Query with `DEALLOCATE ALL` or `DISCARD ALL` was answered: when it succeeded the
+    /// backend holds no statement, and the client none; when it failed alone, nothing was
+    /// dropped; when it failed among other statements, what the backend holds is unknown and
+    /// it is closed instead of going back to the pool.
+    fn statements_dropped(&mut self, backend: &mut BackendState, failed: bool, several: bool) {
+        if !failed {
+            self.statements.clear();
+            backend.statements.clear();
+        } else if several {
+            self.dirty = true;
+        }
     }
 
     /// The client reset its parameters (`RESET ALL`, `DISCARD ALL`): as on its own

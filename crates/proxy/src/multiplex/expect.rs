@@ -65,9 +65,11 @@ pub struct Undo {
 /// What a Query does to the backend's state that pgbastion must follow.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Care {
-    /// It dropped statements pgbastion prepared: if it failed instead, what the backend
-    /// holds is unknown, and the backend must not be reused.
-    pub fragile: bool,
+    /// It drops every prepared statement (`DEALLOCATE ALL`, `DISCARD ALL`): followed once
+    /// it succeeded.
+    pub drops_statements: bool,
+    /// It holds several statements (a failure may come after the drop).
+    pub several: bool,
     /// It reset session parameters (`RESET ALL`, `DISCARD ALL`): once it is answered, the
     /// client's startup values are what it should have, and they are set again at the next
     /// checkout.
