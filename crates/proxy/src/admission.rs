@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use pgbastion_gateway::ScramKeys;
 
-use crate::backend::{BackendConn, BackendSecret};
+use crate::backend::BackendConn;
 use crate::external::Decision;
 use crate::limits::Permit;
 use crate::refusal::Refusal;
@@ -37,18 +37,6 @@ pub enum Proof {
     ScramKeys(ScramKeys),
     /// The backend connection that accepted the client's password (passthrough).
     Passthrough(BackendConn),
-}
-
-impl Proof {
-    /// The secret this proof gives the backend login: the client's own password
-    /// (passthrough) or the authenticator's `_META_TARGET_CRED`.
-    pub fn forward_secret(&self) -> Option<BackendSecret> {
-        match self {
-            Self::Password(password) => Some(BackendSecret::Password(password.clone())),
-            Self::External(decision) => decision.credential.clone().map(BackendSecret::Password),
-            Self::Local | Self::Token(_) | Self::ScramKeys(_) | Self::Passthrough(_) => None,
-        }
-    }
 }
 
 /// What the proxy's hooks keep for one connection while the gateway authenticates it: each
@@ -100,41 +88,6 @@ pub struct Admitted {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn decision(credential: Option<&str>) -> Decision {
-        Decision {
-            parameters: Vec::new(),
-            host: None,
-            credential: credential.map(str::to_owned),
-        }
-    }
-
-    fn forwarded(proof: &Proof) -> Option<String> {
-        match proof.forward_secret() {
-            Some(BackendSecret::Password(password)) => Some(password),
-            Some(BackendSecret::ScramKeys { .. }) => Some("<keys>".to_owned()),
-            None => None,
-        }
-    }
-
-    #[test]
-    fn only_a_passthrough_password_or_an_authenticator_credential_is_forwarded() {
-        let keys = ScramKeys {
-            client_key: [1; 32],
-            server_key: [2; 32],
-        };
-        let cases = [
-            (Proof::Local, None),
-            (Proof::Password("client".into()), Some("client")),
-            (Proof::Token(BTreeMap::new()), None),
-            (Proof::External(decision(Some("decided"))), Some("decided")),
-            (Proof::External(decision(None)), None),
-            (Proof::ScramKeys(keys), None),
-        ];
-        for (proof, expected) in cases {
-            assert_eq!(forwarded(&proof).as_deref(), expected);
-        }
-    }
 
     #[test]
     fn a_connection_without_a_route_or_permit_is_not_admitted() {

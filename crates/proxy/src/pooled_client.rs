@@ -84,7 +84,6 @@ impl PooledClient<'_> {
         let registration =
             self.cancel
                 .register(None, self.version, CancelTarget::Pooled(slot.clone()));
-        let mut wanted = wanted;
         if greet(&mut conn, &wanted, registration.key()).await.is_err() {
             return;
         }

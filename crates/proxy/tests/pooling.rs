@@ -482,7 +482,7 @@ async fn startup_parameters_follow_each_client_across_backends() {
                 .user("postgres")
                 .dbname("postgres")
                 .application_name(app)
-                .options(&format!("-c TimeZone={zone}"));
+                .options(format!("-c TimeZone={zone}"));
             let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(connection);
             clients.push((zone, app, client));
