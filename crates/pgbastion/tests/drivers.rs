@@ -10,8 +10,7 @@
 mod binary;
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use common::drivers::run_script;
 
 use binary::{free_ports, Bastion};
 
@@ -19,46 +18,6 @@ use pgbastion_testkit::{Cluster, PasswordEncryption, TestCa};
 
 const USER: &str = "app";
 const PASSWORD: &str = "driver-check-pw";
-
-/// Where tests/drivers/install.sh puts the Python packages.
-fn python_path() -> PathBuf {
-    let deps = common::root().join("tests/drivers/.deps/python");
-    assert!(
-        deps.join("asyncpg").is_dir() && deps.join("psycopg").is_dir(),
-        "the Python drivers are missing: run tests/drivers/install.sh"
-    );
-    deps
-}
-
-/// Runs one driver's script against `port`; returns its JSON report.
-fn run_script(program: &str, script: &str, port: u16, ca: &Path) -> serde_json::Value {
-    let drivers = common::root().join("tests/drivers");
-    if program == "node" {
-        assert!(
-            drivers.join("node_modules/pg").is_dir(),
-            "node-postgres is missing: run tests/drivers/install.sh"
-        );
-    }
-    let output = Command::new(program)
-        .arg(drivers.join(script))
-        .env("PYTHONPATH", python_path())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PGB_HOST", "127.0.0.1")
-        .env("PGB_PORT", port.to_string())
-        .env("PGB_USER", USER)
-        .env("PGB_PASSWORD", PASSWORD)
-        .env("PGB_DB", "postgres")
-        .env("PGB_CA", ca)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{script} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}"))
-}
 
 #[test]
 fn asyncpg_psycopg_and_node_postgres_see_pgbastion_as_they_see_postgresql() {
@@ -100,8 +59,14 @@ backend = "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable"
         ("python3", "psycopg_check.py"),
         ("node", "pg_check.js"),
     ] {
-        let direct = run_script(program, script, cluster.port(), &ca_file);
-        let through = run_script(program, script, port, &ca_file);
+        let direct = run_script(
+            program,
+            script,
+            cluster.port(),
+            (USER, PASSWORD),
+            Some(&ca_file),
+        );
+        let through = run_script(program, script, port, (USER, PASSWORD), Some(&ca_file));
         let checks = direct.as_object().unwrap();
         assert_eq!(checks.len(), 8, "{script}: {direct:#}");
         for (check, value) in checks {

@@ -13,8 +13,8 @@
 mod binary;
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
+use common::drivers::run_script;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -25,45 +25,6 @@ use pgbastion_testkit::{Cluster, PasswordEncryption};
 const USER: &str = "app";
 const PASSWORD: &str = "pooled-driver-check-pw";
 const POOL_SIZE: usize = 2;
-
-/// Where tests/drivers/install.sh puts the Python packages.
-fn python_path() -> PathBuf {
-    let deps = common::root().join("tests/drivers/.deps/python");
-    assert!(
-        deps.join("asyncpg").is_dir() && deps.join("psycopg").is_dir(),
-        "the Python drivers are missing: run tests/drivers/install.sh"
-    );
-    deps
-}
-
-/// Runs one driver's script against `port`; returns its JSON report.
-fn run_script(program: &str, script: &str, port: u16) -> serde_json::Value {
-    let drivers = common::root().join("tests/drivers");
-    if program == "node" {
-        assert!(
-            drivers.join("node_modules/pg").is_dir(),
-            "node-postgres is missing: run tests/drivers/install.sh"
-        );
-    }
-    let output = Command::new(program)
-        .arg(drivers.join(script))
-        .env("PYTHONPATH", python_path())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env("PGB_HOST", "127.0.0.1")
-        .env("PGB_PORT", port.to_string())
-        .env("PGB_USER", USER)
-        .env("PGB_PASSWORD", PASSWORD)
-        .env("PGB_DB", "postgres")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{script} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{script} printed {stdout}: {e}"))
-}
 
 /// The most connections of [`USER`] the cluster had at any sample while `work` ran.
 fn most_connections<T>(cluster: &Cluster, work: impl FnOnce() -> T) -> (T, usize) {
@@ -104,7 +65,7 @@ fn same_through_the_pool(program: &str, script: &str) {
     cluster
         .execute_sql(&format!("GRANT CREATE ON SCHEMA public TO {USER}"))
         .unwrap();
-    let direct = run_script(program, script, cluster.port());
+    let direct = run_script(program, script, cluster.port(), (USER, PASSWORD), None);
     for (check, value) in direct.as_object().unwrap() {
         // An exception is reported as a string starting with "raised": straight at
         // PostgreSQL none may happen, or the comparison would prove nothing.
@@ -133,7 +94,9 @@ pool = {{ mode = "transaction", size = {POOL_SIZE}, checkout_timeout = "30s" }}
         cluster.port()
     );
     let proxy = Bastion::start(&config, &[], &[], &[port]);
-    let (through, most) = most_connections(&cluster, || run_script(program, script, port));
+    let (through, most) = most_connections(&cluster, || {
+        run_script(program, script, port, (USER, PASSWORD), None)
+    });
 
     let mut differences = Vec::new();
     let checks = direct.as_object().unwrap();

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,10 +30,50 @@ fn pooled(cluster: &Cluster, pool: &str, listener_extra: &str) -> String {
     )
 }
 
+/// pgbastion in front of `cluster` with a pooled listener (`listener_extra` added to it) and
+/// a route whose pool is `pool`; the directory holds its configuration.
+async fn pooled_proxy(
+    cluster: &Cluster,
+    pool: &str,
+    listener_extra: &str,
+) -> (tempfile::TempDir, RunningProxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = start_proxy(dir.path(), &pooled(cluster, pool, listener_extra)).await;
+    (dir, proxy)
+}
+
+/// Waits for every task, failing with the first that failed.
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 async fn client(proxy: &RunningProxy) -> tokio_postgres::Client {
     connect(proxy.addr, "postgres", None, "postgres")
         .await
         .unwrap()
+}
+
+/// A client with its own application_name and, when given, startup `options`.
+async fn client_as(
+    proxy: &RunningProxy,
+    application_name: &str,
+    options: Option<&str>,
+) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(proxy.addr.port())
+        .user("postgres")
+        .dbname("postgres")
+        .application_name(application_name);
+    if let Some(options) = options {
+        config.options(options);
+    }
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 async fn pid(client: &tokio_postgres::Client) -> i32 {
@@ -48,12 +87,7 @@ async fn pid(client: &tokio_postgres::Client) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_pool_serves_many_clients_with_few_backends() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
-    )
-    .await;
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 2", "").await;
     within("shared backends", async {
         let mut pids = HashSet::new();
         let mut clients = Vec::new();
@@ -80,14 +114,10 @@ async fn two_hundred_clients_over_five_backends_see_only_their_own_rows() {
     cluster
         .execute_sql("CREATE TABLE ledger (client int, n int, PRIMARY KEY (client, n))")
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(
-            &cluster,
-            "mode = \"transaction\", size = 5, checkout_timeout = \"60s\"",
-            "",
-        ),
+    let (_dir, proxy) = pooled_proxy(
+        &cluster,
+        "mode = \"transaction\", size = 5, checkout_timeout = \"60s\"",
+        "",
     )
     .await;
     let addr = proxy.addr;
@@ -113,9 +143,7 @@ async fn two_hundred_clients_over_five_backends_see_only_their_own_rows() {
                 }
             }));
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
+        join_all(tasks).await;
     })
     .await;
     let counts = cluster
@@ -127,14 +155,10 @@ async fn two_hundred_clients_over_five_backends_see_only_their_own_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_work_from_twenty_clients_through_a_pool_of_two() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(
-            &cluster,
-            "mode = \"transaction\", size = 2, statements_per_backend = 4",
-            "",
-        ),
+    let (_dir, proxy) = pooled_proxy(
+        &cluster,
+        "mode = \"transaction\", size = 2, statements_per_backend = 4",
+        "",
     )
     .await;
     let addr = proxy.addr;
@@ -157,9 +181,7 @@ async fn prepared_statements_work_from_twenty_clients_through_a_pool_of_two() {
                 }
             }));
         }
-        for task in tasks {
-            task.await.unwrap();
-        }
+        join_all(tasks).await;
     })
     .await;
     let held: i64 = cluster
@@ -174,28 +196,9 @@ async fn prepared_statements_work_from_twenty_clients_through_a_pool_of_two() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_through_a_transaction_pool_of_two() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
-    )
-    .await;
-    let port = proxy.addr.port().to_string();
-    let run = move |args: &[&str]| {
-        let output = Command::new("pgbench")
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-            .args(args)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(
-            output.status.success(),
-            "pgbench {args:?}: {stdout}\n{stderr}"
-        );
-        stdout
-    };
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 2", "").await;
+    let port = proxy.addr.port();
+    let run = move |args: &[&str]| run_client_program(port, ("postgres", None), "pgbench", args);
     let out = tokio::task::spawn_blocking(move || {
         run(&["-i", "-s", "1", "-q", "postgres"]);
         run(&[
@@ -264,14 +267,70 @@ async fn session_state_pins_the_client_or_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_statement_that_leaves_session_state_pins_its_client() {
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 3", "").await;
+    within("pin per case", async {
+        let other = client(&proxy).await;
+        for statement in [
+            "LISTEN jobs",
+            "PREPARE p AS SELECT 1",
+            "SELECT pg_advisory_lock(1)",
+            "CREATE TEMP TABLE t (x int)",
+            "BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT",
+            "SET work_mem = '64MB'",
+        ] {
+            let pinned = client(&proxy).await;
+            pinned.batch_execute(statement).await.unwrap();
+            let first = pid(&pinned).await;
+            for _ in 0..5 {
+                // Another client's transactions in between: the pinned client stays put.
+                other.batch_execute("SELECT 1").await.unwrap();
+                assert_eq!(pid(&pinned).await, first, "{statement}");
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_mode_backend_left_inside_a_transaction_is_closed_not_reused() {
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"session\", size = 1", "").await;
+    within("left in a transaction", async {
+        let first = client(&proxy).await;
+        first
+            .batch_execute("BEGIN; CREATE TABLE uncommitted (x int)")
+            .await
+            .unwrap();
+        let left = pid(&first).await;
+        drop(first);
+        let second = loop {
+            match connect(proxy.addr, "postgres", None, "postgres").await {
+                Ok(second) => break second,
+                // The pool's one slot frees as the first client's backend closes.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        assert_ne!(
+            pid(&second).await,
+            left,
+            "a backend left mid-transaction is closed"
+        );
+        let gone: bool = second
+            .query_one("SELECT to_regclass('uncommitted') IS NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(gone, "nothing of the abandoned transaction was committed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_mode_resets_a_backend_before_the_next_client() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"session\", size = 1", ""),
-    )
-    .await;
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"session\", size = 1", "").await;
     within("session reset", async {
         let first = client(&proxy).await;
         let used = pid(&first).await;
@@ -314,14 +373,10 @@ async fn session_mode_resets_a_backend_before_the_next_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_pool_answers_53300_after_the_checkout_timeout_and_then_serves() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(
-            &cluster,
-            "mode = \"transaction\", size = 1, checkout_timeout = \"500ms\"",
-            "",
-        ),
+    let (_dir, proxy) = pooled_proxy(
+        &cluster,
+        "mode = \"transaction\", size = 1, checkout_timeout = \"500ms\"",
+        "",
     )
     .await;
     within("checkout timeout", async {
@@ -342,12 +397,7 @@ async fn a_full_pool_answers_53300_after_the_checkout_timeout_and_then_serves() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_killed_mid_transaction_fails_only_its_client() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
-    )
-    .await;
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 2", "").await;
     within("killed backend", async {
         let victim = client(&proxy).await;
         victim.batch_execute("BEGIN").await.unwrap();
@@ -370,12 +420,7 @@ async fn a_backend_killed_mid_transaction_fails_only_its_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_heals_after_the_server_restarts() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
-    )
-    .await;
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 2", "").await;
     within("restart", async {
         let before = client(&proxy).await;
         pid(&before).await;
@@ -387,15 +432,12 @@ async fn the_pool_heals_after_the_server_restarts() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_reaches_the_running_query_and_a_late_cancel_cancels_nothing() {
+/// A cancel reaches the client's running query at once; cancels sent right after a query
+/// returned hit nothing later, of this client or of `other` (which shares the backend in
+/// transaction mode).
+async fn cancel_checks(pool: &str) {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"transaction\", size = 1", ""),
-    )
-    .await;
+    let (_dir, proxy) = pooled_proxy(&cluster, pool, "").await;
     within("cancel", async {
         let a = Arc::new(client(&proxy).await);
         let token = a.cancel_token();
@@ -410,33 +452,34 @@ async fn cancel_reaches_the_running_query_and_a_late_cancel_cancels_nothing() {
         assert_eq!(code(&error), "57014");
         assert!(started.elapsed() < Duration::from_secs(2));
 
-        // Cancels right after a query returns: none may hit a later statement.
-        let b = client(&proxy).await;
+        let other = client(&proxy).await;
         for round in 0..30 {
             a.batch_execute("SELECT 1").await.unwrap();
             token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-            b.batch_execute("SELECT pg_sleep(0.01)")
-                .await
-                .unwrap_or_else(|e| panic!("round {round}: {e}"));
-            a.batch_execute("SELECT pg_sleep(0.01)")
-                .await
-                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            for session in [&other, &*a] {
+                session
+                    .batch_execute("SELECT pg_sleep(0.01)")
+                    .await
+                    .unwrap_or_else(|e| panic!("{pool}, round {round}: {e}"));
+            }
         }
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_running_query_and_a_late_cancel_cancels_nothing() {
+    cancel_checks("mode = \"transaction\", size = 1").await;
+    cancel_checks("mode = \"session\", size = 2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_reaches_a_client_waiting_for_a_backend() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(
-            &cluster,
-            "mode = \"transaction\", size = 1, checkout_timeout = \"30s\"",
-            "",
-        ),
+    let (_dir, proxy) = pooled_proxy(
+        &cluster,
+        "mode = \"transaction\", size = 1, checkout_timeout = \"30s\"",
+        "",
     )
     .await;
     within("cancel while queued", async {
@@ -462,12 +505,7 @@ async fn a_cancel_reaches_a_client_waiting_for_a_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameters_follow_each_client_across_backends() {
     let cluster = trust_cluster();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"transaction\", size = 2", ""),
-    )
-    .await;
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 2", "").await;
     within("parameters", async {
         let mut clients = Vec::new();
         for (zone, app) in [
@@ -475,17 +513,8 @@ async fn startup_parameters_follow_each_client_across_backends() {
             ("Asia/Tokyo", "two"),
             ("America/Lima", "three"),
         ] {
-            let mut config = tokio_postgres::Config::new();
-            config
-                .host("127.0.0.1")
-                .port(proxy.addr.port())
-                .user("postgres")
-                .dbname("postgres")
-                .application_name(app)
-                .options(format!("-c TimeZone={zone}"));
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(connection);
-            clients.push((zone, app, client));
+            let options = format!("-c TimeZone={zone}");
+            clients.push((zone, app, client_as(&proxy, app, Some(&options)).await));
         }
         for _ in 0..5 {
             for (zone, app, client) in &clients {
@@ -519,29 +548,15 @@ const SWITCH_CHECK: &str = "SELECT current_setting('pgbastion.switch'), \
 async fn the_session_switch_tells_each_backend_who_the_client_is_and_signs_it() {
     let cluster = trust_cluster();
     cluster.execute_sql("CREATE EXTENSION pgcrypto").unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let listener = "proxy_protocol = \"optional\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
         session_switch = { statement = \"SELECT set_config('pgbastion.switch', \
         concat_ws(E'\\\\n', $1, $2, $3, $4, $5, $6), false), \
         set_config('pgbastion.signature', $7, false)\", key = \"switch-key\" }";
-    let proxy = start_proxy(
-        dir.path(),
-        &pooled(&cluster, "mode = \"transaction\", size = 1", listener),
-    )
-    .await;
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", listener).await;
     within("session switch", async {
         let mut clients = Vec::new();
         for app in ["one", "two", "three"] {
-            let mut config = tokio_postgres::Config::new();
-            config
-                .host("127.0.0.1")
-                .port(proxy.addr.port())
-                .user("postgres")
-                .dbname("postgres")
-                .application_name(app);
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
-            tokio::spawn(connection);
-            clients.push((app, client));
+            clients.push((app, client_as(&proxy, app, None).await));
         }
         let mut counters = Vec::new();
         for _ in 0..3 {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -444,22 +443,9 @@ async fn psql_and_pgbench_through_the_proxy() {
         ),
     )
     .await;
-    let port = proxy.addr.port().to_string();
+    let port = proxy.addr.port();
     let run = move |program: &str, args: &[&str]| {
-        let output = Command::new(program)
-            .args(["-h", "127.0.0.1", "-p", &port, "-U", "bench"])
-            .args(args)
-            .env("PGPASSWORD", "pw")
-            .env("PGCONNECT_TIMEOUT", "10")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-        assert!(
-            output.status.success(),
-            "{program} {args:?}: {stdout}\n{stderr}"
-        );
-        stdout
+        run_client_program(port, ("bench", Some("pw")), program, args)
     };
     let out = tokio::task::spawn_blocking(move || {
         let psql = run(

@@ -328,13 +328,18 @@ impl Cluster {
     /// Kills the server as a crash would (`pg_ctl stop -m immediate`: every backend dies at
     /// once) and starts it again on the same port.
     pub fn restart_immediate(&self) -> Result<(), TestkitError> {
+        self.pg_ctl_stop_immediate()?;
+        self.pg_ctl_start()
+    }
+
+    fn pg_ctl_stop_immediate(&self) -> Result<(), TestkitError> {
         run_checked(
             server_command(&self.bindir.join("pg_ctl"))
                 .arg("-D")
                 .arg(self.data_dir())
                 .args(["-m", "immediate", "-w", "stop"]),
-        )?;
-        self.pg_ctl_start()
+        )
+        .map(drop)
     }
 
     /// Stops the server (immediate mode) and removes its directory.
@@ -344,12 +349,7 @@ impl Cluster {
 
     fn shutdown(&mut self) -> Result<(), TestkitError> {
         if std::mem::take(&mut self.running) {
-            run_checked(
-                server_command(&self.bindir.join("pg_ctl"))
-                    .arg("-D")
-                    .arg(self.data_dir())
-                    .args(["-m", "immediate", "-w", "stop"]),
-            )?;
+            self.pg_ctl_stop_immediate()?;
         }
         if self.dir.exists() {
             fs::remove_dir_all(&self.dir)?;
@@ -367,12 +367,7 @@ impl Drop for Cluster {
                 self.port,
                 self.log_tail(30)
             );
-            let _ = run_checked(
-                server_command(&self.bindir.join("pg_ctl"))
-                    .arg("-D")
-                    .arg(self.data_dir())
-                    .args(["-m", "immediate", "-w", "stop"]),
-            );
+            let _ = self.pg_ctl_stop_immediate();
             return;
         }
         if let Err(e) = self.shutdown() {

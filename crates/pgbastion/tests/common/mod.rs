@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod drivers;
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -162,3 +162,30 @@ pub fn backend_url(
         cluster.port()
     )
 }
+
+/// Runs a PostgreSQL client program (psql, pgbench) against 127.0.0.1:`port` as `user`
+/// (with `password` when given), failing the test with its output when it fails; returns
+/// its stdout.
+pub fn run_client_program(
+    port: u16,
+    (user, password): (&str, Option<&str>),
+    program: &str,
+    args: &[&str],
+) -> String {
+    let mut command = std::process::Command::new(program);
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user])
+        .args(args)
+        .env("PGCONNECT_TIMEOUT", "10");
+    if let Some(password) = password {
+        command.env("PGPASSWORD", password);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {stdout}\n{stderr}"
+    );
+    stdout
+}
