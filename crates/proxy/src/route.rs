@@ -11,6 +11,9 @@ use crate::pool::PoolSettings;
 use crate::secret::Secret;
 use crate::target::{TargetTemplate, TlsSettings};
 
+/// How deeply a matcher's regex may nest (groups, repetitions of repetitions).
+const MAX_REGEX_NESTING: u32 = 64;
+
 /// One value test of a route's `match`.
 #[derive(Debug, Clone)]
 pub enum Matcher {
@@ -66,7 +69,14 @@ impl Matcher {
     fn parse_regex(text: &str) -> Result<Option<Self>, regex::Error> {
         text.strip_prefix('/')
             .and_then(|t| t.strip_suffix('/'))
-            .map(|pattern| Regex::new(&format!("^(?:{pattern})$")).map(Self::Regex))
+            .map(|pattern| {
+                regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+                    // Matchers come from a file an operator writes; a nesting this deep is
+                    // a mistake, and deeper ones cost the loader's stack.
+                    .nest_limit(MAX_REGEX_NESTING)
+                    .build()
+                    .map(Self::Regex)
+            })
             .transpose()
     }
 
