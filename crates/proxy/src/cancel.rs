@@ -5,7 +5,7 @@
 //! [`CancelKeys`] (two backends on different servers can share a process ID: the secret tells
 //! them apart).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ pub struct CancelSlot {
     serving: Mutex<Option<BackendKey>>,
     busy: AtomicBool,
     waiting: AtomicBool,
+    /// Cancels that arrived while the client waited for a backend.
+    cancels: AtomicU64,
     wake: Notify,
     gate: RwLock<()>,
 }
@@ -79,20 +81,39 @@ impl CancelSlot {
         *self.serving.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
-    /// The client starts or stops waiting for a backend.
-    pub fn set_waiting(&self, waiting: bool) {
-        self.waiting.store(waiting, Ordering::Release);
+    /// The client starts waiting for a backend; the mark tells
+    /// [`cancelled_since`](Self::cancelled_since) which cancels are for this wait.
+    pub fn start_waiting(&self) -> u64 {
+        let seen = self.cancels.load(Ordering::Acquire);
+        self.waiting.store(true, Ordering::Release);
+        seen
     }
 
-    /// Resolves when a cancel request arrives while the client waits for a backend.
-    pub async fn cancelled_while_waiting(&self) {
-        self.wake.notified().await;
+    /// The client has a backend, or gave up waiting.
+    pub fn stop_waiting(&self) {
+        self.waiting.store(false, Ordering::Release);
+    }
+
+    /// Resolves when a cancel request arrived after the wait that returned `seen` began
+    /// (an earlier one was for something else).
+    pub async fn cancelled_since(&self, seen: u64) {
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that a cancel in between is not missed.
+            notified.as_mut().enable();
+            if self.cancels.load(Ordering::Acquire) != seen {
+                return;
+            }
+            notified.await;
+        }
     }
 
     async fn forward(&self, timeout: Duration) -> std::io::Result<bool> {
         let _in_flight = self.gate.read().await;
         if self.waiting.load(Ordering::Acquire) {
-            self.wake.notify_one();
+            self.cancels.fetch_add(1, Ordering::AcqRel);
+            self.wake.notify_waiters();
             return Ok(true);
         }
         if !self.busy.load(Ordering::Acquire) {

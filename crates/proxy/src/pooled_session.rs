@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::ops::DerefMut;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use pgbastion_wire::{BackendMessage, ErrorResponse, Severity, SqlState};
@@ -17,6 +18,10 @@ use crate::multiplex::{BackendState, ClientFlow, Multiplexer, MuxError};
 
 /// How much is buffered per direction before reading that side pauses.
 const BUFFER_LIMIT: usize = 256 * 1024;
+
+/// How long the backend may take to answer what a client sent before its Terminate, and a
+/// leaving client to take its last messages.
+const AFTER_TERMINATE: Duration = Duration::from_secs(5);
 
 /// A backend connection as a pool keeps it: the login, and what pgbastion knows of its
 /// session state.
@@ -144,6 +149,9 @@ impl<L: Lender> PooledSession<'_, L> {
         let mut to_client = BytesMut::new();
         let mut lease = self.held.take();
         let mut checkouts = u64::from(lease.is_some());
+        // A backend just taken (the session mode one from the start, or a checkout) is made
+        // the client's before anything of the client's reaches it.
+        let mut fresh = lease.is_some();
         let end = loop {
             let mut to_backend = BytesMut::new();
             if lease.is_none() {
@@ -171,15 +179,9 @@ impl<L: Lender> PooledSession<'_, L> {
                     }
                 }
                 match self.checkout().await {
-                    Ok(mut got) => {
+                    Ok(got) => {
                         checkouts += 1;
-                        let pid = got.conn.key.as_ref().map_or(0, |key| key.process_id);
-                        let switch = self.switch.map(|switch| switch(pid));
-                        let PooledBackend { state, .. } = &mut *got;
-                        self.mux.begin(state, switch.as_ref(), &mut to_backend);
-                        if let Some(key) = got.cancel_key() {
-                            self.slot.attach(key);
-                        }
+                        fresh = true;
                         lease = Some(got);
                     }
                     Err(refusal) => {
@@ -191,6 +193,9 @@ impl<L: Lender> PooledSession<'_, L> {
                         continue;
                     }
                 }
+            }
+            if let Some(got) = lease.as_mut().filter(|_| std::mem::take(&mut fresh)) {
+                self.take_up(got, &mut to_backend);
             }
             let Some(held) = lease.as_mut() else {
                 continue;
@@ -220,10 +225,6 @@ impl<L: Lender> PooledSession<'_, L> {
             }
         };
         self.slot.detach().await;
-        if !to_client.is_empty() {
-            let _ = client_write.write_all(&to_client).await;
-        }
-        let _ = client_write.shutdown().await;
         if let Some(held) = lease {
             let how = match end {
                 PooledEnd::Backend => GiveBack::Broken,
@@ -232,9 +233,30 @@ impl<L: Lender> PooledSession<'_, L> {
                 _ if !self.mux.releasable() => GiveBack::Reset,
                 _ => GiveBack::Clean,
             };
+            // Before the last words to the client: a client that does not read them must
+            // not keep a backend from the others.
             self.lender.give_back(held, how).await;
         }
+        let goodbye = async {
+            if !to_client.is_empty() {
+                client_write.write_all(&to_client).await?;
+            }
+            client_write.shutdown().await
+        };
+        let _ = tokio::time::timeout(AFTER_TERMINATE, goodbye).await;
         Pooled { end, checkouts }
+    }
+
+    /// Makes a backend just taken the client's: its session parameters and the session
+    /// switch go first, and cancels now reach it.
+    fn take_up(&mut self, got: &mut L::Lease, to_backend: &mut BytesMut) {
+        let pid = got.conn.key.as_ref().map_or(0, |key| key.process_id);
+        let switch = self.switch.map(|switch| switch(pid));
+        let PooledBackend { state, .. } = &mut **got;
+        self.mux.begin(state, switch.as_ref(), to_backend);
+        if let Some(key) = got.cancel_key() {
+            self.slot.attach(key);
+        }
     }
 
     /// Waits for a whole client message while no backend is held, writing what is owed.
@@ -276,16 +298,16 @@ impl<L: Lender> PooledSession<'_, L> {
     /// A backend, waiting in the pool's queue; a cancel request meanwhile ends the wait
     /// with 57014, as a cancelled query would.
     async fn checkout(&self) -> Result<L::Lease, ErrorResponse> {
-        self.slot.set_waiting(true);
+        let seen = self.slot.start_waiting();
         let got = tokio::select! {
             got = self.lender.checkout() => got,
-            () = self.slot.cancelled_while_waiting() => Err(ErrorResponse::new(
+            () = self.slot.cancelled_since(seen) => Err(ErrorResponse::new(
                 Severity::Error,
                 SqlState::QUERY_CANCELED,
                 "canceling statement due to user request",
             )),
         };
-        self.slot.set_waiting(false);
+        self.slot.stop_waiting();
         got
     }
 
@@ -306,13 +328,16 @@ impl<L: Lender> PooledSession<'_, L> {
         let PooledBackend { conn, state } = &mut **held;
         let mut backend_in = std::mem::take(&mut conn.buffered);
         let (mut backend_read, mut backend_write) = tokio::io::split(&mut conn.stream);
+        // After the client's Terminate: what it sent before still runs, and its answers are
+        // read, for at most AFTER_TERMINATE.
+        let mut terminating: Option<tokio::time::Instant> = None;
         let turn = loop {
             if let Err(error) = self.mux.from_backend(&mut backend_in, state, to_client) {
                 tracing::warn!(%error, "backend out of step; closing it");
                 report(&backend_lost(), to_client);
                 break Turn::End(PooledEnd::Backend);
             }
-            if to_backend.len() < BUFFER_LIMIT {
+            if terminating.is_none() && to_backend.len() < BUFFER_LIMIT {
                 match self.mux.has_client_message(client_in) {
                     Ok(false) => {}
                     Ok(true) => {
@@ -321,7 +346,9 @@ impl<L: Lender> PooledSession<'_, L> {
                             .from_client(client_in, state, &mut to_backend, to_client)
                         {
                             Ok(ClientFlow::More) => {}
-                            Ok(ClientFlow::Terminate) => break Turn::End(PooledEnd::Terminate),
+                            Ok(ClientFlow::Terminate) => {
+                                terminating = Some(tokio::time::Instant::now() + AFTER_TERMINATE);
+                            }
                             Err(error) => {
                                 report(&error, to_client);
                                 break Turn::End(PooledEnd::Protocol);
@@ -340,11 +367,24 @@ impl<L: Lender> PooledSession<'_, L> {
                 report(&backend_lost(), to_client);
                 break Turn::End(PooledEnd::Backend);
             }
+            if terminating.is_some() && to_backend.is_empty() && !self.mux.busy() {
+                break Turn::End(PooledEnd::Terminate);
+            }
             if to_backend.is_empty() && backend_in.is_empty() && self.mux.releasable() {
                 break Turn::Release;
             }
+            // A message longer than the buffer is read whole all the same (the decoder bounds
+            // it): nothing else can move the client on.
+            let read_client = terminating.is_none()
+                && (client_in.len() < BUFFER_LIMIT
+                    || !matches!(self.mux.has_client_message(client_in), Ok(true)));
+            let deadline =
+                terminating.unwrap_or_else(|| tokio::time::Instant::now() + AFTER_TERMINATE);
             tokio::select! {
-                read = client_read.read_buf(client_in), if client_in.len() < BUFFER_LIMIT => {
+                () = tokio::time::sleep_until(deadline), if terminating.is_some() => {
+                    break Turn::End(PooledEnd::Terminate);
+                }
+                read = client_read.read_buf(client_in), if read_client => {
                     if !matches!(read, Ok(n) if n > 0) {
                         break Turn::End(PooledEnd::Client);
                     }

@@ -18,7 +18,7 @@ use pgbastion_wire::{
 
 use super::backend_state::BackendState;
 use super::expect::{Care, Expect, Expected, Kind, Show, Undo};
-use super::statements::{ClientStatements, Prepared};
+use super::statements::{ClientStatements, Prepared, SERVER_PREFIX};
 use super::wire;
 use crate::sql_scan::{self, Discard, Effect, StringLiterals};
 
@@ -107,6 +107,12 @@ pub struct Multiplexer {
     front_failed: bool,
     /// The backend's statements are unknown: it is closed when the client gives it back.
     dirty: bool,
+    /// The client is inside an extended-query group (a message since its last Sync): the
+    /// backend holds its portals and implicit transaction until the Sync.
+    in_group: bool,
+    /// The backend is in COPY FROM STDIN: it ignores the client's Sync and Flush until the
+    /// client's CopyDone or CopyFail.
+    copy_in: bool,
     /// Bytes of a streamed client frame still to forward.
     client_stream: usize,
     /// Bytes of a streamed backend frame still to pass on (or drop).
@@ -141,6 +147,8 @@ impl Multiplexer {
             own_failed: false,
             front_failed: false,
             dirty: false,
+            in_group: false,
+            copy_in: false,
             client_stream: 0,
             backend_stream: 0,
             last_backend_tag: 0,
@@ -165,6 +173,7 @@ impl Multiplexer {
             && self.client_stream == 0
             && self.backend_stream == 0
             && !self.discarding
+            && !self.in_group
     }
 
     /// Whether the backend is working for the client (a cancel may be forwarded).
@@ -236,11 +245,18 @@ impl Multiplexer {
                 to_client.extend_from_slice(&error);
                 told = true;
             }
+            if tag == b'P' {
+                // Whatever it prepared, the unnamed statement is not the one it had.
+                self.unnamed = None;
+            }
             if matches!(tag, b'S' | b'Q' | b'F') {
                 to_client.extend_from_slice(&wire::ready(self.status));
                 told = false;
             }
         }
+        // The rest of a group cut here must not run on the next backend: as after any error,
+        // the client's messages are ignored up to its Sync.
+        self.discarding |= told;
         ClientFlow::More
     }
 
@@ -278,10 +294,15 @@ impl Multiplexer {
             self.own_group();
         }
         if self.policy.transaction {
-            for name in backend.statements.evict() {
-                wire::close_statement(&name, to_backend);
-                self.own(Kind::Close, Show::Nothing);
-            }
+            self.evict(backend, to_backend);
+        }
+    }
+
+    /// Closes the statements beyond the backend cache's capacity (replies unseen).
+    fn evict(&mut self, backend: &mut BackendState, to_backend: &mut BytesMut) {
+        for name in backend.statements.evict() {
+            wire::close_statement(&name, to_backend);
+            self.own(Kind::Close, Show::Nothing);
         }
     }
 
@@ -310,6 +331,10 @@ impl Multiplexer {
         to_backend: &mut BytesMut,
         to_client: &mut BytesMut,
     ) -> Result<ClientFlow, MuxError> {
+        if self.policy.transaction && self.expected.is_empty() && !self.in_group {
+            // Between exchanges: the statements beyond the cache's capacity are closed.
+            self.evict(backend, to_backend);
+        }
         loop {
             if self.client_stream > 0 {
                 let take = self.client_stream.min(input.len());
@@ -358,12 +383,28 @@ impl Multiplexer {
             // As PostgreSQL after an error: everything up to Sync is ignored.
             return Ok(());
         }
+        let ends_group = matches!(tag, b'Q' | b'F') || (tag == b'S' && !self.copy_in);
+        self.in_group = matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H')
+            || (self.in_group && !ends_group);
         match tag {
+            b'S' | b'H' if self.copy_in => {
+                // Ignored by PostgreSQL in COPY FROM STDIN: no reply is owed.
+                to_backend.extend_from_slice(&frame);
+            }
             b'S' => {
                 self.discarding = false;
                 self.forward(Kind::Sync, frame, to_backend);
             }
-            b'H' | b'c' | b'f' => to_backend.extend_from_slice(&frame),
+            b'c' | b'f' => {
+                self.copy_in = false;
+                to_backend.extend_from_slice(&frame);
+            }
+            b'H' => to_backend.extend_from_slice(&frame),
+            b'F' if self.policy.transaction => {
+                // What a fastpath call does cannot be read: when unsure, pin.
+                self.pin_for("a function call (fastpath)");
+                self.forward(Kind::FunctionCall, frame, to_backend);
+            }
             b'Q' if self.policy.transaction => self.query(frame, backend, to_backend, to_client),
             b'Q' => self.forward(Kind::Query, frame, to_backend),
             b'F' => self.forward(Kind::FunctionCall, frame, to_backend),
@@ -509,6 +550,11 @@ impl Multiplexer {
         for effect in scan.effects {
             let sticky = match effect {
                 Effect::Sticky { what } => what.to_owned(),
+                // Statements are shared by what they mean, search_path included: a client
+                // that changes it keeps its backend.
+                Effect::SetParameter { name } if name == "search_path" => {
+                    "SET search_path".to_owned()
+                }
                 Effect::SetParameter { name } if backend.reports(&name) => continue,
                 Effect::SetParameter { name } => format!("SET {name}"),
                 Effect::ResetAll => {
@@ -525,6 +571,14 @@ impl Multiplexer {
                     care.drops_statements = true;
                     care.several = scan.statements > 1;
                     continue;
+                }
+                Effect::Deallocate { name: Some(name) } if name.starts_with(SERVER_PREFIX) => {
+                    // pgbastion's own statements are shared; clients see only their names.
+                    return Verdict::Refuse(ErrorResponse::new(
+                        Severity::Error,
+                        SqlState::INVALID_SQL_STATEMENT_NAME,
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
                 }
                 Effect::Deallocate { name: Some(name) } => {
                     let alone = scan.statements == 1 && self.expected.is_empty();
@@ -551,6 +605,12 @@ impl Multiplexer {
                 ));
             }
             self.pin_for(&sticky);
+        }
+        if self.pinned.is_none() && mentions_search_path(sql) {
+            // SET LOCAL search_path and set_config('search_path', …, true) leave nothing
+            // behind, but statements prepared meanwhile would be shared under the wrong
+            // path: when unsure, pin.
+            self.pin_for("search_path changed in a transaction");
         }
         Verdict::Go(care)
     }
@@ -758,10 +818,15 @@ impl Multiplexer {
             at += total;
             match tag {
                 b'S' => return Ok(Some(at)),
+                // Ignored up to the Sync (after an error): nothing needs a backend.
+                b'd' | b'X' => return Ok(None),
+                _ if self.discarding => {}
                 b'H' => {}
                 b'P' => {
                     let parse = wire::Parse::split(frame)?;
-                    if !sql_scan::scan(parse.query).effects.is_empty() {
+                    if mentions_search_path(parse.query)
+                        || !sql_scan::scan(parse.query).effects.is_empty()
+                    {
                         return Ok(None);
                     }
                 }
@@ -949,6 +1014,12 @@ impl Multiplexer {
             }
             (b'G' | b'H' | b'W', Kind::Execute | Kind::Query) => {
                 self.copy = true;
+                if tag == b'G' {
+                    // Syncs the client sent after this message reach a backend in COPY
+                    // FROM STDIN, which ignores them: none of them will be answered.
+                    self.copy_in = true;
+                    self.expected.drop_syncs_after_front();
+                }
                 false
             }
             (b'c', Kind::Execute | Kind::Query) => false,
@@ -959,7 +1030,16 @@ impl Multiplexer {
             (b'V', Kind::FunctionCall) => false,
             (b'E', kind) => {
                 self.copy = false;
+                self.copy_in = false;
                 self.front_failed = true;
+                if kind != Kind::Query
+                    && wire::error_code(body) == Some(*SqlState::FEATURE_NOT_SUPPORTED.as_bytes())
+                {
+                    // "cached plan must not change result type": a statement shared on this
+                    // backend outlived a change of its table. The backend is retired when
+                    // the client gives it back, so that statements are prepared afresh.
+                    self.dirty = true;
+                }
                 if show == Show::Nothing {
                     self.own_failed = true;
                 }
@@ -1053,6 +1133,14 @@ impl Multiplexer {
             self.unnamed_here = false;
         }
     }
+}
+
+/// Whether `sql` names `search_path` anywhere (in any case).
+fn mentions_search_path(sql: &str) -> bool {
+    const NEEDLE: &[u8] = b"search_path";
+    sql.as_bytes()
+        .windows(NEEDLE.len())
+        .any(|window| window.eq_ignore_ascii_case(NEEDLE))
 }
 
 fn set(list: &mut Vec<(String, String)>, name: String, value: String) {
@@ -1408,5 +1496,78 @@ mod tests {
         let mut again = BytesMut::new();
         run.mux.begin(&mut backend, None, &mut again);
         assert_eq!(tags(&again), "PBES", "German is set again");
+    }
+
+    #[test]
+    fn a_group_without_its_sync_keeps_the_backend() {
+        let mut backend = BackendState::new(&[], 10);
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut input = BytesMut::new();
+        fe::write_bind(&mut input, "", "", &[], [], &[]).unwrap();
+        fe::write_execute(&mut input, "", 10).unwrap();
+        input.extend_from_slice(b"H\0\0\0\x04");
+        let (sent, _) = run.exchange(&mut backend, input, "2Ds");
+        assert_eq!(tags(&sent), "BEH");
+        assert!(!run.mux.releasable(), "the portal lives until the Sync");
+        let (_, seen) = run.exchange(&mut backend, sync(), "Z");
+        assert_eq!(tags(&seen), "Z");
+        assert!(run.mux.releasable());
+    }
+
+    #[test]
+    fn a_sync_sent_into_copy_from_stdin_is_not_waited_for() {
+        let mut backend = BackendState::new(&[], 10);
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut input = parse("", "COPY t FROM STDIN");
+        fe::write_bind(&mut input, "", "", &[], [], &[]).unwrap();
+        fe::write_execute(&mut input, "", 0).unwrap();
+        input.extend_from_slice(&sync());
+        let (_, seen) = run.exchange(&mut backend, input, "12G");
+        assert_eq!(tags(&seen), "12G");
+        let mut rest = BytesMut::new();
+        fe::write_copy_data(&mut rest, b"1\n").unwrap();
+        rest.extend_from_slice(b"c\0\0\0\x04");
+        rest.extend_from_slice(&sync());
+        let (sent, seen) = run.exchange(&mut backend, rest, "CZ");
+        assert_eq!(tags(&sent), "dcS");
+        assert_eq!(tags(&seen), "CZ");
+        assert!(
+            run.mux.releasable(),
+            "nothing is owed: {:?}",
+            run.mux.expected
+        );
+    }
+
+    #[test]
+    fn the_rest_of_a_refused_group_is_ignored_up_to_its_sync() {
+        let mut mux = Multiplexer::new(policy(true), vec![]);
+        let mut input = BytesMut::new();
+        fe::write_bind(&mut input, "", "s1", &[], [], &[]).unwrap();
+        let error = ErrorResponse::new(Severity::Error, SqlState::TOO_MANY_CONNECTIONS, "full");
+        let mut seen = BytesMut::new();
+        assert_eq!(mux.refuse(&mut input, &error, &mut seen), ClientFlow::More);
+        assert_eq!(tags(&seen), "E");
+        let mut rest = BytesMut::new();
+        fe::write_execute(&mut rest, "", 0).unwrap();
+        rest.extend_from_slice(&sync());
+        let mut seen = BytesMut::new();
+        assert!(mux.answer_without_backend(&mut rest, &mut seen).unwrap());
+        assert_eq!(tags(&seen), "Z", "no backend for a group that cannot run");
+    }
+
+    #[test]
+    fn pgbastions_own_statements_cannot_be_deallocated_by_a_client() {
+        let mut backend = BackendState::new(&[], 10);
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let (sent, seen) = run.exchange(&mut backend, query("DEALLOCATE pgbastion_0123"), "");
+        assert!(sent.is_empty());
+        assert_eq!(tags(&seen), "EZ");
+        assert!(String::from_utf8_lossy(&seen).contains("26000"));
     }
 }

@@ -13,6 +13,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+/// How the names of pgbastion's statements on backends begin.
+pub const SERVER_PREFIX: &str = "pgbastion_";
+
 /// A statement as pgbastion prepares it on backends.
 #[derive(Debug)]
 pub struct Prepared {
@@ -33,7 +36,7 @@ impl Prepared {
         }
         let digest = hash.finalize();
         let mut server_name = String::with_capacity(42);
-        server_name.push_str("pgbastion_");
+        server_name.push_str(SERVER_PREFIX);
         for byte in &digest[..16] {
             let _ = write!(server_name, "{byte:02x}");
         }

@@ -180,6 +180,22 @@ pub fn extended_group<'v>(
     let _ = pgbastion_wire::frontend::write_sync(out);
 }
 
+/// The SQLSTATE field of an ErrorResponse body.
+pub fn error_code(body: &[u8]) -> Option<[u8; 5]> {
+    let mut rest = body;
+    while let Some((&field, after)) = rest.split_first() {
+        if field == 0 {
+            return None;
+        }
+        let (value, next) = cstr(after, "ErrorResponse").ok()?;
+        if field == b'C' {
+            return value.try_into().ok();
+        }
+        rest = next;
+    }
+    None
+}
+
 /// The name and value of a ParameterStatus body.
 pub fn parameter_status(body: &[u8]) -> Option<(String, String)> {
     let (name, rest) = cstr(body, "ParameterStatus").ok()?;
