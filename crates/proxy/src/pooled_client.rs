@@ -116,6 +116,7 @@ impl PooledClient<'_> {
                 .as_ref()
                 .map(|f| f as &(dyn Fn(u32) -> bytes::Bytes + Send + Sync)),
             held,
+            proven: false,
         };
         let pooled = session
             .run(detached.stream, BytesMut::from(&detached.buffered[..]))

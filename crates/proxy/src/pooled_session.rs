@@ -130,6 +130,11 @@ pub struct PooledSession<'a, L: Lender> {
     pub switch: Option<Switch<'a>>,
     /// Session mode: the backend the client holds from its start.
     pub held: Option<L::Lease>,
+    /// Whether pgbastion's own messages for this client (its parameters, the switch) have
+    /// succeeded once. Until then the client's messages wait for their replies (one round
+    /// trip, on the first checkout only): a parameter the server refuses must fail the
+    /// client before anything of its own runs, as PostgreSQL would at login.
+    pub proven: bool,
 }
 
 enum Turn {
@@ -337,7 +342,10 @@ impl<L: Lender> PooledSession<'_, L> {
                 report(&backend_lost(), to_client);
                 break Turn::End(PooledEnd::Backend);
             }
-            if terminating.is_none() && to_backend.len() < BUFFER_LIMIT {
+            if !self.proven && !self.mux.owes_own() && !self.mux.own_failed() {
+                self.proven = true;
+            }
+            if terminating.is_none() && self.proven && to_backend.len() < BUFFER_LIMIT {
                 match self.mux.has_client_message(client_in) {
                     Ok(false) => {}
                     Ok(true) => {
@@ -364,7 +372,12 @@ impl<L: Lender> PooledSession<'_, L> {
             self.slot.set_busy(self.mux.busy());
             if self.mux.own_failed() {
                 tracing::warn!("a statement of pgbastion's own failed on the backend; closing it");
-                report(&backend_lost(), to_client);
+                let error = self
+                    .mux
+                    .own_error()
+                    .cloned()
+                    .map_or_else(backend_lost, |error| MuxError::Client(error.into_fatal()));
+                report(&error, to_client);
                 break Turn::End(PooledEnd::Backend);
             }
             if terminating.is_some() && to_backend.is_empty() && !self.mux.busy() {

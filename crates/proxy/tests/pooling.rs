@@ -503,6 +503,32 @@ async fn a_cancel_reaches_a_client_waiting_for_a_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_parameter_the_server_refuses_fails_the_client_before_anything_runs() {
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 2", "").await;
+    within("refused parameter", async {
+        let client = client_as(&proxy, "bogus", Some("-c statement_timeout=bogus")).await;
+        let error = client
+            .batch_execute("CREATE TABLE should_not_exist (x int)")
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "22023", "PostgreSQL's own error: {error}");
+        let absent = cluster
+            .query("SELECT to_regclass('should_not_exist') IS NULL")
+            .unwrap();
+        assert_eq!(absent.trim(), "t", "the client's statement never ran");
+        let fine: i32 = client_as(&proxy, "fine", None)
+            .await
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(fine, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameters_follow_each_client_across_backends() {
     let cluster = trust_cluster();
     let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 2", "").await;

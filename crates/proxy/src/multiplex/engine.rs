@@ -103,6 +103,8 @@ pub struct Multiplexer {
     copy: bool,
     /// A message pgbastion sent for itself failed: the backend's state is unknown.
     own_failed: bool,
+    /// The first error of such a message.
+    own_error: Option<ErrorResponse>,
     /// An error came in the reply at the front of the queue.
     front_failed: bool,
     /// The backend's statements are unknown: it is closed when the client gives it back.
@@ -145,6 +147,7 @@ impl Multiplexer {
             pinned: None,
             copy: false,
             own_failed: false,
+            own_error: None,
             front_failed: false,
             dirty: false,
             in_group: false,
@@ -209,6 +212,18 @@ impl Multiplexer {
     /// Whether a message of pgbastion's own failed (the backend must be closed).
     pub fn own_failed(&self) -> bool {
         self.own_failed
+    }
+
+    /// The backend's error for a message of pgbastion's own (a session parameter it would
+    /// not take, a session switch that failed).
+    pub fn own_error(&self) -> Option<&ErrorResponse> {
+        self.own_error.as_ref()
+    }
+
+    /// Whether messages of pgbastion's own (session parameters, the switch, evictions) are
+    /// still unanswered.
+    pub fn owes_own(&self) -> bool {
+        self.expected.owes_hidden()
     }
 
     /// The session parameters the client has now.
@@ -1042,6 +1057,9 @@ impl Multiplexer {
                 }
                 if show == Show::Nothing {
                     self.own_failed = true;
+                    if self.own_error.is_none() {
+                        self.own_error = ErrorResponse::decode(body).ok();
+                    }
                 }
                 if !kind.ends_at_ready() {
                     self.fail_front(backend);

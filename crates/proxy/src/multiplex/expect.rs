@@ -145,6 +145,11 @@ impl Expected {
         self.0.is_empty()
     }
 
+    /// Whether replies the client never sees are owed.
+    pub fn owes_hidden(&self) -> bool {
+        self.0.iter().any(|entry| entry.show() == Show::Nothing)
+    }
+
     /// Whether a Sync is queued (an error's skipping ends there).
     pub fn has_sync(&self) -> bool {
         self.0.iter().any(Expect::is_sync)
