@@ -14,7 +14,7 @@ use pgbastion_gateway::{ClientInfo, ScramKeys};
 use crate::backend::{BackendError, BackendSecret};
 use crate::config::ClientAddrParam;
 use crate::external::Decision;
-use crate::route::{Captures, Route};
+use crate::route::{option_words, Captures, Route};
 use crate::target::{Address, FillError, Target, TlsSettings};
 use crate::template::Values;
 
@@ -211,73 +211,44 @@ impl LoginPlan {
     }
 }
 
-/// Splits a startup `options` string as PostgreSQL does (words separated by spaces, a
-/// backslash keeping the next character) into its settings (`-c name=value`,
-/// `-cname=value`, `--name=value`) and the other words, re-joined (escaped again).
+/// Splits a startup `options` string into its settings (`-c name=value`, `-cname=value`,
+/// `--name=value`, values unescaped) and its other words, kept as written.
 fn split_options(options: &str) -> (Vec<(String, String)>, String) {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut chars = options.chars();
-    let mut in_word = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    word.push(next);
-                }
-                in_word = true;
-            }
-            c if c.is_ascii_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
     let mut settings = Vec::new();
-    let mut rest: Vec<String> = Vec::new();
-    let mut words = words.into_iter();
+    let mut rest: Vec<&str> = Vec::new();
+    let mut words = option_words(options).into_iter();
     while let Some(word) = words.next() {
-        let setting = if word == "-c" {
-            match words.next() {
+        let setting = match word {
+            "-c" => match words.next() {
                 Some(next) => Some(next),
                 None => {
                     rest.push(word);
                     continue;
                 }
-            }
-        } else if let Some(inline) = word.strip_prefix("-c") {
-            Some(inline.to_owned())
-        } else {
-            word.strip_prefix("--").map(str::to_owned)
+            },
+            _ => word.strip_prefix("-c").or_else(|| word.strip_prefix("--")),
         };
-        match setting.as_deref().and_then(|s| s.split_once('=')) {
+        match setting.and_then(|s| s.split_once('=')) {
             Some((name, value)) if !name.is_empty() => {
-                settings.push((name.replace('-', "_"), value.to_owned()));
+                settings.push((unescape(name).replace('-', "_"), unescape(value)));
             }
             _ => rest.push(word),
         }
     }
-    let escaped: Vec<String> = rest
-        .iter()
-        .map(|word| {
-            word.chars()
-                .flat_map(|c| {
-                    let escape = c == '\\' || c.is_ascii_whitespace();
-                    escape.then_some('\\').into_iter().chain([c])
-                })
-                .collect()
-        })
-        .collect();
-    (settings, escaped.join(" "))
+    (settings, rest.join(" "))
+}
+
+/// An `options` word's text: each backslash keeps the character after it.
+fn unescape(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut chars = word.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Startup parameters that cannot be changed with `SET` after login.

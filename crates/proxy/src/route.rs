@@ -334,7 +334,7 @@ impl Routes {
 
 /// The words of an `options` string, split on whitespace not escaped by a backslash (as
 /// PostgreSQL's `pg_split_opts` does), each as written (escapes kept).
-fn option_words(options: &str) -> Vec<&str> {
+pub(crate) fn option_words(options: &str) -> Vec<&str> {
     let mut words = Vec::new();
     let mut start = None;
     let mut escaped = false;

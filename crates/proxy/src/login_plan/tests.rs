@@ -877,3 +877,18 @@ fn the_pool_key_holds_no_secret_and_the_plan_shows_none() {
         "{debug}"
     );
 }
+
+#[test]
+fn options_settings_are_split_off_and_unescaped_the_rest_kept_as_written() {
+    let (settings, rest) =
+        super::split_options(r"-c search_path=a\ b -e --work-mem=1MB -cstatement_timeout=5s -c");
+    assert_eq!(
+        settings,
+        owned(&[
+            ("search_path", "a b"),
+            ("work_mem", "1MB"),
+            ("statement_timeout", "5s")
+        ])
+    );
+    assert_eq!(rest, "-e -c", "a trailing -c without a setting stays");
+}
