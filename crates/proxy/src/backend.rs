@@ -73,6 +73,14 @@ pub struct BackendConn {
 }
 
 impl BackendConn {
+    /// Where a cancel request for this backend goes, with its own key.
+    pub fn cancel_key(&self) -> Option<crate::cancel::BackendKey> {
+        Some(crate::cancel::BackendKey {
+            address: self.address.clone(),
+            key: self.key.clone()?,
+        })
+    }
+
     /// Whether the backend has closed the connection, or sent something unasked, while it
     /// sat idle: a look at the socket that never waits (a connection with nothing to read
     /// is taken to be alive).

@@ -9,6 +9,7 @@ pub mod backend_reset;
 pub mod cancel;
 pub mod config;
 pub mod external;
+pub mod greeting;
 pub mod hooks;
 pub mod kdf;
 pub mod limits;

@@ -7,11 +7,12 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use pgbastion_gateway::ClientConn;
-use pgbastion_wire::{BackendMessage, ErrorResponse, ProtocolVersion, TransactionStatus};
+use pgbastion_wire::{ErrorResponse, ProtocolVersion, TransactionStatus};
 use tokio::net::TcpStream;
 
 use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
 use crate::config::{PoolMode, SessionStatePolicy};
+use crate::greeting;
 use crate::login_plan::LoginPlan;
 use crate::multiplex::{Multiplexer, Policy};
 use crate::pooled_session::{Lender, PooledSession};
@@ -84,7 +85,14 @@ impl PooledClient<'_> {
         let registration =
             self.cancel
                 .register(None, self.version, CancelTarget::Pooled(slot.clone()));
-        if greet(&mut conn, &wanted, registration.key()).await.is_err() {
+        let greeted = greeting::greet(
+            &mut conn,
+            &[],
+            &wanted,
+            Some(registration.key()),
+            TransactionStatus::Idle,
+        );
+        if greeted.await.is_err() {
             return;
         }
         let Ok(detached) = conn.detach() else {
@@ -143,24 +151,7 @@ const READ_ONLY: [&str; 6] = [
     "in_hot_standby",
 ];
 
-/// Sends the client the pool's parameters (with its own values), its cancel key and
-/// ReadyForQuery.
-async fn greet(
-    conn: &mut ClientConn<TcpStream>,
-    parameters: &[(String, String)],
-    key: &pgbastion_wire::CancelKey,
-) -> Result<(), pgbastion_gateway::GatewayError> {
-    for (name, value) in parameters {
-        conn.send_parameter_status(name, value)?;
-    }
-    conn.send(&BackendMessage::BackendKeyData(key.clone()))?;
-    conn.send_ready_for_query(TransactionStatus::Idle)?;
-    conn.flush().await
-}
-
-async fn refuse(mut conn: ClientConn<TcpStream>, error: ErrorResponse) {
+async fn refuse(conn: ClientConn<TcpStream>, error: ErrorResponse) {
     tracing::warn!(error = %error.message(), "no backend for a pooled client");
-    let _ = conn.send(&BackendMessage::ErrorResponse(error));
-    let _ = conn.flush().await;
-    conn.close_gracefully().await;
+    greeting::refuse(conn, error).await;
 }

@@ -13,7 +13,7 @@ use pgbastion_wire::{BackendMessage, ErrorResponse, Severity, SqlState};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::backend::BackendConn;
-use crate::cancel::{BackendKey, CancelSlot};
+use crate::cancel::CancelSlot;
 use crate::multiplex::{BackendState, ClientFlow, Multiplexer, MuxError};
 
 /// How much is buffered per direction before reading that side pauses.
@@ -43,13 +43,6 @@ impl PooledBackend {
     /// are back to the login's.
     pub fn forget_session(&mut self) {
         self.state = BackendState::new(&self.conn.parameters, self.state.statements.capacity());
-    }
-
-    fn cancel_key(&self) -> Option<BackendKey> {
-        Some(BackendKey {
-            address: self.conn.address.clone(),
-            key: self.conn.key.clone()?,
-        })
     }
 }
 
@@ -259,7 +252,7 @@ impl<L: Lender> PooledSession<'_, L> {
         let switch = self.switch.map(|switch| switch(pid));
         let PooledBackend { state, .. } = &mut **got;
         self.mux.begin(state, switch.as_ref(), to_backend);
-        if let Some(key) = got.cancel_key() {
+        if let Some(key) = got.conn.cancel_key() {
             self.slot.attach(key);
         }
     }

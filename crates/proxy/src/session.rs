@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome};
-use pgbastion_wire::{BackendMessage, CancelKey, ProtocolVersion};
+use pgbastion_wire::{CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::admission::{Admitted, Chosen, Proof};
-use crate::backend::BackendConn;
-use crate::cancel::{BackendKey, CancelTarget};
+use crate::cancel::CancelTarget;
 use crate::config::ListenerMode;
+use crate::greeting;
 use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::login;
@@ -117,10 +117,8 @@ async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &Conn
 }
 
 /// Sends the client `refusal` as a FATAL and closes the connection.
-async fn refuse(mut conn: ClientConn<TcpStream>, refusal: Refusal) {
-    let _ = conn.send(&BackendMessage::ErrorResponse(refusal.response()));
-    let _ = conn.flush().await;
-    conn.close_gracefully().await;
+async fn refuse(conn: ClientConn<TcpStream>, refusal: Refusal) {
+    greeting::refuse(conn, refusal.response()).await;
 }
 
 async fn run_session(
@@ -163,20 +161,22 @@ async fn run_session(
         .client
         .as_ref()
         .map_or(ProtocolVersion::V3_0, |client| client.version);
-    let registration = backend.key.clone().map(|key| {
+    let registration = backend.cancel_key().map(|target| {
         shared.cancel.register(
-            Some(key.process_id),
+            Some(target.key.process_id),
             version,
-            CancelTarget::Fixed(BackendKey {
-                address: backend.address.clone(),
-                key,
-            }),
+            CancelTarget::Fixed(target),
         )
     });
-    if greet(&mut conn, &backend, registration.as_ref().map(|r| r.key()))
-        .await
-        .is_err()
-    {
+    let key = registration.as_ref().map(|r| r.key());
+    let greeted = greeting::greet(
+        &mut conn,
+        &backend.notices,
+        &backend.parameters,
+        key,
+        backend.status,
+    );
+    if greeted.await.is_err() {
         return;
     }
     let Ok(detached) = conn.detach() else {
@@ -236,24 +236,4 @@ async fn serve_pooled(
         max_message_len: ctx.gateway.max_message_len,
     };
     pooled.serve(conn, started).await;
-}
-
-/// Sends the client what the backend said at login (notices, ParameterStatus), the minted
-/// cancel key and ReadyForQuery.
-async fn greet(
-    conn: &mut ClientConn<TcpStream>,
-    backend: &BackendConn,
-    key: Option<&CancelKey>,
-) -> Result<(), pgbastion_gateway::GatewayError> {
-    for notice in &backend.notices {
-        conn.send(&BackendMessage::NoticeResponse(notice.clone()))?;
-    }
-    for (name, value) in &backend.parameters {
-        conn.send_parameter_status(name, value)?;
-    }
-    if let Some(key) = key {
-        conn.send(&BackendMessage::BackendKeyData(key.clone()))?;
-    }
-    conn.send_ready_for_query(backend.status)?;
-    conn.flush().await
 }
