@@ -220,10 +220,10 @@ impl Multiplexer {
         self.own_error.as_ref()
     }
 
-    /// Whether messages of pgbastion's own (session parameters, the switch, evictions) are
-    /// still unanswered.
+    /// Whether a group of pgbastion's own (session parameters, the switch) is still
+    /// unanswered.
     pub fn owes_own(&self) -> bool {
-        self.expected.owes_hidden()
+        self.expected.owes_hidden_group()
     }
 
     /// The session parameters the client has now.
@@ -246,7 +246,7 @@ impl Multiplexer {
         error: &ErrorResponse,
         to_client: &mut BytesMut,
     ) -> ClientFlow {
-        let error = wire::encode(&BackendMessage::ErrorResponse(error.clone()));
+        let error = wire::error(error.clone());
         let mut told = false;
         while let Ok(Some((tag, total))) = self.decoder.peek_header(input) {
             if input.len() < total {
@@ -1587,5 +1587,24 @@ mod tests {
         assert!(sent.is_empty());
         assert_eq!(tags(&seen), "EZ");
         assert!(String::from_utf8_lossy(&seen).contains("26000"));
+    }
+
+    #[test]
+    fn closes_of_evicted_statements_do_not_hold_back_the_clients_first_messages() {
+        let wanted = vec![("TimeZone".to_owned(), "Asia/Tokyo".to_owned())];
+        let mut mux = Multiplexer::new(policy(true), wanted);
+        let mut backend = BackendState::new(&[("TimeZone".into(), "UTC".into())], 1);
+        for name in ["pgbastion_a", "pgbastion_b"] {
+            backend.statements.insert(Arc::from(name));
+        }
+        let mut sent = BytesMut::new();
+        mux.begin(&mut backend, None, &mut sent);
+        assert_eq!(tags(&sent), "PBESC", "the set_config group, then one Close");
+        assert!(mux.owes_own());
+        // PostgreSQL answers the group; the Close's reply waits for the client's Sync.
+        let mut answers = replies("12DCZ");
+        mux.from_backend(&mut answers, &mut backend, &mut BytesMut::new())
+            .unwrap();
+        assert!(!mux.owes_own(), "the client's messages may go now");
     }
 }

@@ -145,9 +145,12 @@ impl Expected {
         self.0.is_empty()
     }
 
-    /// Whether replies the client never sees are owed.
-    pub fn owes_hidden(&self) -> bool {
-        self.0.iter().any(|entry| entry.show() == Show::Nothing)
+    /// Whether a Sync group of pgbastion's own is still unanswered. (Closes of evicted
+    /// statements are not waited for: PostgreSQL answers them only at the client's Sync.)
+    pub fn owes_hidden_group(&self) -> bool {
+        self.0
+            .iter()
+            .any(|entry| entry.is_sync() && entry.show() == Show::Nothing)
     }
 
     /// Whether a Sync is queued (an error's skipping ends there).
