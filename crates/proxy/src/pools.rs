@@ -1,5 +1,15 @@
 //! The proxy's pools: one per (route, [`PoolKey`]), made on first use, of backend
 //! connections logged in by the route's plan without anything that belongs to one client.
+//!
+//! Sessions run on thread-per-core workers ([`crate::workers`]), and a pool is split in
+//! **shards, one per worker** (at most one per connection of `size`): a worker's clients take
+//! the backends of its own shard, whose sockets are registered with the same thread. A pool
+//! shared by all workers made every exchange cross threads (a backend's readiness woke the
+//! thread that opened it, which then woke the client's), and the futex calls and context
+//! switches of those hand-offs cost more than the pool saved. The price: a client waits for a
+//! backend of its own worker's shard even when another shard has one idle, and `size`,
+//! `min_idle` and the FIFO queue are per shard (sizes are split evenly, remainder to the
+//! first shards). Backend-wide caps ([`Caps`]) stay shared.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +22,7 @@ use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
+use crate::workers;
 
 /// How long a reset or a health check may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,7 +174,8 @@ impl Lender for RoutePool {
 pub struct Pools {
     connector: Arc<Connector>,
     caps: Caps,
-    pools: Mutex<HashMap<(usize, PoolKey), RoutePool>>,
+    /// Keyed by route, login identity and shard.
+    pools: Mutex<HashMap<(usize, PoolKey, usize), RoutePool>>,
 }
 
 impl Pools {
@@ -176,7 +188,8 @@ impl Pools {
         }
     }
 
-    /// The pool of route `route` for logins like `plan`, made on first use with `settings`.
+    /// The calling worker's shard of the pool of route `route` for logins like `plan`, made
+    /// on first use with its share of `settings`.
     pub fn get(
         &self,
         route: usize,
@@ -186,9 +199,10 @@ impl Pools {
         statements: usize,
     ) -> RoutePool {
         let (key, _) = plan.pool_identity();
+        let (shard, settings) = shard_of(settings, workers::current());
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         pools
-            .entry((route, key))
+            .entry((route, key, shard))
             .or_insert_with(|| {
                 let manager = BackendManager {
                     connector: self.connector.clone(),
@@ -201,10 +215,71 @@ impl Pools {
                     self.caps
                         .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
                 RoutePool {
-                    pool: Pool::new(manager, settings.clone(), caps),
+                    pool: Pool::new(manager, settings, caps),
                     route,
                 }
             })
             .clone()
+    }
+}
+
+/// Which shard of a pool with `settings` a session on `worker` uses, and that shard's
+/// settings: one shard per worker, but no more shards than connections.
+fn shard_of(settings: &PoolSettings, worker: Option<workers::WorkerId>) -> (usize, PoolSettings) {
+    let (index, count) = worker.map_or((0, 1), |w| (w.index, w.count.max(1)));
+    let shards = count.min(settings.size.max(1));
+    let shard = index % shards;
+    let share = |total: usize| total / shards + usize::from(shard < total % shards);
+    let mut settings = settings.clone();
+    settings.size = share(settings.size.max(1));
+    settings.min_idle = share(settings.min_idle);
+    (shard, settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workers::WorkerId;
+
+    fn shards(size: usize, min_idle: usize, count: usize) -> Vec<(usize, usize, usize)> {
+        let settings = PoolSettings {
+            size,
+            min_idle,
+            ..PoolSettings::default()
+        };
+        (0..count)
+            .map(|index| {
+                let (shard, s) = shard_of(&settings, Some(WorkerId { index, count }));
+                (shard, s.size, s.min_idle)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pool_is_split_evenly_between_workers() {
+        assert_eq!(shards(4, 2, 2), [(0, 2, 1), (1, 2, 1)]);
+        assert_eq!(shards(5, 3, 2), [(0, 3, 2), (1, 2, 1)]);
+        assert_eq!(shards(20, 0, 3), [(0, 7, 0), (1, 7, 0), (2, 6, 0)]);
+    }
+
+    #[test]
+    fn never_more_shards_than_connections() {
+        // A pool of one is one shard that every worker shares.
+        assert_eq!(shards(1, 1, 4), [(0, 1, 1); 4]);
+        assert_eq!(
+            shards(2, 0, 4),
+            [(0, 1, 0), (1, 1, 0), (0, 1, 0), (1, 1, 0)]
+        );
+    }
+
+    #[test]
+    fn off_the_workers_a_pool_is_whole() {
+        let settings = PoolSettings {
+            size: 7,
+            min_idle: 3,
+            ..PoolSettings::default()
+        };
+        let (shard, s) = shard_of(&settings, None);
+        assert_eq!((shard, s.size, s.min_idle), (0, 7, 3));
     }
 }

@@ -7,7 +7,12 @@
 //! Here each worker thread runs its own single-threaded runtime: a session lives on one
 //! thread from accept to close, its wake-ups never cross threads, and new sessions go to
 //! the worker with the fewest live ones.
+//!
+//! State that sessions share is best kept per worker too: [`current`] tells a session which
+//! worker it runs on, so that e.g. the pools can give each worker its own share of
+//! backend connections (whose sockets then wake the same thread as their clients').
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +22,26 @@ use tokio::sync::mpsc;
 /// Work handed to a worker: builds the session's future on the worker's thread (so that
 /// sockets register with that worker's reactor).
 type Job = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+thread_local! {
+    /// This thread's place among the workers: (index, how many there are).
+    static CURRENT: Cell<Option<WorkerId>> = const { Cell::new(None) };
+}
+
+/// Which worker a thread is, among how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerId {
+    /// Its index, from 0.
+    pub index: usize,
+    /// How many workers there are.
+    pub count: usize,
+}
+
+/// The worker the calling thread is, or `None` off the worker threads (the accept loops,
+/// a library user's own runtime, tests).
+pub fn current() -> Option<WorkerId> {
+    CURRENT.with(Cell::get)
+}
 
 struct Worker {
     jobs: mpsc::UnboundedSender<Job>,
@@ -33,8 +58,9 @@ pub struct Workers {
 impl Workers {
     /// Starts `count` worker threads (at least one).
     pub fn start(count: usize) -> std::io::Result<Self> {
-        let mut workers = Vec::with_capacity(count.max(1));
-        for index in 0..count.max(1) {
+        let count = count.max(1);
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -42,6 +68,7 @@ impl Workers {
             std::thread::Builder::new()
                 .name(format!("pgbastion-worker-{index}"))
                 .spawn(move || {
+                    CURRENT.with(|current| current.set(Some(WorkerId { index, count })));
                     runtime.block_on(async move {
                         while let Some(job) = queue.recv().await {
                             tokio::spawn(job());
@@ -125,6 +152,7 @@ mod tests {
     #[test]
     fn sessions_go_to_the_least_busy_worker_and_run_on_its_thread() {
         let workers = Workers::start(2).unwrap();
+        assert_eq!(current(), None, "the test's own thread is no worker");
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Arc::new(std::sync::Mutex::new(released));
         let (names_tx, names) = std::sync::mpsc::channel::<String>();
@@ -133,6 +161,9 @@ mod tests {
             let released = released.clone();
             workers.spawn(move || async move {
                 let name = std::thread::current().name().unwrap_or("?").to_owned();
+                let id = current().unwrap();
+                assert_eq!(name, format!("pgbastion-worker-{}", id.index));
+                assert_eq!(id.count, 2);
                 names_tx.send(name).unwrap();
                 // Hold the session open until the test releases it.
                 let _ = tokio::task::spawn_blocking(move || released.lock().unwrap().recv()).await;
