@@ -16,7 +16,8 @@
 #   bench/run.sh --memory [--memory-clients N] [--memory-waves W]   # no benchmark: RSS per
 #                                 # idle client of a transaction pool (10000 clients, 3 waves)
 #   bench/run.sh --profile DIR    # no benchmark: perf profiles of pgbastion under
-#                                 # pgbench -S -M extended -c 16 (see docs/profile.md)
+#                                 # pgbench -S -M extended -c 16 (see docs/profile.md);
+#                                 # --profile-target pgb-txn profiles a pooled listener
 #
 # Everything runs in a throwaway directory: a fresh PostgreSQL cluster on a random port
 # (127.0.0.1 only, SCRAM), one pgbastion with three listeners (transparent, session pool,
@@ -33,6 +34,7 @@ KEEP=0
 SCALE=10
 PGBASTION=""
 PROFILE=""
+PROFILE_TARGET=pgbastion
 NO_BOUNCER=0
 COMPARE=""
 ONLY=""
@@ -71,6 +73,7 @@ while [ $# -gt 0 ]; do
         --memory-clients) MEMORY_CLIENTS="$2"; shift ;;
         --memory-waves) MEMORY_WAVES="$2"; shift ;;
         --profile) PROFILE="$(mkdir -p "$2" && realpath "$2")"; shift ;;
+        --profile-target) PROFILE_TARGET="$2"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "bench/run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -629,8 +632,13 @@ log "all targets answer: ${TARGETS[*]}"
 # --- profile mode (docs/profile.md) --------------------------------------------------------
 if [ -n "$PROFILE" ]; then
     command -v perf >/dev/null 2>&1 || die "perf is missing (apt-get install -y linux-perf)"
+    case "$PROFILE_TARGET" in
+        pgbastion | pgb-session | pgb-txn) ;;
+        *) die "--profile-target must be pgbastion, pgb-session or pgb-txn" ;;
+    esac
     load() { # seconds: the profiled load, against pgbastion, in the background
-        "$PGBENCH" -h 127.0.0.1 -p "$BASTION_PORT" -n -S -M extended -c 16 -j 2 -T "$1" \
+        PGDATABASE="${DBNAME[$PROFILE_TARGET]}" "$PGBENCH" -h 127.0.0.1 \
+            -p "${PORT[$PROFILE_TARGET]}" -n -S -M extended -c 16 -j 2 -T "$1" \
             >>"$PROFILE/pgbench.txt" 2>&1 &
         LOAD_PID=$!
         sleep 2
@@ -663,7 +671,7 @@ if [ -n "$PROFILE" ]; then
             -e syscalls:sys_enter_sendto -e syscalls:sys_enter_recvfrom \
             -e syscalls:sys_enter_epoll_wait -e syscalls:sys_enter_epoll_ctl \
             -e syscalls:sys_enter_futex -e syscalls:sys_enter_write \
-            -e syscalls:sys_enter_read -e context-switches -e task-clock \
+            -e syscalls:sys_enter_read -e syscalls:sys_enter_writev -e context-switches -e task-clock \
             2>>"$PROFILE/perf.log" &
         STAT_PID=$!
         sleep 1

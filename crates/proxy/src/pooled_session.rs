@@ -23,6 +23,13 @@ const BUFFER_LIMIT: usize = 256 * 1024;
 /// leaving client to take its last messages.
 const AFTER_TERMINATE: Duration = Duration::from_secs(5);
 
+/// Room made for one read from a client: its messages are mostly small, and an idle client
+/// keeps this much.
+const CLIENT_READ: usize = 1024;
+
+/// Room made for one read from a backend (a few per pool).
+const BACKEND_READ: usize = 16 * 1024;
+
 /// A backend connection as a pool keeps it: the login, and what pgbastion knows of its
 /// session state.
 pub struct PooledBackend {
@@ -278,6 +285,7 @@ impl<L: Lender> PooledSession<'_, L> {
                     return Err(PooledEnd::Protocol);
                 }
             }
+            room_to_read(client_in, CLIENT_READ);
             tokio::select! {
                 read = client_read.read_buf(client_in) => {
                     if !matches!(read, Ok(n) if n > 0) {
@@ -386,6 +394,8 @@ impl<L: Lender> PooledSession<'_, L> {
                     || !matches!(self.mux.has_client_message(client_in), Ok(true)));
             let deadline =
                 terminating.unwrap_or_else(|| tokio::time::Instant::now() + AFTER_TERMINATE);
+            room_to_read(client_in, CLIENT_READ);
+            room_to_read(&mut backend_in, BACKEND_READ);
             tokio::select! {
                 () = tokio::time::sleep_until(deadline), if terminating.is_some() => {
                     break Turn::End(PooledEnd::Terminate);
@@ -419,6 +429,16 @@ impl<L: Lender> PooledSession<'_, L> {
         drop((backend_read, backend_write));
         conn.buffered = backend_in;
         turn
+    }
+}
+
+/// Makes room in `buf` for a read of about `want` bytes. A read reads at most the spare
+/// capacity (64 bytes in a buffer with none), and a read that fills it is followed by another
+/// one, a system call that only learns the socket is empty: a reply of a few hundred bytes
+/// read 64 at a time costs several.
+fn room_to_read(buf: &mut BytesMut, want: usize) {
+    if buf.capacity() - buf.len() < want / 2 {
+        buf.reserve(want);
     }
 }
 
