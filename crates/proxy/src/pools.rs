@@ -1,5 +1,7 @@
 //! The proxy's pools: one per (route, [`PoolKey`]), made on first use, of backend
 //! connections logged in by the route's plan without anything that belongs to one client.
+//! A route is known by its contents, not its position, so that a reload which moves an
+//! unchanged route keeps its pools ([`Pools::retain_routes`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +14,7 @@ use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
+use crate::route::{Route, Routes};
 
 /// How long a reset or a health check may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,7 +166,8 @@ impl Lender for RoutePool {
 pub struct Pools {
     connector: Arc<Connector>,
     caps: Caps,
-    pools: Mutex<HashMap<(usize, PoolKey), RoutePool>>,
+    /// Per key, the pools of each route with that key (almost always one).
+    pools: Mutex<HashMap<PoolKey, Vec<(Route, RoutePool)>>>,
 }
 
 impl Pools {
@@ -176,10 +180,10 @@ impl Pools {
         }
     }
 
-    /// The pool of route `route` for logins like `plan`, made on first use with `settings`.
+    /// The pool of `route` for logins like `plan`, made on first use with `settings`.
     pub fn get(
         &self,
-        route: usize,
+        route: &Route,
         plan: &LoginPlan,
         settings: &PoolSettings,
         reset: &str,
@@ -187,24 +191,40 @@ impl Pools {
     ) -> RoutePool {
         let (key, _) = plan.pool_identity();
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        pools
-            .entry((route, key))
-            .or_insert_with(|| {
-                let manager = BackendManager {
-                    connector: self.connector.clone(),
-                    plan: plan.for_pool(),
-                    reset: reset.to_owned(),
-                    statements,
-                    greeting: Mutex::new(None),
-                };
-                let caps =
-                    self.caps
-                        .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
-                RoutePool {
-                    pool: Pool::new(manager, settings.clone(), caps),
-                    route,
-                }
-            })
-            .clone()
+        let of_key = pools.entry(key).or_default();
+        if let Some((_, pool)) = of_key.iter().find(|(r, _)| r.same_as(route)) {
+            return pool.clone();
+        }
+        let manager = BackendManager {
+            connector: self.connector.clone(),
+            plan: plan.for_pool(),
+            reset: reset.to_owned(),
+            statements,
+            greeting: Mutex::new(None),
+        };
+        let caps = self
+            .caps
+            .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
+        let pool = RoutePool {
+            pool: Pool::new(manager, settings.clone(), caps),
+            route: route.number,
+        };
+        of_key.push((route.clone(), pool.clone()));
+        pool
+    }
+
+    /// Forgets the pools of routes that are not in `routes` (a reload removed or changed
+    /// them): each closes its idle connections at once and the others as their leases end,
+    /// while the pools of unchanged routes keep theirs. Returns how many were forgotten.
+    pub fn retain_routes(&self, routes: &Routes) -> usize {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut forgotten = 0;
+        pools.retain(|_, of_key| {
+            let before = of_key.len();
+            of_key.retain(|(route, _)| routes.0.iter().any(|r| r.same_as(route)));
+            forgotten += before - of_key.len();
+            !of_key.is_empty()
+        });
+        forgotten
     }
 }
