@@ -189,6 +189,12 @@ fn pgbench_sees_no_failed_transaction_across_a_new_route_a_certificate_rotation_
         report.contains("number of failed transactions: 0 "),
         "{report}"
     );
+    let processed: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(processed > 0, "{report}");
     assert!(bastion.log().iter().any(|l| l.contains("session ended")));
     bastion.finish(&[]);
 }
@@ -341,4 +347,66 @@ fn an_unchanged_pool_keeps_its_backend_connection_across_a_reload_and_a_changed_
         || format!("backend {before} of the replaced pool is still open"),
     );
     bastion.finish(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_jwt_settings_rebuild_the_token_keys_and_no_token_reaches_the_log() {
+    let cluster = cluster();
+    let issuer = pgbastion_testkit::TestIssuer::start().await;
+    let port = free_ports(1)[0];
+    let config = |key_file: &str| {
+        format!(
+            "{}[jwt]\nissuer = \"{}\"\naudience = \"pgbastion\"\nkeys = [\"{key_file}\"]\n\n{}",
+            listener(port, ""),
+            issuer.issuer(),
+            route(&cluster, "postgres", "insecure = true")
+                .replace("auth = \"trust\"", "auth = \"jwt\"")
+        )
+    };
+    let rsa = issuer.public_key_pem("RS256");
+    let ec = issuer.public_key_pem("ES256");
+    let bastion = Bastion::start(
+        &config("rsa.pem"),
+        &[("rsa.pem", &rsa), ("ec.pem", &ec)],
+        &[],
+        &[port],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |alg: &str| {
+        issuer.sign(
+            alg,
+            serde_json::json!({
+                "iss": issuer.issuer(), "sub": "juser", "aud": "pgbastion",
+                "iat": now, "exp": now + 600,
+            }),
+        )
+    };
+    let (rs_token, es_token) = (token("RS256"), token("ES256"));
+    let login = |token: &str| {
+        Command::new("psql")
+            .arg(format!(
+                "host=127.0.0.1 port={port} user=juser dbname=postgres connect_timeout=20"
+            ))
+            .args(["-X", "-A", "-t", "-c", "SELECT 1"])
+            .env("PGPASSWORD", token)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        login(&rs_token).status.success(),
+        "{}",
+        text(&login(&rs_token))
+    );
+    assert!(!login(&es_token).status.success());
+    reload(&bastion, &config("ec.pem"), "token keys rebuilt", 1);
+    let accepted = login(&es_token);
+    assert!(accepted.status.success(), "{}", text(&accepted));
+    assert!(!login(&rs_token).status.success());
+    // Unchanged settings: the same keys, refreshed.
+    reload(&bastion, &config("ec.pem"), "token keys refreshed", 1);
+    assert!(login(&es_token).status.success());
+    bastion.finish(&[&rs_token, &es_token]);
 }

@@ -134,9 +134,15 @@ impl Running {
             self.limits = listener.limits;
             self.limiter = ConnectionLimiter::new(listener.limits);
         }
+        let mut listener = listener.clone();
+        if let (Some(previous), Some(switch)) =
+            (&self.context.load().switch, &listener.session_switch)
+        {
+            listener.session_switch = Some(Arc::new(switch.counting_on_from(previous)));
+        }
         self.context.store(Arc::new(ListenerContext::new(
             shared,
-            listener,
+            &listener,
             self.limiter.clone(),
         )));
     }
