@@ -193,7 +193,11 @@ impl Pools {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         let of_key = pools.entry(key).or_default();
         if let Some((_, pool)) = of_key.iter().find(|(r, _)| r.same_as(route)) {
-            return pool.clone();
+            // The route's number in the caller's configuration (a reload may have moved it).
+            return RoutePool {
+                route: route.number,
+                ..pool.clone()
+            };
         }
         let manager = BackendManager {
             connector: self.connector.clone(),
