@@ -168,6 +168,9 @@ pub struct Pools {
     caps: Caps,
     /// Per key, the pools of each route with that key (almost always one).
     pools: Mutex<HashMap<PoolKey, Vec<(Route, RoutePool)>>>,
+    /// The routes of the configuration in force, once a reload has set them: a client of an
+    /// older configuration whose route is gone gets a pool of its own, not kept here.
+    in_force: Mutex<Option<Routes>>,
 }
 
 impl Pools {
@@ -177,6 +180,7 @@ impl Pools {
             connector,
             caps,
             pools: Mutex::new(HashMap::new()),
+            in_force: Mutex::new(None),
         }
     }
 
@@ -191,8 +195,10 @@ impl Pools {
     ) -> RoutePool {
         let (key, _) = plan.pool_identity();
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        let of_key = pools.entry(key).or_default();
-        if let Some((_, pool)) = of_key.iter().find(|(r, _)| r.same_as(route)) {
+        let found = pools
+            .get(&key)
+            .and_then(|of_key| of_key.iter().find(|(r, _)| r.same_as(route)));
+        if let Some((_, pool)) = found {
             // The route's number in the caller's configuration (a reload may have moved it).
             return RoutePool {
                 route: route.number,
@@ -213,15 +219,27 @@ impl Pools {
             pool: Pool::new(manager, settings.clone(), caps),
             route: route.number,
         };
-        of_key.push((route.clone(), pool.clone()));
+        if self.is_in_force(route) {
+            let of_key = pools.entry(key).or_default();
+            of_key.push((route.clone(), pool.clone()));
+        }
         pool
     }
 
-    /// Forgets the pools of routes that are not in `routes` (a reload removed or changed
-    /// them): each closes its idle connections at once and the others as their leases end,
-    /// while the pools of unchanged routes keep theirs. Returns how many were forgotten.
+    fn is_in_force(&self, route: &Route) -> bool {
+        let in_force = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
+        in_force
+            .as_ref()
+            .is_none_or(|routes| routes.0.iter().any(|r| r.same_as(route)))
+    }
+
+    /// Forgets the pools of routes that are not in `routes`, the routes now in force (a
+    /// reload removed or changed them): each closes its idle connections at once and the
+    /// others as their leases end, while the pools of unchanged routes keep theirs. Returns
+    /// how many were forgotten.
     pub fn retain_routes(&self, routes: &Routes) -> usize {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        *self.in_force.lock().unwrap_or_else(PoisonError::into_inner) = Some(routes.clone());
         let mut forgotten = 0;
         pools.retain(|_, of_key| {
             let before = of_key.len();
@@ -230,5 +248,83 @@ impl Pools {
             !of_key.is_empty()
         });
         forgotten
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::SourceFile;
+    use crate::kdf::Kdf;
+    use crate::target::{Address, TlsSettings};
+    use crate::Settings;
+
+    fn routes(text: &str) -> Routes {
+        Settings::from_source(&SourceFile {
+            path: PathBuf::from("/etc/pgbastion/pgbastion.toml"),
+            text: text.to_owned(),
+        })
+        .unwrap()
+        .routes
+    }
+
+    fn route(database: &str) -> String {
+        format!(
+            "[[route]]\nmatch = {{ database = \"{database}\" }}\nauth = \"trust\"\n\
+             backend = \"postgres://127.0.0.1:5432/app\"\npool = {{ mode = \"session\" }}\n"
+        )
+    }
+
+    fn plan() -> LoginPlan {
+        LoginPlan {
+            address: Address::Tcp("127.0.0.1".into(), 5432),
+            tls: TlsSettings::default(),
+            user: "app".into(),
+            database: "app".into(),
+            parameters: Vec::new(),
+            client_addr: None,
+            secret: None,
+            proxy_from: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn get(pools: &Pools, route: &Route) -> RoutePool {
+        let pool = route.pool.as_ref().unwrap();
+        pools.get(route, &plan(), &pool.settings, "", 1)
+    }
+
+    fn same(a: &RoutePool, b: &RoutePool) -> bool {
+        std::ptr::eq(a.pool().manager(), b.pool().manager())
+    }
+
+    #[tokio::test]
+    async fn pools_follow_their_route_by_its_contents_across_reloads() {
+        let connector = Arc::new(Connector::new(
+            PathBuf::from("/"),
+            Kdf::start().unwrap(),
+            10_000,
+        ));
+        let pools = Pools::new(connector, Caps::new(0, 0));
+        let first = routes(&format!("{}{}", route("a"), route("b")));
+        let a = get(&pools, &first.0[0]);
+        assert!(same(&a, &get(&pools, &first.0[0])));
+        let b = get(&pools, &first.0[1]);
+        assert!(!same(&a, &b), "two routes, two pools");
+
+        // Route a moved to second place, route b removed.
+        let second = routes(&format!("{}{}", route("c"), route("a")));
+        assert_eq!(pools.retain_routes(&second), 1);
+        let moved = get(&pools, &second.0[1]);
+        assert!(same(&a, &moved));
+        assert_eq!(moved.route, 2, "named by its new number");
+
+        // A late client of the removed route gets a pool of its own each time.
+        let late = get(&pools, &first.0[1]);
+        assert!(!same(&late, &b));
+        assert!(!same(&late, &get(&pools, &first.0[1])));
     }
 }
