@@ -410,3 +410,48 @@ async fn changed_jwt_settings_rebuild_the_token_keys_and_no_token_reaches_the_lo
     assert!(login(&es_token).status.success());
     bastion.finish(&[&rs_token, &es_token]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_sessions_still_count_against_unchanged_limits_and_new_limits_apply_at_once() {
+    let cluster = cluster();
+    let user = cluster.superuser();
+    let port = free_ports(1)[0];
+    let config = |max: usize, database: &str| {
+        format!(
+            "{}{}",
+            listener(port, &format!("max_connections = {max}")),
+            route(&cluster, database, "")
+        )
+    };
+    let bastion = Bastion::start(&config(2, "postgres"), &[], &[], &[port]);
+    let open = [
+        connect(port, user, "postgres").await,
+        connect(port, user, "postgres").await,
+    ];
+    let conninfo =
+        format!("host=127.0.0.1 port={port} user={user} dbname=postgres sslmode=disable");
+    let third = || tokio_postgres::connect(&conninfo, NoTls);
+    let too_many = Some(&tokio_postgres::error::SqlState::TOO_MANY_CONNECTIONS);
+    assert_eq!(third().await.err().unwrap().code(), too_many);
+
+    // Same limits (another route): the two open sessions still count.
+    let routes = format!("{}{}", config(2, "postgres"), route(&cluster, "other", ""));
+    reload(&bastion, &routes, "configuration reloaded", 1);
+    assert_eq!(third().await.err().unwrap().code(), too_many);
+
+    // A higher limit: the third is served at once.
+    reload(
+        &bastion,
+        &config(3, "postgres"),
+        "configuration reloaded",
+        2,
+    );
+    let (client, connection) = third().await.unwrap();
+    tokio::spawn(connection);
+    assert_eq!(one(&client).await, 1);
+    for session in &open {
+        assert_eq!(one(session).await, 1);
+    }
+    drop((client, open));
+    bastion.finish(&[]);
+}
