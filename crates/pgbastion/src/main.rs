@@ -107,11 +107,14 @@ fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve_proxy(settings, workers))
+    runtime.block_on(serve_proxy(settings, path, workers))
 }
 
-async fn serve_proxy(settings: Settings, workers: Workers) -> anyhow::Result<()> {
-    let proxy = Proxy::new(settings).await?.with_workers(workers);
+async fn serve_proxy(settings: Settings, path: &Path, workers: Workers) -> anyhow::Result<()> {
+    let proxy = Proxy::new(settings)
+        .await?
+        .with_workers(workers)
+        .with_config_file(path.to_owned());
     let bound = proxy.bind().await?;
     for (socket, _) in &bound {
         if let Ok(addr) = socket.local_addr() {
@@ -126,8 +129,9 @@ async fn serve_proxy(settings: Settings, workers: Workers) -> anyhow::Result<()>
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
-                    tracing::info!("SIGHUP: refreshing token keys");
-                    proxy.refresh_keys().await;
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // The outcome is logged by reload; a refused file leaves the old one.
+                    let _ = proxy.reload().await;
                 }
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,

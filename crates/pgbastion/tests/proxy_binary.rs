@@ -101,7 +101,7 @@ level = "debug"
     while !log.iter().any(|l| l.contains("session ended")) {
         log.push(lines.recv_timeout(Duration::from_secs(10)).unwrap());
     }
-    // SIGHUP reloads keys (none here) without stopping; SIGTERM stops.
+    // SIGHUP reloads the configuration without stopping; SIGTERM stops.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGHUP,

@@ -211,7 +211,7 @@ impl ProxyHooks {
         };
         self.shared
             .lookups
-            .fetch(&lookup, &self.shared.connector)
+            .fetch(&lookup, &self.shared.lasting.connector)
             .await
     }
 

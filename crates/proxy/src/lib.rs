@@ -1,5 +1,5 @@
 //! pgbastion's proxy engine: the configuration model, routing, the backend connector, the
-//! relay, cancel forwarding and limits. The `pgbastion` binary is a thin shell around
+//! relay, cancel forwarding, limits and reloads. The `pgbastion` binary is a thin shell around
 //! [`Proxy`].
 
 pub mod admission;
@@ -13,6 +13,7 @@ pub mod greeting;
 pub mod hooks;
 pub mod kdf;
 pub mod limits;
+pub mod listeners;
 pub mod login;
 pub mod login_plan;
 pub mod multiplex;
@@ -22,6 +23,7 @@ pub mod pooled_session;
 pub mod pools;
 pub mod refusal;
 pub mod relay;
+pub mod reload;
 pub mod route;
 pub mod secret;
 pub mod server;
@@ -30,6 +32,7 @@ pub mod session_switch;
 pub mod settings;
 pub mod shared;
 pub mod sql_scan;
+pub mod swap;
 pub mod target;
 pub mod template;
 pub mod tls_client;
@@ -38,6 +41,7 @@ pub mod users;
 pub mod workers;
 
 pub use config::ConfigError;
+pub use reload::{ReloadError, ReloadSummary, TokenKeys};
 pub use server::{Proxy, ProxyError};
 pub use settings::Settings;
 pub use workers::Workers;

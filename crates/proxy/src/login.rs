@@ -63,7 +63,7 @@ pub async fn connect_backend(
     proof: &Proof,
 ) -> Result<BackendConn, BackendError> {
     let plan = plan(state, chosen, proof)?;
-    shared.connector.connect(&plan).await
+    shared.lasting.connector.connect(&plan).await
 }
 
 /// What authentication proved that the backend login uses.

@@ -46,7 +46,7 @@ impl PooledClient<'_> {
     /// Serves the client to the end; the session's log lines are written here.
     pub async fn serve(self, mut conn: ClientConn<TcpStream>, started: Instant) {
         let route_pool = self.pools.get(
-            self.route.number,
+            self.route,
             &self.plan,
             &self.pool.settings,
             self.pool.reset.as_deref().unwrap_or(""),

@@ -1,5 +1,7 @@
 //! The proxy's pools: one per (route, [`PoolKey`]), made on first use, of backend
 //! connections logged in by the route's plan without anything that belongs to one client.
+//! A route is known by its contents, not its position, so that a reload which moves an
+//! unchanged route keeps its pools ([`Pools::retain_routes`]).
 //!
 //! Sessions run on thread-per-core workers ([`crate::workers`]), and a pool is split in
 //! **shards, one per worker** (at most one per connection of `size`): a worker's clients take
@@ -22,6 +24,7 @@ use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
+use crate::route::{Route, Routes};
 use crate::workers;
 
 /// How long a reset or a health check may take.
@@ -174,8 +177,11 @@ impl Lender for RoutePool {
 pub struct Pools {
     connector: Arc<Connector>,
     caps: Caps,
-    /// Keyed by route, login identity and shard.
-    pools: Mutex<HashMap<(usize, PoolKey, usize), RoutePool>>,
+    /// Per key and shard, the pools of each route with that key (almost always one).
+    pools: Mutex<HashMap<(PoolKey, usize), Vec<(Route, RoutePool)>>>,
+    /// The routes of the configuration in force, once a reload has set them: a client of an
+    /// older configuration whose route is gone gets a pool of its own, not kept here.
+    in_force: Mutex<Option<Routes>>,
 }
 
 impl Pools {
@@ -185,14 +191,15 @@ impl Pools {
             connector,
             caps,
             pools: Mutex::new(HashMap::new()),
+            in_force: Mutex::new(None),
         }
     }
 
-    /// The calling worker's shard of the pool of route `route` for logins like `plan`, made
-    /// on first use with its share of `settings`.
+    /// The calling worker's shard of the pool of `route` for logins like `plan`, made on
+    /// first use with its share of `settings`.
     pub fn get(
         &self,
-        route: usize,
+        route: &Route,
         plan: &LoginPlan,
         settings: &PoolSettings,
         reset: &str,
@@ -200,26 +207,61 @@ impl Pools {
     ) -> RoutePool {
         let (key, _) = plan.pool_identity();
         let (shard, settings) = shard_of(settings, workers::current());
+        let key = (key, shard);
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        pools
-            .entry((route, key, shard))
-            .or_insert_with(|| {
-                let manager = BackendManager {
-                    connector: self.connector.clone(),
-                    plan: plan.for_pool(),
-                    reset: reset.to_owned(),
-                    statements,
-                    greeting: Mutex::new(None),
-                };
-                let caps =
-                    self.caps
-                        .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
-                RoutePool {
-                    pool: Pool::new(manager, settings, caps),
-                    route,
-                }
-            })
-            .clone()
+        let found = pools
+            .get(&key)
+            .and_then(|of_key| of_key.iter().find(|(r, _)| r.same_as(route)));
+        if let Some((_, pool)) = found {
+            // The route's number in the caller's configuration (a reload may have moved it).
+            return RoutePool {
+                route: route.number,
+                ..pool.clone()
+            };
+        }
+        let manager = BackendManager {
+            connector: self.connector.clone(),
+            plan: plan.for_pool(),
+            reset: reset.to_owned(),
+            statements,
+            greeting: Mutex::new(None),
+        };
+        let caps = self
+            .caps
+            .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
+        let pool = RoutePool {
+            pool: Pool::new(manager, settings, caps),
+            route: route.number,
+        };
+        if self.is_in_force(route) {
+            let of_key = pools.entry(key).or_default();
+            of_key.push((route.clone(), pool.clone()));
+        }
+        pool
+    }
+
+    fn is_in_force(&self, route: &Route) -> bool {
+        let in_force = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
+        in_force
+            .as_ref()
+            .is_none_or(|routes| routes.0.iter().any(|r| r.same_as(route)))
+    }
+
+    /// Forgets the pools of routes that are not in `routes`, the routes now in force (a
+    /// reload removed or changed them): each closes its idle connections at once and the
+    /// others as their leases end, while the pools of unchanged routes keep theirs. Returns
+    /// how many were forgotten.
+    pub fn retain_routes(&self, routes: &Routes) -> usize {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        *self.in_force.lock().unwrap_or_else(PoisonError::into_inner) = Some(routes.clone());
+        let mut forgotten = 0;
+        pools.retain(|_, of_key| {
+            let before = of_key.len();
+            of_key.retain(|(route, _)| routes.0.iter().any(|r| r.same_as(route)));
+            forgotten += before - of_key.len();
+            !of_key.is_empty()
+        });
+        forgotten
     }
 }
 
@@ -238,8 +280,81 @@ fn shard_of(settings: &PoolSettings, worker: Option<workers::WorkerId>) -> (usiz
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::SourceFile;
+    use crate::kdf::Kdf;
+    use crate::target::{Address, TlsSettings};
     use crate::workers::WorkerId;
+    use crate::Settings;
+
+    fn routes(text: &str) -> Routes {
+        Settings::from_source(&SourceFile {
+            path: PathBuf::from("/etc/pgbastion/pgbastion.toml"),
+            text: text.to_owned(),
+        })
+        .unwrap()
+        .routes
+    }
+
+    fn route(database: &str) -> String {
+        format!(
+            "[[route]]\nmatch = {{ database = \"{database}\" }}\nauth = \"trust\"\n\
+             backend = \"postgres://127.0.0.1:5432/app\"\npool = {{ mode = \"session\" }}\n"
+        )
+    }
+
+    fn plan() -> LoginPlan {
+        LoginPlan {
+            address: Address::Tcp("127.0.0.1".into(), 5432),
+            tls: TlsSettings::default(),
+            user: "app".into(),
+            database: "app".into(),
+            parameters: Vec::new(),
+            client_addr: None,
+            secret: None,
+            proxy_from: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn get(pools: &Pools, route: &Route) -> RoutePool {
+        let pool = route.pool.as_ref().unwrap();
+        pools.get(route, &plan(), &pool.settings, "", 1)
+    }
+
+    fn same(a: &RoutePool, b: &RoutePool) -> bool {
+        std::ptr::eq(a.pool().manager(), b.pool().manager())
+    }
+
+    #[tokio::test]
+    async fn pools_follow_their_route_by_its_contents_across_reloads() {
+        let connector = Arc::new(Connector::new(
+            PathBuf::from("/"),
+            Kdf::start().unwrap(),
+            10_000,
+        ));
+        let pools = Pools::new(connector, Caps::new(0, 0));
+        let first = routes(&format!("{}{}", route("a"), route("b")));
+        let a = get(&pools, &first.0[0]);
+        assert!(same(&a, &get(&pools, &first.0[0])));
+        let b = get(&pools, &first.0[1]);
+        assert!(!same(&a, &b), "two routes, two pools");
+
+        // Route a moved to second place, route b removed.
+        let second = routes(&format!("{}{}", route("c"), route("a")));
+        assert_eq!(pools.retain_routes(&second), 1);
+        let moved = get(&pools, &second.0[1]);
+        assert!(same(&a, &moved));
+        assert_eq!(moved.route, 2, "named by its new number");
+
+        // A late client of the removed route gets a pool of its own each time.
+        let late = get(&pools, &first.0[1]);
+        assert!(!same(&late, &b));
+        assert!(!same(&late, &get(&pools, &first.0[1])));
+    }
 
     fn shards(size: usize, min_idle: usize, count: usize) -> Vec<(usize, usize, usize)> {
         let settings = PoolSettings {

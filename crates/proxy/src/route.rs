@@ -66,6 +66,15 @@ impl Matcher {
         Ok(Self::Wildcard(text.to_owned()))
     }
 
+    /// Whether two matchers test the same thing (regexes by their pattern).
+    fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exact(a), Self::Exact(b)) | (Self::Wildcard(a), Self::Wildcard(b)) => a == b,
+            (Self::Regex(a), Self::Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+
     fn parse_regex(text: &str) -> Result<Option<Self>, regex::Error> {
         text.strip_prefix('/')
             .and_then(|t| t.strip_suffix('/'))
@@ -145,7 +154,7 @@ pub struct Captures {
 }
 
 /// The authenticator of an `external` route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct External {
     /// argv.
     pub command: Vec<String>,
@@ -158,7 +167,7 @@ pub struct External {
 }
 
 /// A compiled `auth_query`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthQuery {
     /// The query (`$1` = user name).
     pub query: String,
@@ -224,6 +233,53 @@ pub struct Route {
 }
 
 impl Route {
+    /// Whether `other` is the same route, wherever it stands in its file: everything but the
+    /// position is equal (secrets included). A reload keeps the pools of such a route.
+    pub fn same_as(&self, other: &Self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            number: _,
+            sni,
+            parameters,
+            claims,
+            auth,
+            backend,
+            insecure,
+            strip_options,
+            proxy_protocol,
+            client_addr,
+            connect_timeout,
+            external,
+            auth_query,
+            files_dir,
+            pool,
+        } = self;
+        let same_matchers = |a: &[(String, Matcher)], b: &[(String, Matcher)]| {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|((n, m), (o, p))| n == o && m.same_as(p))
+        };
+        let same_sni = match (sni, &other.sni) {
+            (Some(a), Some(b)) => a.same_as(b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        same_sni
+            && same_matchers(parameters, &other.parameters)
+            && same_matchers(claims, &other.claims)
+            && *auth == other.auth
+            && *backend == other.backend
+            && *insecure == other.insecure
+            && *strip_options == other.strip_options
+            && *proxy_protocol == other.proxy_protocol
+            && *client_addr == other.client_addr
+            && *connect_timeout == other.connect_timeout
+            && *external == other.external
+            && *auth_query == other.auth_query
+            && *files_dir == other.files_dir
+            && *pool == other.pool
+    }
+
     /// Whether every matcher except the claim ones holds; returns the captures.
     pub fn matches(&self, input: &MatchInput<'_>) -> Option<Captures> {
         let mut captures = Captures::default();

@@ -2,20 +2,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use pgbastion_gateway::Acceptor;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::kdf::Kdf;
-use crate::limits::ConnectionLimiter;
+use crate::listeners::RunningListeners;
 use crate::pool::Caps;
 use crate::pools::Pools;
-use crate::session::{serve_client, ListenerContext};
 use crate::settings::{Listener, Settings};
-use crate::shared::Shared;
+use crate::shared::{Lasting, Shared};
+use crate::swap::Swap;
 use crate::tokens::Tokens;
 use crate::users::Users;
 use crate::workers::Workers;
@@ -40,41 +40,37 @@ pub enum ProxyError {
     Tokens(#[from] pgbastion_jwt::JwtError),
 }
 
+/// The configuration in force: the settings it came from and what its connections share.
+pub(crate) struct InForce {
+    /// As loaded (a reload compares the next ones with them).
+    pub(crate) settings: Settings,
+    /// What connections accepted under it share.
+    pub(crate) shared: Arc<Shared>,
+}
+
 /// A configured proxy, ready to bind.
 pub struct Proxy {
-    shared: Arc<Shared>,
-    listeners: Vec<Listener>,
-    workers: Option<Arc<Workers>>,
+    pub(crate) lasting: Arc<Lasting>,
+    pub(crate) in_force: Swap<InForce>,
+    /// The accept loops, once [`Proxy::serve`] runs.
+    pub(crate) running: Mutex<Option<RunningListeners>>,
+    pub(crate) workers: Option<Arc<Workers>>,
+    /// The file [`Proxy::reload`] reads.
+    pub(crate) config_file: Option<PathBuf>,
+    /// One reload at a time (SIGHUP and an admin command may ask together).
+    pub(crate) reloading: tokio::sync::Mutex<()>,
 }
 
 impl Proxy {
     /// Builds the proxy (loads token keys).
     pub async fn new(settings: Settings) -> Result<Self, ProxyError> {
-        let tokens = match &settings.jwt {
-            Some(jwt) => {
-                let tokens = Arc::new(Tokens::new(jwt).await?);
-                tokens.spawn_refresh();
-                Some(tokens)
-            }
-            None => None,
-        };
-        let (oauth_issuer, oauth_scope) = settings
-            .jwt
-            .as_ref()
-            .map(|jwt| (jwt.issuer.clone(), jwt.scope.clone()))
-            .unwrap_or_default();
         let kdf = Kdf::start().map_err(ProxyError::Threads)?;
         let connector = Arc::new(Connector::new(
-            settings.dir,
+            settings.dir.clone(),
             kdf.clone(),
             settings.max_scram_iterations,
         ));
-        let shared = Arc::new(Shared {
-            routes: settings.routes,
-            users: Users::new(settings.users, kdf.clone()),
-            tokens,
-            oauth_issuer,
-            oauth_scope,
+        let lasting = Arc::new(Lasting {
             cancel: Arc::new(CancelRegistry::default()),
             connector: connector.clone(),
             pools: Pools::new(
@@ -84,12 +80,20 @@ impl Proxy {
                     settings.pools.max_user_connections,
                 ),
             ),
-            lookups: Default::default(),
+            kdf,
         });
+        let tokens = match &settings.jwt {
+            Some(jwt) => Some(start_tokens(jwt).await?),
+            None => None,
+        };
+        let shared = Arc::new(shared_for(&settings, tokens, lasting.clone()));
         Ok(Self {
-            shared,
-            listeners: settings.listeners,
+            lasting,
+            in_force: Swap::new(Arc::new(InForce { settings, shared })),
+            running: Mutex::new(None),
             workers: None,
+            config_file: None,
+            reloading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -100,17 +104,16 @@ impl Proxy {
         self
     }
 
-    /// Refreshes the token keys now (SIGHUP).
-    pub async fn refresh_keys(&self) {
-        if let Some(tokens) = &self.shared.tokens {
-            tokens.refresh().await;
-        }
+    /// Makes [`Proxy::reload`] re-read `path` (the file the settings came from).
+    pub fn with_config_file(mut self, path: PathBuf) -> Self {
+        self.config_file = Some(path);
+        self
     }
 
     /// Binds every listener.
     pub async fn bind(&self) -> Result<Vec<(TcpListener, Listener)>, ProxyError> {
         let mut bound = Vec::new();
-        for listener in &self.listeners {
+        for listener in &self.in_force.load().settings.listeners {
             let socket = TcpListener::bind(listener.address)
                 .await
                 .map_err(|source| ProxyError::Bind {
@@ -122,63 +125,59 @@ impl Proxy {
         Ok(bound)
     }
 
-    /// Serves the bound listeners until `shutdown` completes. Sessions in progress keep their
-    /// own tasks.
+    /// Serves the bound listeners until `shutdown` completes; reloads meanwhile open, update
+    /// and close listeners. Sessions in progress keep their own tasks.
     pub async fn serve(
         &self,
         bound: Vec<(TcpListener, Listener)>,
         shutdown: impl Future<Output = ()>,
     ) {
-        let mut tasks = Vec::new();
+        let mut running =
+            RunningListeners::new(tokio::runtime::Handle::current(), self.workers.clone());
+        let shared = self.in_force.load().shared.clone();
         for (socket, listener) in bound {
-            let ctx = Arc::new(ListenerContext::new(
-                self.shared.clone(),
-                &listener,
-                ConnectionLimiter::new(listener.limits),
-            ));
-            tasks.push(tokio::spawn(accept_loop(socket, ctx, self.workers.clone())));
+            running.start(socket, &listener, shared.clone());
         }
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
         shutdown.await;
-        for task in tasks {
-            task.abort();
+        if let Some(mut running) = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            running.close_all();
         }
     }
 }
 
-async fn accept_loop(
-    socket: TcpListener,
-    ctx: Arc<ListenerContext>,
-    workers: Option<Arc<Workers>>,
-) {
-    // Accept errors (out of file descriptors and the like) are waited out and logged once
-    // per burst by the Acceptor; the loop itself never ends.
-    let mut acceptor = Acceptor::new(socket);
-    loop {
-        let (stream, peer) = acceptor.accept().await;
-        let ctx = ctx.clone();
-        match &workers {
-            None => {
-                tokio::spawn(serve_client(stream, peer, ctx));
-            }
-            Some(workers) => hand_over(workers, stream, peer, ctx),
-        }
-    }
+/// Loads the token keys of `jwt` and starts their periodic refresh.
+pub(crate) async fn start_tokens(
+    jwt: &crate::settings::Jwt,
+) -> Result<Arc<Tokens>, pgbastion_jwt::JwtError> {
+    let tokens = Arc::new(Tokens::new(jwt).await?);
+    tokens.spawn_refresh();
+    Ok(tokens)
 }
 
-/// Moves an accepted connection to a worker's runtime.
-fn hand_over(workers: &Workers, stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
-    // The socket leaves this runtime's reactor and joins the worker's.
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%peer, %error, "cannot hand a connection to a worker");
-            return;
-        }
-    };
-    workers.spawn(move || async move {
-        match TcpStream::from_std(stream) {
-            Ok(stream) => serve_client(stream, peer, ctx).await,
-            Err(error) => tracing::warn!(%peer, %error, "a worker cannot take a connection"),
-        }
-    });
+/// What the connections of `settings` share, with `tokens` for its `[jwt]`.
+pub(crate) fn shared_for(
+    settings: &Settings,
+    tokens: Option<Arc<Tokens>>,
+    lasting: Arc<Lasting>,
+) -> Shared {
+    let (oauth_issuer, oauth_scope) = settings
+        .jwt
+        .as_ref()
+        .map(|jwt| (jwt.issuer.clone(), jwt.scope.clone()))
+        .unwrap_or_default();
+    Shared {
+        routes: settings.routes.clone(),
+        users: Users::new(settings.users.clone(), lasting.kdf.clone()),
+        tokens,
+        oauth_issuer,
+        oauth_scope,
+        lookups: Default::default(),
+        lasting,
+    }
 }

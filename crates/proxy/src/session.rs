@@ -107,7 +107,7 @@ async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &Conn
         tracing::debug!(client = %state.client_addr, "cancel request over the rate limit ignored");
         return;
     }
-    let Some(target) = ctx.hooks.shared.cancel.lookup(request) else {
+    let Some(target) = ctx.hooks.shared.lasting.cancel.lookup(request) else {
         tracing::debug!(client = %state.client_addr, "cancel request with an unknown key ignored");
         return;
     };
@@ -162,7 +162,7 @@ async fn run_session(
         .as_ref()
         .map_or(ProtocolVersion::V3_0, |client| client.version);
     let registration = backend.cancel_key().map(|target| {
-        shared.cancel.register(
+        shared.lasting.cancel.register(
             Some(target.key.process_id),
             version,
             CancelTarget::Fixed(target),
@@ -220,8 +220,8 @@ async fn serve_pooled(
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
     let pooled = PooledClient {
-        pools: &shared.pools,
-        cancel: &shared.cancel,
+        pools: &shared.lasting.pools,
+        cancel: &shared.lasting.cancel,
         switch: ctx.switch.as_deref(),
         route: &chosen.route,
         pool,

@@ -17,6 +17,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use hmac::{Hmac, Mac};
@@ -34,7 +35,8 @@ pub struct SessionSwitch {
     /// How many of the values the statement uses (its highest `$n`).
     used: usize,
     key: Secret,
-    counter: AtomicU64,
+    /// Shared with the switch of the same listener before a reload, so that no value repeats.
+    counter: Arc<AtomicU64>,
 }
 
 /// The statement's placeholders are not `$1` … `$7`.
@@ -66,7 +68,7 @@ impl SessionSwitch {
             statement,
             used,
             key,
-            counter: AtomicU64::new(0),
+            counter: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -82,6 +84,18 @@ impl SessionSwitch {
             &mut out,
         );
         out.freeze()
+    }
+
+    /// This switch (a reload's) counting on from `previous` (the listener's before the
+    /// reload, still used by the sessions accepted under it): the two share one checkout
+    /// counter, so a reload never makes a signed value repeat.
+    pub fn counting_on_from(&self, previous: &Self) -> Self {
+        Self {
+            statement: self.statement.clone(),
+            used: self.used,
+            key: self.key.clone(),
+            counter: previous.counter.clone(),
+        }
     }
 
     /// `$1` … `$7` for one checkout.
@@ -184,5 +198,19 @@ mod tests {
         assert_ne!(first[6], sign(b"other key", &first[..6], 100));
         let group = switch.group(&identity(), 100);
         assert_eq!(group[0], b'P', "a Parse starts the group");
+    }
+
+    #[test]
+    fn a_reloaded_switch_counts_on_from_the_one_before() {
+        let before = SessionSwitch::new("SELECT $6".into(), Secret::new("k".to_owned())).unwrap();
+        before.group(&identity(), 100);
+        before.group(&identity(), 100);
+        let reloaded = SessionSwitch::new("SELECT $6, $7".into(), Secret::new("k".to_owned()))
+            .unwrap()
+            .counting_on_from(&before);
+        assert_eq!(reloaded.used, 7);
+        reloaded.group(&identity(), 100);
+        before.group(&identity(), 100);
+        assert_eq!(reloaded.counter.load(Ordering::Relaxed), 4);
     }
 }

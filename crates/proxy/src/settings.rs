@@ -53,7 +53,7 @@ pub struct Listener {
 }
 
 /// Token validation settings (`[jwt]`), with paths and environment references resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Jwt {
     /// Required issuer.
     pub issuer: String,

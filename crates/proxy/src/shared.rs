@@ -1,16 +1,34 @@
-//! [`Shared`]: what every connection of the proxy shares.
+//! [`Shared`]: what every connection of the proxy shares. One configuration's part
+//! ([`Shared`] itself: routes, users, token keys) is replaced as a whole by a reload; the
+//! process-lifetime part ([`Lasting`]) is made once at start and carried across reloads.
 
 use std::sync::Arc;
 
 use crate::auth_query::Lookups;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::kdf::Kdf;
 use crate::pools::Pools;
 use crate::route::Routes;
 use crate::tokens::Tokens;
 use crate::users::Users;
 
-/// What every connection of the proxy shares.
+/// What lives as long as the process, whatever the reloads: sessions of every configuration
+/// share it.
+pub struct Lasting {
+    /// Minted cancel keys: a session opened before a reload stays cancellable after it.
+    pub cancel: Arc<CancelRegistry>,
+    /// Backend logins (TLS configurations, SCRAM key cache).
+    pub connector: Arc<Connector>,
+    /// The pools of pooled routes, made as clients first need them; a reload keeps those of
+    /// unchanged routes ([`Pools::retain_routes`]).
+    pub pools: Pools,
+    /// The key derivation threads (users' SCRAM verifiers of every configuration use them).
+    pub kdf: Kdf,
+}
+
+/// What every connection of one configuration shares. A session holds the `Arc<Shared>` of
+/// the configuration it started with to its end.
 pub struct Shared {
     /// Routes in order.
     pub routes: Routes,
@@ -22,12 +40,8 @@ pub struct Shared {
     pub oauth_issuer: String,
     /// The scope advertised to OAUTHBEARER clients.
     pub oauth_scope: String,
-    /// Minted cancel keys.
-    pub cancel: Arc<CancelRegistry>,
-    /// Backend logins (TLS configurations, SCRAM key cache).
-    pub connector: Arc<Connector>,
-    /// The pools of pooled routes, made as clients first need them.
-    pub pools: Pools,
-    /// auth_query verifier lookups (kept connections, remembered answers).
+    /// auth_query verifier lookups (kept connections, remembered answers) of these routes.
     pub lookups: Lookups,
+    /// The process-lifetime state.
+    pub lasting: Arc<Lasting>,
 }

@@ -70,14 +70,19 @@ impl Tokens {
         }
     }
 
-    /// Refreshes the keys every `refresh` period until the process ends.
+    /// Refreshes the keys every `refresh` period while these keys are in use: the task ends
+    /// once the last configuration holding them is gone (a reload that changed `[jwt]`).
     pub fn spawn_refresh(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let tokens = self.clone();
+        let tokens = Arc::downgrade(self);
+        let period = self.refresh.max(Duration::from_secs(1));
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(tokens.refresh.max(Duration::from_secs(1)));
+            let mut ticker = tokio::time::interval(period);
             ticker.tick().await;
             loop {
                 ticker.tick().await;
+                let Some(tokens) = tokens.upgrade() else {
+                    return;
+                };
                 tokens.refresh().await;
             }
         })

@@ -47,7 +47,7 @@ pub fn local(port: u16) -> SocketAddr {
 pub struct Bastion {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Bastion {
@@ -102,11 +102,7 @@ impl Bastion {
                 sink.lock().unwrap().push(line);
             }
         });
-        let bastion = Self {
-            child,
-            log,
-            _dir: dir,
-        };
+        let bastion = Self { child, log, dir };
         bastion.wait_listening(ports);
         bastion
     }
@@ -135,6 +131,17 @@ impl Bastion {
     /// Every stderr line so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The configuration file (rewrite it and send SIGHUP to test a reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("pgbastion.toml")
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
     }
 
     /// Whether the process is still running.
