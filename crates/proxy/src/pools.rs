@@ -2,6 +2,7 @@
 //! connections logged in by the route's plan without anything that belongs to one client.
 
 use std::collections::HashMap;
+use std::mem::Discriminant;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -12,6 +13,7 @@ use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
+use crate::warn_limit::WarnLimiter;
 
 /// How long a reset or a health check may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -79,6 +81,8 @@ impl Manager for BackendManager {
 pub struct RoutePool {
     pool: Pool<BackendManager>,
     route: usize,
+    /// Failed backend connects, logged at most once per interval per reason.
+    warnings: Arc<WarnLimiter<Discriminant<BackendError>>>,
 }
 
 impl RoutePool {
@@ -115,7 +119,9 @@ impl RoutePool {
                 ),
             ),
             PoolError::Connect(error) => {
-                tracing::warn!(route = self.route, %error, "pool could not open a backend connection");
+                if let Some(suppressed) = self.warnings.admit(std::mem::discriminant(&error)) {
+                    tracing::warn!(route = self.route, %error, suppressed, "pool could not open a backend connection");
+                }
                 error.to_client().with_severity(Severity::Error)
             }
         }
@@ -203,6 +209,7 @@ impl Pools {
                 RoutePool {
                     pool: Pool::new(manager, settings.clone(), caps),
                     route,
+                    warnings: Arc::default(),
                 }
             })
             .clone()
