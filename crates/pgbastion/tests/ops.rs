@@ -273,7 +273,7 @@ fn a_log_file_that_cannot_be_written_does_not_stop_pgbastion() {
 }
 
 #[test]
-fn repeated_backend_failures_are_logged_once_with_a_count_on_the_next_line() {
+fn repeated_backend_failures_are_logged_once_per_route() {
     let mut process = Process::start(|_, port| config(port, "[log]\nformat = \"json\"\n"), &[]);
     for _ in 0..5 {
         process.failed_login("one");
@@ -289,6 +289,41 @@ fn repeated_backend_failures_are_logged_once_with_a_count_on_the_next_line() {
     assert_eq!(failed[0]["fields"]["database"], "one");
     assert_eq!(failed[0]["fields"]["suppressed"], 0);
     assert_eq!(failed[1]["fields"]["database"], "two");
+}
+
+#[test]
+fn repeated_handshake_refusals_from_one_address_are_logged_once() {
+    let mut process = Process::start(|_, port| config(port, "[log]\nformat = \"json\"\n"), &[]);
+    // A StartupMessage for protocol 2.0, which pgbastion refuses with FATAL: the same
+    // refusal, from the same address, five times.
+    let protocol_2 = [0, 0, 0, 9, 0, 2, 0, 0, 0];
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(("127.0.0.1", process.port)).unwrap();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.write_all(&protocol_2).unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("unsupported frontend protocol 2.0"),
+            "{text:?}"
+        );
+    }
+    process.failed_login("one");
+    process.signal(Signal::SIGTERM);
+    let (status, stderr) = process.wait();
+    assert!(status.success(), "{status}: {stderr}");
+    let lines = json_lines(&stderr);
+    let refused: Vec<_> = with_message(&lines, "connection refused")
+        .filter(|l| {
+            l["fields"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("protocol 2.0"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["fields"]["suppressed"], 0);
+    assert_eq!(with_message(&lines, "backend login failed").count(), 1);
 }
 
 #[test]
