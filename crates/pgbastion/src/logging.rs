@@ -1,24 +1,94 @@
-//! Log output: text or JSON on stderr. Field values often hold what a client chose (user and
-//! database names, server names, startup parameters): in text lines every control
-//! character is escaped, so no client can forge a line or send terminal escapes to the
-//! operator's screen. Colours only when stderr is a terminal and `NO_COLOR` is unset.
+//! Log output: text or JSON, to stderr, a file (reopened on SIGUSR1) or syslog. Field values
+//! often hold what a client chose (user and database names, server names, startup
+//! parameters): in text lines every control character is escaped, so no client can forge a
+//! line or send terminal escapes to the operator's screen. Colours only when the lines go to
+//! stderr, stderr is a terminal and `NO_COLOR` is unset.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
+use std::path::Path;
+use std::sync::Arc;
 
-use pgbastion_proxy::config::LogFormat;
+use anyhow::Context;
+use pgbastion_proxy::config::{LogConfig, LogDestination, LogFormat};
+use tracing::{Level, Metadata};
 use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber.
-pub fn init(format: LogFormat, level: Option<&str>) {
+use crate::log_file::LogFile;
+use crate::syslog::{Syslog, DEV_LOG};
+
+/// What the running process keeps of its logging: the log file, to reopen on SIGUSR1.
+#[derive(Debug, Clone, Default)]
+pub struct LogHandle {
+    file: Option<Arc<LogFile>>,
+}
+
+impl LogHandle {
+    /// Reopens the log file (SIGUSR1), logging the outcome; nothing to do for other
+    /// destinations.
+    pub fn reopen(&self) {
+        let Some(file) = &self.file else {
+            tracing::info!("SIGUSR1: logs do not go to a file; nothing to reopen");
+            return;
+        };
+        match file.reopen() {
+            Ok(()) => tracing::info!(path = %file.path().display(), "SIGUSR1: log file reopened"),
+            Err(error) => tracing::warn!(
+                path = %file.path().display(), %error,
+                "SIGUSR1: cannot reopen the log file; still writing to the one open before"
+            ),
+        }
+    }
+}
+
+/// Installs the global subscriber for `config` (a relative file path starts at `dir`).
+pub fn init(config: &LogConfig, dir: &Path) -> anyhow::Result<LogHandle> {
+    let (sink, handle) = match &config.destination {
+        LogDestination::Stderr => (Sink::Stderr, LogHandle::default()),
+        LogDestination::File(path) => {
+            let path = dir.join(path);
+            let file = LogFile::open(&path)
+                .with_context(|| format!("cannot open the log file {}", path.display()))?;
+            let file = Arc::new(file);
+            let handle = LogHandle {
+                file: Some(file.clone()),
+            };
+            (Sink::File(file), handle)
+        }
+        LogDestination::Syslog => {
+            let syslog = Syslog::connect(Path::new(DEV_LOG))
+                .with_context(|| format!("cannot log to syslog through {DEV_LOG}"))?;
+            (Sink::Syslog(Arc::new(syslog)), LogHandle::default())
+        }
+    };
+    install(config.format, config.level.as_deref(), sink);
+    Ok(handle)
+}
+
+/// Installs the subscriber the embedded database uses: text on stderr.
+pub fn init_stderr() {
+    install(LogFormat::Text, None, Sink::Stderr);
+}
+
+fn install(format: LogFormat, level: Option<&str>, sink: Sink) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(level.unwrap_or("info")));
+    // Syslog stamps each line itself; JSON objects keep their timestamp field.
+    let clock = match (&sink, format) {
+        (Sink::Syslog(_), LogFormat::Text) => Clock::None,
+        _ => Clock::System,
+    };
+    let colours = matches!(sink, Sink::Stderr) && colours_wanted();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(colours_wanted());
+        .with_timer(clock)
+        .with_writer(sink)
+        .with_ansi(colours);
     match format {
         // JSON strings escape control characters themselves.
         LogFormat::Json => builder.json().init(),
@@ -29,6 +99,82 @@ pub fn init(format: LogFormat, level: Option<&str>) {
 /// Whether to colour text lines: only for a person at a terminal who has not said no.
 fn colours_wanted() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Where formatted lines go.
+#[derive(Debug, Clone)]
+enum Sink {
+    Stderr,
+    File(Arc<LogFile>),
+    Syslog(Arc<Syslog>),
+}
+
+/// One line's writer (the formatter writes each line whole, in one call).
+enum SinkWriter<'a> {
+    Stderr(io::Stderr),
+    File(&'a LogFile),
+    Syslog(&'a Syslog, Level),
+}
+
+impl<'a> MakeWriter<'a> for Sink {
+    type Writer = SinkWriter<'a>;
+
+    fn make_writer(&'a self) -> SinkWriter<'a> {
+        self.writer(Level::INFO)
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> SinkWriter<'a> {
+        self.writer(*meta.level())
+    }
+}
+
+impl Sink {
+    fn writer(&self, level: Level) -> SinkWriter<'_> {
+        match self {
+            Self::Stderr => SinkWriter::Stderr(io::stderr()),
+            Self::File(file) => SinkWriter::File(file),
+            Self::Syslog(syslog) => SinkWriter::Syslog(syslog, level),
+        }
+    }
+}
+
+impl io::Write for SinkWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Stderr(stderr) => stderr.write(buf),
+            Self::File(file) => {
+                file.append(buf);
+                Ok(buf.len())
+            }
+            Self::Syslog(syslog, level) => {
+                syslog.send(*level, buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Stderr(stderr) => stderr.flush(),
+            Self::File(_) | Self::Syslog(..) => Ok(()),
+        }
+    }
+}
+
+/// The time at the start of a line: the system's, or none where the destination adds it.
+#[derive(Debug, Clone, Copy)]
+enum Clock {
+    System,
+    None,
+}
+
+impl FormatTime for Clock {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        match self {
+            Self::System => SystemTime.format_time(w),
+            Self::None => Ok(()),
+        }
+    }
 }
 
 /// The text formatter's fields (of events and spans): `name=value`, the message bare, every

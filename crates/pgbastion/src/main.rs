@@ -7,12 +7,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod log_file;
 mod logging;
+mod notify;
+mod pid_file;
+mod syslog;
 
 use anyhow::Context;
 use clap::Parser;
 use pgbastion_gateway::GatewayConfig;
-use pgbastion_proxy::config::LogFormat;
 use pgbastion_proxy::{Proxy, Settings, Workers};
 use pgbastion_sqlite::SqliteBackend;
 
@@ -27,7 +30,7 @@ use pgbastion_sqlite::SqliteBackend;
 /// itself), routes each connection by server name, user, database or token claim, logs into
 /// the backend with mapped credentials, and relays the protocol. See docs/configuration.md.
 #[derive(Debug, Parser)]
-#[command(name = "pgbastion", version, about, long_about)]
+#[command(name = "pgbastion", version, about, long_about, after_long_help = MANUAL)]
 struct Cli {
     /// Run the proxy with this configuration file (TOML).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["listen", "data"])]
@@ -52,6 +55,43 @@ struct Cli {
     #[arg(long, value_name = "N", requires = "config", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 }
+
+/// The rest of `--help`: signals, exit status, files and environment, as a man page has them.
+const MANUAL: &str = "\
+SIGNALS (proxy, --config):
+  SIGHUP    Re-read the configuration file and put it in force for new connections
+            (routes, users, listeners, TLS certificates, limits, [jwt], pool settings);
+            sessions in progress keep theirs. An invalid file is refused with one log
+            line naming its line, and the old configuration stays. [log], pid_file,
+            [pools] and max_scram_iterations are read at start only.
+  SIGTERM   Stop accepting and exit with status 0.
+  SIGINT    The same as SIGTERM (Ctrl-C).
+  SIGUSR1   Reopen the log file ([log] destination = a path), for logrotate: move the
+            file away, send SIGUSR1, and new lines go to a new file at the path.
+  The embedded database (no --config) stops on SIGINT.
+
+EXIT STATUS:
+  0  stopped by SIGTERM or SIGINT; --check-config found the file valid
+  1  the configuration is invalid or unreadable, a listener address cannot be bound, the
+     pid file names a running pgbastion, the log destination cannot be opened, or
+     another error stopped pgbastion (the reason is on stderr)
+  2  the command line is wrong
+
+FILES:
+  --config FILE   the configuration (TOML); docs/configuration.md describes every key
+  pid_file        where pgbastion writes its process ID once it listens (removed at exit)
+  [log] destination = PATH   the log file (appended to, reopened on SIGUSR1)
+
+ENVIRONMENT:
+  RUST_LOG        a log filter (e.g. info,pgbastion_proxy=debug); replaces [log] level
+  NOTIFY_SOCKET   set by systemd for Type=notify units: pgbastion sends READY=1 once
+                  every listener is bound, RELOADING=1 and READY=1 around a SIGHUP,
+                  STOPPING=1 when it starts to shut down (packaging/pgbastion.service)
+  NO_COLOR        no colours in log lines on a terminal
+  ${NAME}         some configuration values (passwords, backend URLs, key paths) take
+                  environment variables: docs/configuration.md, \"Secrets from the environment\"
+
+See docs/operations.md for running pgbastion under systemd and for its logs.";
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -96,7 +136,10 @@ fn check_config(path: &Path) -> std::process::ExitCode {
 /// the worker threads.
 fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
     let settings = Settings::load(path)?;
-    logging::init(settings.log.format, settings.log.level.as_deref());
+    let log = logging::init(&settings.log, &settings.dir)?;
+    if let Some(pid_file) = &settings.pid_file {
+        pid_file::check(pid_file)?;
+    }
     raise_fd_limit();
     let workers = match workers {
         Some(n) => usize::from(n),
@@ -107,10 +150,16 @@ fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve_proxy(settings, path, workers))
+    runtime.block_on(serve_proxy(settings, path, workers, log))
 }
 
-async fn serve_proxy(settings: Settings, path: &Path, workers: Workers) -> anyhow::Result<()> {
+async fn serve_proxy(
+    settings: Settings,
+    path: &Path,
+    workers: Workers,
+    log: logging::LogHandle,
+) -> anyhow::Result<()> {
+    let pid_path = settings.pid_file.clone();
     let proxy = Proxy::new(settings)
         .await?
         .with_workers(workers)
@@ -121,30 +170,44 @@ async fn serve_proxy(settings: Settings, path: &Path, workers: Workers) -> anyho
             tracing::info!(%addr, "listening");
         }
     }
+    let mut user1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("cannot watch SIGUSR1")?;
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot watch SIGTERM")?;
+    // Only now, with the signals watched: a manager may send SIGHUP as soon as it hears READY.
+    let pid_file = pid_path
+        .as_deref()
+        .map(pid_file::PidFile::write)
+        .transpose()?;
+    let notifier = notify::Notifier::from_env();
+    notifier.ready(&format!("listening on {} address(es)", bound.len()));
     let shutdown = async {
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
+                    notifier.reloading();
                     tracing::info!("SIGHUP: reloading the configuration");
                     // The outcome is logged by reload; a refused file leaves the old one.
                     let _ = proxy.reload().await;
+                    notifier.ready("serving");
                 }
+                _ = user1.recv() => log.reopen(),
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
             }
         }
+        notifier.stopping("shutting down");
         tracing::info!("shutting down");
     };
     proxy.serve(bound, shutdown).await;
+    drop(pid_file);
     Ok(())
 }
 
 async fn run_embedded(cli: &Cli) -> anyhow::Result<()> {
-    logging::init(LogFormat::Text, None);
+    logging::init_stderr();
     raise_fd_limit();
     let backend = match &cli.data {
         Some(path) => SqliteBackend::open(path)

@@ -286,6 +286,12 @@ fn broken_configs_name_the_line() {
             Some(4),
             "regex",
         ),
+        // a log destination pgbastion does not write to
+        (
+            "[log]\ndestination = \"journald\"\n\n[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n",
+            Some(2),
+            "\"syslog\"",
+        ),
         // an unknown auth mode
         (
             "[[route]]\nauth = \"maybe\"\nbackend = \"postgres://h/db\"\n",

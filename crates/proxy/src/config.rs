@@ -102,6 +102,9 @@ pub struct ConfigFile {
     /// `[pools]`: limits across every pool.
     #[serde(default)]
     pub pools: PoolsConfig,
+    /// Where pgbastion writes its process ID once it listens (relative to the file's
+    /// directory); removed at a clean exit.
+    pub pid_file: Option<PathBuf>,
 }
 
 fn default_max_scram_iterations() -> Spanned<u32> {
@@ -542,6 +545,41 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter (`info`, `pgbastion=debug`, ...); `RUST_LOG` overrides it.
     pub level: Option<String>,
+    /// Where log lines go: `stderr`, `syslog`, or a file path.
+    #[serde(default)]
+    pub destination: LogDestination,
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LogDestination {
+    /// Standard error (under systemd, the journal).
+    #[default]
+    Stderr,
+    /// The local syslog socket `/dev/log` (under systemd, the journal's).
+    Syslog,
+    /// A file, appended to and reopened on SIGUSR1 (relative to the configuration file's
+    /// directory).
+    File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for LogDestination {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "stderr" => Ok(Self::Stderr),
+            "syslog" => Ok(Self::Syslog),
+            "journald" => Err(serde::de::Error::custom(
+                "log destination \"journald\" is not supported: use \"syslog\" (on systemd \
+                 machines /dev/log feeds the journal) or \"stderr\" (systemd puts a service's \
+                 stderr in the journal)",
+            )),
+            "" => Err(serde::de::Error::custom(
+                "log destination is empty: write \"stderr\", \"syslog\" or a file path",
+            )),
+            path => Ok(Self::File(PathBuf::from(path))),
+        }
+    }
 }
 
 /// Log line format.

@@ -38,6 +38,7 @@ pub mod template;
 pub mod tls_client;
 pub mod tokens;
 pub mod users;
+pub mod warn_limit;
 pub mod workers;
 
 pub use config::ConfigError;

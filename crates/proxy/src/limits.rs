@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::settings::Limits;
+use crate::warn_limit::WarnLimiter;
 
 /// A token bucket: `rate` tokens per second, bursts up to `rate`.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +80,7 @@ impl RateLimiter {
 }
 
 /// Why a connection was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// The listener's `max_connections`.
     Total(usize),
@@ -110,7 +111,7 @@ pub struct ConnectionLimiter {
     limits: Limits,
     rate: RateLimiter,
     counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
-    log: BurstLog,
+    warnings: WarnLimiter<Refusal>,
 }
 
 /// Held while a connection is open; releases its slot when dropped.
@@ -141,7 +142,7 @@ impl ConnectionLimiter {
             limits,
             rate: RateLimiter::new(limits.connection_rate_per_ip),
             counts: Mutex::new((0, HashMap::new())),
-            log: BurstLog::default(),
+            warnings: WarnLimiter::default(),
         })
     }
 
@@ -149,7 +150,9 @@ impl ConnectionLimiter {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
         let result = self.try_admit(ip);
         if let Err(refusal) = result {
-            self.log.refused(ip, refusal);
+            if let Some(suppressed) = self.warnings.admit(refusal) {
+                tracing::warn!(client = %ip, suppressed, "connection refused: {}", refusal.message());
+            }
         }
         result
     }
@@ -177,36 +180,6 @@ impl ConnectionLimiter {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.counts.lock().map_or(0, |c| c.0)
-    }
-}
-
-/// Logs the first refusal of a burst, then a summary at most every 10 seconds.
-#[derive(Debug, Default)]
-struct BurstLog {
-    state: Mutex<Option<(Instant, u64)>>,
-}
-
-const BURST_WINDOW: Duration = Duration::from_secs(10);
-
-impl BurstLog {
-    fn refused(&self, ip: IpAddr, refusal: Refusal) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
-        let now = Instant::now();
-        match *state {
-            Some((since, count)) if now.duration_since(since) < BURST_WINDOW => {
-                *state = Some((since, count + 1));
-            }
-            Some((_, suppressed)) => {
-                tracing::warn!(client = %ip, refused_since_last_message = suppressed, "connection refused: {}", refusal.message());
-                *state = Some((now, 0));
-            }
-            None => {
-                tracing::warn!(client = %ip, "connection refused: {} (further refusals are summarised every 10 s)", refusal.message());
-                *state = Some((now, 0));
-            }
-        }
     }
 }
 

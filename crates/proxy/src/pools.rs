@@ -14,6 +14,7 @@
 //! first shards). Backend-wide caps ([`Caps`]) stay shared.
 
 use std::collections::HashMap;
+use std::mem::Discriminant;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use crate::login_plan::{LoginPlan, PoolKey};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
 use crate::route::{Route, Routes};
+use crate::warn_limit::WarnLimiter;
 use crate::workers;
 
 /// How long a reset or a health check may take.
@@ -93,6 +95,8 @@ impl Manager for BackendManager {
 pub struct RoutePool {
     pool: Pool<BackendManager>,
     route: usize,
+    /// Failed backend connects, logged at most once per interval per reason.
+    warnings: Arc<WarnLimiter<Discriminant<BackendError>>>,
 }
 
 impl RoutePool {
@@ -129,7 +133,9 @@ impl RoutePool {
                 ),
             ),
             PoolError::Connect(error) => {
-                tracing::warn!(route = self.route, %error, "pool could not open a backend connection");
+                if let Some(suppressed) = self.warnings.admit(std::mem::discriminant(&error)) {
+                    tracing::warn!(route = self.route, %error, suppressed, "pool could not open a backend connection");
+                }
                 error.to_client().with_severity(Severity::Error)
             }
         }
@@ -232,6 +238,7 @@ impl Pools {
         let pool = RoutePool {
             pool: Pool::new(manager, settings, caps),
             route: route.number,
+            warnings: Arc::default(),
         };
         if self.is_in_force(route) {
             let of_key = pools.entry(key).or_default();

@@ -2,16 +2,18 @@
 //! backend login with the mapped user, database and parameters, the minted cancel key, the
 //! relay, and one log line when it ends.
 
-use std::net::SocketAddr;
+use std::mem::Discriminant;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, Outcome};
+use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, GatewayError, Outcome};
 use pgbastion_wire::{CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::admission::{Admitted, Chosen, Proof};
+use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
 use crate::config::ListenerMode;
 use crate::greeting;
@@ -26,6 +28,7 @@ use crate::route::RoutePool;
 use crate::session_switch::{ClientIdentity, SessionSwitch};
 use crate::settings::Listener;
 use crate::shared::Shared;
+use crate::warn_limit::WarnLimiter;
 
 /// One listener's view: its handshake policy, its limits and its hooks.
 pub struct ListenerContext {
@@ -39,6 +42,24 @@ pub struct ListenerContext {
     pub pooled: bool,
     /// The session switch of a pooled listener.
     pub switch: Option<Arc<SessionSwitch>>,
+    /// Refusals and failed backend logins, logged at most once per interval per kind.
+    pub warnings: WarnLimiter<SessionWarning>,
+}
+
+/// Lines of a listener's sessions that can come in floods (one per attempt of a scanner, or
+/// of every client while a backend is down).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub enum SessionWarning {
+    /// A connection refused during the handshake, by client address and reason.
+    Refused(IpAddr, Discriminant<GatewayError>),
+    /// A failed backend login, by route and reason.
+    BackendLogin(usize, Discriminant<BackendError>),
+}
+
+impl SessionWarning {
+    fn backend_login(route: usize, error: &BackendError) -> Self {
+        Self::BackendLogin(route, std::mem::discriminant(error))
+    }
 }
 
 impl ListenerContext {
@@ -50,6 +71,7 @@ impl ListenerContext {
             cancel_rate: RateLimiter::new(listener.limits.cancel_rate_per_ip),
             pooled: listener.mode == ListenerMode::Pooled,
             switch: listener.session_switch.clone(),
+            warnings: WarnLimiter::default(),
         }
     }
 }
@@ -94,7 +116,10 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
         }
         Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => {}
         Err(error) => {
-            tracing::info!(peer = %peer, %error, "connection refused");
+            let kind = SessionWarning::Refused(peer.ip(), std::mem::discriminant(&error));
+            if let Some(suppressed) = ctx.warnings.admit(kind) {
+                tracing::info!(peer = %peer, %error, suppressed, "connection refused");
+            }
         }
     }
 }
@@ -152,7 +177,12 @@ async fn run_session(
     let mut backend = match backend {
         Ok(backend) => backend,
         Err(error) => {
-            tracing::warn!(client = %state.client_addr, %user, %database, route, %error, "backend login failed");
+            if let Some(suppressed) = ctx
+                .warnings
+                .admit(SessionWarning::backend_login(route, &error))
+            {
+                tracing::warn!(client = %state.client_addr, %user, %database, route, %error, suppressed, "backend login failed");
+            }
             refuse(conn, Refusal::Backend(error)).await;
             return;
         }
@@ -213,7 +243,10 @@ async fn serve_pooled(
     let plan = match login::plan(&state, chosen, proof) {
         Ok(plan) => plan,
         Err(error) => {
-            tracing::warn!(client = %state.client_addr, %error, "backend login failed");
+            let kind = SessionWarning::backend_login(chosen.route.number, &error);
+            if let Some(suppressed) = ctx.warnings.admit(kind) {
+                tracing::warn!(client = %state.client_addr, %error, suppressed, "backend login failed");
+            }
             return refuse(conn, Refusal::Backend(error)).await;
         }
     };

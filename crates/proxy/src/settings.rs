@@ -98,6 +98,8 @@ pub struct Settings {
     pub max_scram_iterations: u32,
     /// `[pools]`: backend-wide caps over all pools.
     pub pools: PoolsConfig,
+    /// `pid_file`, resolved against the file's directory.
+    pub pid_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -219,6 +221,7 @@ impl Compiler<'_> {
             dir: self.file.dir().to_owned(),
             max_scram_iterations: parsed.max_scram_iterations.into_inner(),
             pools: parsed.pools,
+            pid_file: parsed.pid_file.map(|p| self.file.dir().join(p)),
         })
     }
 
