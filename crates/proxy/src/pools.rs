@@ -179,12 +179,15 @@ impl Lender for RoutePool {
     }
 }
 
+/// The pools of one key and shard: one per route that logs in with that key.
+type RoutesPools = Vec<(Route, RoutePool)>;
+
 /// Every pool of the proxy.
 pub struct Pools {
     connector: Arc<Connector>,
     caps: Caps,
     /// Per key and shard, the pools of each route with that key (almost always one).
-    pools: Mutex<HashMap<(PoolKey, usize), Vec<(Route, RoutePool)>>>,
+    pools: Mutex<HashMap<(PoolKey, usize), RoutesPools>>,
     /// The routes of the configuration in force, once a reload has set them: a client of an
     /// older configuration whose route is gone gets a pool of its own, not kept here.
     in_force: Mutex<Option<Routes>>,
