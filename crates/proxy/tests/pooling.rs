@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pgbastion_testkit::{Cluster, RawClient};
+use pgbastion_wire::BackendMessage;
 
 fn trust_cluster() -> Cluster {
     Cluster::builder()
@@ -452,16 +453,32 @@ async fn cancel_checks(pool: &str) {
         assert_eq!(code(&error), "57014");
         assert!(started.elapsed() < Duration::from_secs(2));
 
+        // Late cancels, each waited for until pgbastion closes the cancel connection (as
+        // libpq and asyncpg do; tokio-postgres returns as soon as it has sent it, so a cancel
+        // it sends "after" a query may in fact reach pgbastion during the next one, and
+        // cancel it rightly). In session mode, `a` gives its backend to `late`.
+        drop(a);
         let other = client(&proxy).await;
+        let mut late = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+            .await
+            .unwrap();
+        let clean = |messages: Vec<BackendMessage>, round: usize| {
+            let error = messages
+                .iter()
+                .find(|m| matches!(m, BackendMessage::ErrorResponse(_)));
+            assert!(error.is_none(), "{pool}, round {round}: {error:?}");
+        };
         for round in 0..30 {
-            a.batch_execute("SELECT 1").await.unwrap();
-            token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-            for session in [&other, &*a] {
-                session
-                    .batch_execute("SELECT pg_sleep(0.01)")
-                    .await
-                    .unwrap_or_else(|e| panic!("{pool}, round {round}: {e}"));
-            }
+            clean(late.simple_query("SELECT 1").await.unwrap(), round);
+            late.cancel(proxy.addr).await.unwrap();
+            other
+                .batch_execute("SELECT pg_sleep(0.01)")
+                .await
+                .unwrap_or_else(|e| panic!("{pool}, round {round}: {e}"));
+            clean(
+                late.simple_query("SELECT pg_sleep(0.01)").await.unwrap(),
+                round,
+            );
         }
     })
     .await;
