@@ -2,16 +2,6 @@
 //! connections logged in by the route's plan without anything that belongs to one client.
 //! A route is known by its contents, not its position, so that a reload which moves an
 //! unchanged route keeps its pools ([`Pools::retain_routes`]).
-//!
-//! Sessions run on thread-per-core workers ([`crate::workers`]), and a pool is split in
-//! **shards, one per worker** (at most one per connection of `size`): a worker's clients take
-//! the backends of its own shard, whose sockets are registered with the same thread. A pool
-//! shared by all workers made every exchange cross threads (a backend's readiness woke the
-//! thread that opened it, which then woke the client's), and the futex calls and context
-//! switches of those hand-offs cost more than the pool saved. The price: a client waits for a
-//! backend of its own worker's shard even when another shard has one idle, and `size`,
-//! `min_idle` and the FIFO queue are per shard (sizes are split evenly, remainder to the
-//! first shards). Backend-wide caps ([`Caps`]) stay shared.
 
 use std::collections::HashMap;
 use std::mem::Discriminant;
@@ -27,7 +17,6 @@ use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
 use crate::route::{Route, Routes};
 use crate::warn_limit::WarnLimiter;
-use crate::workers;
 
 /// How long a reset or a health check may take.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
@@ -179,15 +168,15 @@ impl Lender for RoutePool {
     }
 }
 
-/// The pools of one key and shard: one per route that logs in with that key.
+/// The pools of one key: one per route that logs in with that key.
 type RoutesPools = Vec<(Route, RoutePool)>;
 
 /// Every pool of the proxy.
 pub struct Pools {
     connector: Arc<Connector>,
     caps: Caps,
-    /// Per key and shard, the pools of each route with that key (almost always one).
-    pools: Mutex<HashMap<(PoolKey, usize), RoutesPools>>,
+    /// Per key, the pools of each route with that key (almost always one).
+    pools: Mutex<HashMap<PoolKey, RoutesPools>>,
     /// The routes of the configuration in force, once a reload has set them: a client of an
     /// older configuration whose route is gone gets a pool of its own, not kept here.
     in_force: Mutex<Option<Routes>>,
@@ -204,8 +193,7 @@ impl Pools {
         }
     }
 
-    /// The calling worker's shard of the pool of `route` for logins like `plan`, made on
-    /// first use with its share of `settings`.
+    /// The pool of `route` for logins like `plan`, made on first use with `settings`.
     pub fn get(
         &self,
         route: &Route,
@@ -215,8 +203,6 @@ impl Pools {
         statements: usize,
     ) -> RoutePool {
         let (key, _) = plan.pool_identity();
-        let (shard, settings) = shard_of(settings, workers::current());
-        let key = (key, shard);
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         let found = pools
             .get(&key)
@@ -239,7 +225,7 @@ impl Pools {
             .caps
             .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
         let pool = RoutePool {
-            pool: Pool::new(manager, settings, caps),
+            pool: Pool::new(manager, settings.clone(), caps),
             route: route.number,
             warnings: Arc::default(),
         };
@@ -275,19 +261,6 @@ impl Pools {
     }
 }
 
-/// Which shard of a pool with `settings` a session on `worker` uses, and that shard's
-/// settings: one shard per worker, but no more shards than connections.
-fn shard_of(settings: &PoolSettings, worker: Option<workers::WorkerId>) -> (usize, PoolSettings) {
-    let (index, count) = worker.map_or((0, 1), |w| (w.index, w.count.max(1)));
-    let shards = count.min(settings.size.max(1));
-    let shard = index % shards;
-    let share = |total: usize| total / shards + usize::from(shard < total % shards);
-    let mut settings = settings.clone();
-    settings.size = share(settings.size.max(1));
-    settings.min_idle = share(settings.min_idle);
-    (shard, settings)
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -297,7 +270,6 @@ mod tests {
     use crate::config::SourceFile;
     use crate::kdf::Kdf;
     use crate::target::{Address, TlsSettings};
-    use crate::workers::WorkerId;
     use crate::Settings;
 
     fn routes(text: &str) -> Routes {
@@ -364,47 +336,5 @@ mod tests {
         let late = get(&pools, &first.0[1]);
         assert!(!same(&late, &b));
         assert!(!same(&late, &get(&pools, &first.0[1])));
-    }
-
-    fn shards(size: usize, min_idle: usize, count: usize) -> Vec<(usize, usize, usize)> {
-        let settings = PoolSettings {
-            size,
-            min_idle,
-            ..PoolSettings::default()
-        };
-        (0..count)
-            .map(|index| {
-                let (shard, s) = shard_of(&settings, Some(WorkerId { index, count }));
-                (shard, s.size, s.min_idle)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_pool_is_split_evenly_between_workers() {
-        assert_eq!(shards(4, 2, 2), [(0, 2, 1), (1, 2, 1)]);
-        assert_eq!(shards(5, 3, 2), [(0, 3, 2), (1, 2, 1)]);
-        assert_eq!(shards(20, 0, 3), [(0, 7, 0), (1, 7, 0), (2, 6, 0)]);
-    }
-
-    #[test]
-    fn never_more_shards_than_connections() {
-        // A pool of one is one shard that every worker shares.
-        assert_eq!(shards(1, 1, 4), [(0, 1, 1); 4]);
-        assert_eq!(
-            shards(2, 0, 4),
-            [(0, 1, 0), (1, 1, 0), (0, 1, 0), (1, 1, 0)]
-        );
-    }
-
-    #[test]
-    fn off_the_workers_a_pool_is_whole() {
-        let settings = PoolSettings {
-            size: 7,
-            min_idle: 3,
-            ..PoolSettings::default()
-        };
-        let (shard, s) = shard_of(&settings, None);
-        assert_eq!((shard, s.size, s.min_idle), (0, 7, 3));
     }
 }

@@ -19,6 +19,11 @@
 //!   ([`Lease::discard_after_error`], a failed connect) idle connections are checked before
 //!   they are handed out, and so are long-idle ones.
 //! - **Caps**: connections also hold permits of backend-wide [`Caps`] shared across pools.
+//! - **Local first**: sessions run on thread-per-core workers ([`crate::workers`]), and a
+//!   connection's socket wakes the worker that opened it. A checkout takes an idle connection
+//!   its own worker opened when there is one (the most recently used of them), else any; so in
+//!   the steady state a worker's clients use its own connections and no exchange crosses
+//!   threads, while `size`, the FIFO queue and `min_idle` stay the whole pool's.
 //!
 //! Every open connection holds a slot: a checkout holds one from its first wait to the end of
 //! its lease (a reset included), so a connection can never be handed out twice or before its
@@ -219,6 +224,8 @@ impl<M: Manager> Default for State<M> {
 /// An open connection with what the pool keeps with it for its whole life.
 struct Pooled<M: Manager> {
     conn: M::Conn,
+    /// The worker that opened it (its socket wakes that worker's thread); 0 off the workers.
+    home: usize,
     /// When it is due to retire (its jittered max_lifetime).
     retire_at: Option<Instant>,
     _open: OpenCount,
@@ -248,6 +255,7 @@ impl<M: Manager> Shared<M> {
         match self.manager.connect().await {
             Ok(conn) => Ok(Pooled {
                 conn,
+                home: worker_index(),
                 retire_at: self.settings.draw_lifetime().map(|l| Instant::now() + l),
                 _open: open,
                 _caps: caps,
@@ -262,14 +270,22 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    /// The most recently used idle connection that is not due to retire and, if suspect,
-    /// passes its check; retired and failed ones are closed on the way.
+    /// The most recently used idle connection, of the calling worker's own if it has one,
+    /// that is not due to retire and, if suspect, passes its check; retired and failed ones
+    /// are closed on the way.
     async fn take_idle(self: &Arc<Self>) -> Option<Pooled<M>> {
+        let home = worker_index();
         loop {
             let now = Instant::now();
             let (idle, suspect) = {
                 let mut state = self.state();
-                let idle = state.idle.pop()?;
+                let last = state.idle.len().checked_sub(1)?;
+                let at = state
+                    .idle
+                    .iter()
+                    .rposition(|idle| idle.pooled.home == home)
+                    .unwrap_or(last);
+                let idle = state.idle.remove(at);
                 let suspect = now.duration_since(idle.since) >= self.settings.health_check_after
                     || state.last_error.is_some_and(|error| error >= idle.since);
                 (idle, suspect)
@@ -315,4 +331,9 @@ impl<M: Manager> Shared<M> {
         let shared = self.clone();
         tokio::spawn(async move { shared.close(pooled).await });
     }
+}
+
+/// The calling thread's worker, as a connection's home: 0 off the workers.
+fn worker_index() -> usize {
+    crate::workers::current().map_or(0, |worker| worker.index)
 }

@@ -574,3 +574,84 @@ async fn stats_count_checkouts_and_their_waits() {
     })
     .await;
 }
+
+/// Runs `work` on worker `index` of `workers` and returns what it gives.
+async fn on_worker<T: Send + 'static>(
+    workers: &crate::workers::Workers,
+    index: usize,
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    // Workers::spawn picks the least busy worker, the first of equals: with every worker
+    // idle, sessions held on workers 0..index put the work on worker `index`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while workers.live().iter().any(|&live| live > 0) {
+        assert!(Instant::now() < deadline, "workers stay busy");
+        sleep(Duration::from_millis(5)).await;
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
+    for _ in 0..index {
+        let mut hold = hold_rx.clone();
+        workers.spawn(move || async move {
+            let _ = hold.wait_for(|done| *done).await;
+        });
+    }
+    workers.spawn(move || async move {
+        let _ = tx.send(work.await);
+    });
+    let got = rx.await.expect("the worker ran the work");
+    let _ = hold_tx.send(true);
+    got
+}
+
+#[tokio::test]
+async fn a_checkout_prefers_a_connection_its_own_worker_opened() {
+    let workers = crate::workers::Workers::start(2).unwrap();
+    let pool = pool(settings(2));
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    // Worker 0 opens a connection and keeps it while worker 1 opens another, then worker 1's
+    // is given back last: it is the most recently used.
+    let (p, i) = (pool.clone(), ids.clone());
+    let first = on_worker(&workers, 0, async move {
+        let lease = p.checkout().await.unwrap();
+        i.lock()
+            .unwrap()
+            .push((crate::workers::current().unwrap().index, lease.id));
+        lease
+    })
+    .await;
+    let (p, i) = (pool.clone(), ids.clone());
+    let second = on_worker(&workers, 1, async move {
+        let lease = p.checkout().await.unwrap();
+        i.lock()
+            .unwrap()
+            .push((crate::workers::current().unwrap().index, lease.id));
+        lease
+    })
+    .await;
+    assert_eq!(*ids.lock().unwrap(), [(0, 1), (1, 2)]);
+    first.release();
+    second.release();
+    assert_eq!(pool.stats().idle, 2);
+
+    // Worker 0 takes its own connection back, not the most recently used one.
+    let p = pool.clone();
+    let id = on_worker(&workers, 0, async move {
+        let lease = p.checkout().await.unwrap();
+        let id = lease.id;
+        lease.release();
+        id
+    })
+    .await;
+    assert_eq!(id, 1);
+    // With its own busy, a worker takes any idle connection rather than wait or open one.
+    let p = pool.clone();
+    let ids = on_worker(&workers, 1, async move {
+        let own = p.checkout().await.unwrap();
+        let other = p.checkout().await.unwrap();
+        (own.id, other.id)
+    })
+    .await;
+    assert_eq!(ids, (2, 1));
+    assert_eq!(Record::get(&record(&pool).connects), 2);
+}
