@@ -15,6 +15,7 @@ use pgbastion_gateway::GatewayConfig;
 use pgbastion_proxy::config::LogFormat;
 use pgbastion_proxy::{Proxy, Settings, Workers};
 use pgbastion_sqlite::SqliteBackend;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// A PostgreSQL wire-protocol gateway.
 ///
@@ -118,24 +119,35 @@ async fn serve_proxy(settings: Settings, workers: Workers) -> anyhow::Result<()>
             tracing::info!(%addr, "listening");
         }
     }
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot watch SIGHUP")?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
-    let shutdown = async {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    // The signals keep being watched while the proxy drains: SIGINT after SIGTERM stops
+    // waiting. `serve` returns once the drain they start has ended every session.
+    let signals = async {
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
                     tracing::info!("SIGHUP: refreshing token keys");
                     proxy.refresh_keys().await;
                 }
-                _ = terminate.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => {
+                    let grace = proxy.grace_period();
+                    tracing::info!(grace_period = ?grace, "SIGTERM: draining");
+                    proxy.drain(grace);
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: closing every session now");
+                    proxy.drain(std::time::Duration::ZERO);
+                }
             }
         }
-        tracing::info!("shutting down");
     };
-    proxy.serve(bound, shutdown).await;
+    tokio::select! {
+        () = proxy.serve(bound, std::future::pending()) => {}
+        () = signals => {}
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -151,9 +163,11 @@ async fn run_embedded(cli: &Cli) -> anyhow::Result<()> {
         .await
         .map_err(|e| bind_error(cli.listen, &e))?;
     print_banner(cli, &backend);
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
         () = pgbastion_sqlite::serve_listener(listener, Arc::new(backend), Arc::new(GatewayConfig::default())) => {}
         _ = tokio::signal::ctrl_c() => eprintln!("pgbastion: shutting down"),
+        _ = terminate.recv() => eprintln!("pgbastion: shutting down"),
     }
     Ok(())
 }

@@ -102,6 +102,9 @@ pub struct ConfigFile {
     /// `[pools]`: limits across every pool.
     #[serde(default)]
     pub pools: PoolsConfig,
+    /// How long SIGTERM lets a client inside a transaction finish (a humantime duration,
+    /// checked in [`crate::Settings::load`] so that an error names its line).
+    pub grace_period: Option<Spanned<String>>,
 }
 
 fn default_max_scram_iterations() -> Spanned<u32> {

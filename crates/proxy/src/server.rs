@@ -3,12 +3,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pgbastion_gateway::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::drain::stopper::CLOSING_LIMIT;
+use crate::drain::Drain;
 use crate::kdf::Kdf;
 use crate::limits::ConnectionLimiter;
 use crate::pool::Caps;
@@ -19,6 +22,13 @@ use crate::shared::Shared;
 use crate::tokens::Tokens;
 use crate::users::Users;
 use crate::workers::Workers;
+
+/// How long, after the last session's deadline, its goodbye (57P01, a Terminate to its
+/// backend) may take before [`Proxy::serve`] stops waiting for it.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long closing the pools' idle backends may take at shutdown.
+const POOL_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +55,8 @@ pub struct Proxy {
     shared: Arc<Shared>,
     listeners: Vec<Listener>,
     workers: Option<Arc<Workers>>,
+    drain: Drain,
+    grace_period: Duration,
 }
 
 impl Proxy {
@@ -90,6 +102,8 @@ impl Proxy {
             shared,
             listeners: settings.listeners,
             workers: None,
+            drain: Drain::default(),
+            grace_period: settings.grace_period,
         })
     }
 
@@ -107,6 +121,30 @@ impl Proxy {
         }
     }
 
+    /// The configured `grace_period`: what SIGTERM gives clients inside a transaction.
+    pub fn grace_period(&self) -> Duration {
+        self.grace_period
+    }
+
+    /// Starts the graceful drain: the listeners close, idle clients get FATAL 57P01, clients
+    /// inside a transaction or a statement get `grace` to finish (then their statement is
+    /// cancelled on the backend and they get 57P01). [`Proxy::serve`] returns once every
+    /// session has ended. A second call can only shorten the wait.
+    pub fn drain(&self, grace: Duration) {
+        self.drain.start(grace);
+    }
+
+    /// Whether the drain has started (`/ready` is false from then on).
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_draining()
+    }
+
+    /// The drain signal itself, for tasks that outlive a borrow of the proxy (a readiness
+    /// endpoint, an admin command).
+    pub fn drain_handle(&self) -> Drain {
+        self.drain.clone()
+    }
+
     /// Binds every listener.
     pub async fn bind(&self) -> Result<Vec<(TcpListener, Listener)>, ProxyError> {
         let mut bound = Vec::new();
@@ -122,12 +160,14 @@ impl Proxy {
         Ok(bound)
     }
 
-    /// Serves the bound listeners until `shutdown` completes. Sessions in progress keep their
-    /// own tasks.
+    /// Serves the bound listeners until `shutdown` yields a grace period (or
+    /// [`Proxy::drain`] is called), then drains: the listening sockets close at once, and
+    /// this returns when every connection has ended (at the latest a few seconds after the
+    /// grace period), with the pools' idle backends closed.
     pub async fn serve(
         &self,
         bound: Vec<(TcpListener, Listener)>,
-        shutdown: impl Future<Output = ()>,
+        shutdown: impl Future<Output = Duration>,
     ) {
         let mut tasks = Vec::new();
         for (socket, listener) in bound {
@@ -135,12 +175,46 @@ impl Proxy {
                 self.shared.clone(),
                 &listener,
                 ConnectionLimiter::new(listener.limits),
+                self.drain.clone(),
             ));
             tasks.push(tokio::spawn(accept_loop(socket, ctx, self.workers.clone())));
         }
-        shutdown.await;
+        tokio::select! {
+            grace = shutdown => self.drain.start(grace),
+            () = self.drain.started() => {}
+        }
         for task in tasks {
             task.abort();
+            // Awaited: the listening socket is closed once the task is gone.
+            let _ = task.await;
+        }
+        tracing::info!(
+            connections = self.drain.live(),
+            "draining: listeners closed, waiting for sessions to end"
+        );
+        self.wait_for_sessions().await;
+        let pools = self.shared.pools.close();
+        if tokio::time::timeout(POOL_CLOSE_LIMIT, pools).await.is_err() {
+            tracing::warn!("draining: the pools' idle backends did not all close in time");
+        }
+    }
+
+    /// Waits for every connection to end, at most until the drain's deadline, the closing
+    /// limit and the goodbye limit have passed.
+    async fn wait_for_sessions(&self) {
+        let limit = CLOSING_LIMIT + GOODBYE_LIMIT;
+        let until = self
+            .drain
+            .deadline()
+            .map_or_else(|| tokio::time::Instant::now() + limit, |d| d + limit);
+        if tokio::time::timeout_at(until, self.drain.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = self.drain.live(),
+                "draining: connections still open after the grace period; exiting anyway"
+            );
         }
     }
 }
