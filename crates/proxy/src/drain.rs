@@ -87,6 +87,7 @@ impl Drain {
     pub fn watch(&self) -> DrainWatch {
         DrainWatch {
             state: self.state.subscribe(),
+            seen: Phase::Serving,
         }
     }
 
@@ -126,23 +127,25 @@ impl Drop for Open {
 #[derive(Debug, Clone)]
 pub struct DrainWatch {
     state: watch::Receiver<State>,
+    /// The phase [`phase`](Self::phase) last returned.
+    seen: Phase,
 }
 
 impl DrainWatch {
-    /// The phase now (and the change, if any, counts as seen).
+    /// The phase now (and it counts as seen).
     pub fn phase(&mut self) -> Phase {
-        match *self.state.borrow_and_update() {
-            State::Serving => Phase::Serving,
-            State::Draining { deadline } if Instant::now() < deadline => Phase::Draining,
-            State::Draining { .. } => Phase::Closing,
-        }
+        self.seen = phase_of(*self.state.borrow_and_update());
+        self.seen
     }
 
-    /// Completes when the phase may have changed since [`phase`](Self::phase) was last
-    /// read: the drain started or its deadline moved, or the deadline passed. Never
-    /// completes once closing. Cancel-safe.
+    /// Completes when the phase may differ from the one [`phase`](Self::phase) last
+    /// returned: the drain started or its deadline moved, or the deadline passed. Never
+    /// completes once closing was seen. Cancel-safe.
     pub async fn changed(&mut self) {
         let state = *self.state.borrow();
+        if phase_of(state) != self.seen {
+            return;
+        }
         let deadline = match state {
             State::Serving => None,
             State::Draining { deadline } if Instant::now() < deadline => Some(deadline),
@@ -164,6 +167,15 @@ impl DrainWatch {
             }
             () = &mut until_deadline => {}
         }
+    }
+}
+
+/// The phase `state` means now.
+fn phase_of(state: State) -> Phase {
+    match state {
+        State::Serving => Phase::Serving,
+        State::Draining { deadline } if Instant::now() < deadline => Phase::Draining,
+        State::Draining { .. } => Phase::Closing,
     }
 }
 

@@ -301,6 +301,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_drain_waits_for_the_transaction_then_says_57p01_and_terminates_the_backend() {
+        let (client, mut client_far) = duplex(1 << 16);
+        let (backend, mut backend_far) = duplex(1 << 16);
+        let drain = crate::drain::Drain::default();
+        let stop = Stop {
+            watch: drain.watch(),
+            cancel: None,
+        };
+        let task = tokio::spawn(relay(
+            client,
+            Bytes::new(),
+            backend,
+            Bytes::new(),
+            Some(stop),
+        ));
+        // Inside a transaction: the drain lets the COMMIT through.
+        client_far.write_all(b"Q\0\0\0\x0aBEGIN\0").await.unwrap();
+        let mut got = vec![0u8; 11];
+        backend_far.read_exact(&mut got).await.unwrap();
+        backend_far.write_all(b"Z\0\0\0\x05T").await.unwrap();
+        let mut ready = [0u8; 6];
+        client_far.read_exact(&mut ready).await.unwrap();
+        drain.start(Duration::from_secs(60));
+        client_far.write_all(b"Q\0\0\0\x0bCOMMIT\0").await.unwrap();
+        let mut got = vec![0u8; 12];
+        backend_far.read_exact(&mut got).await.unwrap();
+        assert!(!task.is_finished(), "ended inside the transaction");
+        backend_far.write_all(b"Z\0\0\0\x05I").await.unwrap();
+        let told = read_to_end(&mut client_far).await;
+        assert!(told.starts_with(b"Z\0\0\0\x05IE"), "{told:?}");
+        assert!(told.windows(5).any(|w| w == b"57P01"), "{told:?}");
+        assert_eq!(read_to_end(&mut backend_far).await, b"X\0\0\0\x04");
+        assert_eq!(task.await.unwrap().end, End::Shutdown);
+    }
+
+    #[tokio::test]
     async fn a_client_message_with_a_length_postgresql_refuses_ends_the_session_with_08p01() {
         let (mut client, mut backend, task) = start();
         client
