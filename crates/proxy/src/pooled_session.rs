@@ -406,7 +406,8 @@ impl<L: Lender> PooledSession<'_, L> {
                     || self.mux.mid_client_message(),
                 at_boundary: !self.mux.mid_backend_message(),
             };
-            if self.drain.should_end(at, backend_key.as_ref()).await {
+            // After the client's Terminate nothing more is said to it: that ends on its own.
+            if terminating.is_none() && self.drain.should_end(at, backend_key.as_ref()).await {
                 to_client.extend_from_slice(&crate::relay::shutdown_notice());
                 break Turn::End(PooledEnd::Shutdown);
             }

@@ -29,6 +29,9 @@ pub(super) struct Asked {
     open: AtomicBool,
     /// Whether the client side is writing to the backend.
     writing: AtomicBool,
+    /// Whether extended-query messages have gone to the backend since the last Sync (an
+    /// Execute may be running with no ReadyForQuery owed yet).
+    unsynced: AtomicBool,
     /// Woken when the client side moves.
     pub(super) moved: Notify,
 }
@@ -46,6 +49,7 @@ impl Asked {
     pub(super) fn written(&self, up: &FrameScanner) {
         let open = up.unsynced() || !up.at_boundary();
         self.open.store(open, Ordering::Release);
+        self.unsynced.store(up.unsynced(), Ordering::Release);
         self.writing.store(false, Ordering::Release);
         self.moved.notify_one();
     }
@@ -60,7 +64,8 @@ impl Asked {
 /// Where the session stands: the backend side's scanner with what the client asked.
 pub(super) fn progress(down: &FrameScanner, asked: &Asked) -> Progress {
     Progress {
-        running: asked.ready_points.load(Ordering::Acquire) > down.ready_points(),
+        running: asked.ready_points.load(Ordering::Acquire) > down.ready_points()
+            || asked.unsynced.load(Ordering::Acquire),
         idle: !matches!(
             down.status(),
             Some(TransactionStatus::InTransaction | TransactionStatus::Failed)
