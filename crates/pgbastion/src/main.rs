@@ -18,6 +18,7 @@ use clap::Parser;
 use pgbastion_gateway::GatewayConfig;
 use pgbastion_proxy::{Proxy, Settings, Workers};
 use pgbastion_sqlite::SqliteBackend;
+use tokio::signal::unix::{signal, SignalKind};
 
 /// A PostgreSQL wire-protocol gateway.
 ///
@@ -64,11 +65,13 @@ SIGNALS (proxy, --config):
             sessions in progress keep theirs. An invalid file is refused with one log
             line naming its line, and the old configuration stays. [log], pid_file,
             [pools] and max_scram_iterations are read at start only.
-  SIGTERM   Stop accepting and exit with status 0.
-  SIGINT    The same as SIGTERM (Ctrl-C).
+  SIGTERM   Graceful drain: stop accepting, close idle clients with FATAL 57P01, give
+            clients inside a transaction grace_period (default 30s) to finish, then
+            cancel what still runs, close them with 57P01 and exit with status 0.
+  SIGINT    The same drain without waiting (Ctrl-C); SIGINT after SIGTERM stops waiting.
   SIGUSR1   Reopen the log file ([log] destination = a path), for logrotate: move the
             file away, send SIGUSR1, and new lines go to a new file at the path.
-  The embedded database (no --config) stops on SIGINT.
+  The embedded database (no --config) stops on SIGINT and SIGTERM.
 
 EXIT STATUS:
   0  stopped by SIGTERM or SIGINT; --check-config found the file valid
@@ -159,6 +162,12 @@ async fn serve_proxy(
     workers: Workers,
     log: logging::LogHandle,
 ) -> anyhow::Result<()> {
+    // Watched from the start: until a signal is watched, its default action would end the
+    // process (loading token keys and binding may take a while).
+    let mut user1 = signal(SignalKind::user_defined1()).context("cannot watch SIGUSR1")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let pid_path = settings.pid_file.clone();
     let proxy = Proxy::new(settings)
         .await?
@@ -170,23 +179,22 @@ async fn serve_proxy(
             tracing::info!(%addr, "listening");
         }
     }
-    let mut user1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
-        .context("cannot watch SIGUSR1")?;
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot watch SIGHUP")?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot watch SIGTERM")?;
-    // Only now, with the signals watched: a manager may send SIGHUP as soon as it hears READY.
     let pid_file = pid_path
         .as_deref()
         .map(pid_file::PidFile::write)
         .transpose()?;
     let notifier = notify::Notifier::from_env();
     notifier.ready(&format!("listening on {} address(es)", bound.len()));
-    let shutdown = async {
+    // The signals keep being watched while the proxy drains: SIGINT after SIGTERM stops
+    // waiting. `serve` returns once the drain they start has ended every session.
+    let signals = async {
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
+                    if proxy.is_draining() {
+                        tracing::info!("SIGHUP while draining: ignored");
+                        continue;
+                    }
                     notifier.reloading();
                     tracing::info!("SIGHUP: reloading the configuration");
                     // The outcome is logged by reload; a refused file leaves the old one.
@@ -194,14 +202,25 @@ async fn serve_proxy(
                     notifier.ready("serving");
                 }
                 _ = user1.recv() => log.reopen(),
-                _ = terminate.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => {
+                    let grace = proxy.grace_period();
+                    notifier.stopping("draining");
+                    tracing::info!(grace_period = ?grace, "SIGTERM: draining");
+                    proxy.drain(grace);
+                }
+                _ = interrupt.recv() => {
+                    notifier.stopping("closing every session");
+                    tracing::info!("SIGINT: closing every session now");
+                    proxy.drain(std::time::Duration::ZERO);
+                }
             }
         }
-        notifier.stopping("shutting down");
-        tracing::info!("shutting down");
     };
-    proxy.serve(bound, shutdown).await;
+    tokio::select! {
+        () = proxy.serve(bound, std::future::pending()) => {}
+        () = signals => {}
+    }
+    tracing::info!("stopped");
     drop(pid_file);
     Ok(())
 }
@@ -218,9 +237,11 @@ async fn run_embedded(cli: &Cli) -> anyhow::Result<()> {
         .await
         .map_err(|e| bind_error(cli.listen, &e))?;
     print_banner(cli, &backend);
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     tokio::select! {
         () = pgbastion_sqlite::serve_listener(listener, Arc::new(backend), Arc::new(GatewayConfig::default())) => {}
         _ = tokio::signal::ctrl_c() => eprintln!("pgbastion: shutting down"),
+        _ = terminate.recv() => eprintln!("pgbastion: shutting down"),
     }
     Ok(())
 }

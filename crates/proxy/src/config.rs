@@ -105,6 +105,9 @@ pub struct ConfigFile {
     /// Where pgbastion writes its process ID once it listens (relative to the file's
     /// directory); removed at a clean exit.
     pub pid_file: Option<PathBuf>,
+    /// How long SIGTERM lets a client inside a transaction finish (a humantime duration,
+    /// checked in [`crate::Settings::load`] so that an error names its line).
+    pub grace_period: Option<Spanned<String>>,
 }
 
 fn default_max_scram_iterations() -> Spanned<u32> {

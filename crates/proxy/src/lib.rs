@@ -8,6 +8,7 @@ pub mod backend;
 pub mod backend_reset;
 pub mod cancel;
 pub mod config;
+pub mod drain;
 pub mod external;
 pub mod greeting;
 pub mod hooks;

@@ -9,6 +9,7 @@ use pgbastion_gateway::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::drain::Drain;
 use crate::limits::ConnectionLimiter;
 use crate::session::{serve_client, ListenerContext};
 use crate::settings::{Limits, Listener};
@@ -49,15 +50,22 @@ pub struct ListenerChanges {
 pub struct RunningListeners {
     runtime: tokio::runtime::Handle,
     workers: Option<Arc<Workers>>,
+    drain: Drain,
     running: HashMap<SocketAddr, Running>,
 }
 
 impl RunningListeners {
-    /// None yet; accept loops will run on `runtime`, sessions on `workers` when given.
-    pub fn new(runtime: tokio::runtime::Handle, workers: Option<Arc<Workers>>) -> Self {
+    /// None yet; accept loops will run on `runtime`, sessions on `workers` when given, and
+    /// every session watches `drain`.
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        workers: Option<Arc<Workers>>,
+        drain: Drain,
+    ) -> Self {
         Self {
             runtime,
             workers,
+            drain,
             running: HashMap::new(),
         }
     }
@@ -79,6 +87,7 @@ impl RunningListeners {
             shared,
             listener,
             limiter.clone(),
+            self.drain.clone(),
         ))));
         let task = self
             .runtime
@@ -110,7 +119,7 @@ impl RunningListeners {
         changes.closed = before - self.running.len();
         for listener in listeners {
             if let Some(running) = self.running.get_mut(&listener.address) {
-                running.renew(listener, shared.clone());
+                running.renew(listener, shared.clone(), &self.drain);
                 changes.kept += 1;
             } else if let Some(socket) = bound.remove(&listener.address) {
                 self.start(socket, listener, shared.clone());
@@ -120,16 +129,21 @@ impl RunningListeners {
         changes
     }
 
-    /// Stops every accept loop (sessions in progress keep their own tasks).
-    pub fn close_all(&mut self) {
-        self.running.clear();
+    /// Stops every accept loop and waits until their sockets are closed (sessions in
+    /// progress keep their own tasks).
+    pub async fn close_all(&mut self) {
+        for (_, mut running) in self.running.drain() {
+            running.task.abort();
+            // The socket closes when the aborted task is dropped, on its runtime.
+            let _ = (&mut running.task).await;
+        }
     }
 }
 
 impl Running {
     /// New connections get `listener`'s settings and `shared`; the limiter is kept when the
     /// limits are unchanged, so that open connections still count.
-    fn renew(&mut self, listener: &Listener, shared: Arc<Shared>) {
+    fn renew(&mut self, listener: &Listener, shared: Arc<Shared>, drain: &Drain) {
         if listener.limits != self.limits {
             self.limits = listener.limits;
             self.limiter = ConnectionLimiter::new(listener.limits);
@@ -144,6 +158,7 @@ impl Running {
             shared,
             &listener,
             self.limiter.clone(),
+            drain.clone(),
         )));
     }
 }

@@ -12,6 +12,8 @@ use tokio::net::TcpStream;
 
 use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
 use crate::config::{PoolMode, SessionStatePolicy};
+use crate::drain::stopper::Stopper;
+use crate::drain::DrainWatch;
 use crate::greeting;
 use crate::login_plan::LoginPlan;
 use crate::multiplex::{Multiplexer, Policy};
@@ -40,6 +42,8 @@ pub struct PooledClient<'a> {
     pub version: ProtocolVersion,
     /// The longest client message accepted.
     pub max_message_len: usize,
+    /// pgbastion's shutdown signal.
+    pub drain: DrainWatch,
 }
 
 impl PooledClient<'_> {
@@ -125,6 +129,7 @@ impl PooledClient<'_> {
                 .map(|f| f as &(dyn Fn(u32) -> bytes::Bytes + Send + Sync)),
             held,
             proven: false,
+            drain: Stopper::new(Some(self.drain.clone())),
         };
         let pooled = session
             .run(detached.stream, BytesMut::from(&detached.buffered[..]))

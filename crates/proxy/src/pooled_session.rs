@@ -9,11 +9,12 @@ use std::ops::DerefMut;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pgbastion_wire::{BackendMessage, ErrorResponse, Severity, SqlState};
+use pgbastion_wire::{BackendMessage, ErrorResponse, Severity, SqlState, TransactionStatus};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::backend::BackendConn;
 use crate::cancel::CancelSlot;
+use crate::drain::stopper::{Progress, Stopper};
 use crate::multiplex::{BackendState, ClientFlow, Multiplexer, MuxError};
 
 /// How much is buffered per direction before reading that side pauses.
@@ -95,6 +96,8 @@ pub enum PooledEnd {
     Backend,
     /// The client broke the protocol.
     Protocol,
+    /// pgbastion shut down: the client was told 57P01.
+    Shutdown,
 }
 
 impl PooledEnd {
@@ -105,6 +108,7 @@ impl PooledEnd {
             Self::Client => "client",
             Self::Backend => "backend",
             Self::Protocol => "protocol error",
+            Self::Shutdown => "shutdown",
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct PooledSession<'a, L: Lender> {
     /// trip, on the first checkout only): a parameter the server refuses must fail the
     /// client before anything of its own runs, as PostgreSQL would at login.
     pub proven: bool,
+    /// Follows pgbastion's shutdown.
+    pub drain: Stopper,
 }
 
 enum Turn {
@@ -266,7 +272,7 @@ impl<L: Lender> PooledSession<'_, L> {
 
     /// Waits for a whole client message while no backend is held, writing what is owed.
     async fn await_message<R, W>(
-        &self,
+        &mut self,
         client_read: &mut R,
         client_write: &mut W,
         client_in: &mut BytesMut,
@@ -277,6 +283,17 @@ impl<L: Lender> PooledSession<'_, L> {
         W: AsyncWrite + Unpin,
     {
         loop {
+            // Between transactions the client holds no backend: it is idle.
+            let idle = Progress {
+                running: false,
+                idle: true,
+                client_open: !client_in.is_empty(),
+                at_boundary: true,
+            };
+            if self.drain.should_end(idle, None).await {
+                to_client.extend_from_slice(&crate::relay::shutdown_notice());
+                return Err(PooledEnd::Shutdown);
+            }
             match self.mux.has_client_message(client_in) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
@@ -297,6 +314,7 @@ impl<L: Lender> PooledSession<'_, L> {
                         return Err(PooledEnd::Client);
                     }
                 }
+                () = self.drain.wake(None) => {}
             }
         }
     }
@@ -333,6 +351,7 @@ impl<L: Lender> PooledSession<'_, L> {
     {
         let PooledBackend { conn, state } = &mut **held;
         let mut backend_in = std::mem::take(&mut conn.buffered);
+        let backend_key = conn.cancel_key();
         let (mut backend_read, mut backend_write) = tokio::io::split(&mut conn.stream);
         // After the client's Terminate: what it sent before still runs, and its answers are
         // read, for at most AFTER_TERMINATE.
@@ -387,6 +406,19 @@ impl<L: Lender> PooledSession<'_, L> {
             if to_backend.is_empty() && backend_in.is_empty() && self.mux.releasable() {
                 break Turn::Release;
             }
+            let at = Progress {
+                running: self.mux.busy(),
+                idle: self.mux.status() == TransactionStatus::Idle,
+                client_open: !to_backend.is_empty()
+                    || !client_in.is_empty()
+                    || self.mux.mid_client_message(),
+                at_boundary: !self.mux.mid_backend_message(),
+            };
+            // After the client's Terminate nothing more is said to it: that ends on its own.
+            if terminating.is_none() && self.drain.should_end(at, backend_key.as_ref()).await {
+                to_client.extend_from_slice(&crate::relay::shutdown_notice());
+                break Turn::End(PooledEnd::Shutdown);
+            }
             // A message longer than the buffer is read whole all the same (the decoder bounds
             // it): nothing else can move the client on.
             let read_client = terminating.is_none()
@@ -424,6 +456,7 @@ impl<L: Lender> PooledSession<'_, L> {
                         break Turn::End(PooledEnd::Backend);
                     }
                 }
+                () = self.drain.wake(None) => {}
             }
         };
         drop((backend_read, backend_write));

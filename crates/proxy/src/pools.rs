@@ -193,6 +193,22 @@ impl Pools {
         }
     }
 
+    /// Closes every pool (shutdown): idle backends get a Terminate, and backends given
+    /// back later are closed.
+    pub async fn close(&self) {
+        let pools: Vec<RoutePool> = self
+            .pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .flatten()
+            .map(|(_, pool)| pool.clone())
+            .collect();
+        for pool in pools {
+            pool.pool().close().await;
+        }
+    }
+
     /// The pool of `route` for logins like `plan`, made on first use with `settings`.
     pub fn get(
         &self,

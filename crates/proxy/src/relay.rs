@@ -2,7 +2,9 @@
 //! per-message copies), with both streams scanned for message boundaries
 //! ([`FrameScanner`]) so the proxy knows the transaction status, knows when the client has
 //! said Terminate, and can end the client's stream with a proper ErrorResponse when the
-//! backend dies.
+//! backend dies, or at a message boundary when pgbastion shuts down ([`stop`]).
+
+mod stop;
 
 use std::time::Duration;
 
@@ -11,6 +13,10 @@ use pgbastion_wire::{
     BackendMessage, Direction, ErrorResponse, FrameScanner, Severity, SqlState, TransactionStatus,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::drain::stopper::Stopper;
+pub use stop::Stop;
+use stop::{progress, Asked};
 
 /// Read buffer size per direction.
 const CHUNK: usize = 64 * 1024;
@@ -31,6 +37,8 @@ pub enum End {
     /// The client sent a message with a length PostgreSQL refuses (it closes the connection
     /// on one too); what came before it was forwarded.
     BadLength,
+    /// pgbastion shut down: the client was told 57P01 (at a message boundary).
+    Shutdown,
 }
 
 impl End {
@@ -41,6 +49,7 @@ impl End {
             End::Client => "client",
             End::Backend => "backend",
             End::BadLength => "invalid message length",
+            End::Shutdown => "shutdown",
         }
     }
 }
@@ -58,13 +67,14 @@ pub struct Relayed {
     pub status: Option<TransactionStatus>,
 }
 
-/// Relays until either side ends. `client_pending` and `backend_pending` are bytes already
-/// read from each side and not yet forwarded.
+/// Relays until either side ends, or `stop` says the session is drained. `client_pending`
+/// and `backend_pending` are bytes already read from each side and not yet forwarded.
 pub async fn relay<C, B>(
     client: C,
     client_pending: Bytes,
     backend: B,
     backend_pending: Bytes,
+    stop: Option<Stop>,
 ) -> Relayed
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -76,6 +86,9 @@ where
     let mut down_bytes = 0u64;
     let mut up_scanner = FrameScanner::new(Direction::Frontend);
     let mut down_scanner = FrameScanner::new(Direction::Backend);
+    let asked = Asked::default();
+    let (watch, cancel) = stop.map_or((None, None), |stop| (Some(stop.watch), stop.cancel));
+    let mut stopper = Stopper::new(watch);
 
     // Each direction returns the side that ended it.
     let up = async {
@@ -87,9 +100,11 @@ where
                     Ok(()) => (&buf[..], None),
                     Err(bad) => (&buf[..bad.start], Some(End::BadLength)),
                 };
+                asked.writing(&up_scanner);
                 if backend_write.write_all(good).await.is_err() {
                     return End::Backend;
                 }
+                asked.written(&up_scanner);
                 up_bytes += good.len() as u64;
                 if let Some(end) = end {
                     return end;
@@ -119,9 +134,16 @@ where
                 down_bytes += buf.len() as u64;
             }
             buf.clear();
-            match backend_read.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return End::Backend,
-                Ok(_) => {}
+            let at = progress(&down_scanner, &asked);
+            if stopper.should_end(at, cancel.as_ref()).await {
+                return End::Shutdown;
+            }
+            tokio::select! {
+                read = backend_read.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return End::Backend,
+                    Ok(_) => {}
+                },
+                () = stopper.wake(Some(&asked.moved)) => {}
             }
         }
     };
@@ -161,6 +183,20 @@ where
         End::Client => {
             let _ = backend_write.shutdown().await;
         }
+        End::Shutdown => {
+            let goodbye = async {
+                if down_scanner.at_boundary() {
+                    let _ = client_write.write_all(&shutdown_notice()).await;
+                }
+                let _ = client_write.shutdown().await;
+                if asked.at_rest(&up_scanner) {
+                    let _ = backend_write.write_all(TERMINATE).await;
+                }
+                let _ = backend_write.shutdown().await;
+            };
+            // A client that does not read is not waited for.
+            let _ = tokio::time::timeout(AFTER_TERMINATE, goodbye).await;
+        }
         End::BadLength => {
             let _ = backend_write.shutdown().await;
             let _ = client_write
@@ -178,6 +214,17 @@ where
         end,
         status: down_scanner.status(),
     }
+}
+
+/// A Terminate message, for the backend of a session pgbastion ends.
+const TERMINATE: &[u8] = b"X\0\0\0\x04";
+
+/// What a client is told when pgbastion shuts down, in PostgreSQL's own words.
+pub fn shutdown_notice() -> BytesMut {
+    fatal(
+        SqlState::ADMIN_SHUTDOWN,
+        "terminating connection due to administrator command",
+    )
 }
 
 /// A FATAL ErrorResponse, encoded.
@@ -202,7 +249,7 @@ mod tests {
     ) {
         let (client, client_far) = duplex(1 << 16);
         let (backend, backend_far) = duplex(1 << 16);
-        let task = tokio::spawn(relay(client, Bytes::new(), backend, Bytes::new()));
+        let task = tokio::spawn(relay(client, Bytes::new(), backend, Bytes::new(), None));
         (client_far, backend_far, task)
     }
 
@@ -251,6 +298,42 @@ mod tests {
         let relayed = task.await.unwrap();
         assert_eq!(relayed.end, End::Backend);
         assert_eq!(relayed.status, Some(TransactionStatus::Idle));
+    }
+
+    #[tokio::test]
+    async fn a_drain_waits_for_the_transaction_then_says_57p01_and_terminates_the_backend() {
+        let (client, mut client_far) = duplex(1 << 16);
+        let (backend, mut backend_far) = duplex(1 << 16);
+        let drain = crate::drain::Drain::default();
+        let stop = Stop {
+            watch: drain.watch(),
+            cancel: None,
+        };
+        let task = tokio::spawn(relay(
+            client,
+            Bytes::new(),
+            backend,
+            Bytes::new(),
+            Some(stop),
+        ));
+        // Inside a transaction: the drain lets the COMMIT through.
+        client_far.write_all(b"Q\0\0\0\x0aBEGIN\0").await.unwrap();
+        let mut got = vec![0u8; 11];
+        backend_far.read_exact(&mut got).await.unwrap();
+        backend_far.write_all(b"Z\0\0\0\x05T").await.unwrap();
+        let mut ready = [0u8; 6];
+        client_far.read_exact(&mut ready).await.unwrap();
+        drain.start(Duration::from_secs(60));
+        client_far.write_all(b"Q\0\0\0\x0bCOMMIT\0").await.unwrap();
+        let mut got = vec![0u8; 12];
+        backend_far.read_exact(&mut got).await.unwrap();
+        assert!(!task.is_finished(), "ended inside the transaction");
+        backend_far.write_all(b"Z\0\0\0\x05I").await.unwrap();
+        let told = read_to_end(&mut client_far).await;
+        assert!(told.starts_with(b"Z\0\0\0\x05IE"), "{told:?}");
+        assert!(told.windows(5).any(|w| w == b"57P01"), "{told:?}");
+        assert_eq!(read_to_end(&mut backend_far).await, b"X\0\0\0\x04");
+        assert_eq!(task.await.unwrap().end, End::Shutdown);
     }
 
     #[tokio::test]

@@ -4,11 +4,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::drain::stopper::CLOSING_LIMIT;
+use crate::drain::Drain;
 use crate::kdf::Kdf;
 use crate::listeners::RunningListeners;
 use crate::pool::Caps;
@@ -19,6 +22,13 @@ use crate::swap::Swap;
 use crate::tokens::Tokens;
 use crate::users::Users;
 use crate::workers::Workers;
+
+/// How long, after the last session's deadline, its goodbye (57P01, a Terminate to its
+/// backend) may take before [`Proxy::serve`] stops waiting for it.
+const GOODBYE_LIMIT: Duration = Duration::from_secs(5);
+
+/// How long closing the pools' idle backends may take at shutdown.
+const POOL_CLOSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +69,7 @@ pub struct Proxy {
     pub(crate) config_file: Option<PathBuf>,
     /// One reload at a time (SIGHUP and an admin command may ask together).
     pub(crate) reloading: tokio::sync::Mutex<()>,
+    drain: Drain,
 }
 
 impl Proxy {
@@ -94,6 +105,7 @@ impl Proxy {
             workers: None,
             config_file: None,
             reloading: tokio::sync::Mutex::new(()),
+            drain: Drain::default(),
         })
     }
 
@@ -108,6 +120,30 @@ impl Proxy {
     pub fn with_config_file(mut self, path: PathBuf) -> Self {
         self.config_file = Some(path);
         self
+    }
+
+    /// The configured `grace_period`: what SIGTERM gives clients inside a transaction.
+    pub fn grace_period(&self) -> Duration {
+        self.in_force.load().settings.grace_period
+    }
+
+    /// Starts the graceful drain: the listeners close, idle clients get FATAL 57P01, clients
+    /// inside a transaction or a statement get `grace` to finish (then their statement is
+    /// cancelled on the backend and they get 57P01). [`Proxy::serve`] returns once every
+    /// session has ended. A second call can only shorten the wait.
+    pub fn drain(&self, grace: Duration) {
+        self.drain.start(grace);
+    }
+
+    /// Whether the drain has started (`/ready` is false from then on).
+    pub fn is_draining(&self) -> bool {
+        self.drain.is_draining()
+    }
+
+    /// The drain signal itself, for tasks that outlive a borrow of the proxy (a readiness
+    /// endpoint, an admin command).
+    pub fn drain_handle(&self) -> Drain {
+        self.drain.clone()
     }
 
     /// Binds every listener.
@@ -125,28 +161,64 @@ impl Proxy {
         Ok(bound)
     }
 
-    /// Serves the bound listeners until `shutdown` completes; reloads meanwhile open, update
-    /// and close listeners. Sessions in progress keep their own tasks.
+    /// Serves the bound listeners until `shutdown` yields a grace period (or
+    /// [`Proxy::drain`] is called), then drains: the listening sockets close at once, and
+    /// this returns when every connection has ended (at the latest a few seconds after the
+    /// grace period), with the pools' idle backends closed.
     pub async fn serve(
         &self,
         bound: Vec<(TcpListener, Listener)>,
-        shutdown: impl Future<Output = ()>,
+        shutdown: impl Future<Output = Duration>,
     ) {
-        let mut running =
-            RunningListeners::new(tokio::runtime::Handle::current(), self.workers.clone());
+        let mut running = RunningListeners::new(
+            tokio::runtime::Handle::current(),
+            self.workers.clone(),
+            self.drain.clone(),
+        );
         let shared = self.in_force.load().shared.clone();
         for (socket, listener) in bound {
             running.start(socket, &listener, shared.clone());
         }
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
-        shutdown.await;
-        if let Some(mut running) = self
+        tokio::select! {
+            grace = shutdown => self.drain.start(grace),
+            () = self.drain.started() => {}
+        }
+        let running = self
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
+            .take();
+        if let Some(mut running) = running {
+            running.close_all().await;
+        }
+        tracing::info!(
+            connections = self.drain.live(),
+            "draining: listeners closed, waiting for sessions to end"
+        );
+        self.wait_for_sessions().await;
+        let pools = self.lasting.pools.close();
+        if tokio::time::timeout(POOL_CLOSE_LIMIT, pools).await.is_err() {
+            tracing::warn!("draining: the pools' idle backends did not all close in time");
+        }
+    }
+
+    /// Waits for every connection to end, at most until the drain's deadline, the closing
+    /// limit and the goodbye limit have passed.
+    async fn wait_for_sessions(&self) {
+        let limit = CLOSING_LIMIT + GOODBYE_LIMIT;
+        let until = self
+            .drain
+            .deadline()
+            .map_or_else(|| tokio::time::Instant::now() + limit, |d| d + limit);
+        if tokio::time::timeout_at(until, self.drain.all_closed())
+            .await
+            .is_err()
         {
-            running.close_all();
+            tracing::warn!(
+                connections = self.drain.live(),
+                "draining: connections still open after the grace period; exiting anyway"
+            );
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::admission::{Admitted, Chosen, Proof};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
 use crate::config::ListenerMode;
+use crate::drain::Drain;
 use crate::greeting;
 use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
@@ -44,6 +45,8 @@ pub struct ListenerContext {
     pub switch: Option<Arc<SessionSwitch>>,
     /// Refusals and failed backend logins, logged at most once per interval per kind.
     pub warnings: WarnLimiter<SessionWarning>,
+    /// The process's shutdown signal.
+    pub drain: Drain,
 }
 
 /// Lines of a listener's sessions that can come in floods (one per attempt of a scanner, or
@@ -64,7 +67,12 @@ impl SessionWarning {
 
 impl ListenerContext {
     /// A context for `listener`.
-    pub fn new(shared: Arc<Shared>, listener: &Listener, limiter: Arc<ConnectionLimiter>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        listener: &Listener,
+        limiter: Arc<ConnectionLimiter>,
+        drain: Drain,
+    ) -> Self {
         Self {
             gateway: listener.gateway.clone(),
             hooks: ProxyHooks { shared, limiter },
@@ -72,6 +80,7 @@ impl ListenerContext {
             pooled: listener.mode == ListenerMode::Pooled,
             switch: listener.session_switch.clone(),
             warnings: WarnLimiter::default(),
+            drain,
         }
     }
 }
@@ -98,7 +107,13 @@ pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<Listener
 async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
-    match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
+    let _open = ctx.drain.enter();
+    // A connection still in its handshake when the drain starts is simply closed.
+    let accepted = tokio::select! {
+        accepted = pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks) => accepted,
+        () = ctx.drain.started() => return,
+    };
+    match accepted {
         Ok(Outcome::Authenticated { conn, data }) => match data.admitted() {
             Ok(admitted) => run_session(conn, admitted, &ctx, started).await,
             Err(refusal) => refuse(conn, refusal).await,
@@ -218,7 +233,18 @@ async fn run_session(
     );
     let pending = std::mem::take(&mut backend.buffered).freeze();
     let backend_address = backend.address.clone();
-    let relayed = relay::relay(detached.stream, detached.buffered, backend.stream, pending).await;
+    let stop = relay::Stop {
+        watch: ctx.drain.watch(),
+        cancel: backend.cancel_key(),
+    };
+    let relayed = relay::relay(
+        detached.stream,
+        detached.buffered,
+        backend.stream,
+        pending,
+        Some(stop),
+    )
+    .await;
     drop(registration);
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth,
@@ -267,6 +293,7 @@ async fn serve_pooled(
         },
         version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
         max_message_len: ctx.gateway.max_message_len,
+        drain: ctx.drain.watch(),
     };
     pooled.serve(conn, started).await;
 }

@@ -24,6 +24,11 @@ use crate::template::{Text, Values};
 
 mod pool;
 
+/// `grace_period` when the file has none.
+const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+/// The longest `grace_period` accepted.
+const MAX_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
 /// Per-listener limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -100,6 +105,8 @@ pub struct Settings {
     pub pools: PoolsConfig,
     /// `pid_file`, resolved against the file's directory.
     pub pid_file: Option<PathBuf>,
+    /// How long SIGTERM lets clients inside a transaction finish (`grace_period`).
+    pub grace_period: Duration,
 }
 
 impl Settings {
@@ -222,7 +229,24 @@ impl Compiler<'_> {
             max_scram_iterations: parsed.max_scram_iterations.into_inner(),
             pools: parsed.pools,
             pid_file: parsed.pid_file.map(|p| self.file.dir().join(p)),
+            grace_period: self.grace_period(parsed.grace_period.as_ref())?,
         })
+    }
+
+    /// `grace_period`: 30 s when absent, at most a day (a deadline must stay computable).
+    fn grace_period(&self, value: Option<&Spanned<String>>) -> Result<Duration, ConfigError> {
+        let Some(value) = value else {
+            return Ok(DEFAULT_GRACE_PERIOD);
+        };
+        let text = value.get_ref();
+        match humantime::parse_duration(text) {
+            Ok(grace) if grace <= MAX_GRACE_PERIOD => Ok(grace),
+            Ok(_) => self.error(value.span(), "grace_period must be at most 24h"),
+            Err(e) => self.error(
+                value.span(),
+                format!("grace_period: invalid duration \"{text}\" ({e}); write e.g. \"30s\""),
+            ),
+        }
     }
 
     fn listener(&self, l: &ListenerConfig) -> Result<Listener, ConfigError> {
@@ -714,6 +738,22 @@ mod tests {
             "[[route]]\nauth = \"external\"\ninsecure = true\nbackend = \"postgres://h/db\"\n\
              external = {{ command = {command} }}\n"
         )
+    }
+
+    #[test]
+    fn grace_period_defaults_to_30_s_and_a_bad_one_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n";
+        let settings = compile(dir.path(), route).unwrap();
+        assert_eq!(settings.grace_period, Duration::from_secs(30));
+        let settings = compile(dir.path(), &format!("grace_period = \"2s\"\n{route}")).unwrap();
+        assert_eq!(settings.grace_period, Duration::from_secs(2));
+        for (value, words) in [("\"soon\"", "invalid duration"), ("\"2d\"", "at most 24h")] {
+            let text = format!("\ngrace_period = {value}\n{route}");
+            let error = compile(dir.path(), &text).unwrap_err().to_string();
+            assert!(error.contains("pgbastion.toml:2: grace_period"), "{error}");
+            assert!(error.contains(words), "{error}");
+        }
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub enum Direction {
 const TERMINATE: u8 = b'X';
 /// The tag of a server's ReadyForQuery message.
 const READY_FOR_QUERY: u8 = b'Z';
+/// Client messages PostgreSQL answers with a ReadyForQuery: Query, FunctionCall, Sync.
+const ASKS_FOR_READY: [u8; 3] = [b'Q', b'F', b'S'];
+/// Extended-query client messages, answered only up to the next Sync: Parse, Bind,
+/// Execute, Describe, Close, Flush.
+const EXTENDED_QUERY: [u8; 6] = [b'P', b'B', b'E', b'D', b'C', b'H'];
 
 /// A client message whose declared length PostgreSQL would refuse (below 4, or, counting its
 /// own four bytes as PostgreSQL does, above the limit for its type:
@@ -49,6 +54,8 @@ pub struct FrameScanner {
     status: Option<TransactionStatus>,
     terminated: bool,
     bad: Option<BadLength>,
+    ready_points: u64,
+    unsynced: bool,
 }
 
 impl FrameScanner {
@@ -64,6 +71,8 @@ impl FrameScanner {
             status: None,
             terminated: false,
             bad: None,
+            ready_points: 0,
+            unsynced: false,
         }
     }
 
@@ -135,9 +144,32 @@ impl FrameScanner {
 
     fn complete(&mut self) {
         self.last_complete = Some(self.tag);
-        if self.tag == TERMINATE && self.direction == Direction::Frontend {
-            self.terminated = true;
+        match self.direction {
+            Direction::Frontend => {
+                self.terminated |= self.tag == TERMINATE;
+                if ASKS_FOR_READY.contains(&self.tag) {
+                    self.ready_points += 1;
+                    self.unsynced = false;
+                } else if EXTENDED_QUERY.contains(&self.tag) {
+                    self.unsynced = true;
+                }
+            }
+            Direction::Backend if self.tag == READY_FOR_QUERY => self.ready_points += 1,
+            Direction::Backend => {}
         }
+    }
+
+    /// How many ReadyForQuery messages the stream has asked for (frontend: its complete
+    /// Query, FunctionCall and Sync messages) or carried (backend). When a client's count
+    /// equals its backend's, every request it sent has been answered to the end.
+    pub fn ready_points(&self) -> u64 {
+        self.ready_points
+    }
+
+    /// Whether extended-query messages have passed since the last Sync (frontend streams):
+    /// their answers are not closed by a ReadyForQuery yet.
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
     }
 
     /// Whether the stream is between two messages.
@@ -218,6 +250,21 @@ mod tests {
         scanner.feed(&stream[..query_end]).unwrap();
         assert!(!scanner.terminated());
         assert_eq!(scanner.last_tag(), Some(b'Q'));
+    }
+
+    #[test]
+    fn requests_and_their_ready_for_query_answers_are_counted() {
+        let mut client = FrameScanner::new(Direction::Frontend);
+        client.feed(b"Q\0\0\0\x05\0P\0\0\0\x04").unwrap();
+        assert_eq!(client.ready_points(), 1);
+        assert!(client.unsynced(), "a Parse waits for its Sync");
+        client.feed(b"S\0\0\0\x04F\0\0\0\x04").unwrap();
+        assert_eq!(client.ready_points(), 3);
+        assert!(!client.unsynced());
+        let mut backend = FrameScanner::new(Direction::Backend);
+        backend.feed(&backend_stream()).unwrap();
+        backend.feed(b"Z\0\0\0\x05I").unwrap();
+        assert_eq!(backend.ready_points(), 2);
     }
 
     #[test]

@@ -149,6 +149,23 @@ impl Bastion {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Waits at most `limit` for the process to exit; returns its status (panics, with the
+    /// log, when it is still running).
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgbastion still running after {limit:?}:\n{}",
+                self.log().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Stops the process (SIGTERM) and asserts that no line it logged holds any of `secrets`.
     pub fn finish(mut self, secrets: &[&str]) {
         assert!(self.alive(), "pgbastion died:\n{}", self.log().join("\n"));

@@ -179,6 +179,17 @@ impl Multiplexer {
             && !self.in_group
     }
 
+    /// Whether a client message is half passed on to the backend.
+    pub fn mid_client_message(&self) -> bool {
+        self.client_stream > 0
+    }
+
+    /// Whether a backend message is half passed on to the client (nothing may be said to
+    /// the client until it is whole).
+    pub fn mid_backend_message(&self) -> bool {
+        self.backend_stream > 0
+    }
+
     /// Whether the backend is working for the client (a cancel may be forwarded).
     pub fn busy(&self) -> bool {
         !self.expected.is_empty()

@@ -25,17 +25,13 @@ impl<M: Manager> Handle<M> {
 impl<M: Manager> Drop for Handle<M> {
     fn drop(&mut self) {
         self.task.abort();
-        let idle = {
-            let mut state = self.shared.state();
-            state.closed = true;
-            std::mem::take(&mut state.idle)
-        };
+        let idle = self.shared.close_pool();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let shared = self.shared.clone();
                 runtime.spawn(async move {
-                    for idle in idle {
-                        shared.close(idle.pooled).await;
+                    for pooled in idle {
+                        shared.close(pooled).await;
                     }
                 });
             }

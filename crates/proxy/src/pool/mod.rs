@@ -186,6 +186,14 @@ impl<M: Manager> Pool<M> {
     pub fn stats(&self) -> PoolStats {
         self.shared.stats()
     }
+
+    /// Closes the pool (shutdown): its idle connections are closed politely now, and those
+    /// given back later are closed instead of kept.
+    pub async fn close(&self) {
+        for pooled in self.shared.close_pool() {
+            self.shared.close(pooled).await;
+        }
+    }
 }
 
 /// What the pool handles, its leases and its maintenance task share.
@@ -312,6 +320,16 @@ impl<M: Manager> Shared<M> {
             pooled,
             since: Instant::now(),
         });
+    }
+
+    /// Marks the pool closed and takes out its idle connections, to be closed.
+    fn close_pool(&self) -> Vec<Pooled<M>> {
+        let mut state = self.state();
+        state.closed = true;
+        std::mem::take(&mut state.idle)
+            .into_iter()
+            .map(|idle| idle.pooled)
+            .collect()
     }
 
     /// Marks idle connections suspect: a connection just failed.
