@@ -248,7 +248,7 @@ fn a_moved_log_file_keeps_its_lines_and_sigusr1_starts_a_new_one_in_json() {
     assert_eq!(failed[0]["fields"]["database"], "two");
     assert_eq!(failed[0]["level"], "WARN");
     assert_eq!(with_message(&new, "listening").count(), 0);
-    assert_eq!(with_message(&new, "shutting down").count(), 1);
+    assert_eq!(with_message(&new, "SIGTERM: draining").count(), 1);
 }
 
 #[test]
