@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod logging;
+mod metrics_http;
 
 use anyhow::Context;
 use clap::Parser;
@@ -111,12 +112,18 @@ fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
 }
 
 async fn serve_proxy(settings: Settings, workers: Workers) -> anyhow::Result<()> {
+    let metrics_address = settings.metrics_address;
     let proxy = Proxy::new(settings).await?.with_workers(workers);
     let bound = proxy.bind().await?;
     for (socket, _) in &bound {
         if let Ok(addr) = socket.local_addr() {
             tracing::info!(%addr, "listening");
         }
+    }
+    if let Some(address) = metrics_address {
+        let endpoint = metrics_http::bind(address).await?;
+        tracing::info!(%address, "metrics endpoint listening (/metrics, /vars, /health, /ready)");
+        tokio::spawn(metrics_http::serve(endpoint, proxy.metrics()));
     }
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot watch SIGHUP")?;

@@ -102,6 +102,16 @@ pub struct ConfigFile {
     /// `[pools]`: limits across every pool.
     #[serde(default)]
     pub pools: PoolsConfig,
+    /// `[metrics]`: the Prometheus and health endpoint (none without it).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP endpoint (`/metrics`, `/vars`, `/health`, `/ready`).
+    pub address: Spanned<String>,
 }
 
 fn default_max_scram_iterations() -> Spanned<u32> {

@@ -15,6 +15,7 @@ pub mod kdf;
 pub mod limits;
 pub mod login;
 pub mod login_plan;
+pub mod metrics;
 pub mod multiplex;
 pub mod pool;
 pub mod pooled_client;
@@ -38,6 +39,7 @@ pub mod users;
 pub mod workers;
 
 pub use config::ConfigError;
+pub use metrics::Metrics;
 pub use server::{Proxy, ProxyError};
 pub use settings::Settings;
 pub use workers::Workers;

@@ -14,6 +14,7 @@ use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
 use crate::config::{PoolMode, SessionStatePolicy};
 use crate::greeting;
 use crate::login_plan::LoginPlan;
+use crate::metrics::{ClientGuard, Metered, RefusalReason, SessionMeter};
 use crate::multiplex::{Multiplexer, Policy};
 use crate::pooled_session::{Lender, PooledSession};
 use crate::pools::Pools;
@@ -40,6 +41,10 @@ pub struct PooledClient<'a> {
     pub version: ProtocolVersion,
     /// The longest client message accepted.
     pub max_message_len: usize,
+    /// What is counted on the client's stream.
+    pub meter: SessionMeter,
+    /// The client in the connection gauges.
+    pub guard: &'a mut ClientGuard,
 }
 
 impl PooledClient<'_> {
@@ -59,7 +64,7 @@ impl PooledClient<'_> {
         } else {
             match route_pool.checkout().await {
                 Ok(lease) => Some(lease),
-                Err(error) => return refuse(conn, error.into_fatal()).await,
+                Err(error) => return self.refuse(conn, error.into_fatal()).await,
             }
         };
         let greeting = match &held {
@@ -68,7 +73,7 @@ impl PooledClient<'_> {
         };
         let greeting = match greeting {
             Ok(greeting) => greeting,
-            Err(error) => return refuse(conn, error.into_fatal()).await,
+            Err(error) => return self.refuse(conn, error.into_fatal()).await,
         };
         let (_, session_parameters) = self.plan.pool_identity();
         let mut wanted = greeting;
@@ -106,6 +111,7 @@ impl PooledClient<'_> {
         };
         wanted.retain(|(name, _)| !READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(name)));
         let mux = Multiplexer::new(policy, wanted);
+        self.guard.session_started();
         tracing::info!(
             client = %self.identity.address, user = %self.identity.user,
             database = %self.identity.database, route = self.route.number,
@@ -127,7 +133,10 @@ impl PooledClient<'_> {
             proven: false,
         };
         let pooled = session
-            .run(detached.stream, BytesMut::from(&detached.buffered[..]))
+            .run(
+                Metered::new(detached.stream, self.meter),
+                BytesMut::from(&detached.buffered[..]),
+            )
             .await;
         drop(registration);
         tracing::info!(
@@ -151,7 +160,10 @@ const READ_ONLY: [&str; 6] = [
     "in_hot_standby",
 ];
 
-async fn refuse(conn: ClientConn<TcpStream>, error: ErrorResponse) {
-    tracing::warn!(error = %error.message(), "no backend for a pooled client");
-    greeting::refuse(conn, error).await;
+impl PooledClient<'_> {
+    async fn refuse(&self, conn: ClientConn<TcpStream>, error: ErrorResponse) {
+        self.guard.metrics().refused(RefusalReason::Backend);
+        tracing::warn!(error = %error.message(), "no backend for a pooled client");
+        greeting::refuse(conn, error).await;
+    }
 }

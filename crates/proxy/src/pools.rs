@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pgbastion_wire::{ErrorResponse, Severity, SqlState};
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::backend::{BackendError, Connector};
 use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
+use crate::metrics::{Metrics, PoolLabels};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
 
@@ -79,6 +81,7 @@ impl Manager for BackendManager {
 pub struct RoutePool {
     pool: Pool<BackendManager>,
     route: usize,
+    checkout_wait: Histogram,
 }
 
 impl RoutePool {
@@ -126,6 +129,29 @@ impl Lender for RoutePool {
     type Lease = Lease<BackendManager>;
 
     async fn checkout(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
+        let started = std::time::Instant::now();
+        let got = self.checkout_live().await;
+        self.checkout_wait.observe(started.elapsed().as_secs_f64());
+        got
+    }
+
+    async fn give_back(&self, lease: Lease<BackendManager>, how: GiveBack) {
+        match how {
+            GiveBack::Clean => lease.release(),
+            GiveBack::Reset => {
+                if let Err(error) = lease.reset_and_release().await {
+                    tracing::info!(route = self.route, %error, "reset failed; backend connection closed");
+                }
+            }
+            GiveBack::Close => drop(lease),
+            GiveBack::Broken => lease.discard_after_error(),
+        }
+    }
+}
+
+impl RoutePool {
+    /// A checked-out backend that has not closed while idle.
+    async fn checkout_live(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
         // A backend that died while idle (the server restarted, an administrator killed it)
         // has said so by closing: such a one is dropped and another taken, so the client
         // never sees it. The pool then checks its other idle connections.
@@ -144,34 +170,23 @@ impl Lender for RoutePool {
             waited: self.pool.settings().checkout_timeout,
         }))
     }
-
-    async fn give_back(&self, lease: Lease<BackendManager>, how: GiveBack) {
-        match how {
-            GiveBack::Clean => lease.release(),
-            GiveBack::Reset => {
-                if let Err(error) = lease.reset_and_release().await {
-                    tracing::info!(route = self.route, %error, "reset failed; backend connection closed");
-                }
-            }
-            GiveBack::Close => drop(lease),
-            GiveBack::Broken => lease.discard_after_error(),
-        }
-    }
 }
 
 /// Every pool of the proxy.
 pub struct Pools {
     connector: Arc<Connector>,
     caps: Caps,
+    metrics: Arc<Metrics>,
     pools: Mutex<HashMap<(usize, PoolKey), RoutePool>>,
 }
 
 impl Pools {
-    /// No pools yet; each will count against `caps`.
-    pub fn new(connector: Arc<Connector>, caps: Caps) -> Self {
+    /// No pools yet; each will count against `caps` and report to `metrics`.
+    pub fn new(connector: Arc<Connector>, caps: Caps, metrics: Arc<Metrics>) -> Self {
         Self {
             connector,
             caps,
+            metrics,
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -200,9 +215,19 @@ impl Pools {
                 let caps =
                     self.caps
                         .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
+                let pool = Pool::new(manager, settings.clone(), caps);
+                let labels = PoolLabels {
+                    route: route.to_string(),
+                    database: plan.database.clone(),
+                    user: plan.user.clone(),
+                };
+                let checkout_wait = self
+                    .metrics
+                    .track_pool(labels, Box::new(pool.stats_reader()));
                 RoutePool {
-                    pool: Pool::new(manager, settings.clone(), caps),
+                    pool,
                     route,
+                    checkout_wait,
                 }
             })
             .clone()

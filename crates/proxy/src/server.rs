@@ -11,6 +11,7 @@ use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::kdf::Kdf;
 use crate::limits::ConnectionLimiter;
+use crate::metrics::Metrics;
 use crate::pool::Caps;
 use crate::pools::Pools;
 use crate::session::{serve_client, ListenerContext};
@@ -50,9 +51,18 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the proxy (loads token keys).
     pub async fn new(settings: Settings) -> Result<Self, ProxyError> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.readiness.set_backends(
+            settings
+                .routes
+                .0
+                .iter()
+                .filter_map(|route| route.backend.fixed_address())
+                .collect(),
+        );
         let tokens = match &settings.jwt {
             Some(jwt) => {
-                let tokens = Arc::new(Tokens::new(jwt).await?);
+                let tokens = Arc::new(Tokens::new(jwt, metrics.clone()).await?);
                 tokens.spawn_refresh();
                 Some(tokens)
             }
@@ -68,6 +78,7 @@ impl Proxy {
             settings.dir,
             kdf.clone(),
             settings.max_scram_iterations,
+            metrics.clone(),
         ));
         let shared = Arc::new(Shared {
             routes: settings.routes,
@@ -83,8 +94,10 @@ impl Proxy {
                     settings.pools.max_db_connections,
                     settings.pools.max_user_connections,
                 ),
+                metrics.clone(),
             ),
             lookups: Default::default(),
+            metrics,
         });
         Ok(Self {
             shared,
@@ -98,6 +111,11 @@ impl Proxy {
     pub fn with_workers(mut self, workers: Workers) -> Self {
         self.workers = Some(Arc::new(workers));
         self
+    }
+
+    /// The process's metrics and readiness state (for the metrics endpoint).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
     }
 
     /// Refreshes the token keys now (SIGHUP).
@@ -138,6 +156,7 @@ impl Proxy {
             ));
             tasks.push(tokio::spawn(accept_loop(socket, ctx, self.workers.clone())));
         }
+        self.shared.metrics.readiness.set_listening();
         shutdown.await;
         for task in tasks {
             task.abort();

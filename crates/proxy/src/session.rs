@@ -19,6 +19,7 @@ use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::login;
 use crate::login::connect_backend;
+use crate::metrics::{CancelResult, ClientGuard, ListenerMetrics, Metered, RefusalReason};
 use crate::pooled_client::PooledClient;
 use crate::refusal::Refusal;
 use crate::relay;
@@ -39,12 +40,16 @@ pub struct ListenerContext {
     pub pooled: bool,
     /// The session switch of a pooled listener.
     pub switch: Option<Arc<SessionSwitch>>,
+    /// The listener's metric handles.
+    pub metrics: Arc<ListenerMetrics>,
 }
 
 impl ListenerContext {
     /// A context for `listener`.
     pub fn new(shared: Arc<Shared>, listener: &Listener, limiter: Arc<ConnectionLimiter>) -> Self {
+        let metrics = shared.metrics.listener(&listener.address.to_string());
         Self {
+            metrics,
             gateway: listener.gateway.clone(),
             hooks: ProxyHooks { shared, limiter },
             cancel_rate: RateLimiter::new(listener.limits.cancel_rate_per_ip),
@@ -76,11 +81,17 @@ pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<Listener
 async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
+    let mut client = ctx.metrics.accepted();
     match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
-        Ok(Outcome::Authenticated { conn, data }) => match data.admitted() {
-            Ok(admitted) => run_session(conn, admitted, &ctx, started).await,
-            Err(refusal) => refuse(conn, refusal).await,
-        },
+        Ok(Outcome::Authenticated { conn, mut data }) => {
+            if let Some(attempt) = data.attempt.take() {
+                attempt.succeeded();
+            }
+            match data.admitted() {
+                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut client).await,
+                Err(refusal) => refuse(conn, refusal).await,
+            }
+        }
         Ok(Outcome::Cancel {
             request,
             mut conn,
@@ -94,6 +105,7 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
         }
         Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => {}
         Err(error) => {
+            ctx.metrics.handshake_failed(&error);
             tracing::info!(peer = %peer, %error, "connection refused");
         }
     }
@@ -103,16 +115,25 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
 /// and waits until the backend has closed its side (it has then signalled the backend).
 async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &ConnectionState) {
     let ip = state.client_addr.ip();
+    let metrics = ctx.metrics.metrics();
     if !ctx.cancel_rate.allow(ip) {
+        metrics.cancel(CancelResult::Ignored);
         tracing::debug!(client = %state.client_addr, "cancel request over the rate limit ignored");
         return;
     }
     let Some(target) = ctx.hooks.shared.cancel.lookup(request) else {
+        metrics.cancel(CancelResult::Ignored);
         tracing::debug!(client = %state.client_addr, "cancel request with an unknown key ignored");
         return;
     };
-    if let Err(error) = target.forward(CANCEL_TIMEOUT).await {
-        tracing::warn!(%error, "could not forward a cancel request");
+    match target.forward(CANCEL_TIMEOUT).await {
+        Ok(true) => metrics.cancel(CancelResult::Forwarded),
+        // A pooled client whose query had already finished.
+        Ok(false) => metrics.cancel(CancelResult::Ignored),
+        Err(error) => {
+            metrics.cancel(CancelResult::Failed);
+            tracing::warn!(%error, "could not forward a cancel request");
+        }
     }
 }
 
@@ -126,6 +147,7 @@ async fn run_session(
     admitted: Admitted,
     ctx: &ListenerContext,
     started: Instant,
+    client: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
     // The permit is held until the session ends.
@@ -135,7 +157,7 @@ async fn run_session(
         proof,
     } = admitted;
     if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
-        return serve_pooled(conn, ctx, &chosen, pool, &proof, started).await;
+        return serve_pooled(conn, ctx, &chosen, pool, &proof, (started, client)).await;
     }
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
@@ -153,6 +175,7 @@ async fn run_session(
         Ok(backend) => backend,
         Err(error) => {
             tracing::warn!(client = %state.client_addr, %user, %database, route, %error, "backend login failed");
+            shared.metrics.refused(RefusalReason::Backend);
             refuse(conn, Refusal::Backend(error)).await;
             return;
         }
@@ -182,13 +205,15 @@ async fn run_session(
     let Ok(detached) = conn.detach() else {
         return;
     };
+    client.session_started();
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
         tls = state.tls.is_some(), "session started"
     );
     let pending = std::mem::take(&mut backend.buffered).freeze();
     let backend_address = backend.address.clone();
-    let relayed = relay::relay(detached.stream, detached.buffered, backend.stream, pending).await;
+    let metered = Metered::new(detached.stream, ctx.metrics.session_meter(route));
+    let relayed = relay::relay(metered, detached.buffered, backend.stream, pending).await;
     drop(registration);
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth,
@@ -206,17 +231,19 @@ async fn serve_pooled(
     chosen: &Chosen,
     pool: &RoutePool,
     proof: &Proof,
-    started: Instant,
+    (started, client): (Instant, &mut ClientGuard),
 ) {
     let shared = &ctx.hooks.shared;
     let state = conn.state().clone();
     let plan = match login::plan(&state, chosen, proof) {
         Ok(plan) => plan,
         Err(error) => {
+            shared.metrics.refused(RefusalReason::Backend);
             tracing::warn!(client = %state.client_addr, %error, "backend login failed");
             return refuse(conn, Refusal::Backend(error)).await;
         }
     };
+    let guard = client;
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
     let pooled = PooledClient {
@@ -234,6 +261,8 @@ async fn serve_pooled(
         },
         version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
         max_message_len: ctx.gateway.max_message_len,
+        meter: ctx.metrics.session_meter(chosen.route.number),
+        guard,
     };
     pooled.serve(conn, started).await;
 }

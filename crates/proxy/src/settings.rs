@@ -98,6 +98,8 @@ pub struct Settings {
     pub max_scram_iterations: u32,
     /// `[pools]`: backend-wide caps over all pools.
     pub pools: PoolsConfig,
+    /// `[metrics] address`: where the metrics and health endpoint listens, if anywhere.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -210,6 +212,11 @@ impl Compiler<'_> {
             .enumerate()
             .map(|(i, r)| self.route(i + 1, r, &facts))
             .collect::<Result<Vec<_>, _>>()?;
+        let metrics_address = parsed
+            .metrics
+            .as_ref()
+            .map(|m| self.metrics_address(&m.address, &listeners))
+            .transpose()?;
         Ok(Settings {
             listeners,
             routes: Routes(routes),
@@ -219,7 +226,32 @@ impl Compiler<'_> {
             dir: self.file.dir().to_owned(),
             max_scram_iterations: parsed.max_scram_iterations.into_inner(),
             pools: parsed.pools,
+            metrics_address,
         })
+    }
+
+    /// `[metrics] address`: host:port, and not a listener's.
+    fn metrics_address(
+        &self,
+        value: &Spanned<String>,
+        listeners: &[Listener],
+    ) -> Result<SocketAddr, ConfigError> {
+        let Ok(address) = value.get_ref().parse::<SocketAddr>() else {
+            return self.error(
+                value.span(),
+                format!(
+                    "[metrics] address \"{}\" is not host:port (e.g. 127.0.0.1:9930)",
+                    value.get_ref()
+                ),
+            );
+        };
+        if listeners.iter().any(|l| l.address == address) {
+            return self.error(
+                value.span(),
+                format!("[metrics] address {address} is also a listener's address"),
+            );
+        }
+        Ok(address)
     }
 
     fn listener(&self, l: &ListenerConfig) -> Result<Listener, ConfigError> {

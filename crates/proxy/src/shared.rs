@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::auth_query::Lookups;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::metrics::Metrics;
 use crate::pools::Pools;
 use crate::route::Routes;
 use crate::tokens::Tokens;
@@ -30,4 +31,6 @@ pub struct Shared {
     pub pools: Pools,
     /// auth_query verifier lookups (kept connections, remembered answers).
     pub lookups: Lookups,
+    /// The process's metrics (they outlive a configuration: carry them to the next one).
+    pub metrics: Arc<Metrics>,
 }

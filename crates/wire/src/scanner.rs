@@ -49,6 +49,8 @@ pub struct FrameScanner {
     status: Option<TransactionStatus>,
     terminated: bool,
     bad: Option<BadLength>,
+    ready: u64,
+    idle_ready: u64,
 }
 
 impl FrameScanner {
@@ -64,6 +66,8 @@ impl FrameScanner {
             status: None,
             terminated: false,
             bad: None,
+            ready: 0,
+            idle_ready: 0,
         }
     }
 
@@ -138,6 +142,12 @@ impl FrameScanner {
         if self.tag == TERMINATE && self.direction == Direction::Frontend {
             self.terminated = true;
         }
+        if self.tag == READY_FOR_QUERY && self.direction == Direction::Backend {
+            self.ready += 1;
+            if self.status == Some(TransactionStatus::Idle) {
+                self.idle_ready += 1;
+            }
+        }
     }
 
     /// Whether the stream is between two messages.
@@ -153,6 +163,18 @@ impl FrameScanner {
     /// The tag of the last complete message, if any.
     pub fn last_tag(&self) -> Option<u8> {
         self.last_complete
+    }
+
+    /// How many complete ReadyForQuery messages have passed (backend streams): one per
+    /// query cycle (a simple Query, or an extended-protocol group up to its Sync).
+    pub fn ready_count(&self) -> u64 {
+        self.ready
+    }
+
+    /// How many of those said idle (`I`): one per transaction ended, an implicit one
+    /// (a statement outside BEGIN … COMMIT) included.
+    pub fn idle_ready_count(&self) -> u64 {
+        self.idle_ready
     }
 
     /// Whether a complete Terminate has passed (frontend streams): from then on the client
@@ -189,6 +211,17 @@ mod tests {
         scanner.feed(&stream[..stream.len() - 1]).unwrap();
         assert!(!scanner.at_boundary());
         assert_eq!(scanner.last_tag(), Some(b'Z'));
+    }
+
+    #[test]
+    fn ready_for_query_messages_are_counted_with_the_idle_ones_apart() {
+        let stream = backend_stream();
+        let mut scanner = FrameScanner::new(Direction::Backend);
+        for byte in stream.iter().chain(b"Z\0\0\0\x05I") {
+            scanner.feed(&[*byte]).unwrap();
+        }
+        assert_eq!(scanner.ready_count(), 2);
+        assert_eq!(scanner.idle_ready_count(), 1);
     }
 
     #[test]
