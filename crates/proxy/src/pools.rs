@@ -218,6 +218,7 @@ impl Pools {
                 let pool = Pool::new(manager, settings.clone(), caps);
                 let labels = PoolLabels {
                     route: route.to_string(),
+                    backend: plan.address.to_string(),
                     database: plan.database.clone(),
                     user: plan.user.clone(),
                 };

@@ -1044,4 +1044,31 @@ mod tests {
             "{error}"
         );
     }
+
+    #[test]
+    fn a_metrics_address_must_be_host_port_and_no_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n";
+        let with = |metrics: &str| {
+            let listener = "[[listener]]\naddress = \"127.0.0.1:6432\"\n";
+            compile(
+                dir.path(),
+                &format!("{listener}[metrics]\naddress = \"{metrics}\"\n{route}"),
+            )
+        };
+        let settings = with("127.0.0.1:9930").unwrap();
+        assert_eq!(
+            settings.metrics_address,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9930)))
+        );
+        for (address, words) in [
+            ("localhost", "is not host:port"),
+            ("127.0.0.1:6432", "is also a listener's address"),
+        ] {
+            let error = with(address).unwrap_err().to_string();
+            assert!(error.contains("pgbastion.toml:4:"), "{error}");
+            assert!(error.contains(words), "{error}");
+        }
+        assert_eq!(compile(dir.path(), route).unwrap().metrics_address, None);
+    }
 }

@@ -1,6 +1,7 @@
 //! The pool gauges: read from each pool's own counters ([`PoolStats`]) at scrape time, so
 //! that nothing is copied when a pool changes.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
@@ -13,11 +14,15 @@ use crate::pool::PoolStats;
 /// Reads a pool's stats while the pool exists (it does not keep the pool alive).
 pub type StatsReader = Box<dyn Fn() -> Option<PoolStats> + Send + Sync>;
 
-/// `route`, `database` and `user`: a pool of a route's backend logins.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `route`, `backend`, `database` and `user`: a pool of a route's backend logins. Pools
+/// that differ in nothing shown here (only in their TLS settings or login `options`) are
+/// reported as one, their numbers added.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct PoolLabels {
     /// The route's number.
     pub route: String,
+    /// The backend's address.
+    pub backend: String,
     /// The backend database.
     pub database: String,
     /// The backend user.
@@ -45,19 +50,35 @@ impl PoolDirectory {
         self.pools.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The stats of every live pool; pools gone since the last scrape are forgotten.
-    fn snapshot(&self) -> Vec<(PoolLabels, PoolStats)> {
+    /// The stats of every live pool, by labels; pools gone since the last scrape are
+    /// forgotten.
+    fn snapshot(&self) -> BTreeMap<PoolLabels, PoolStats> {
         let mut pools = self.lock();
-        let mut live = Vec::with_capacity(pools.len());
+        let mut live = BTreeMap::new();
         pools.retain(|(labels, read)| match read() {
             Some(stats) => {
-                live.push((labels.clone(), stats));
+                let total: &mut PoolStats = live.entry(labels.clone()).or_default();
+                add(total, &stats);
                 true
             }
             None => false,
         });
         live
     }
+}
+
+/// Adds `more` into `total`.
+fn add(total: &mut PoolStats, more: &PoolStats) {
+    total.size += more.size;
+    total.open += more.open;
+    total.idle += more.idle;
+    total.in_use += more.in_use;
+    total.waiting += more.waiting;
+    total.checkouts += more.checkouts;
+    total.wait_time += more.wait_time;
+    total.timeouts += more.timeouts;
+    total.connects += more.connects;
+    total.connect_failures += more.connect_failures;
 }
 
 /// A metric per pool: its name, help and how it is read from the stats.

@@ -77,3 +77,47 @@ fn labels_and_units_follow_prometheus_conventions() {
         );
     }
 }
+
+#[test]
+fn pools_alike_in_their_labels_are_reported_as_one_and_dropped_pools_are_forgotten() {
+    use crate::pool::PoolStats;
+    let metrics = Metrics::new();
+    let labels = PoolLabels {
+        route: "1".into(),
+        backend: "127.0.0.1:5432".into(),
+        database: "app".into(),
+        user: "app".into(),
+    };
+    let stats = |size| PoolStats {
+        size,
+        open: 1,
+        idle: 1,
+        ..PoolStats::default()
+    };
+    metrics.track_pool(labels.clone(), Box::new(move || Some(stats(2))));
+    metrics.track_pool(labels, Box::new(move || Some(stats(3))));
+    metrics.track_pool(
+        PoolLabels {
+            route: "2".into(),
+            backend: "127.0.0.1:5432".into(),
+            database: "app".into(),
+            user: "app".into(),
+        },
+        Box::new(|| None),
+    );
+    let text = metrics.encode().unwrap();
+    let series = r#"{route="1",backend="127.0.0.1:5432",database="app",user="app"}"#;
+    assert_eq!(
+        sample(&text, &format!("pgbastion_pool_size{series}")),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("pgbastion_pool_idle_connections{series}")),
+        Some(2.0)
+    );
+    assert!(
+        !text.contains(r#"pgbastion_pool_size{route="2""#),
+        "a pool gone is not reported:\n{text}"
+    );
+}
