@@ -370,3 +370,76 @@ fn metrics_scraped_during_pgbench_add_up_and_the_health_endpoints_answer() {
 
     proxy.finish(&[PASSWORD]);
 }
+
+/// Sends `request` raw and returns what the server answered before closing (at most 20 s).
+fn raw_exchange(port: u16, request: &[u8]) -> (String, Duration) {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(local(port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    // A reset after the answer (the server closes with unread bytes) ends the read too.
+    let _ = stream.read_to_end(&mut answer);
+    (
+        String::from_utf8_lossy(&answer).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn the_endpoint_bounds_what_one_peer_can_send_and_keeps_serving() {
+    let [listener, metrics, backend] = free_ports(3)[..] else {
+        unreachable!()
+    };
+    let config = format!(
+        r#"
+[[listener]]
+address = "127.0.0.1:{listener}"
+
+[metrics]
+address = "127.0.0.1:{metrics}"
+
+[[route]]
+auth = "trust"
+backend = "postgres://app@127.0.0.1:{backend}/app"
+"#
+    );
+    let proxy = Bastion::start(&config, &[], &[], &[listener, metrics]);
+
+    // Nothing answers on the backend's port: alive, but not ready.
+    assert_eq!(http(metrics, "GET", "/health").0, 200);
+    let (status, body) = http(metrics, "GET", "/ready");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: no backend is reachable\n")
+    );
+    assert_eq!(http(metrics, "DELETE", "/health").0, 405);
+    assert_eq!(http(metrics, "GET", "/metrics/../vars").0, 404);
+
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    // 431, unless the close (with the rest of the head unread) resets the connection
+    // before the answer is read.
+    let (answer, _) = raw_exchange(metrics, huge.as_bytes());
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "a 64 KiB head: {answer:?}"
+    );
+    let (answer, _) = raw_exchange(metrics, b"NOT HTTP AT ALL\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 400"), "garbage: {answer:?}");
+    // A peer that never finishes its request head is closed after the head timeout.
+    let (answer, took) = raw_exchange(metrics, b"GET /metrics HTTP/1.1\r\n");
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "a silent peer was kept {took:?}"
+    );
+
+    let scraped = scrape(metrics, "/metrics");
+    assert!(scraped.has("pgbastion_client_connections_opened_total", &[]));
+    proxy.finish(&[]);
+}

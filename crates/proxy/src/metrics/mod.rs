@@ -23,7 +23,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 pub use conn::{AuthAttempt, ClientGuard, ListenerMetrics};
 pub use labels::{CancelResult, Outcome, RefusalReason};
-pub use pools::PoolLabels;
+pub use pools::{PoolLabels, StatsReader};
 pub use ready::{NotReady, Readiness};
 pub use stream::{Metered, SessionMeter};
 
