@@ -273,7 +273,7 @@ impl Metrics {
 
     /// Starts reporting the gauges of a pool (while it exists) and returns its checkout wait
     /// histogram.
-    pub fn track_pool(&self, labels: PoolLabels, stats: pools::StatsReader) -> Histogram {
+    pub fn track_pool(&self, labels: PoolLabels, stats: StatsReader) -> Histogram {
         let wait = self.checkout_wait.get_or_create(&labels).clone();
         self.pools.track(labels, stats);
         wait
