@@ -147,6 +147,13 @@ impl PooledClient<'_> {
             backend = %self.plan.address, "session ended"
         );
     }
+
+    /// Refuses the client: no backend for it.
+    async fn refuse(&self, conn: ClientConn<TcpStream>, error: ErrorResponse) {
+        self.guard.metrics().refused(RefusalReason::Backend);
+        tracing::warn!(error = %error.message(), "no backend for a pooled client");
+        greeting::refuse(conn, error).await;
+    }
 }
 
 /// Parameters the backend reports but no one can set: they are the same on every backend
@@ -159,11 +166,3 @@ const READ_ONLY: [&str; 6] = [
     "session_authorization",
     "in_hot_standby",
 ];
-
-impl PooledClient<'_> {
-    async fn refuse(&self, conn: ClientConn<TcpStream>, error: ErrorResponse) {
-        self.guard.metrics().refused(RefusalReason::Backend);
-        tracing::warn!(error = %error.message(), "no backend for a pooled client");
-        greeting::refuse(conn, error).await;
-    }
-}

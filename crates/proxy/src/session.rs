@@ -81,14 +81,14 @@ pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<Listener
 async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
-    let mut client = ctx.metrics.accepted();
+    let mut guard = ctx.metrics.accepted();
     match pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks).await {
         Ok(Outcome::Authenticated { conn, mut data }) => {
             if let Some(attempt) = data.attempt.take() {
                 attempt.succeeded();
             }
             match data.admitted() {
-                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut client).await,
+                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut guard).await,
                 Err(refusal) => refuse(conn, refusal).await,
             }
         }
@@ -147,7 +147,7 @@ async fn run_session(
     admitted: Admitted,
     ctx: &ListenerContext,
     started: Instant,
-    client: &mut ClientGuard,
+    guard: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
     // The permit is held until the session ends.
@@ -157,7 +157,7 @@ async fn run_session(
         proof,
     } = admitted;
     if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
-        return serve_pooled(conn, ctx, &chosen, pool, &proof, (started, client)).await;
+        return serve_pooled(conn, ctx, &chosen, pool, &proof, started, guard).await;
     }
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
@@ -205,7 +205,7 @@ async fn run_session(
     let Ok(detached) = conn.detach() else {
         return;
     };
-    client.session_started();
+    guard.session_started();
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
         tls = state.tls.is_some(), "session started"
@@ -231,7 +231,8 @@ async fn serve_pooled(
     chosen: &Chosen,
     pool: &RoutePool,
     proof: &Proof,
-    (started, client): (Instant, &mut ClientGuard),
+    started: Instant,
+    guard: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
     let state = conn.state().clone();
@@ -243,7 +244,6 @@ async fn serve_pooled(
             return refuse(conn, Refusal::Backend(error)).await;
         }
     };
-    let guard = client;
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
     let pooled = PooledClient {
