@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 mod log_file;
 mod logging;
+mod metrics_http;
 mod notify;
 mod pid_file;
 mod syslog;
@@ -169,6 +170,7 @@ async fn serve_proxy(
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let pid_path = settings.pid_file.clone();
+    let metrics_address = settings.metrics_address;
     let proxy = Proxy::new(settings)
         .await?
         .with_workers(workers)
@@ -178,6 +180,11 @@ async fn serve_proxy(
         if let Ok(addr) = socket.local_addr() {
             tracing::info!(%addr, "listening");
         }
+    }
+    if let Some(address) = metrics_address {
+        let endpoint = metrics_http::bind(address).await?;
+        tracing::info!(%address, "metrics endpoint listening (/metrics, /vars, /health, /ready)");
+        tokio::spawn(metrics_http::serve(endpoint, proxy.metrics()));
     }
     let pid_file = pid_path
         .as_deref()

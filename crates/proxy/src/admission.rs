@@ -8,6 +8,7 @@ use pgbastion_gateway::ScramKeys;
 use crate::backend::BackendConn;
 use crate::external::Decision;
 use crate::limits::Permit;
+use crate::metrics::AuthAttempt;
 use crate::refusal::Refusal;
 use crate::route::{Captures, Route};
 
@@ -49,6 +50,9 @@ pub struct ProxyConn {
     pub chosen: Option<Chosen>,
     /// What proved the client's identity (the credential checks).
     pub proof: Proof,
+    /// The authentication attempt in the metrics (from the route's choice): a failure
+    /// unless the session marks it a success.
+    pub attempt: Option<AuthAttempt>,
 }
 
 impl ProxyConn {

@@ -2,6 +2,7 @@
 //! header, TLS per `sslmode`), send the mapped startup message and log in with cleartext, md5
 //! or SCRAM-SHA-256(-PLUS), up to the first ReadyForQuery.
 
+use crate::metrics::{Metrics, Outcome};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,17 +175,25 @@ pub struct Connector {
     scram_keys: Arc<SaltedKeyCache>,
     kdf: Kdf,
     max_scram_iterations: u32,
+    metrics: Arc<Metrics>,
 }
 
 impl Connector {
     /// A connector whose relative certificate paths start at `base_dir`, deriving SCRAM keys
-    /// on `kdf` for backends that ask for at most `max_scram_iterations`.
-    pub fn new(base_dir: std::path::PathBuf, kdf: Kdf, max_scram_iterations: u32) -> Self {
+    /// on `kdf` for backends that ask for at most `max_scram_iterations`, counting its logins
+    /// in `metrics`.
+    pub fn new(
+        base_dir: std::path::PathBuf,
+        kdf: Kdf,
+        max_scram_iterations: u32,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             tls: TlsClients::new(base_dir),
             scram_keys: Arc::new(SaltedKeyCache::default()),
             kdf,
             max_scram_iterations,
+            metrics,
         }
     }
 
@@ -192,9 +201,12 @@ impl Connector {
     pub async fn connect(&self, plan: &LoginPlan) -> Result<BackendConn, BackendError> {
         let address = plan.address.to_string();
         let work = connect_inner(plan, self);
-        tokio::time::timeout(plan.timeout, work)
+        let result = tokio::time::timeout(plan.timeout, work)
             .await
-            .map_err(|_| BackendError::Timeout(address))?
+            .map_err(|_| BackendError::Timeout(address))
+            .and_then(|connected| connected);
+        self.metrics.backend_connect(Outcome::of(result.is_ok()));
+        result
     }
 
     /// The keys for a SCRAM login: refused when the backend asks for more iterations than

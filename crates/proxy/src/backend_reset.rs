@@ -167,7 +167,12 @@ mod tests {
     use crate::target::{Address, SslMode, TlsSettings};
 
     async fn login(cluster: &Cluster) -> Result<BackendConn, BackendError> {
-        let connector = Connector::new(PathBuf::from("."), Kdf::with_threads(1).unwrap(), 4096);
+        let connector = Connector::new(
+            PathBuf::from("."),
+            Kdf::with_threads(1).unwrap(),
+            4096,
+            Default::default(),
+        );
         let plan = LoginPlan {
             address: Address::Tcp("127.0.0.1".into(), cluster.port()),
             tls: TlsSettings {

@@ -108,6 +108,16 @@ pub struct ConfigFile {
     /// How long SIGTERM lets a client inside a transaction finish (a humantime duration,
     /// checked in [`crate::Settings::load`] so that an error names its line).
     pub grace_period: Option<Spanned<String>>,
+    /// `[metrics]`: the Prometheus and health endpoint (none without it).
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` of the HTTP endpoint (`/metrics`, `/vars`, `/health`, `/ready`).
+    pub address: Spanned<String>,
 }
 
 fn default_max_scram_iterations() -> Spanned<u32> {
@@ -540,7 +550,7 @@ pub enum ExternalMethod {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` or `json`.

@@ -19,6 +19,7 @@ use crate::config::{AuthMode, ExternalMethod};
 use crate::external;
 use crate::limits::ConnectionLimiter;
 use crate::login;
+use crate::metrics::RefusalReason;
 use crate::refusal::Refusal;
 use crate::route::{AuthQuery, Captures, MatchInput, Route};
 use crate::shared::Shared;
@@ -86,7 +87,10 @@ impl ProxyHooks {
         let permit = self
             .limiter
             .admit(state.client_addr.ip())
-            .map_err(|refusal| Refusal::TooManyConnections(refusal.message()))?;
+            .map_err(|refusal| {
+                self.shared.lasting.metrics.refused(RefusalReason::Limits);
+                Refusal::TooManyConnections(refusal.message())
+            })?;
         data.permit = Some(permit);
         Ok(())
     }
@@ -95,6 +99,7 @@ impl ProxyHooks {
         record_in_span(state);
         let input = match_input(state, None)?;
         let Some((route, captures)) = self.shared.routes.select(&input) else {
+            self.shared.lasting.metrics.refused(RefusalReason::NoRoute);
             let client = state.client.as_ref();
             return Err(Refusal::NoRoute {
                 user: client.map(|c| c.user().to_owned()).unwrap_or_default(),
@@ -103,7 +108,11 @@ impl ProxyHooks {
             }
             .into());
         };
-        require_tls_for_secrets(route, state)?;
+        let metrics = &self.shared.lasting.metrics;
+        metrics.route_hit(route.number);
+        require_tls_for_secrets(route, state)
+            .inspect_err(|_| metrics.refused(RefusalReason::Tls))?;
+        data.attempt = Some(metrics.auth_attempt(route.auth.name()));
         tracing::Span::current().record("route", route.number);
         data.chosen = Some(Chosen {
             route: route.clone(),

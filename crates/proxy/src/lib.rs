@@ -17,6 +17,7 @@ pub mod limits;
 pub mod listeners;
 pub mod login;
 pub mod login_plan;
+pub mod metrics;
 pub mod multiplex;
 pub mod pool;
 pub mod pooled_client;
@@ -43,6 +44,7 @@ pub mod warn_limit;
 pub mod workers;
 
 pub use config::ConfigError;
+pub use metrics::Metrics;
 pub use reload::{ReloadError, ReloadSummary, TokenKeys};
 pub use server::{Proxy, ProxyError};
 pub use settings::Settings;

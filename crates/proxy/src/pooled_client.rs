@@ -16,6 +16,7 @@ use crate::drain::stopper::Stopper;
 use crate::drain::DrainWatch;
 use crate::greeting;
 use crate::login_plan::LoginPlan;
+use crate::metrics::{ClientGuard, Metered, RefusalReason, SessionMeter};
 use crate::multiplex::{Multiplexer, Policy};
 use crate::pooled_session::{Lender, PooledSession};
 use crate::pools::Pools;
@@ -44,6 +45,10 @@ pub struct PooledClient<'a> {
     pub max_message_len: usize,
     /// pgbastion's shutdown signal.
     pub drain: DrainWatch,
+    /// What is counted on the client's stream.
+    pub meter: SessionMeter,
+    /// The client in the connection gauges.
+    pub guard: &'a mut ClientGuard,
 }
 
 impl PooledClient<'_> {
@@ -63,7 +68,7 @@ impl PooledClient<'_> {
         } else {
             match route_pool.checkout().await {
                 Ok(lease) => Some(lease),
-                Err(error) => return refuse(conn, error.into_fatal()).await,
+                Err(error) => return self.refuse(conn, error.into_fatal()).await,
             }
         };
         let greeting = match &held {
@@ -72,7 +77,7 @@ impl PooledClient<'_> {
         };
         let greeting = match greeting {
             Ok(greeting) => greeting,
-            Err(error) => return refuse(conn, error.into_fatal()).await,
+            Err(error) => return self.refuse(conn, error.into_fatal()).await,
         };
         let (_, session_parameters) = self.plan.pool_identity();
         let mut wanted = greeting;
@@ -110,6 +115,7 @@ impl PooledClient<'_> {
         };
         wanted.retain(|(name, _)| !READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(name)));
         let mux = Multiplexer::new(policy, wanted);
+        self.guard.session_started();
         tracing::info!(
             client = %self.identity.address, user = %self.identity.user,
             database = %self.identity.database, route = self.route.number,
@@ -132,7 +138,10 @@ impl PooledClient<'_> {
             drain: Stopper::new(Some(self.drain.clone())),
         };
         let pooled = session
-            .run(detached.stream, BytesMut::from(&detached.buffered[..]))
+            .run(
+                Metered::new(detached.stream, self.meter),
+                BytesMut::from(&detached.buffered[..]),
+            )
             .await;
         drop(registration);
         tracing::info!(
@@ -142,6 +151,13 @@ impl PooledClient<'_> {
             checkouts = pooled.checkouts, ended_by = pooled.end.as_str(),
             backend = %self.plan.address, "session ended"
         );
+    }
+
+    /// Refuses the client: no backend for it.
+    async fn refuse(&self, conn: ClientConn<TcpStream>, error: ErrorResponse) {
+        self.guard.metrics().refused(RefusalReason::Backend);
+        tracing::warn!(error = %error.message(), "no backend for a pooled client");
+        greeting::refuse(conn, error).await;
     }
 }
 
@@ -155,8 +171,3 @@ const READ_ONLY: [&str; 6] = [
     "session_authorization",
     "in_hot_standby",
 ];
-
-async fn refuse(conn: ClientConn<TcpStream>, error: ErrorResponse) {
-    tracing::warn!(error = %error.message(), "no backend for a pooled client");
-    greeting::refuse(conn, error).await;
-}

@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pgbastion_wire::{ErrorResponse, Severity, SqlState};
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::backend::{BackendError, Connector};
 use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
+use crate::metrics::{Metrics, PoolLabels};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
 use crate::route::{Route, Routes};
@@ -86,6 +88,8 @@ pub struct RoutePool {
     route: usize,
     /// Failed backend connects, logged at most once per interval per reason.
     warnings: Arc<WarnLimiter<Discriminant<BackendError>>>,
+    /// The checkout wait histogram of this pool's labels.
+    checkout_wait: Histogram,
 }
 
 impl RoutePool {
@@ -135,6 +139,29 @@ impl Lender for RoutePool {
     type Lease = Lease<BackendManager>;
 
     async fn checkout(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
+        let started = std::time::Instant::now();
+        let got = self.checkout_live().await;
+        self.checkout_wait.observe(started.elapsed().as_secs_f64());
+        got
+    }
+
+    async fn give_back(&self, lease: Lease<BackendManager>, how: GiveBack) {
+        match how {
+            GiveBack::Clean => lease.release(),
+            GiveBack::Reset => {
+                if let Err(error) = lease.reset_and_release().await {
+                    tracing::info!(route = self.route, %error, "reset failed; backend connection closed");
+                }
+            }
+            GiveBack::Close => drop(lease),
+            GiveBack::Broken => lease.discard_after_error(),
+        }
+    }
+}
+
+impl RoutePool {
+    /// A checked-out backend that has not closed while idle.
+    async fn checkout_live(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
         // A backend that died while idle (the server restarted, an administrator killed it)
         // has said so by closing: such a one is dropped and another taken, so the client
         // never sees it. The pool then checks its other idle connections.
@@ -153,19 +180,6 @@ impl Lender for RoutePool {
             waited: self.pool.settings().checkout_timeout,
         }))
     }
-
-    async fn give_back(&self, lease: Lease<BackendManager>, how: GiveBack) {
-        match how {
-            GiveBack::Clean => lease.release(),
-            GiveBack::Reset => {
-                if let Err(error) = lease.reset_and_release().await {
-                    tracing::info!(route = self.route, %error, "reset failed; backend connection closed");
-                }
-            }
-            GiveBack::Close => drop(lease),
-            GiveBack::Broken => lease.discard_after_error(),
-        }
-    }
 }
 
 /// The pools of one key: one per route that logs in with that key.
@@ -175,6 +189,7 @@ type RoutesPools = Vec<(Route, RoutePool)>;
 pub struct Pools {
     connector: Arc<Connector>,
     caps: Caps,
+    metrics: Arc<Metrics>,
     /// Per key, the pools of each route with that key (almost always one).
     pools: Mutex<HashMap<PoolKey, RoutesPools>>,
     /// The routes of the configuration in force, once a reload has set them: a client of an
@@ -183,11 +198,12 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// No pools yet; each will count against `caps`.
-    pub fn new(connector: Arc<Connector>, caps: Caps) -> Self {
+    /// No pools yet; each will count against `caps` and report to `metrics`.
+    pub fn new(connector: Arc<Connector>, caps: Caps, metrics: Arc<Metrics>) -> Self {
         Self {
             connector,
             caps,
+            metrics,
             pools: Mutex::new(HashMap::new()),
             in_force: Mutex::new(None),
         }
@@ -240,10 +256,21 @@ impl Pools {
         let caps = self
             .caps
             .for_pool(&plan.address.to_string(), &plan.database, &plan.user);
+        let pool = Pool::new(manager, settings.clone(), caps);
+        let labels = PoolLabels {
+            route: route.number.to_string(),
+            backend: plan.address.to_string(),
+            database: plan.database.clone(),
+            user: plan.user.clone(),
+        };
+        let checkout_wait = self
+            .metrics
+            .track_pool(labels, Box::new(pool.stats_reader()));
         let pool = RoutePool {
-            pool: Pool::new(manager, settings.clone(), caps),
+            pool,
             route: route.number,
             warnings: Arc::default(),
+            checkout_wait,
         };
         if self.is_in_force(route) {
             let of_key = pools.entry(key).or_default();
@@ -329,12 +356,14 @@ mod tests {
 
     #[tokio::test]
     async fn pools_follow_their_route_by_its_contents_across_reloads() {
+        let metrics = Arc::new(Metrics::new());
         let connector = Arc::new(Connector::new(
             PathBuf::from("/"),
             Kdf::start().unwrap(),
             10_000,
+            metrics.clone(),
         ));
-        let pools = Pools::new(connector, Caps::new(0, 0));
+        let pools = Pools::new(connector, Caps::new(0, 0), metrics);
         let first = routes(&format!("{}{}", route("a"), route("b")));
         let a = get(&pools, &first.0[0]);
         assert!(same(&a, &get(&pools, &first.0[0])));

@@ -116,6 +116,9 @@ impl Proxy {
     pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let result = self.reload_file().await;
         report(&result);
+        self.lasting
+            .metrics
+            .reloaded(crate::metrics::Outcome::of(result.is_ok()));
         result
     }
 
@@ -141,8 +144,19 @@ impl Proxy {
             })?;
         let shared = Arc::new(shared_for(&settings, tokens, self.lasting.clone()));
         let in_force = Arc::new(InForce { settings, shared });
+        // The pools learn the new routes first, so that no new client makes a pool of a
+        // route in force that is not kept.
+        let pools_released = self.lasting.pools.retain_routes(&in_force.settings.routes);
         self.in_force.store(in_force.clone());
         let settings = &in_force.settings;
+        self.lasting.metrics.readiness.set_backends(
+            settings
+                .routes
+                .0
+                .iter()
+                .filter_map(|route| route.backend.fixed_address())
+                .collect(),
+        );
         let listeners = match &mut *self.running.lock().unwrap_or_else(PoisonError::into_inner) {
             Some(running) => running.update(&settings.listeners, bound, &in_force.shared),
             None => ListenerChanges::default(),
@@ -152,7 +166,7 @@ impl Proxy {
             users: (old.settings.users.len(), settings.users.len()),
             listeners,
             token_keys,
-            pools_released: self.lasting.pools.retain_routes(&settings.routes),
+            pools_released,
             needs_restart: needs_restart(&old.settings, settings),
         })
     }
@@ -172,7 +186,7 @@ impl Proxy {
             return Ok((Some(tokens.clone()), TokenKeys::Refreshed));
         }
         let tokens = match &settings.jwt {
-            Some(jwt) => Some(start_tokens(jwt).await?),
+            Some(jwt) => Some(start_tokens(jwt, self.lasting.metrics.clone()).await?),
             None => None,
         };
         Ok((tokens, TokenKeys::Rebuilt))
@@ -219,8 +233,14 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.max_scram_iterations != new.max_scram_iterations {
         names.push("max_scram_iterations");
     }
-    if old.log.format != new.log.format || old.log.level != new.log.level {
+    if old.log != new.log {
         names.push("[log]");
+    }
+    if old.pid_file != new.pid_file {
+        names.push("pid_file");
+    }
+    if old.metrics_address != new.metrics_address {
+        names.push("[metrics]");
     }
     names
 }

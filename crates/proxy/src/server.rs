@@ -14,6 +14,7 @@ use crate::drain::stopper::CLOSING_LIMIT;
 use crate::drain::Drain;
 use crate::kdf::Kdf;
 use crate::listeners::RunningListeners;
+use crate::metrics::Metrics;
 use crate::pool::Caps;
 use crate::pools::Pools;
 use crate::settings::{Listener, Settings};
@@ -75,11 +76,21 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the proxy (loads token keys).
     pub async fn new(settings: Settings) -> Result<Self, ProxyError> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.readiness.set_backends(
+            settings
+                .routes
+                .0
+                .iter()
+                .filter_map(|route| route.backend.fixed_address())
+                .collect(),
+        );
         let kdf = Kdf::start().map_err(ProxyError::Threads)?;
         let connector = Arc::new(Connector::new(
             settings.dir.clone(),
             kdf.clone(),
             settings.max_scram_iterations,
+            metrics.clone(),
         ));
         let lasting = Arc::new(Lasting {
             cancel: Arc::new(CancelRegistry::default()),
@@ -90,11 +101,13 @@ impl Proxy {
                     settings.pools.max_db_connections,
                     settings.pools.max_user_connections,
                 ),
+                metrics.clone(),
             ),
             kdf,
+            metrics,
         });
         let tokens = match &settings.jwt {
-            Some(jwt) => Some(start_tokens(jwt).await?),
+            Some(jwt) => Some(start_tokens(jwt, lasting.metrics.clone()).await?),
             None => None,
         };
         let shared = Arc::new(shared_for(&settings, tokens, lasting.clone()));
@@ -132,6 +145,7 @@ impl Proxy {
     /// cancelled on the backend and they get 57P01). [`Proxy::serve`] returns once every
     /// session has ended. A second call can only shorten the wait.
     pub fn drain(&self, grace: Duration) {
+        self.lasting.metrics.readiness.set_draining();
         self.drain.start(grace);
     }
 
@@ -144,6 +158,11 @@ impl Proxy {
     /// endpoint, an admin command).
     pub fn drain_handle(&self) -> Drain {
         self.drain.clone()
+    }
+
+    /// The process's metrics and readiness state (for the metrics endpoint).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.lasting.metrics.clone()
     }
 
     /// Binds every listener.
@@ -180,8 +199,9 @@ impl Proxy {
             running.start(socket, &listener, shared.clone());
         }
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
+        self.lasting.metrics.readiness.set_listening();
         tokio::select! {
-            grace = shutdown => self.drain.start(grace),
+            grace = shutdown => self.drain(grace),
             () = self.drain.started() => {}
         }
         let running = self
@@ -226,8 +246,9 @@ impl Proxy {
 /// Loads the token keys of `jwt` and starts their periodic refresh.
 pub(crate) async fn start_tokens(
     jwt: &crate::settings::Jwt,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<Tokens>, pgbastion_jwt::JwtError> {
-    let tokens = Arc::new(Tokens::new(jwt).await?);
+    let tokens = Arc::new(Tokens::new(jwt, metrics).await?);
     tokens.spawn_refresh();
     Ok(tokens)
 }

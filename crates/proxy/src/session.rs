@@ -22,6 +22,7 @@ use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::login;
 use crate::login::connect_backend;
+use crate::metrics::{CancelResult, ClientGuard, ListenerMetrics, Metered, RefusalReason};
 use crate::pooled_client::PooledClient;
 use crate::refusal::Refusal;
 use crate::relay;
@@ -47,6 +48,8 @@ pub struct ListenerContext {
     pub warnings: WarnLimiter<SessionWarning>,
     /// The process's shutdown signal.
     pub drain: Drain,
+    /// The listener's metric handles.
+    pub metrics: Arc<ListenerMetrics>,
 }
 
 /// Lines of a listener's sessions that can come in floods (one per attempt of a scanner, or
@@ -73,7 +76,12 @@ impl ListenerContext {
         limiter: Arc<ConnectionLimiter>,
         drain: Drain,
     ) -> Self {
+        let metrics = shared
+            .lasting
+            .metrics
+            .listener(&listener.address.to_string());
         Self {
+            metrics,
             gateway: listener.gateway.clone(),
             hooks: ProxyHooks { shared, limiter },
             cancel_rate: RateLimiter::new(listener.limits.cancel_rate_per_ip),
@@ -108,16 +116,22 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let _open = ctx.drain.enter();
+    let mut guard = ctx.metrics.accepted();
     // A connection still in its handshake when the drain starts is simply closed.
     let accepted = tokio::select! {
         accepted = pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks) => accepted,
         () = ctx.drain.started() => return,
     };
     match accepted {
-        Ok(Outcome::Authenticated { conn, data }) => match data.admitted() {
-            Ok(admitted) => run_session(conn, admitted, &ctx, started).await,
-            Err(refusal) => refuse(conn, refusal).await,
-        },
+        Ok(Outcome::Authenticated { conn, mut data }) => {
+            if let Some(attempt) = data.attempt.take() {
+                attempt.succeeded();
+            }
+            match data.admitted() {
+                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut guard).await,
+                Err(refusal) => refuse(conn, refusal).await,
+            }
+        }
         Ok(Outcome::Cancel {
             request,
             mut conn,
@@ -131,6 +145,7 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
         }
         Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => {}
         Err(error) => {
+            ctx.metrics.handshake_failed(&error);
             let kind = SessionWarning::Refused(peer.ip(), std::mem::discriminant(&error));
             if let Some(suppressed) = ctx.warnings.admit(kind) {
                 tracing::info!(peer = %peer, %error, suppressed, "connection refused");
@@ -143,16 +158,25 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
 /// and waits until the backend has closed its side (it has then signalled the backend).
 async fn forward_cancel(ctx: &ListenerContext, request: &CancelKey, state: &ConnectionState) {
     let ip = state.client_addr.ip();
+    let metrics = ctx.metrics.metrics();
     if !ctx.cancel_rate.allow(ip) {
+        metrics.cancel(CancelResult::Ignored);
         tracing::debug!(client = %state.client_addr, "cancel request over the rate limit ignored");
         return;
     }
     let Some(target) = ctx.hooks.shared.lasting.cancel.lookup(request) else {
+        metrics.cancel(CancelResult::Ignored);
         tracing::debug!(client = %state.client_addr, "cancel request with an unknown key ignored");
         return;
     };
-    if let Err(error) = target.forward(CANCEL_TIMEOUT).await {
-        tracing::warn!(%error, "could not forward a cancel request");
+    match target.forward(CANCEL_TIMEOUT).await {
+        Ok(true) => metrics.cancel(CancelResult::Forwarded),
+        // A pooled client whose query had already finished.
+        Ok(false) => metrics.cancel(CancelResult::Ignored),
+        Err(error) => {
+            metrics.cancel(CancelResult::Failed);
+            tracing::warn!(%error, "could not forward a cancel request");
+        }
     }
 }
 
@@ -166,6 +190,7 @@ async fn run_session(
     admitted: Admitted,
     ctx: &ListenerContext,
     started: Instant,
+    guard: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
     // The permit is held until the session ends.
@@ -175,7 +200,7 @@ async fn run_session(
         proof,
     } = admitted;
     if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
-        return serve_pooled(conn, ctx, &chosen, pool, &proof, started).await;
+        return serve_pooled(conn, ctx, &chosen, pool, &proof, started, guard).await;
     }
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
@@ -198,6 +223,7 @@ async fn run_session(
             {
                 tracing::warn!(client = %state.client_addr, %user, %database, route, %error, suppressed, "backend login failed");
             }
+            shared.lasting.metrics.refused(RefusalReason::Backend);
             refuse(conn, Refusal::Backend(error)).await;
             return;
         }
@@ -227,6 +253,7 @@ async fn run_session(
     let Ok(detached) = conn.detach() else {
         return;
     };
+    guard.session_started();
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
         tls = state.tls.is_some(), "session started"
@@ -237,8 +264,9 @@ async fn run_session(
         watch: ctx.drain.watch(),
         cancel: backend.cancel_key(),
     };
+    let metered = Metered::new(detached.stream, ctx.metrics.session_meter(route));
     let relayed = relay::relay(
-        detached.stream,
+        metered,
         detached.buffered,
         backend.stream,
         pending,
@@ -263,12 +291,14 @@ async fn serve_pooled(
     pool: &RoutePool,
     proof: &Proof,
     started: Instant,
+    guard: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
     let state = conn.state().clone();
     let plan = match login::plan(&state, chosen, proof) {
         Ok(plan) => plan,
         Err(error) => {
+            shared.lasting.metrics.refused(RefusalReason::Backend);
             let kind = SessionWarning::backend_login(chosen.route.number, &error);
             if let Some(suppressed) = ctx.warnings.admit(kind) {
                 tracing::warn!(client = %state.client_addr, %error, suppressed, "backend login failed");
@@ -294,6 +324,8 @@ async fn serve_pooled(
         version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
         max_message_len: ctx.gateway.max_message_len,
         drain: ctx.drain.watch(),
+        meter: ctx.metrics.session_meter(chosen.route.number),
+        guard,
     };
     pooled.serve(conn, started).await;
 }

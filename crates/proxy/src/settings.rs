@@ -107,6 +107,8 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     /// How long SIGTERM lets clients inside a transaction finish (`grace_period`).
     pub grace_period: Duration,
+    /// `[metrics] address`: where the metrics and health endpoint listens, if anywhere.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -219,6 +221,11 @@ impl Compiler<'_> {
             .enumerate()
             .map(|(i, r)| self.route(i + 1, r, &facts))
             .collect::<Result<Vec<_>, _>>()?;
+        let metrics_address = parsed
+            .metrics
+            .as_ref()
+            .map(|m| self.metrics_address(&m.address, &listeners))
+            .transpose()?;
         Ok(Settings {
             listeners,
             routes: Routes(routes),
@@ -230,6 +237,7 @@ impl Compiler<'_> {
             pools: parsed.pools,
             pid_file: parsed.pid_file.map(|p| self.file.dir().join(p)),
             grace_period: self.grace_period(parsed.grace_period.as_ref())?,
+            metrics_address,
         })
     }
 
@@ -247,6 +255,30 @@ impl Compiler<'_> {
                 format!("grace_period: invalid duration \"{text}\" ({e}); write e.g. \"30s\""),
             ),
         }
+    }
+
+    /// `[metrics] address`: host:port, and not a listener's.
+    fn metrics_address(
+        &self,
+        value: &Spanned<String>,
+        listeners: &[Listener],
+    ) -> Result<SocketAddr, ConfigError> {
+        let Ok(address) = value.get_ref().parse::<SocketAddr>() else {
+            return self.error(
+                value.span(),
+                format!(
+                    "[metrics] address \"{}\" is not host:port (e.g. 127.0.0.1:9930)",
+                    value.get_ref()
+                ),
+            );
+        };
+        if listeners.iter().any(|l| l.address == address) {
+            return self.error(
+                value.span(),
+                format!("[metrics] address {address} is also a listener's address"),
+            );
+        }
+        Ok(address)
     }
 
     fn listener(&self, l: &ListenerConfig) -> Result<Listener, ConfigError> {
@@ -1054,5 +1086,32 @@ mod tests {
             error.contains("pgbastion.toml:5: [jwt] needs exactly one of"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_metrics_address_must_be_host_port_and_no_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n";
+        let with = |metrics: &str| {
+            let listener = "[[listener]]\naddress = \"127.0.0.1:6432\"\n";
+            compile(
+                dir.path(),
+                &format!("{listener}[metrics]\naddress = \"{metrics}\"\n{route}"),
+            )
+        };
+        let settings = with("127.0.0.1:9930").unwrap();
+        assert_eq!(
+            settings.metrics_address,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9930)))
+        );
+        for (address, words) in [
+            ("localhost", "is not host:port"),
+            ("127.0.0.1:6432", "is also a listener's address"),
+        ] {
+            let error = with(address).unwrap_err().to_string();
+            assert!(error.contains("pgbastion.toml:4:"), "{error}");
+            assert!(error.contains(words), "{error}");
+        }
+        assert_eq!(compile(dir.path(), route).unwrap().metrics_address, None);
     }
 }

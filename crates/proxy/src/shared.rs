@@ -8,6 +8,7 @@ use crate::auth_query::Lookups;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::kdf::Kdf;
+use crate::metrics::Metrics;
 use crate::pools::Pools;
 use crate::route::Routes;
 use crate::tokens::Tokens;
@@ -25,6 +26,8 @@ pub struct Lasting {
     pub pools: Pools,
     /// The key derivation threads (users' SCRAM verifiers of every configuration use them).
     pub kdf: Kdf,
+    /// The process's metrics: counters and gauges go on across reloads.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What every connection of one configuration shares. A session holds the `Arc<Shared>` of

@@ -382,6 +382,26 @@ impl TargetTemplate {
             .collect()
     }
 
+    /// The backend's address when no placeholder stands in it (nor in a `host` or `port`
+    /// query value): one that can be probed before any client connects.
+    pub fn fixed_address(&self) -> Option<Address> {
+        let templated_query = self
+            .0
+            .query
+            .iter()
+            .any(|(key, value)| (key == "host" || key == "port") && value.has_placeholders());
+        if self.0.host.has_placeholders() || templated_query {
+            return None;
+        }
+        let captures = crate::route::Captures::default();
+        let values = Values {
+            captures: &captures,
+            user: "",
+            database: "",
+        };
+        self.fill(&values).ok().map(|target| target.address)
+    }
+
     fn is_templated(&self, key: &str) -> bool {
         self.0
             .query
@@ -504,6 +524,28 @@ mod tests {
             user,
             database,
         })
+    }
+
+    #[test]
+    fn only_an_address_without_placeholders_is_fixed() {
+        let groups = [None, Some("tenant".to_owned())];
+        let fixed = template("postgres://${1}@db.internal:5433/${database}", &groups);
+        assert_eq!(
+            fixed.fixed_address(),
+            Some(Address::Tcp("db.internal".into(), 5433))
+        );
+        let socket = template("postgres:///app?host=/run/pg", &[]);
+        assert_eq!(
+            socket.fixed_address(),
+            Some(Address::Unix("/run/pg/.s.PGSQL.5432".into()))
+        );
+        for url in [
+            "postgres://${tenant}.db.internal/app",
+            "postgres://db.internal/app?port=${1}",
+            "postgres:///app?host=${1}",
+        ] {
+            assert_eq!(template(url, &groups).fixed_address(), None, "{url}");
+        }
     }
 
     #[test]

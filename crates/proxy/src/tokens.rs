@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pgbastion_jwt::{JwtSettings, JwtVerifier, KeySource};
 
+use crate::metrics::{Metrics, Outcome};
 use crate::settings::Jwt;
 
 /// A verifier plus the claim that names the user.
@@ -15,11 +16,13 @@ pub struct Tokens {
     /// The claim compared with the startup user.
     pub claim: String,
     refresh: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl Tokens {
-    /// Loads the keys once (fails when none can be loaded).
-    pub async fn new(jwt: &Jwt) -> Result<Self, pgbastion_jwt::JwtError> {
+    /// Loads the keys once (fails when none can be loaded); refreshes are counted in
+    /// `metrics`.
+    pub async fn new(jwt: &Jwt, metrics: Arc<Metrics>) -> Result<Self, pgbastion_jwt::JwtError> {
         let keys = if let Some(url) = &jwt.oidc_discovery {
             KeySource::OidcDiscovery(url.clone())
         } else if let Some(url) = &jwt.jwks_url {
@@ -41,6 +44,7 @@ impl Tokens {
             verifier: JwtVerifier::new(settings).await?,
             claim: jwt.claim.clone(),
             refresh: jwt.refresh,
+            metrics,
         })
     }
 
@@ -64,7 +68,9 @@ impl Tokens {
 
     /// Reloads the keys now; on failure the old keys stay.
     pub async fn refresh(&self) {
-        match self.verifier.refresh().await {
+        let refreshed = self.verifier.refresh().await;
+        self.metrics.key_refresh(Outcome::of(refreshed.is_ok()));
+        match refreshed {
             Ok(count) => tracing::info!(keys = count, "token keys refreshed"),
             Err(error) => tracing::warn!(%error, "token key refresh failed; keeping the old keys"),
         }

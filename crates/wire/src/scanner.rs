@@ -56,6 +56,8 @@ pub struct FrameScanner {
     bad: Option<BadLength>,
     ready_points: u64,
     unsynced: bool,
+    ready: u64,
+    idle_ready: u64,
 }
 
 impl FrameScanner {
@@ -73,6 +75,8 @@ impl FrameScanner {
             bad: None,
             ready_points: 0,
             unsynced: false,
+            ready: 0,
+            idle_ready: 0,
         }
     }
 
@@ -157,6 +161,12 @@ impl FrameScanner {
             Direction::Backend if self.tag == READY_FOR_QUERY => self.ready_points += 1,
             Direction::Backend => {}
         }
+        if self.tag == READY_FOR_QUERY && self.direction == Direction::Backend {
+            self.ready += 1;
+            if self.status == Some(TransactionStatus::Idle) {
+                self.idle_ready += 1;
+            }
+        }
     }
 
     /// How many ReadyForQuery messages the stream has asked for (frontend: its complete
@@ -185,6 +195,18 @@ impl FrameScanner {
     /// The tag of the last complete message, if any.
     pub fn last_tag(&self) -> Option<u8> {
         self.last_complete
+    }
+
+    /// How many complete ReadyForQuery messages have passed (backend streams): one per
+    /// query cycle (a simple Query, or an extended-protocol group up to its Sync).
+    pub fn ready_count(&self) -> u64 {
+        self.ready
+    }
+
+    /// How many of those said idle (`I`): one per transaction ended, an implicit one
+    /// (a statement outside BEGIN … COMMIT) included.
+    pub fn idle_ready_count(&self) -> u64 {
+        self.idle_ready
     }
 
     /// Whether a complete Terminate has passed (frontend streams): from then on the client
@@ -221,6 +243,17 @@ mod tests {
         scanner.feed(&stream[..stream.len() - 1]).unwrap();
         assert!(!scanner.at_boundary());
         assert_eq!(scanner.last_tag(), Some(b'Z'));
+    }
+
+    #[test]
+    fn ready_for_query_messages_are_counted_with_the_idle_ones_apart() {
+        let stream = backend_stream();
+        let mut scanner = FrameScanner::new(Direction::Backend);
+        for byte in stream.iter().chain(b"Z\0\0\0\x05I") {
+            scanner.feed(&[*byte]).unwrap();
+        }
+        assert_eq!(scanner.ready_count(), 2);
+        assert_eq!(scanner.idle_ready_count(), 1);
     }
 
     #[test]

@@ -194,6 +194,13 @@ impl<M: Manager> Pool<M> {
             self.shared.close(pooled).await;
         }
     }
+
+    /// Reads the pool's counters while the pool exists, without keeping it alive (for the
+    /// metrics, read at scrape time).
+    pub fn stats_reader(&self) -> impl Fn() -> Option<PoolStats> + Send + Sync + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        move || shared.upgrade().map(|shared| shared.stats())
+    }
 }
 
 /// What the pool handles, its leases and its maintenance task share.

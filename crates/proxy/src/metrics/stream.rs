@@ -1,0 +1,204 @@
+//! [`Metered`]: a client stream that counts the bytes both ways and times queries and
+//! transactions from the client's side of the protocol: a query cycle ends at each
+//! ReadyForQuery the client receives, a transaction at each one that says idle. The same
+//! view serves the transparent relay and the pooled sessions (whose ReadyForQuery messages
+//! are the multiplexer's), with no change to either.
+//!
+//! The messages sent to the client are followed by a [`FrameScanner`], which reads only
+//! their 5-byte headers; the time is read once per read or write, not per message.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use pgbastion_wire::{Direction, FrameScanner};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// When one kind of cycle (a query, a transaction) started.
+#[derive(Debug, Default)]
+struct Stopwatch {
+    /// The first client bytes since the last cycle ended.
+    pending: Option<Instant>,
+    /// When the last cycle ended: where the next one starts when the client sent it ahead
+    /// (pipelining) and so before that end.
+    last_end: Option<Instant>,
+}
+
+impl Stopwatch {
+    fn client_sent(&mut self, now: Instant) {
+        self.pending.get_or_insert(now);
+    }
+
+    fn end(&mut self, now: Instant) -> Duration {
+        let start = self.pending.take().or(self.last_end).unwrap_or(now);
+        self.last_end = Some(now);
+        now.saturating_duration_since(start)
+    }
+}
+
+/// What is counted on one session's client stream.
+#[derive(Debug)]
+pub struct SessionMeter {
+    received: Counter,
+    sent: Counter,
+    queries: Histogram,
+    transactions: Histogram,
+    scanner: FrameScanner,
+    query: Stopwatch,
+    transaction: Stopwatch,
+}
+
+impl SessionMeter {
+    pub(super) fn new(
+        received: Counter,
+        sent: Counter,
+        queries: Histogram,
+        transactions: Histogram,
+    ) -> Self {
+        Self {
+            received,
+            sent,
+            queries,
+            transactions,
+            scanner: FrameScanner::new(Direction::Backend),
+            query: Stopwatch::default(),
+            transaction: Stopwatch::default(),
+        }
+    }
+
+    fn client_sent(&mut self, bytes: usize) {
+        self.received.inc_by(bytes as u64);
+        let now = Instant::now();
+        self.query.client_sent(now);
+        self.transaction.client_sent(now);
+    }
+
+    fn client_received(&mut self, bytes: &[u8]) {
+        self.sent.inc_by(bytes.len() as u64);
+        let (ready, idle) = (self.scanner.ready_count(), self.scanner.idle_ready_count());
+        // A stream the scanner cannot follow (a length below 4) is still relayed; it is
+        // only no longer timed.
+        let _ = self.scanner.feed(bytes);
+        let ready = self.scanner.ready_count() - ready;
+        let idle = self.scanner.idle_ready_count() - idle;
+        if ready == 0 {
+            return;
+        }
+        let now = Instant::now();
+        for _ in 0..ready {
+            self.queries.observe(self.query.end(now).as_secs_f64());
+        }
+        for _ in 0..idle {
+            self.transactions
+                .observe(self.transaction.end(now).as_secs_f64());
+        }
+    }
+}
+
+/// A client stream whose traffic a [`SessionMeter`] counts.
+#[derive(Debug)]
+pub struct Metered<S> {
+    inner: S,
+    meter: SessionMeter,
+}
+
+impl<S> Metered<S> {
+    /// `inner`, counted by `meter` from a message boundary on.
+    pub fn new(inner: S, meter: SessionMeter) -> Self {
+        Self { inner, meter }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            this.meter.client_sent(read);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.meter.client_received(&buf[..written]);
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meter() -> (SessionMeter, Histogram, Histogram) {
+        let queries = Histogram::new([1.0]);
+        let transactions = Histogram::new([1.0]);
+        let meter = SessionMeter::new(
+            Counter::default(),
+            Counter::default(),
+            queries.clone(),
+            transactions.clone(),
+        );
+        (meter, queries, transactions)
+    }
+
+    fn count(histogram: &Histogram) -> u64 {
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("h", "h", histogram.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix("h_count "))
+            .and_then(|n| n.parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn each_ready_for_query_ends_a_query_and_each_idle_one_a_transaction() {
+        let (mut meter, queries, transactions) = meter();
+        meter.client_sent(10);
+        meter.client_received(b"C\0\0\0\x0aBEGIN\0Z\0\0\0\x05T");
+        meter.client_sent(10);
+        // Split inside the second ReadyForQuery: counted once whole.
+        meter.client_received(b"C\0\0\0\x0bCOMMIT\0Z\0\0");
+        assert_eq!((count(&queries), count(&transactions)), (1, 0));
+        meter.client_received(b"\0\x05IZ\0\0\0\x05I");
+        assert_eq!((count(&queries), count(&transactions)), (3, 2));
+    }
+
+    #[test]
+    fn a_pipelined_query_starts_when_the_one_before_it_ended() {
+        let mut watch = Stopwatch::default();
+        let t0 = Instant::now();
+        watch.client_sent(t0);
+        watch.client_sent(t0 + Duration::from_millis(1));
+        let first = watch.end(t0 + Duration::from_millis(10));
+        let second = watch.end(t0 + Duration::from_millis(30));
+        assert_eq!(first, Duration::from_millis(10));
+        assert_eq!(second, Duration::from_millis(20));
+    }
+}
