@@ -107,6 +107,12 @@ impl PooledClient<'_> {
         let Ok(detached) = conn.detach() else {
             return;
         };
+        // Only the stream and the unread bytes go on: the rest of the handshake's state, and
+        // the handshake's read buffer (16 KiB, of which `buffered` is a view), go now rather
+        // than live as long as an idle client does.
+        let stream = detached.stream;
+        let client_in = BytesMut::from(&detached.buffered[..]);
+        drop((detached.buffered, detached.state));
         let policy = Policy {
             transaction,
             statements_per_client: self.pool.statements_per_client,
@@ -138,10 +144,7 @@ impl PooledClient<'_> {
             drain: Stopper::new(Some(self.drain.clone())),
         };
         let pooled = session
-            .run(
-                Metered::new(detached.stream, self.meter),
-                BytesMut::from(&detached.buffered[..]),
-            )
+            .run(Metered::new(stream, self.meter), client_in)
             .await;
         drop(registration);
         tracing::info!(

@@ -89,11 +89,16 @@ where
     let asked = Asked::default();
     let (watch, cancel) = stop.map_or((None, None), |stop| (Some(stop.watch), stop.cancel));
     let mut stopper = Stopper::new(watch);
+    // Copied, so that the buffers the pending bytes are views of (the handshake's) are freed
+    // now rather than held for the whole session.
+    let (up_buf, down_buf) = (
+        starting_buffer(client_pending),
+        starting_buffer(backend_pending),
+    );
 
     // Each direction returns the side that ended it.
     let up = async {
-        let mut buf = BytesMut::with_capacity(CHUNK);
-        buf.extend_from_slice(&client_pending);
+        let mut buf = up_buf;
         loop {
             if !buf.is_empty() {
                 let (good, end) = match up_scanner.feed(&buf) {
@@ -122,8 +127,7 @@ where
         }
     };
     let down = async {
-        let mut buf = BytesMut::with_capacity(CHUNK);
-        buf.extend_from_slice(&backend_pending);
+        let mut buf = down_buf;
         loop {
             if !buf.is_empty() {
                 // Backend lengths are not limited; the scanner only follows them.
@@ -225,6 +229,13 @@ pub fn shutdown_notice() -> BytesMut {
         SqlState::ADMIN_SHUTDOWN,
         "terminating connection due to administrator command",
     )
+}
+
+/// A direction's buffer, holding the bytes read before the relay began.
+fn starting_buffer(pending: Bytes) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(CHUNK.max(pending.len()));
+    buf.extend_from_slice(&pending);
+    buf
 }
 
 /// A FATAL ErrorResponse, encoded.
