@@ -56,9 +56,12 @@ impl PidFile {
             .with_context(|| format!("pid_file {} names no file", path.display()))?;
         let mut temporary = path.to_owned();
         temporary.set_file_name(format!(
-            ".{}.{}.tmp",
+            ".{}.{}.{:016x}.tmp",
             name.to_string_lossy(),
-            std::process::id()
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_nanos() as u64)
         ));
         write_new(&temporary)
             .and_then(|()| std::fs::rename(&temporary, path))
@@ -84,8 +87,17 @@ impl Drop for PidFile {
     }
 }
 
+/// Writes a file that must not exist yet (and is never a symbolic link planted there), so
+/// that nobody can make pgbastion overwrite another file through the temporary name.
 fn write_new(path: &Path) -> std::io::Result<()> {
-    let mut file = std::fs::File::create(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .mode(0o644)
+        .open(path)?;
     writeln!(file, "{}", std::process::id())?;
     file.sync_all()
 }

@@ -39,6 +39,9 @@ impl Syslog {
         // Sending each line to the path (not connecting once) survives a restart of the
         // syslog daemon, which makes a new socket at the same path.
         let socket = UnixDatagram::unbound()?;
+        // A stalled syslog daemon must not stall the sessions that log: a line that does not
+        // fit in the socket's queue is dropped.
+        socket.set_nonblocking(true)?;
         Ok(Self {
             socket,
             path: path.to_owned(),
@@ -51,7 +54,12 @@ impl Syslog {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let mut datagram = format!("<{}>pgbastion[{}]: ", priority(level), self.pid).into_bytes();
         let room = MAX_DATAGRAM.saturating_sub(datagram.len());
-        datagram.extend_from_slice(&line[..line.len().min(room)]);
+        let mut cut = line.len().min(room);
+        // Never half a UTF-8 character.
+        while cut < line.len() && cut > 0 && (line[cut] & 0xC0) == 0x80 {
+            cut -= 1;
+        }
+        datagram.extend_from_slice(&line[..cut]);
         // Nowhere to report a failure: the log is what failed.
         let _ = self.socket.send_to(&datagram, &self.path);
     }

@@ -17,8 +17,14 @@ mod binary;
 use binary::{free_ports, local, within, Bastion};
 
 /// A cluster with a table `t`, and pgbastion in front of it with `grace_period`: a
-/// transparent listener and a pooled one (transaction mode).
+/// transparent listener and a pooled one (transaction mode), and its metrics endpoint (whose
+/// port is the third).
 fn start(grace_period: &str) -> (Cluster, Bastion, [SocketAddr; 2]) {
+    let (cluster, bastion, addrs, _) = start_with_metrics(grace_period);
+    (cluster, bastion, addrs)
+}
+
+fn start_with_metrics(grace_period: &str) -> (Cluster, Bastion, [SocketAddr; 2], u16) {
     let cluster = Cluster::builder()
         .hba(&["host all all 127.0.0.1/32 trust"])
         .start()
@@ -26,10 +32,13 @@ fn start(grace_period: &str) -> (Cluster, Bastion, [SocketAddr; 2]) {
     cluster
         .execute_sql("CREATE TABLE t (label text PRIMARY KEY)")
         .unwrap();
-    let ports = free_ports(2);
+    let ports = free_ports(3);
     let config = format!(
         r#"
 grace_period = "{grace_period}"
+
+[metrics]
+address = "127.0.0.1:{metrics}"
 
 [[listener]]
 address = "127.0.0.1:{transparent}"
@@ -45,10 +54,37 @@ pool = {{ mode = "transaction", size = 4 }}
 "#,
         transparent = ports[0],
         pooled = ports[1],
+        metrics = ports[2],
         backend = cluster.port(),
     );
     let bastion = Bastion::start(&config, &[], &[], &ports);
-    (cluster, bastion, [local(ports[0]), local(ports[1])])
+    (
+        cluster,
+        bastion,
+        [local(ports[0]), local(ports[1])],
+        ports[2],
+    )
+}
+
+/// The HTTP status of `GET /ready` on `port`.
+fn ready_status(port: u16) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(local(port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
 }
 
 async fn login(addr: SocketAddr) -> RawClient {
@@ -155,7 +191,7 @@ fn wait_for_log(bastion: &Bastion, what: &str, why: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_idle_clients_with_57p01_lets_open_transactions_commit_and_exits_0() {
     within("the drain", async {
-        let (cluster, mut bastion, addrs) = start("30s");
+        let (cluster, mut bastion, addrs, metrics) = start_with_metrics("30s");
         let mut idle = Vec::new();
         let mut busy = Vec::new();
         for (addr, mode) in addrs.into_iter().zip(["transparent", "pooled"]) {
@@ -167,11 +203,13 @@ async fn sigterm_ends_idle_clients_with_57p01_lets_open_transactions_commit_and_
             run(&mut client, &format!("INSERT INTO t VALUES ('{mode}')")).await;
             busy.push((client, mode));
         }
+        assert_eq!(ready_status(metrics), 200, "ready before the drain");
         let signalled = Instant::now();
         bastion.signal(Signal::SIGTERM);
         for (client, mode) in &mut idle {
             expect_shutdown(client, &format!("idle {mode} client")).await;
         }
+        assert_eq!(ready_status(metrics), 503, "/ready while draining");
         for addr in addrs {
             assert_refused_soon(addr).await;
         }

@@ -406,7 +406,12 @@ async fn changed_jwt_settings_rebuild_the_token_keys_and_no_token_reaches_the_lo
     assert!(accepted.status.success(), "{}", text(&accepted));
     assert!(!login(&rs_token).status.success());
     // Unchanged settings: the same keys, refreshed.
-    reload(&bastion, &config("ec.pem"), "token keys refreshed", 1);
+    reload(
+        &bastion,
+        &config("ec.pem"),
+        "token keys refreshed, pools released",
+        1,
+    );
     assert!(login(&es_token).status.success());
     bastion.finish(&[&rs_token, &es_token]);
 }

@@ -197,6 +197,11 @@ impl Connector {
         }
     }
 
+    /// Makes the next backend logins read their TLS certificate and key files again.
+    pub fn reread_tls_files(&self) {
+        self.tls.forget();
+    }
+
     /// Carries out `plan`: connects and logs in.
     pub async fn connect(&self, plan: &LoginPlan) -> Result<BackendConn, BackendError> {
         let address = plan.address.to_string();

@@ -287,17 +287,18 @@ impl Pools {
     }
 
     /// Forgets the pools of routes that are not in `routes`, the routes now in force (a
-    /// reload removed or changed them): each closes its idle connections at once and the
-    /// others as their leases end, while the pools of unchanged routes keep theirs. Returns
-    /// how many were forgotten.
-    pub fn retain_routes(&self, routes: &Routes) -> usize {
+    /// reload removed or changed them), and returns them to be closed
+    /// ([`RoutePool::retire`]); the pools of unchanged routes keep their connections.
+    pub fn retain_routes(&self, routes: &Routes) -> Vec<RoutePool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         *self.in_force.lock().unwrap_or_else(PoisonError::into_inner) = Some(routes.clone());
-        let mut forgotten = 0;
+        let mut forgotten = Vec::new();
         pools.retain(|_, of_key| {
-            let before = of_key.len();
-            of_key.retain(|(route, _)| routes.0.iter().any(|r| r.same_as(route)));
-            forgotten += before - of_key.len();
+            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(of_key)
+                .into_iter()
+                .partition(|(route, _)| routes.0.iter().any(|r| r.same_as(route)));
+            *of_key = kept;
+            forgotten.extend(gone.into_iter().map(|(_, pool)| pool));
             !of_key.is_empty()
         });
         forgotten
@@ -372,7 +373,7 @@ mod tests {
 
         // Route a moved to second place, route b removed.
         let second = routes(&format!("{}{}", route("c"), route("a")));
-        assert_eq!(pools.retain_routes(&second), 1);
+        assert_eq!(pools.retain_routes(&second).len(), 1);
         let moved = get(&pools, &second.0[1]);
         assert!(same(&a, &moved));
         assert_eq!(moved.route, 2, "named by its new number");

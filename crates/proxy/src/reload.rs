@@ -146,7 +146,17 @@ impl Proxy {
         let in_force = Arc::new(InForce { settings, shared });
         // The pools learn the new routes first, so that no new client makes a pool of a
         // route in force that is not kept.
-        let pools_released = self.lasting.pools.retain_routes(&in_force.settings.routes);
+        // Backend certificates and keys may have been replaced in place.
+        self.lasting.connector.reread_tls_files();
+        let retired = self.lasting.pools.retain_routes(&in_force.settings.routes);
+        let pools_released = retired.len();
+        // Their idle connections close now; those their sessions still hold close when given
+        // back, and a checkout by such a session opens one that closes after its use.
+        tokio::spawn(async move {
+            for pool in retired {
+                pool.pool().close().await;
+            }
+        });
         self.in_force.store(in_force.clone());
         let settings = &in_force.settings;
         self.lasting.metrics.readiness.set_backends(

@@ -45,6 +45,15 @@ impl TlsClients {
         }
     }
 
+    /// Forgets the cached configurations, so that the next handshakes read the certificate
+    /// and key files again (a reload: they may have been replaced in place).
+    pub fn forget(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     /// Runs the TLS handshake on `tcp` to `address` with the `tls` settings.
     pub async fn handshake(
         &self,

@@ -80,7 +80,13 @@ impl<M: Manager> Shared<M> {
     /// nobody waiting for them (a waiting checkout goes first); stops at the first failure
     /// until the next round.
     async fn top_up(&self) {
-        while self.state().idle.len() < self.settings.min_idle {
+        loop {
+            {
+                let state = self.state();
+                if state.closed || state.idle.len() >= self.settings.min_idle {
+                    return;
+                }
+            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 return;
             };
