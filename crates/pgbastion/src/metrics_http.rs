@@ -76,6 +76,9 @@ async fn serve_connection(stream: TcpStream, metrics: Arc<Metrics>) {
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_TIMEOUT)
+        // One request per connection: a peer that keeps a connection alive must not hold a
+        // slot (of MAX_CONNECTIONS) beyond one answer.
+        .keep_alive(false)
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(stream), service);
     // Errors (a malformed request, a peer gone) end only this connection; hyper answers

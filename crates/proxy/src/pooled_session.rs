@@ -416,7 +416,11 @@ impl<L: Lender> PooledSession<'_, L> {
             };
             // After the client's Terminate nothing more is said to it: that ends on its own.
             if terminating.is_none() && self.drain.should_end(at, backend_key.as_ref()).await {
-                to_client.extend_from_slice(&crate::relay::shutdown_notice());
+                // Overdue sessions end wherever they are: the notice only between messages,
+                // never after half of one.
+                if at.at_boundary {
+                    to_client.extend_from_slice(&crate::relay::shutdown_notice());
+                }
                 break Turn::End(PooledEnd::Shutdown);
             }
             // A message longer than the buffer is read whole all the same (the decoder bounds

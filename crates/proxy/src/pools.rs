@@ -287,8 +287,9 @@ impl Pools {
     }
 
     /// Forgets the pools of routes that are not in `routes`, the routes now in force (a
-    /// reload removed or changed them), and returns them to be closed
-    /// ([`RoutePool::retire`]); the pools of unchanged routes keep their connections.
+    /// reload removed or changed them), and returns them to be retired
+    /// ([`Pool::retire`](crate::pool::Pool::retire)); the pools of unchanged routes keep
+    /// their connections.
     pub fn retain_routes(&self, routes: &Routes) -> Vec<RoutePool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         *self.in_force.lock().unwrap_or_else(PoisonError::into_inner) = Some(routes.clone());

@@ -150,11 +150,10 @@ impl Proxy {
         self.lasting.connector.reread_tls_files();
         let retired = self.lasting.pools.retain_routes(&in_force.settings.routes);
         let pools_released = retired.len();
-        // Their idle connections close now; those their sessions still hold close when given
-        // back, and a checkout by such a session opens one that closes after its use.
+        // Their idle connections close now; the sessions that hold them go on with them.
         tokio::spawn(async move {
             for pool in retired {
-                pool.pool().close().await;
+                pool.pool().retire().await;
             }
         });
         self.in_force.store(in_force.clone());

@@ -154,8 +154,9 @@ impl Proxy {
         self.drain.is_draining()
     }
 
-    /// The drain signal itself, for tasks that outlive a borrow of the proxy (a readiness
-    /// endpoint, an admin command).
+    /// The drain signal itself, for tasks that outlive a borrow of the proxy and need to know
+    /// whether it drains. Start a drain with [`Proxy::drain`], which also turns `/ready`
+    /// false.
     pub fn drain_handle(&self) -> Drain {
         self.drain.clone()
     }

@@ -83,7 +83,7 @@ impl<M: Manager> Shared<M> {
         loop {
             {
                 let state = self.state();
-                if state.closed || state.idle.len() >= self.settings.min_idle {
+                if state.closed || state.retired || state.idle.len() >= self.settings.min_idle {
                     return;
                 }
             }

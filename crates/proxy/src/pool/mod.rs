@@ -195,6 +195,20 @@ impl<M: Manager> Pool<M> {
         }
     }
 
+    /// Retires the pool (a reload replaced it): its idle connections are closed now and it
+    /// no longer keeps `min_idle` open, while the sessions that hold it go on using it; its
+    /// other connections close when the last of them lets it go.
+    pub async fn retire(&self) {
+        let idle = {
+            let mut state = self.shared.state();
+            state.retired = true;
+            std::mem::take(&mut state.idle)
+        };
+        for idle in idle {
+            self.shared.close(idle.pooled).await;
+        }
+    }
+
     /// Reads the pool's counters while the pool exists, without keeping it alive (for the
     /// metrics, read at scrape time).
     pub fn stats_reader(&self) -> impl Fn() -> Option<PoolStats> + Send + Sync + 'static {
@@ -224,6 +238,8 @@ struct State<M: Manager> {
     last_error: Option<Instant>,
     /// Set when the last pool handle is gone: released connections are closed.
     closed: bool,
+    /// Set when a reload replaced the pool: it keeps serving its holders, without `min_idle`.
+    retired: bool,
 }
 
 impl<M: Manager> Default for State<M> {
@@ -232,6 +248,7 @@ impl<M: Manager> Default for State<M> {
             idle: Vec::new(),
             last_error: None,
             closed: false,
+            retired: false,
         }
     }
 }

@@ -655,3 +655,31 @@ async fn a_checkout_prefers_a_connection_its_own_worker_opened() {
     assert_eq!(ids, (2, 1));
     assert_eq!(Record::get(&record(&pool).connects), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retired_pool_closes_its_idle_connections_and_serves_its_holders_without_min_idle() {
+    within(async {
+        let pool = pool(PoolSettings {
+            min_idle: 2,
+            ..settings(4)
+        });
+        sleep(Duration::from_millis(10)).await;
+        let held = checkout(&pool).await;
+        assert_eq!(pool.stats().idle, 1);
+        pool.retire().await;
+        assert_eq!(
+            Record::get(&record(&pool).closes),
+            1,
+            "the idle one closed politely"
+        );
+        sleep(Duration::from_secs(10)).await;
+        assert_eq!(pool.stats().idle, 0, "min_idle is no longer kept");
+        let connects = Record::get(&record(&pool).connects);
+        // Its holder goes on: the connection comes back and is used again.
+        held.release();
+        let again = checkout(&pool).await;
+        assert_eq!(Record::get(&record(&pool).connects), connects);
+        drop(again);
+    })
+    .await;
+}
