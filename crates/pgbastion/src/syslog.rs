@@ -80,6 +80,18 @@ fn priority(level: Level) -> u8 {
 mod tests {
     use super::*;
 
+    /// A socket standing in for the syslog daemon, and a sender to it.
+    fn daemon() -> (tempfile::TempDir, UnixDatagram, Syslog) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let syslog = Syslog::connect(&path).unwrap();
+        (dir, server, syslog)
+    }
+
     fn receive(socket: &UnixDatagram) -> String {
         let mut buf = vec![0; 65536];
         let n = socket.recv(&mut buf).unwrap();
@@ -88,13 +100,7 @@ mod tests {
 
     #[test]
     fn lines_arrive_as_daemon_facility_datagrams_with_the_level_as_severity() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let server = UnixDatagram::bind(&path).unwrap();
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let syslog = Syslog::connect(&path).unwrap();
+        let (_dir, server, syslog) = daemon();
         syslog.send(Level::WARN, b"backend unreachable\n");
         syslog.send(Level::INFO, b"listening");
         let pid = std::process::id();
@@ -107,13 +113,7 @@ mod tests {
 
     #[test]
     fn long_lines_are_cut_to_one_datagram() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("log");
-        let server = UnixDatagram::bind(&path).unwrap();
-        server
-            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        let syslog = Syslog::connect(&path).unwrap();
+        let (_dir, server, syslog) = daemon();
         syslog.send(Level::ERROR, &vec![b'x'; 100_000]);
         let line = receive(&server);
         assert_eq!(line.len(), MAX_DATAGRAM);

@@ -604,34 +604,30 @@ async fn on_worker<T: Send + 'static>(
     got
 }
 
+/// Checks a connection out, and says which worker did and which connection it got.
+fn held_by_worker(
+    pool: &Pool<TestManager>,
+) -> impl Future<Output = ((usize, usize), Lease<TestManager>)> + Send + 'static {
+    let pool = pool.clone();
+    async move {
+        let lease = pool.checkout().await.unwrap();
+        let worker = crate::workers::current().unwrap().index;
+        ((worker, lease.id), lease)
+    }
+}
+
 #[tokio::test]
 async fn a_checkout_prefers_a_connection_its_own_worker_opened() {
     let workers = crate::workers::Workers::start(2).unwrap();
     let pool = pool(settings(2));
-    let ids = Arc::new(Mutex::new(Vec::new()));
     // Worker 0 opens a connection and keeps it while worker 1 opens another, then worker 1's
     // is given back last: it is the most recently used.
-    let (p, i) = (pool.clone(), ids.clone());
-    let first = on_worker(&workers, 0, async move {
-        let lease = p.checkout().await.unwrap();
-        i.lock()
-            .unwrap()
-            .push((crate::workers::current().unwrap().index, lease.id));
-        lease
-    })
-    .await;
-    let (p, i) = (pool.clone(), ids.clone());
-    let second = on_worker(&workers, 1, async move {
-        let lease = p.checkout().await.unwrap();
-        i.lock()
-            .unwrap()
-            .push((crate::workers::current().unwrap().index, lease.id));
-        lease
-    })
-    .await;
-    assert_eq!(*ids.lock().unwrap(), [(0, 1), (1, 2)]);
-    first.release();
-    second.release();
+    let first = on_worker(&workers, 0, held_by_worker(&pool)).await;
+    let second = on_worker(&workers, 1, held_by_worker(&pool)).await;
+    let ids = [first.0, second.0];
+    assert_eq!(ids, [(0, 1), (1, 2)]);
+    first.1.release();
+    second.1.release();
     assert_eq!(pool.stats().idle, 2);
 
     // Worker 0 takes its own connection back, not the most recently used one.
