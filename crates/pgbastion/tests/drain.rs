@@ -305,3 +305,46 @@ async fn sigint_does_not_wait_and_rolls_back_open_transactions() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_client_waiting_for_a_backend_is_ended_by_the_drain_not_by_the_queue() {
+    within("the drain of a queued client", async {
+        let (cluster, mut bastion, [_, pooled]) = start("30s");
+        // Every backend of the pool (4) inside a transaction...
+        let mut busy = Vec::new();
+        for n in 0..4 {
+            let mut client = login(pooled).await;
+            run(&mut client, "BEGIN").await;
+            run(&mut client, &format!("INSERT INTO t VALUES ('busy {n}')")).await;
+            busy.push(client);
+        }
+        // ...so this one's query waits in the pool's queue.
+        let mut queued = login(pooled).await;
+        queued
+            .send(&pgbastion_wire::FrontendMessage::Query(
+                "INSERT INTO t VALUES ('queued')".into(),
+            ))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let signalled = Instant::now();
+        bastion.signal(Signal::SIGTERM);
+        // Told at once, not after checkout_timeout (10 s) with 53300.
+        expect_shutdown(&mut queued, "queued client").await;
+        assert!(signalled.elapsed() < Duration::from_secs(5));
+        for (n, client) in busy.iter_mut().enumerate() {
+            run(client, "COMMIT").await;
+            expect_shutdown(client, &format!("busy client {n}")).await;
+        }
+        assert!(bastion.wait_exit(Duration::from_secs(10)).success());
+        assert_eq!(
+            cluster
+                .query("SELECT count(*) FILTER (WHERE label LIKE 'busy%'), count(*) FILTER (WHERE label = 'queued') FROM t")
+                .unwrap()
+                .trim(),
+            "4|0",
+            "the busy ones committed, the queued statement never ran"
+        );
+    })
+    .await;
+}

@@ -143,6 +143,16 @@ pub struct PooledSession<'a, L: Lender> {
     pub drain: Stopper,
 }
 
+/// How a wait in the pool's queue ended.
+enum Checkout<T> {
+    /// With a backend.
+    Got(T),
+    /// Without one: the client is told why.
+    Refused(ErrorResponse),
+    /// The proxy is draining.
+    Shutdown,
+}
+
 enum Turn {
     /// The backend is clean: give it back.
     Release,
@@ -190,12 +200,17 @@ impl<L: Lender> PooledSession<'_, L> {
                     }
                 }
                 match self.checkout().await {
-                    Ok(got) => {
+                    Checkout::Got(got) => {
                         checkouts += 1;
                         fresh = true;
                         lease = Some(got);
                     }
-                    Err(refusal) => {
+                    Checkout::Shutdown => {
+                        // Nothing of what it waits with has run: it ends as an idle one does.
+                        to_client.extend_from_slice(&crate::relay::shutdown_notice());
+                        break PooledEnd::Shutdown;
+                    }
+                    Checkout::Refused(refusal) => {
                         if self.mux.refuse(&mut client_in, &refusal, &mut to_client)
                             == ClientFlow::Terminate
                         {
@@ -320,16 +335,33 @@ impl<L: Lender> PooledSession<'_, L> {
     }
 
     /// A backend, waiting in the pool's queue; a cancel request meanwhile ends the wait
-    /// with 57014, as a cancelled query would.
-    async fn checkout(&self) -> Result<L::Lease, ErrorResponse> {
+    /// with 57014, as a cancelled query would, and a drain ends it (the client holds no
+    /// backend: it is between transactions).
+    async fn checkout(&mut self) -> Checkout<L::Lease> {
         let seen = self.slot.start_waiting();
+        let drain = &mut self.drain;
+        let drained = async {
+            let idle = Progress {
+                running: false,
+                idle: true,
+                client_open: false,
+                at_boundary: true,
+            };
+            while !drain.should_end(idle, None).await {
+                drain.wake(None).await;
+            }
+        };
         let got = tokio::select! {
-            got = self.lender.checkout() => got,
-            () = self.slot.cancelled_since(seen) => Err(ErrorResponse::new(
+            got = self.lender.checkout() => match got {
+                Ok(lease) => Checkout::Got(lease),
+                Err(refusal) => Checkout::Refused(refusal),
+            },
+            () = self.slot.cancelled_since(seen) => Checkout::Refused(ErrorResponse::new(
                 Severity::Error,
                 SqlState::QUERY_CANCELED,
                 "canceling statement due to user request",
             )),
+            () = drained => Checkout::Shutdown,
         };
         self.slot.stop_waiting();
         got
