@@ -158,14 +158,10 @@ impl Proxy {
         });
         self.in_force.store(in_force.clone());
         let settings = &in_force.settings;
-        self.lasting.metrics.readiness.set_backends(
-            settings
-                .routes
-                .0
-                .iter()
-                .filter_map(|route| route.backend.fixed_address())
-                .collect(),
-        );
+        self.lasting
+            .metrics
+            .readiness
+            .set_backends_of(&settings.routes);
         let listeners = match &mut *self.running.lock().unwrap_or_else(PoisonError::into_inner) {
             Some(running) => running.update(&settings.listeners, bound, &in_force.shared),
             None => ListenerChanges::default(),

@@ -77,14 +77,7 @@ impl Proxy {
     /// Builds the proxy (loads token keys).
     pub async fn new(settings: Settings) -> Result<Self, ProxyError> {
         let metrics = Arc::new(Metrics::new());
-        metrics.readiness.set_backends(
-            settings
-                .routes
-                .0
-                .iter()
-                .filter_map(|route| route.backend.fixed_address())
-                .collect(),
-        );
+        metrics.readiness.set_backends_of(&settings.routes);
         let kdf = Kdf::start().map_err(ProxyError::Threads)?;
         let connector = Arc::new(Connector::new(
             settings.dir.clone(),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::route::Routes;
 use crate::target::Address;
 
 /// How long a probe's answer is kept.
@@ -55,6 +56,18 @@ impl Readiness {
     /// The backends to probe (from the routes in force).
     pub fn set_backends(&self, backends: Vec<Address>) {
         *self.backends.lock().unwrap_or_else(PoisonError::into_inner) = backends;
+    }
+
+    /// Probes the backends of `routes` whose address has no placeholder (at start and after
+    /// each reload).
+    pub fn set_backends_of(&self, routes: &Routes) {
+        self.set_backends(
+            routes
+                .0
+                .iter()
+                .filter_map(|route| route.backend.fixed_address())
+                .collect(),
+        );
     }
 
     /// Ready, or why not.
