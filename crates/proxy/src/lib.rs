@@ -7,6 +7,7 @@ pub mod auth_query;
 pub mod backend;
 pub mod backend_reset;
 pub mod cancel;
+pub mod clients;
 pub mod config;
 pub mod drain;
 pub mod external;

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::clients::ClientIds;
 use crate::drain::stopper::CLOSING_LIMIT;
 use crate::drain::Drain;
 use crate::kdf::Kdf;
@@ -87,6 +88,7 @@ impl Proxy {
         ));
         let lasting = Arc::new(Lasting {
             cancel: Arc::new(CancelRegistry::default()),
+            client_ids: ClientIds::default(),
             connector: connector.clone(),
             pools: Pools::new(
                 connector,

@@ -96,12 +96,15 @@ impl ListenerContext {
 /// How long a forwarded cancel request may take.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves one accepted client, inside a `conn` span that gains the client's address (the
+/// Serves one accepted client, inside a `conn` span named by the connection's
+/// [`ClientId`](crate::clients::ClientId) that gains the client's address (the
 /// real one behind a PROXY header), server name, user, database and route as they become
 /// known, so every log line of the connection carries them.
 pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+    let id = ctx.hooks.shared.lasting.client_ids.next();
     let span = tracing::info_span!(
         "conn",
+        %id,
         %peer,
         client = tracing::field::Empty,
         sni = tracing::field::Empty,

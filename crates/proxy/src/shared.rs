@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::auth_query::Lookups;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
+use crate::clients::ClientIds;
 use crate::kdf::Kdf;
 use crate::metrics::Metrics;
 use crate::pools::Pools;
@@ -19,6 +20,8 @@ use crate::users::Users;
 pub struct Lasting {
     /// Minted cancel keys: a session opened before a reload stays cancellable after it.
     pub cancel: Arc<CancelRegistry>,
+    /// Client connection IDs, unique for the life of the process.
+    pub client_ids: ClientIds,
     /// Backend logins (TLS configurations, SCRAM key cache).
     pub connector: Arc<Connector>,
     /// The pools of pooled routes, made as clients first need them; a reload keeps those of
