@@ -7,7 +7,11 @@
 //! The sockets are duplicated into a block of consecutive descriptors without close-on-exec
 //! right before the new process is started, and closed right after (`LISTEN_FDS`,
 //! `LISTEN_FDS_FIRST_FD`, as systemd's socket activation has them, without `LISTEN_PID`,
-//! which `std::process::Command` cannot know before the exec).
+//! which `std::process::Command` cannot know before the exec). Placing descriptors in the
+//! child only (between fork and exec) would need `pre_exec`, which is unsafe code; the cost
+//! of doing it in the parent is that a process another thread starts in those few
+//! microseconds (an external authenticator) inherits the duplicates too, and holds them
+//! until it exits: harmless, as it never accepts on them.
 
 use std::future::Future;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -34,7 +38,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// which is exactly the failure an upgrade must not cause.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// How long the new process may take to exit once it failed or was killed.
+/// How long the new process may take to exit once it said it failed (or closed the channel),
+/// and then once killed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest line the new process may report.
@@ -197,25 +202,27 @@ async fn wait_ready(mut child: Killed, channel: tokio::net::UnixStream) -> anyho
     let read = tokio::time::timeout(READY_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
     let report = String::from_utf8_lossy(&line);
     let report = report.trim_end();
-    match (read, report.split_once(' ').unwrap_or((report, ""))) {
-        (Ok(Ok(_)), ("READY", _)) => child.keep(),
-        (Ok(Ok(_)), ("FAILED", reason)) => {
-            let status = child.exit().await;
-            anyhow::bail!("the new process could not start ({status}): {reason}")
-        }
-        (Ok(Ok(_)), _) => {
-            let status = child.exit().await;
-            anyhow::bail!("the new process ended before it was ready ({status})")
-        }
-        (Ok(Err(error)), _) => {
-            let status = child.exit().await;
-            anyhow::bail!("cannot read the new process's report ({status}): {error}")
-        }
-        (Err(_), _) => {
-            let status = child.exit().await;
-            anyhow::bail!("the new process was not ready within {READY_TIMEOUT:?} ({status})")
-        }
-    }
+    let (failure, patience) = match (read, report.split_once(' ').unwrap_or((report, ""))) {
+        (Ok(Ok(_)), ("READY", _)) => return child.keep(),
+        (Ok(Ok(_)), ("FAILED", reason)) => (
+            format!("the new process could not start: {reason}"),
+            EXIT_TIMEOUT,
+        ),
+        (Ok(Ok(_)), _) => (
+            "the new process ended before it was ready".to_owned(),
+            EXIT_TIMEOUT,
+        ),
+        (Ok(Err(error)), _) => (
+            format!("cannot read the new process's report: {error}"),
+            EXIT_TIMEOUT,
+        ),
+        (Err(_), _) => (
+            format!("the new process was not ready within {READY_TIMEOUT:?}"),
+            Duration::ZERO,
+        ),
+    };
+    let status = child.end(patience).await;
+    anyhow::bail!("{failure} ({status})")
 }
 
 /// The new process, killed when dropped unless [`keep`](Self::keep) was called.
@@ -228,12 +235,12 @@ impl Killed {
         child.id().context("the new process has exited")
     }
 
-    /// Kills the process unless it has exited, and says how it ended.
-    async fn exit(&mut self) -> String {
+    /// Gives the process `patience` to exit, then kills it, and says how it ended.
+    async fn end(&mut self, patience: Duration) -> String {
         let Some(child) = self.0.as_mut() else {
             return "gone".to_owned();
         };
-        let exited = tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await;
+        let exited = tokio::time::timeout(patience, child.wait()).await;
         let status = match exited {
             Ok(Ok(status)) => status.to_string(),
             Ok(Err(error)) => format!("cannot wait for it: {error}"),
@@ -307,6 +314,34 @@ impl Drop for Block {
     fn drop(&mut self) {
         for fd in self.descriptors.drain(..) {
             let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_are_placed_consecutively_inheritable_and_closed_with_the_block() {
+        let sockets: Vec<_> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let fds: Vec<_> = sockets.iter().map(AsFd::as_fd).collect();
+        let block = Block::place(&fds).unwrap();
+        let placed = block.descriptors.clone();
+        assert_eq!(placed.len(), 3);
+        for (i, fd) in placed.iter().enumerate() {
+            assert_eq!(*fd, block.first + i as RawFd);
+            let flags = fcntl(*fd, FcntlArg::F_GETFD).unwrap();
+            assert_eq!(flags & nix::libc::FD_CLOEXEC, 0, "fd {fd} is close-on-exec");
+        }
+        drop(block);
+        for fd in placed {
+            assert!(
+                fcntl(fd, FcntlArg::F_GETFD).is_err(),
+                "fd {fd} is still open"
+            );
         }
     }
 }

@@ -226,6 +226,11 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
     let at_takeover = done();
     let status = bastion.wait_exit(LIMIT);
     assert!(status.success(), "the old process exited with {status}");
+    assert_eq!(
+        pid_in(dir.path()),
+        Some(new),
+        "the old process left the new pid file"
+    );
     let at_exit = done();
     wait_for(
         "transactions after the old process exited",
@@ -438,4 +443,39 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_says_why() {
     bastion.signal(Signal::SIGUSR2);
     new_process(dir.path(), old, &bastion);
     assert!(bastion.wait_exit(LIMIT).success());
+}
+
+#[test]
+fn a_new_binary_that_never_gets_ready_is_killed_and_the_old_process_serves_on() {
+    let (_bin_dir, binary) = copied_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, config, ports) = setup(dir.path());
+    let mut bastion = Bastion::start_binary(&binary, &config, &ports);
+    let old = new_process(dir.path(), 0, &bastion);
+    let script = binary.with_extension("new");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, &binary).unwrap();
+    let _successors = Successors {
+        dir: dir.path().to_owned(),
+        old,
+    };
+    bastion.signal(Signal::SIGUSR2);
+    wait_for("the upgrade gives up", &bastion, || {
+        bastion
+            .log()
+            .iter()
+            .any(|l| l.contains("the new process was not ready within 30s (killed)"))
+    });
+    assert!(children_of(old).is_empty(), "the new process is gone");
+    assert!(bastion.alive());
+    assert_eq!(pid_in(dir.path()), Some(old));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = connect(local(ports[0])).await.unwrap();
+        client.batch_execute("SELECT 1").await.unwrap();
+    });
 }
