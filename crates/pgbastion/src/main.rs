@@ -247,35 +247,10 @@ async fn serve_proxy(
                     notifier.ready("serving");
                 }
                 _ = user1.recv() => log.reopen(),
-                _ = user2.recv() => {
-                    if proxy.is_draining() || upgrade.in_progress() {
-                        tracing::info!("SIGUSR2 while draining or upgrading: ignored");
-                        continue;
-                    }
-                    notifier.reloading();
-                    let metrics = metrics_endpoint.as_ref().map(|e| &e.socket);
-                    if !upgrade.start(&proxy, metrics) {
-                        notifier.ready("serving");
-                    }
+                _ = user2.recv() => upgrade.requested(&proxy, metrics_endpoint.as_ref(), &notifier),
+                event = upgrade.next() => {
+                    upgrade::act(event, &proxy, metrics_endpoint.as_ref(), &notifier).await;
                 }
-                event = upgrade.next() => match event {
-                    upgrade::Event::Serving(pid) => {
-                        if let Some(endpoint) = &metrics_endpoint {
-                            endpoint.stop();
-                        }
-                        proxy.stop_accepting().await;
-                        tracing::info!(pid, "upgrade: the new process serves; this one stopped accepting and drains soon");
-                    }
-                    upgrade::Event::Failed(error) => {
-                        tracing::error!("upgrade failed, this process goes on serving: {error:#}");
-                        notifier.ready("serving");
-                    }
-                    upgrade::Event::Settled => {
-                        let grace = proxy.grace_period();
-                        tracing::info!(grace_period = ?grace, "upgrade: draining");
-                        proxy.drain(grace);
-                    }
-                },
                 _ = terminate.recv() => {
                     upgrade.abandon();
                     let grace = proxy.grace_period();

@@ -28,6 +28,8 @@ use tokio::process::Child;
 use tokio::time::Instant;
 
 use crate::inherit::UPGRADE_FROM;
+use crate::metrics_http::Endpoint;
+use crate::notify::Notifier;
 
 /// How long the new process may take to load its configuration and serve.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,10 +91,22 @@ impl Upgrade {
         !matches!(self.stage, Stage::Idle)
     }
 
+    /// SIGUSR2: starts an upgrade, unless one is under way or the proxy drains.
+    pub fn requested(&mut self, proxy: &Proxy, metrics: Option<&Endpoint>, notifier: &Notifier) {
+        if proxy.is_draining() || self.in_progress() {
+            tracing::info!("SIGUSR2 while draining or upgrading: ignored");
+            return;
+        }
+        notifier.reloading();
+        if !self.start(proxy, metrics.map(|endpoint| &endpoint.socket)) {
+            notifier.ready("serving");
+        }
+    }
+
     /// Starts the new process with `proxy`'s listening sockets and `metrics` (the metrics
     /// endpoint's); [`next`](Self::next) tells what becomes of it. Logs what it did; false
     /// when the new process could not even be started.
-    pub fn start(&mut self, proxy: &Proxy, metrics: Option<&OwnedFd>) -> bool {
+    fn start(&mut self, proxy: &Proxy, metrics: Option<&OwnedFd>) -> bool {
         let started = proxy
             .listening_sockets()
             .context("cannot take the listening sockets")
@@ -153,6 +167,33 @@ impl Upgrade {
                 self.stage = Stage::Done;
                 Event::Settled
             }
+        }
+    }
+}
+
+/// Does what `event` calls for: once the new process serves, this one stops accepting (and
+/// its metrics endpoint stops answering, so that `/ready` probes reach the new one), and
+/// drains after the settle time; a failure is logged and this process serves on.
+pub async fn act(event: Event, proxy: &Proxy, metrics: Option<&Endpoint>, notifier: &Notifier) {
+    match event {
+        Event::Serving(pid) => {
+            if let Some(endpoint) = metrics {
+                endpoint.stop();
+            }
+            proxy.stop_accepting().await;
+            tracing::info!(
+                pid,
+                "upgrade: the new process serves; this one stopped accepting and drains soon"
+            );
+        }
+        Event::Failed(error) => {
+            tracing::error!("upgrade failed, this process goes on serving: {error:#}");
+            notifier.ready("serving");
+        }
+        Event::Settled => {
+            let grace = proxy.grace_period();
+            tracing::info!(grace_period = ?grace, "upgrade: draining");
+            proxy.drain(grace);
         }
     }
 }
