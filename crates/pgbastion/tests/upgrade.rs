@@ -221,9 +221,11 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
         dir: dir.path().to_owned(),
         old,
     };
+    let signalled = (Instant::now(), done());
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
     let at_takeover = done();
+    let taken_over = signalled.0.elapsed();
     let status = bastion.wait_exit(LIMIT);
     assert!(status.success(), "the old process exited with {status}");
     assert_eq!(
@@ -232,6 +234,13 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
         "the old process left the new pid file"
     );
     let at_exit = done();
+    println!(
+        "SIGUSR2 to the new pid file: {taken_over:?}, to the old process's exit: {:?}; \
+         transactions meanwhile: {} until the takeover, {} more until the exit",
+        signalled.0.elapsed(),
+        at_takeover - signalled.1,
+        at_exit - at_takeover
+    );
     wait_for(
         "transactions after the old process exited",
         &bastion,
@@ -260,6 +269,12 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
     assert!(
         log.contains("upgrade: the new process serves"),
         "no takeover in the log:\n{log}"
+    );
+    assert_eq!(
+        log.matches("serving a listening socket handed over")
+            .count(),
+        2,
+        "both listeners were handed over, not bound anew:\n{log}"
     );
     let committed = tally.committed.lock().unwrap();
     let rows = cluster.query("SELECT count(*) FROM t").unwrap();

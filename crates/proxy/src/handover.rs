@@ -30,7 +30,7 @@ impl Proxy {
             let address = listener.address;
             let socket = match adopt(address) {
                 Some(socket) => {
-                    tracing::info!(%address, "listening socket taken over from the old process");
+                    tracing::info!(%address, "serving a listening socket handed over (not bound anew)");
                     from_std(socket)
                 }
                 None => TcpListener::bind(address).await,
