@@ -194,13 +194,60 @@ fn replace_binary(path: &Path) {
     std::fs::rename(&next, path).unwrap();
 }
 
-#[test]
-fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_failed_transaction() {
-    let (_bin_dir, binary) = copied_binary();
+/// pgbastion started from a copy of the binary (which a test may replace), in front of a
+/// cluster ([`setup`]).
+struct FromCopy {
+    binary: PathBuf,
+    dir: tempfile::TempDir,
+    cluster: Cluster,
+    ports: Vec<u16>,
+    bastion: Bastion,
+    old: i32,
+    _binary_dir: tempfile::TempDir,
+}
+
+fn start_from_copy() -> FromCopy {
+    let (binary_dir, binary) = copied_binary();
     let dir = tempfile::tempdir().unwrap();
     let (cluster, config, ports) = setup(dir.path());
-    let mut bastion = Bastion::start_binary(&binary, &config, &ports);
+    let bastion = Bastion::start_binary(&binary, &config, &ports);
     let old = new_process(dir.path(), 0, &bastion);
+    FromCopy {
+        binary,
+        dir,
+        cluster,
+        ports,
+        bastion,
+        old,
+        _binary_dir: binary_dir,
+    }
+}
+
+/// Asserts that a new session on each of `ports` runs a statement.
+fn serves(ports: &[u16]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for port in ports {
+            let client = connect(local(*port)).await.unwrap();
+            client.batch_execute("SELECT 1").await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_failed_transaction() {
+    let FromCopy {
+        binary,
+        dir,
+        cluster,
+        ports,
+        mut bastion,
+        old,
+        _binary_dir,
+    } = start_from_copy();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -366,12 +413,7 @@ fn a_session_in_a_transaction_goes_on_through_the_takeover_and_then_drains_by_th
         "after,before"
     );
     // The new process serves both listeners.
-    runtime.block_on(async {
-        for port in &ports[..2] {
-            let client = connect(local(*port)).await.unwrap();
-            client.batch_execute("SELECT 1").await.unwrap();
-        }
-    });
+    serves(&ports[..2]);
 }
 
 /// The next message to the service manager's socket.
@@ -442,16 +484,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_says_why() {
     assert!(!is_alive(child), "the failed new process is gone");
     assert!(bastion.alive());
     assert_eq!(pid_in(dir.path()), Some(old));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        for port in &ports[..2] {
-            let client = connect(local(*port)).await.unwrap();
-            client.batch_execute("SELECT 1").await.unwrap();
-        }
-    });
+    serves(&ports[..2]);
 
     // Fixed, the next upgrade goes through.
     std::fs::write(bastion.config_path(), &config).unwrap();
@@ -462,11 +495,15 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_says_why() {
 
 #[test]
 fn a_new_binary_that_never_gets_ready_is_killed_and_the_old_process_serves_on() {
-    let (_bin_dir, binary) = copied_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let (_cluster, config, ports) = setup(dir.path());
-    let mut bastion = Bastion::start_binary(&binary, &config, &ports);
-    let old = new_process(dir.path(), 0, &bastion);
+    let FromCopy {
+        binary,
+        dir,
+        ports,
+        mut bastion,
+        old,
+        cluster: _cluster,
+        _binary_dir,
+    } = start_from_copy();
     let script = binary.with_extension("new");
     std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -485,12 +522,5 @@ fn a_new_binary_that_never_gets_ready_is_killed_and_the_old_process_serves_on() 
     assert!(children_of(old).is_empty(), "the new process is gone");
     assert!(bastion.alive());
     assert_eq!(pid_in(dir.path()), Some(old));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = connect(local(ports[0])).await.unwrap();
-        client.batch_execute("SELECT 1").await.unwrap();
-    });
+    serves(&ports[..2]);
 }
