@@ -12,6 +12,7 @@ pub mod config;
 pub mod drain;
 pub mod external;
 pub mod greeting;
+pub mod handover;
 pub mod hooks;
 pub mod kdf;
 pub mod limits;

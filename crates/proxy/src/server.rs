@@ -163,17 +163,7 @@ impl Proxy {
 
     /// Binds every listener.
     pub async fn bind(&self) -> Result<Vec<(TcpListener, Listener)>, ProxyError> {
-        let mut bound = Vec::new();
-        for listener in &self.in_force.load().settings.listeners {
-            let socket = TcpListener::bind(listener.address)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    address: listener.address,
-                    source,
-                })?;
-            bound.push((socket, listener.clone()));
-        }
-        Ok(bound)
+        self.bind_adopting(|_| None).await
     }
 
     /// Serves the bound listeners until `shutdown` yields a grace period (or
@@ -200,14 +190,7 @@ impl Proxy {
             grace = shutdown => self.drain(grace),
             () = self.drain.started() => {}
         }
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut running) = running {
-            running.close_all().await;
-        }
+        self.stop_accepting().await;
         tracing::info!(
             connections = self.drain.live(),
             "draining: listeners closed, waiting for sessions to end"
