@@ -2,8 +2,8 @@
 //! from the pools of that backend database wait (at most their `checkout_timeout`, then
 //! the client gets the pool's usual 53300); backends already lent out finish what they do.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -27,12 +27,40 @@ impl Paused {
 #[derive(Debug, Clone)]
 pub struct Pauses {
     state: Arc<watch::Sender<Paused>>,
+    /// Checkouts held by a pause now, by backend database (SHOW POOLS `cl_waiting`).
+    held: Arc<Mutex<BTreeMap<String, usize>>>,
 }
 
 impl Default for Pauses {
     fn default() -> Self {
         Self {
             state: Arc::new(watch::Sender::new(Paused::default())),
+            held: Arc::default(),
+        }
+    }
+}
+
+/// One checkout held by a pause, counted until dropped.
+struct Held<'a> {
+    pauses: &'a Pauses,
+    database: &'a str,
+}
+
+impl<'a> Held<'a> {
+    fn new(pauses: &'a Pauses, database: &'a str) -> Self {
+        *pauses.held().entry(database.to_owned()).or_default() += 1;
+        Self { pauses, database }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut held = self.pauses.held();
+        if let Some(count) = held.get_mut(self.database) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(self.database);
+            }
         }
     }
 }
@@ -63,9 +91,22 @@ impl Pauses {
         self.state.borrow().holds(database)
     }
 
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checkouts from the pools of `database` that a pause holds now.
+    pub fn held_in(&self, database: &str) -> usize {
+        self.held().get(database).copied().unwrap_or(0)
+    }
+
     /// Waits until the pools of `database` are not paused, at most until `until`; whether
-    /// they are not.
+    /// they are not. Costs no lock when nothing is paused.
     pub async fn wait_resumed(&self, database: &str, until: Instant) -> bool {
+        if !self.is_paused(database) {
+            return true;
+        }
+        let _held = Held::new(self, database);
         let mut state = self.state.subscribe();
         let resumed = async {
             // The sender lives as long as `self`: the wait cannot fail.
@@ -104,6 +145,7 @@ mod tests {
         });
         pauses.resume(Some("app"));
         assert!(waiting.await.expect("joined"));
+        assert_eq!(pauses.held_in("app"), 0);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use super::pause::Pauses;
 use super::table::{Kind, Table, Value};
 use crate::clients::{ClientView, Totals};
 use crate::config::{ListenerMode, PoolMode};
@@ -28,32 +29,38 @@ fn time(at: SystemTime) -> Value {
     humantime::format_rfc3339_seconds(at).to_string().into()
 }
 
+/// PgBouncer's columns of a connection, client or server (SHOW CLIENTS, SHOW SERVERS).
+const CONNECTION_COLUMNS: [(&str, Kind); 20] = [
+    ("type", Text),
+    ("user", Text),
+    ("database", Text),
+    ("replication", Text),
+    ("state", Text),
+    ("addr", Text),
+    ("port", Int),
+    ("local_addr", Text),
+    ("local_port", Int),
+    ("connect_time", Text),
+    ("request_time", Text),
+    ("wait", Int),
+    ("wait_us", Int),
+    ("close_needed", Int),
+    ("ptr", Text),
+    ("link", Text),
+    ("remote_pid", Int),
+    ("tls", Text),
+    ("application_name", Text),
+    ("prepared_statements", Int),
+];
+
 /// PgBouncer's SHOW CLIENTS, with our `route` last (NULL on the console).
 pub fn clients(clients: &[ClientView]) -> Table {
-    let mut table = Table::new(&[
-        ("type", Text),
-        ("user", Text),
-        ("database", Text),
-        ("replication", Text),
-        ("state", Text),
-        ("addr", Text),
-        ("port", Int),
-        ("local_addr", Text),
-        ("local_port", Int),
-        ("connect_time", Text),
-        ("request_time", Text),
-        ("wait", Int),
-        ("wait_us", Int),
-        ("close_needed", Int),
-        ("ptr", Text),
-        ("link", Text),
-        ("remote_pid", Int),
-        ("tls", Text),
-        ("application_name", Text),
-        ("prepared_statements", Int),
-        ("id", Int),
-        ("route", Int),
-    ]);
+    let columns = [
+        CONNECTION_COLUMNS.as_slice(),
+        &[("id", Int), ("route", Int)],
+    ]
+    .concat();
+    let mut table = Table::new(&columns);
     for ClientView { info, .. } in clients {
         table.push(vec![
             "C".into(),
@@ -104,6 +111,7 @@ fn pool_mode(settings: &Settings, number: &str) -> Value {
 pub fn pools(
     pools: &BTreeMap<PoolLabels, PoolStats>,
     clients: &[ClientView],
+    pauses: &Pauses,
     settings: &Settings,
 ) -> Table {
     let mut table = Table::new(&[
@@ -130,11 +138,12 @@ pub fn pools(
         let of_route =
             |c: &&ClientView| c.info.route.is_some_and(|r| r.to_string() == labels.route);
         let active = clients.iter().filter(of_route).count();
+        let waiting = stats.waiting + pauses.held_in(&labels.database);
         table.push(vec![
             labels.database.as_str().into(),
             labels.user.as_str().into(),
-            active.saturating_sub(stats.waiting).into(),
-            stats.waiting.into(),
+            active.saturating_sub(waiting).into(),
+            waiting.into(),
             0u64.into(),
             0u64.into(),
             stats.in_use.into(),
@@ -158,28 +167,8 @@ pub fn pools(
 /// pools count their connections but do not keep per-connection details: those columns
 /// are NULL or 0.
 pub fn servers(pools: &BTreeMap<PoolLabels, PoolStats>) -> Table {
-    let mut table = Table::new(&[
-        ("type", Text),
-        ("user", Text),
-        ("database", Text),
-        ("state", Text),
-        ("addr", Text),
-        ("port", Int),
-        ("local_addr", Text),
-        ("local_port", Int),
-        ("connect_time", Text),
-        ("request_time", Text),
-        ("wait", Int),
-        ("wait_us", Int),
-        ("close_needed", Int),
-        ("ptr", Text),
-        ("link", Text),
-        ("remote_pid", Int),
-        ("tls", Text),
-        ("application_name", Text),
-        ("prepared_statements", Int),
-        ("route", Int),
-    ]);
+    let columns = [CONNECTION_COLUMNS.as_slice(), &[("route", Int)]].concat();
+    let mut table = Table::new(&columns);
     for (labels, stats) in pools {
         let (addr, port) = match labels.backend.rsplit_once(':') {
             Some((host, port)) => (host, port.parse::<u16>().ok()),
@@ -192,6 +181,7 @@ pub fn servers(pools: &BTreeMap<PoolLabels, PoolStats>) -> Table {
                 "S".into(),
                 labels.user.as_str().into(),
                 labels.database.as_str().into(),
+                "none".into(),
                 state.into(),
                 addr.into(),
                 port.into(),

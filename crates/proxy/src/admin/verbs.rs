@@ -103,7 +103,8 @@ impl Verbs<'_> {
             Show::Pools => {
                 let settings = self.settings().await?;
                 let clients = lasting.clients.list();
-                show::pools(&lasting.metrics.pools(), &clients, &settings)
+                let pauses = lasting.pools.pauses();
+                show::pools(&lasting.metrics.pools(), &clients, pauses, &settings)
             }
             Show::Routes => show::routes(&*self.settings().await?),
             Show::Listeners => {
