@@ -467,3 +467,24 @@ async fn shutdown_ends_every_session_and_the_process_with_status_zero() {
     wait_until("the client is closed", || async { client.is_closed() }).await;
     wait_until("the console is closed", || async { admin.is_closed() }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_held_by_pause_past_checkout_timeout_is_told_the_pool_is_paused() {
+    let cluster = cluster();
+    let ports = free_ports(2);
+    let config = config(&cluster, &ports, &["postgres"])
+        .replace("size = 2 }", "size = 2, checkout_timeout = \"1s\" }");
+    let bastion = Bastion::start(&config, &[], &[], &ports);
+    let client = app(ports[1], "held").await;
+    let admin = console(ports[0]).await;
+    assert!(show(&admin, "PAUSE").await.is_empty());
+    let error = within("the held query", client.simple_query("SELECT 1"))
+        .await
+        .expect_err("held past checkout_timeout");
+    let db = error.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "53300", "{db:?}");
+    assert!(db.message().contains("paused"), "{db:?}");
+    assert!(show(&admin, "RESUME").await.is_empty());
+    assert_eq!(one(&client).await, 1, "the client goes on after RESUME");
+    bastion.finish(&[ADMIN_PASSWORD, APP_PASSWORD]);
+}

@@ -148,7 +148,16 @@ impl Lender for RoutePool {
         let timeout = self.pool.settings().checkout_timeout;
         let until = tokio::time::Instant::now() + timeout;
         if !self.pauses.wait_resumed(&self.database, until).await {
-            return Err(self.refusal(PoolError::Timeout { waited: timeout }));
+            return Err(ErrorResponse::new(
+                Severity::Error,
+                SqlState::TOO_MANY_CONNECTIONS,
+                format!(
+                    "the pools of database \"{}\" are paused (admin console PAUSE) and were not \
+                     resumed within {:.1} s (the pool's checkout_timeout)",
+                    self.database,
+                    timeout.as_secs_f64()
+                ),
+            ));
         }
         let got = self.checkout_live().await;
         self.checkout_wait.observe(started.elapsed().as_secs_f64());
