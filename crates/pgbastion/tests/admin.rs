@@ -488,3 +488,64 @@ async fn a_client_held_by_pause_past_checkout_timeout_is_told_the_pool_is_paused
     assert_eq!(one(&client).await, 1, "the client goes on after RESUME");
     bastion.finish(&[ADMIN_PASSWORD, APP_PASSWORD]);
 }
+
+#[test]
+fn an_admin_with_a_client_certificate_gets_the_console_and_another_common_name_does_not() {
+    let cluster = cluster();
+    let ca = pgbastion_testkit::TestCa::new("admin CA").unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = ca
+        .server_cert(&["localhost"])
+        .unwrap()
+        .write_files(certs.path(), "server")
+        .unwrap();
+    let ca_file = ca.write_cert(certs.path(), "ca").unwrap();
+    let (ops_cert, ops_key) = ca
+        .client_cert("ops")
+        .unwrap()
+        .write_files(certs.path(), "ops")
+        .unwrap();
+    let ports = free_ports(2);
+    let route_and_users = config(&cluster, &ports, &["postgres"]);
+    let (_, routes) = route_and_users.split_once("[[route]]").unwrap();
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:{}\"\n\
+         tls = {{ cert = \"{}\", key = \"{}\", client_ca = \"{}\" }}\n\n\
+         [admin]\nusers = [\"ops\", \"root\"]\nauth = \"cert\"\n\n\
+         [[user]]\nname = \"app\"\npassword = \"{APP_PASSWORD}\"\n\n[[route]]{routes}",
+        ports[0],
+        cert.display(),
+        key.display(),
+        ca_file.display()
+    );
+    let bastion = Bastion::start(&config, &[], &[], &ports[..1]);
+    let psql = |user: &str| {
+        Command::new("psql")
+            .arg(format!(
+                "host=localhost hostaddr=127.0.0.1 port={} user={user} dbname=pgbastion \
+                 sslmode=verify-full sslrootcert={} sslcert={} sslkey={} connect_timeout=20",
+                ports[0],
+                ca_file.display(),
+                ops_cert.display(),
+                ops_key.display()
+            ))
+            .args(["-X", "-A", "-t", "-c", "SHOW VERSION"])
+            .env("PGPASSWORD", "")
+            .output()
+            .unwrap()
+    };
+    let ops = psql("ops");
+    let out = String::from_utf8_lossy(&ops.stdout);
+    assert!(
+        ops.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&ops.stderr)
+    );
+    assert!(out.starts_with("pgbastion "), "{out}");
+    // An admin name, but the certificate's CN is another's.
+    let root = psql("root");
+    let err = String::from_utf8_lossy(&root.stderr);
+    assert!(!root.status.success(), "{err}");
+    assert!(err.contains("root"), "{err}");
+    bastion.finish(&[APP_PASSWORD]);
+}
