@@ -232,7 +232,7 @@ impl Compiler<'_> {
         let admin = parsed
             .admin
             .as_ref()
-            .map(|a| Admin::compile(self.file, a, &users, jwt.is_some()))
+            .map(|a| Admin::compile(self.file, a, &users, (facts.have_jwt, facts.any_client_ca)))
             .transpose()?;
         Ok(Settings {
             listeners,

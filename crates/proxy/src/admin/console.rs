@@ -46,13 +46,18 @@ pub async fn serve(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, id: C
             }
         };
         let Ok(Some(frame)) = frame else { return };
-        let Some(step) = extended.step(&frame) else {
-            return;
-        };
-        let answered = match step {
+        let answered = match extended.step(&frame) {
             Step::Query(sql) => answer(&mut conn, &verbs, &sql).await,
             Step::Send(messages) => messages.iter().try_for_each(|m| conn.send(m)),
             Step::Nothing => Ok(()),
+            Step::End(last) => {
+                if let Some(last) = last {
+                    let _ = conn.send(&last);
+                    let _ = flush(&mut conn).await;
+                    conn.close_gracefully().await;
+                }
+                return;
+            }
         };
         if answered.is_err() || flush(&mut conn).await.is_err() {
             return;
@@ -136,6 +141,16 @@ enum Step {
     Send(Vec<BackendMessage>),
     /// Nothing (the rest of a refused extended-protocol group).
     Nothing,
+    /// End the session after sending this, if anything (Terminate, or a message that is
+    /// not valid).
+    End(Option<BackendMessage>),
+}
+
+fn not_supported() -> BackendMessage {
+    error_message(
+        SqlState::FEATURE_NOT_SUPPORTED,
+        "the admin console answers only the Simple Query protocol (psql, simple_query)".to_owned(),
+    )
 }
 
 /// The extended protocol is refused once per group, up to its Sync, as PostgreSQL skips
@@ -146,26 +161,89 @@ struct Extended {
 }
 
 impl Extended {
-    /// What `frame` asks for; `None`: the session ends (Terminate, or a message that is
-    /// not valid).
-    fn step(&mut self, frame: &Frame) -> Option<Step> {
-        match FrontendMessage::decode(frame).ok()? {
-            FrontendMessage::Query(sql) => Some(Step::Query(sql)),
-            FrontendMessage::Terminate => None,
+    /// What `frame` asks for.
+    fn step(&mut self, frame: &Frame) -> Step {
+        let message = match FrontendMessage::decode(frame) {
+            Ok(message) => message,
+            Err(error) => {
+                let fatal = ErrorResponse::new(
+                    Severity::Fatal,
+                    SqlState::PROTOCOL_VIOLATION,
+                    format!("invalid message: {error}"),
+                );
+                return Step::End(Some(BackendMessage::ErrorResponse(fatal)));
+            }
+        };
+        let ready = BackendMessage::ReadyForQuery(TransactionStatus::Idle);
+        match message {
+            FrontendMessage::Query(sql) => Step::Query(sql),
+            FrontendMessage::Terminate => Step::End(None),
             FrontendMessage::Sync => {
                 self.refused = false;
-                let ready = BackendMessage::ReadyForQuery(TransactionStatus::Idle);
-                Some(Step::Send(vec![ready]))
+                Step::Send(vec![ready])
             }
-            _ if self.refused => Some(Step::Nothing),
+            // A function call is answered at once, as a query is.
+            FrontendMessage::FunctionCall { .. } => Step::Send(vec![not_supported(), ready]),
+            _ if self.refused => Step::Nothing,
             _ => {
                 self.refused = true;
-                Some(Step::Send(vec![error_message(
-                    SqlState::FEATURE_NOT_SUPPORTED,
-                    "the admin console answers only the Simple Query protocol (psql, simple_query)"
-                        .to_owned(),
-                )]))
+                Step::Send(vec![not_supported()])
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pgbastion_wire::ErrorField;
+
+    use super::*;
+
+    fn step(extended: &mut Extended, tag: u8, body: &'static [u8]) -> Step {
+        extended.step(&Frame::new(tag, body))
+    }
+
+    fn codes(step: Step) -> Vec<String> {
+        let Step::Send(messages) = step else {
+            panic!("not a Send")
+        };
+        messages
+            .iter()
+            .map(|m| match m {
+                BackendMessage::ErrorResponse(e) => {
+                    e.get(ErrorField::Code).unwrap_or_default().to_owned()
+                }
+                BackendMessage::ReadyForQuery(_) => "Z".to_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_extended_protocol_is_refused_once_per_group_and_answered_at_its_sync() {
+        let mut extended = Extended::default();
+        assert_eq!(
+            codes(step(&mut extended, b'P', b"\0SHOW VERSION\0\0\0")),
+            ["0A000"]
+        );
+        assert!(matches!(
+            step(&mut extended, b'B', b"\0\0\0\0\0\0\0\0"),
+            Step::Nothing
+        ));
+        assert_eq!(codes(step(&mut extended, b'S', b"")), ["Z"]);
+        let query = step(&mut extended, b'Q', b"SHOW VERSION\0");
+        assert!(matches!(query, Step::Query(q) if q == "SHOW VERSION"));
+        assert!(matches!(step(&mut extended, b'X', b""), Step::End(None)));
+    }
+
+    #[test]
+    fn a_message_that_is_not_valid_ends_the_session_with_08p01() {
+        let mut extended = Extended::default();
+        let Step::End(Some(BackendMessage::ErrorResponse(fatal))) =
+            step(&mut extended, b'Q', b"no terminator")
+        else {
+            panic!("not ended")
+        };
+        assert_eq!(fatal.get(ErrorField::Code), Some("08P01"));
     }
 }

@@ -26,6 +26,19 @@ pub struct AdminConfig {
     pub insecure: bool,
 }
 
+/// What is wrong with `auth` for the console, if anything.
+fn auth_problem(auth: AuthMode, have_jwt: bool, any_client_ca: bool) -> Option<&'static str> {
+    match auth {
+        AuthMode::Scram | AuthMode::Md5 | AuthMode::Cleartext => None,
+        AuthMode::Cert if !any_client_ca => Some("needs a listener with tls.client_ca"),
+        AuthMode::Jwt if !have_jwt => Some("needs a [jwt] table"),
+        AuthMode::Cert | AuthMode::Jwt => None,
+        AuthMode::Trust | AuthMode::Oauth | AuthMode::External | AuthMode::Passthrough => {
+            Some("is not supported: use scram, md5, cleartext, cert or jwt")
+        }
+    }
+}
+
 fn default_auth() -> Spanned<AuthMode> {
     Spanned::new(0..0, AuthMode::Scram)
 }
@@ -42,46 +55,40 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Checks `[admin]` against the file's `[[user]]` list and whether it has a `[jwt]`.
+    /// Checks `[admin]` against the file's `[[user]]` list, whether it has a `[jwt]` and
+    /// whether any listener takes client certificates (`client_ca`).
     pub fn compile(
         file: &SourceFile,
         config: &AdminConfig,
         users: &HashMap<String, Secret>,
-        have_jwt: bool,
+        (have_jwt, any_client_ca): (bool, bool),
     ) -> Result<Self, ConfigError> {
-        let error = |span, message: String| Err(ConfigError::at(file, Some(span), message));
+        let at = |span, message: String| ConfigError::at(file, Some(span), message);
         let auth = *config.auth.get_ref();
-        match auth {
-            AuthMode::Scram | AuthMode::Md5 | AuthMode::Cleartext | AuthMode::Cert => {}
-            AuthMode::Jwt if have_jwt => {}
-            AuthMode::Jwt => return error(config.auth.span(), "[admin] auth = \"jwt\" needs a [jwt] table".to_owned()),
-            other => {
-                return error(
-                    config.auth.span(),
-                    format!(
-                        "[admin] auth = \"{}\" is not supported: use scram, md5, cleartext, cert or jwt",
-                        other.name()
-                    ),
-                )
-            }
+        if let Some(problem) = auth_problem(auth, have_jwt, any_client_ca) {
+            return Err(at(
+                config.auth.span(),
+                format!("[admin] auth = \"{}\" {problem}", auth.name()),
+            ));
         }
-        if config.users.get_ref().is_empty() {
-            return error(
-                config.users.span(),
-                "[admin] users is empty: name at least one [[user]]".to_owned(),
-            );
+        let names = config.users.get_ref();
+        if names.is_empty() {
+            let message = "[admin] users is empty: name at least one [[user]]";
+            return Err(at(config.users.span(), message.to_owned()));
         }
         let needs_password = matches!(auth, AuthMode::Scram | AuthMode::Md5 | AuthMode::Cleartext);
-        for user in config.users.get_ref() {
-            if needs_password && !users.contains_key(user) {
-                return error(
-                    config.users.span(),
-                    format!("[admin] users: \"{user}\" is not a [[user]] (auth = \"{}\" checks its password there)", auth.name()),
-                );
-            }
+        if let Some(user) = names
+            .iter()
+            .find(|u| needs_password && !users.contains_key(*u))
+        {
+            let message = format!(
+                "[admin] users: \"{user}\" is not a [[user]] (auth = \"{}\" checks its password there)",
+                auth.name()
+            );
+            return Err(at(config.users.span(), message));
         }
         Ok(Self {
-            users: config.users.get_ref().iter().cloned().collect(),
+            users: names.iter().cloned().collect(),
             auth,
             insecure: config.insecure,
         })
@@ -97,22 +104,22 @@ impl Admin {
 mod tests {
     use super::*;
 
-    fn compile(text: &str, have_jwt: bool) -> Result<Admin, ConfigError> {
+    fn compile(text: &str, facts: (bool, bool)) -> Result<Admin, ConfigError> {
         let file = SourceFile {
             path: "pgbastion.toml".into(),
             text: text.to_owned(),
         };
         let config: AdminConfig = toml::from_str(text).expect("toml");
         let users = HashMap::from([("ops".to_owned(), Secret::new("pw".to_owned()))]);
-        Admin::compile(&file, &config, &users, have_jwt)
+        Admin::compile(&file, &config, &users, facts)
     }
 
     #[test]
     fn scram_is_the_default_and_users_must_be_listed() {
-        let admin = compile("users = [\"ops\"]", false).expect("valid");
+        let admin = compile("users = [\"ops\"]", (false, false)).expect("valid");
         assert_eq!(admin.auth, AuthMode::Scram);
         assert!(admin.allows("ops") && !admin.allows("app"));
-        let error = compile("users = [\"ghost\"]", false).expect_err("unknown user");
+        let error = compile("users = [\"ghost\"]", (false, false)).expect_err("unknown user");
         assert!(
             error.to_string().contains("\"ghost\" is not a [[user]]"),
             "{error}"
@@ -120,12 +127,16 @@ mod tests {
     }
 
     #[test]
-    fn cert_admins_need_no_password_but_jwt_needs_a_jwt_table() {
-        assert!(compile("users = [\"ghost\"]\nauth = \"cert\"", false).is_ok());
-        let error = compile("users = [\"ops\"]\nauth = \"jwt\"", false).expect_err("no [jwt]");
+    fn cert_admins_need_no_password_but_a_client_ca_and_jwt_needs_a_jwt_table() {
+        let cert = "users = [\"ghost\"]\nauth = \"cert\"";
+        assert!(compile(cert, (false, true)).is_ok());
+        let error = compile(cert, (false, false)).expect_err("no client_ca");
+        assert!(error.to_string().contains("client_ca"), "{error}");
+        let jwt = "users = [\"ops\"]\nauth = \"jwt\"";
+        let error = compile(jwt, (false, false)).expect_err("no [jwt]");
         assert!(error.to_string().contains(":2:"), "{error}");
-        assert!(compile("users = [\"ops\"]\nauth = \"jwt\"", true).is_ok());
-        assert!(compile("users = []", false).is_err());
-        assert!(compile("users = [\"ops\"]\nauth = \"trust\"", false).is_err());
+        assert!(compile(jwt, (true, false)).is_ok());
+        assert!(compile("users = []", (false, false)).is_err());
+        assert!(compile("users = [\"ops\"]\nauth = \"trust\"", (false, false)).is_err());
     }
 }
