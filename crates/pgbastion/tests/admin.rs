@@ -549,3 +549,42 @@ fn an_admin_with_a_client_certificate_gets_the_console_and_another_common_name_d
     assert!(err.contains("root"), "{err}");
     bastion.finish(&[APP_PASSWORD]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_with_a_token_gets_the_console_only_over_tls_or_where_insecure_is_allowed() {
+    let cluster = cluster();
+    let issuer = pgbastion_testkit::TestIssuer::start().await;
+    let pem = issuer.public_key_pem("RS256");
+    let file = |ports: &[u16], insecure: bool| {
+        let with_routes = config(&cluster, ports, &["postgres"]);
+        let admin = format!(
+            "[jwt]\nissuer = \"{}\"\naudience = \"pgbastion\"\nkeys = [\"rsa.pem\"]\n\n\
+             [admin]\nusers = [\"ops\"]\nauth = \"jwt\"\ninsecure = {insecure}\n",
+            issuer.issuer()
+        );
+        with_routes.replace("[admin]\nusers = [\"ops\"]\n", &admin)
+    };
+    let token = issuer.token_for("ops", "pgbastion", Duration::from_secs(600));
+    let ports = free_ports(2);
+    let bastion = Bastion::start(&file(&ports, true), &[("rsa.pem", &pem)], &[], &ports);
+    let admin = connect(ports[0], "ops", &token, "pgbastion", "jwt")
+        .await
+        .unwrap();
+    assert_eq!(show(&admin, "SHOW VERSION").await.len(), 1);
+    let other = issuer.token_for("app", "pgbastion", Duration::from_secs(600));
+    let Err(error) = connect(ports[0], "ops", &other, "pgbastion", "jwt").await else {
+        panic!("a token for another user is refused")
+    };
+    assert_eq!(error.as_db_error().unwrap().code().code(), "28P01");
+    bastion.finish(&[&token]);
+
+    let ports = free_ports(2);
+    let bastion = Bastion::start(&file(&ports, false), &[("rsa.pem", &pem)], &[], &ports);
+    let Err(error) = connect(ports[0], "ops", &token, "pgbastion", "jwt").await else {
+        panic!("a token in clear is refused without TLS")
+    };
+    let db = error.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "28000", "{db:?}");
+    assert!(db.message().contains("[admin]"), "{db:?}");
+    bastion.finish(&[&token]);
+}
