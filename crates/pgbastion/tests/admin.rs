@@ -63,7 +63,24 @@ fn start(cluster: &Cluster) -> (Bastion, Vec<u16>) {
     (bastion, ports)
 }
 
+/// The task driving a client's connection: its result says how the connection ended.
+type Driver = tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>;
+
 /// A client through pgbastion on `port`, its connection driven by a task.
+async fn connect_driven(
+    port: u16,
+    (user, password): (&str, &str),
+    database: &str,
+    application_name: &str,
+) -> Result<(Client, Driver), tokio_postgres::Error> {
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user={user} password={password} dbname={database} \
+         application_name={application_name} sslmode=disable"
+    );
+    let (client, connection) = within("connect", tokio_postgres::connect(&conninfo, NoTls)).await?;
+    Ok((client, tokio::spawn(connection)))
+}
+
 async fn connect(
     port: u16,
     user: &str,
@@ -71,19 +88,23 @@ async fn connect(
     database: &str,
     application_name: &str,
 ) -> Result<Client, tokio_postgres::Error> {
-    let conninfo = format!(
-        "host=127.0.0.1 port={port} user={user} password={password} dbname={database} \
-         application_name={application_name} sslmode=disable"
-    );
-    let (client, connection) = within("connect", tokio_postgres::connect(&conninfo, NoTls)).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    let credentials = (user, password);
+    let driven = connect_driven(port, credentials, database, application_name).await;
+    driven.map(|(client, _)| client)
 }
 
 async fn app(port: u16, application_name: &str) -> Client {
     connect(port, "app", APP_PASSWORD, "postgres", application_name)
         .await
         .unwrap()
+}
+
+/// The SQLSTATE the server ended a connection with.
+async fn ended_with(driver: Driver) -> String {
+    let ended = within("the connection's end", driver).await.unwrap();
+    let error = ended.expect_err("the server ended the connection");
+    let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+    db.code().code().to_owned()
 }
 
 async fn console(port: u16) -> Client {
@@ -363,7 +384,10 @@ async fn kill_client_ends_that_client_only_and_kill_a_database_spares_the_consol
     let cluster = cluster();
     let (bastion, ports) = start(&cluster);
     let (plain, pooled) = (ports[0], ports[1]);
-    let doomed = app(plain, "doomed").await;
+    let credentials = ("app", APP_PASSWORD);
+    let (doomed, doomed_end) = connect_driven(plain, credentials, "postgres", "doomed")
+        .await
+        .unwrap();
     let spared = app(plain, "spared").await;
     let pooled_client = app(pooled, "pooled").await;
     assert_eq!(one(&pooled_client).await, 1);
@@ -374,10 +398,8 @@ async fn kill_client_ends_that_client_only_and_kill_a_database_spares_the_consol
         .find(|c| c["application_name"] == "doomed")
         .unwrap()["id"];
     assert!(show(&admin, &format!("KILL_CLIENT {id}")).await.is_empty());
-    wait_until("the killed client is closed", || async {
-        doomed.is_closed()
-    })
-    .await;
+    assert_eq!(ended_with(doomed_end).await, "57P01");
+    assert!(doomed.is_closed());
     assert_eq!(one(&spared).await, 1);
     assert_eq!(one(&pooled_client).await, 1);
     let (code, message) = refused(&admin, &format!("KILL_CLIENT {id}")).await;
@@ -458,14 +480,19 @@ async fn reload_reads_the_changed_file_and_refuses_a_bad_one() {
 async fn shutdown_ends_every_session_and_the_process_with_status_zero() {
     let cluster = cluster();
     let (mut bastion, ports) = start(&cluster);
-    let client = app(ports[0], "app").await;
+    let (client, client_end) = connect_driven(ports[0], ("app", APP_PASSWORD), "postgres", "app")
+        .await
+        .unwrap();
     assert_eq!(one(&client).await, 1);
-    let admin = console(ports[1]).await;
+    let credentials = ("ops", ADMIN_PASSWORD);
+    let (admin, admin_end) = connect_driven(ports[1], credentials, "pgbastion", "console")
+        .await
+        .unwrap();
     assert!(show(&admin, "SHUTDOWN").await.is_empty());
     let status = bastion.wait_exit(DEADLINE);
     assert!(status.success(), "{status:?}");
-    wait_until("the client is closed", || async { client.is_closed() }).await;
-    wait_until("the console is closed", || async { admin.is_closed() }).await;
+    assert_eq!(ended_with(client_end).await, "57P01");
+    assert_eq!(ended_with(admin_end).await, "57P01");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
