@@ -110,6 +110,8 @@ pub struct ConfigFile {
     pub grace_period: Option<Spanned<String>>,
     /// `[metrics]`: the Prometheus and health endpoint (none without it).
     pub metrics: Option<MetricsConfig>,
+    /// `[admin]`: the admin console (none without it).
+    pub admin: Option<crate::admin::settings::AdminConfig>,
 }
 
 /// `[metrics]`.

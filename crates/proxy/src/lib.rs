@@ -2,6 +2,7 @@
 //! relay, cancel forwarding, limits and reloads. The `pgbastion` binary is a thin shell around
 //! [`Proxy`].
 
+pub mod admin;
 pub mod admission;
 pub mod auth_query;
 pub mod backend;

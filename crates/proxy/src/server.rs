@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::admin::control::Control;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::clients::ClientIds;
@@ -89,6 +90,8 @@ impl Proxy {
         let lasting = Arc::new(Lasting {
             cancel: Arc::new(CancelRegistry::default()),
             client_ids: ClientIds::default(),
+            clients: Arc::default(),
+            control: Control::default(),
             connector: connector.clone(),
             pools: Pools::new(
                 connector,
@@ -189,6 +192,7 @@ impl Proxy {
         tokio::select! {
             grace = shutdown => self.drain(grace),
             () = self.drain.started() => {}
+            () = self.answer_requests() => {}
         }
         self.stop_accepting().await;
         tracing::info!(
@@ -250,6 +254,7 @@ pub(crate) fn shared_for(
         oauth_issuer,
         oauth_scope,
         lookups: Default::default(),
+        admin: settings.admin.clone(),
         lasting,
     }
 }

@@ -12,9 +12,11 @@ use pgbastion_wire::{CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::admin;
 use crate::admission::{Admitted, Chosen, Proof};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
+use crate::clients::{ClientId, ClientInfo, Registered};
 use crate::config::ListenerMode;
 use crate::drain::Drain;
 use crate::greeting;
@@ -34,6 +36,8 @@ use crate::warn_limit::WarnLimiter;
 
 /// One listener's view: its handshake policy, its limits and its hooks.
 pub struct ListenerContext {
+    /// The listener's address.
+    pub address: SocketAddr,
     /// TLS, PROXY header and timeouts.
     pub gateway: Arc<GatewayConfig>,
     /// The hooks (routing, authentication).
@@ -82,6 +86,7 @@ impl ListenerContext {
             .listener(&listener.address.to_string());
         Self {
             metrics,
+            address: listener.address,
             gateway: listener.gateway.clone(),
             hooks: ProxyHooks { shared, limiter },
             cancel_rate: RateLimiter::new(listener.limits.cancel_rate_per_ip),
@@ -112,10 +117,15 @@ pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<Listener
         database = tracing::field::Empty,
         route = tracing::field::Empty,
     );
-    serve_in_span(stream, peer, ctx).instrument(span).await;
+    serve_in_span(stream, peer, ctx, id).instrument(span).await;
 }
 
-async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+async fn serve_in_span(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    id: ClientId,
+) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let _open = ctx.drain.enter();
@@ -130,8 +140,12 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
             if let Some(attempt) = data.attempt.take() {
                 attempt.succeeded();
             }
+            if data.console {
+                guard.session_started();
+                return admin::console::serve(conn, &ctx, id).await;
+            }
             match data.admitted() {
-                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut guard).await,
+                Ok(admitted) => run_session(conn, admitted, &ctx, id, started, &mut guard).await,
                 Err(refusal) => refuse(conn, refusal).await,
             }
         }
@@ -192,6 +206,7 @@ async fn run_session(
     mut conn: ClientConn<TcpStream>,
     admitted: Admitted,
     ctx: &ListenerContext,
+    id: ClientId,
     started: Instant,
     guard: &mut ClientGuard,
 ) {
@@ -203,7 +218,8 @@ async fn run_session(
         proof,
     } = admitted;
     if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
-        return serve_pooled(conn, ctx, &chosen, pool, &proof, started, guard).await;
+        let session = (id, started);
+        return serve_pooled(conn, ctx, &chosen, pool, &proof, session, guard).await;
     }
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
@@ -263,11 +279,16 @@ async fn run_session(
     );
     let pending = std::mem::take(&mut backend.buffered).freeze();
     let backend_address = backend.address.clone();
+    let registered = register(shared, &state, ctx, id, route);
     let stop = relay::Stop {
-        watch: ctx.drain.watch(),
+        watch: ctx.drain.watch_with(registered.kill()),
         cancel: backend.cancel_key(),
     };
-    let metered = Metered::new(detached.stream, ctx.metrics.session_meter(route));
+    let meter = ctx
+        .metrics
+        .session_meter(route)
+        .counting(registered.stats());
+    let metered = Metered::new(detached.stream, meter);
     let relayed = relay::relay(
         metered,
         detached.buffered,
@@ -286,6 +307,18 @@ async fn run_session(
     );
 }
 
+/// Registers the session of `state`'s client (the admin console lists and ends it).
+fn register(
+    shared: &Shared,
+    state: &ConnectionState,
+    ctx: &ListenerContext,
+    id: ClientId,
+    route: usize,
+) -> Registered {
+    let info = ClientInfo::of(state, ctx.address, id, Some(route));
+    shared.lasting.clients.register(info)
+}
+
 /// A client of a pooled route on a pooled listener.
 async fn serve_pooled(
     conn: ClientConn<TcpStream>,
@@ -293,7 +326,7 @@ async fn serve_pooled(
     chosen: &Chosen,
     pool: &RoutePool,
     proof: &Proof,
-    started: Instant,
+    (id, started): (ClientId, Instant),
     guard: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
@@ -311,6 +344,8 @@ async fn serve_pooled(
     };
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
+    let registered = register(shared, &state, ctx, id, chosen.route.number);
+    let meter = ctx.metrics.session_meter(chosen.route.number);
     let pooled = PooledClient {
         pools: &shared.lasting.pools,
         cancel: &shared.lasting.cancel,
@@ -326,8 +361,8 @@ async fn serve_pooled(
         },
         version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
         max_message_len: ctx.gateway.max_message_len,
-        drain: ctx.drain.watch(),
-        meter: ctx.metrics.session_meter(chosen.route.number),
+        drain: ctx.drain.watch_with(registered.kill()),
+        meter: meter.counting(registered.stats()),
         guard,
     };
     pooled.serve(conn, started).await;

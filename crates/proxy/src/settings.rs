@@ -12,6 +12,7 @@ use pgbastion_gateway::tls::{certified_key_from_pem, SniCertificates};
 use pgbastion_gateway::{GatewayConfig, TlsConfig};
 use toml::Spanned;
 
+use crate::admin::settings::Admin;
 use crate::config::{
     self, AuthMode, ConfigError, ConfigFile, ExternalConfig, JwtConfig, ListenerConfig,
     ListenerMode, LogConfig, PoolsConfig, ProxyProtocol, RouteConfig, SourceFile,
@@ -109,6 +110,8 @@ pub struct Settings {
     pub grace_period: Duration,
     /// `[metrics] address`: where the metrics and health endpoint listens, if anywhere.
     pub metrics_address: Option<SocketAddr>,
+    /// `[admin]`: who may open the admin console, if anyone.
+    pub admin: Option<Admin>,
 }
 
 impl Settings {
@@ -226,6 +229,11 @@ impl Compiler<'_> {
             .as_ref()
             .map(|m| self.metrics_address(&m.address, &listeners))
             .transpose()?;
+        let admin = parsed
+            .admin
+            .as_ref()
+            .map(|a| Admin::compile(self.file, a, &users, (facts.have_jwt, facts.any_client_ca)))
+            .transpose()?;
         Ok(Settings {
             listeners,
             routes: Routes(routes),
@@ -238,6 +246,7 @@ impl Compiler<'_> {
             pid_file: parsed.pid_file.map(|p| self.file.dir().join(p)),
             grace_period: self.grace_period(parsed.grace_period.as_ref())?,
             metrics_address,
+            admin,
         })
     }
 

@@ -9,6 +9,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,8 @@ use pgbastion_wire::{Direction, FrameScanner};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::clients::ClientStats;
 
 /// When one kind of cycle (a query, a transaction) started.
 #[derive(Debug, Default)]
@@ -49,6 +52,8 @@ pub struct SessionMeter {
     scanner: FrameScanner,
     query: Stopwatch,
     transaction: Stopwatch,
+    /// The session's own counts in the client registry (the admin console's SHOW STATS).
+    client: Option<Arc<ClientStats>>,
 }
 
 impl SessionMeter {
@@ -66,11 +71,23 @@ impl SessionMeter {
             scanner: FrameScanner::new(Direction::Backend),
             query: Stopwatch::default(),
             transaction: Stopwatch::default(),
+            client: None,
+        }
+    }
+
+    /// The same meter, also counting into `client`, the session's counts in the registry.
+    pub fn counting(self, client: Arc<ClientStats>) -> Self {
+        Self {
+            client: Some(client),
+            ..self
         }
     }
 
     fn client_sent(&mut self, bytes: usize) {
         self.received.inc_by(bytes as u64);
+        if let Some(client) = &self.client {
+            client.received(bytes as u64);
+        }
         let now = Instant::now();
         self.query.client_sent(now);
         self.transaction.client_sent(now);
@@ -78,6 +95,9 @@ impl SessionMeter {
 
     fn client_received(&mut self, bytes: &[u8]) {
         self.sent.inc_by(bytes.len() as u64);
+        if let Some(client) = &self.client {
+            client.sent(bytes.len() as u64);
+        }
         let (ready, idle) = (self.scanner.ready_count(), self.scanner.idle_ready_count());
         // A stream the scanner cannot follow (a length below 4) is still relayed; it is
         // only no longer timed.
@@ -89,11 +109,18 @@ impl SessionMeter {
         }
         let now = Instant::now();
         for _ in 0..ready {
-            self.queries.observe(self.query.end(now).as_secs_f64());
+            let took = self.query.end(now);
+            self.queries.observe(took.as_secs_f64());
+            if let Some(client) = &self.client {
+                client.query_done(took);
+            }
         }
         for _ in 0..idle {
-            self.transactions
-                .observe(self.transaction.end(now).as_secs_f64());
+            let took = self.transaction.end(now);
+            self.transactions.observe(took.as_secs_f64());
+            if let Some(client) = &self.client {
+                client.transaction_done(took);
+            }
         }
     }
 }
