@@ -1,9 +1,28 @@
 # Shared by bench/run.sh and bench/soak.sh (sourced, not run): logging, the PostgreSQL
 # binaries, free ports, and a throwaway SCRAM cluster with a `bench` role and database.
-# The sourcing script sets TMP (its throwaway directory) before calling start_cluster.
+# The sourcing script sets ROOT (the repository) before sourcing it, and TMP (its throwaway
+# directory, make_tmp) before calling start_cluster.
+
+cd "$ROOT"
+# The commit measured, as the results name it.
+TREE="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || TREE="$TREE, crates/ modified"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+# Builds pgbastion (release) when BUILD=1 and sets PGBASTION to it, unless it names a binary.
+locate_pgbastion() {
+    if [ "$BUILD" = 1 ]; then
+        log "cargo build --release -p pgbastion"
+        cargo build --release -p pgbastion
+    fi
+    if [ -z "$PGBASTION" ]; then
+        PGBASTION="${CARGO_TARGET_DIR:-$ROOT/target}/release/pgbastion"
+        [ -x "$PGBASTION" ] || PGBASTION="$ROOT/target/release/pgbastion"
+    fi
+    [ -x "$PGBASTION" ] || die "$PGBASTION is missing (run without --no-build)"
+}
 
 # Sets PGBIN, PGBENCH and PSQL (the newest installed PostgreSQL).
 find_postgres() {
@@ -57,6 +76,24 @@ wait_port() { # port seconds what
 
 # RSS of a process in KiB (VmRSS).
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# Makes the throwaway directory TMP (the postgres user can read it) and has the sourcing
+# script's `cleanup` run at exit, on Ctrl-C and on SIGTERM.
+make_tmp() { # name
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    TMP="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+    chmod 755 "$TMP"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$TMP"; fi
+}
+
+# Stops the cluster of start_cluster, if it was started.
+stop_cluster() {
+    if [ "${PG_STARTED:-0}" = 1 ]; then
+        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -w stop >/dev/null 2>&1
+    fi
+}
 
 su_psql() { "$PSQL" -X -q -v ON_ERROR_STOP=1 -h "$TMP" -p "$PG_PORT" -U postgres -d postgres "$@"; }
 

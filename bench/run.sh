@@ -84,22 +84,10 @@ for bin in "$PGDOG" "$DOORMAN" "$COMPARE"; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-TREE="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || TREE="$TREE, crates/ modified"
-
 source "$ROOT/bench/lib.sh"
 
 # --- 1. build ------------------------------------------------------------------------------
-if [ "$BUILD" = 1 ]; then
-    log "cargo build --release -p pgbastion"
-    cargo build --release -p pgbastion
-fi
-if [ -z "$PGBASTION" ]; then
-    PGBASTION="${CARGO_TARGET_DIR:-$ROOT/target}/release/pgbastion"
-    [ -x "$PGBASTION" ] || PGBASTION="$ROOT/target/release/pgbastion"
-fi
-[ -x "$PGBASTION" ] || die "$PGBASTION is missing (run without --no-build)"
+locate_pgbastion
 
 # --- PostgreSQL binaries -------------------------------------------------------------------
 find_postgres
@@ -138,9 +126,7 @@ cleanup() {
         kill "$bpid" 2>/dev/null
         for _ in $(seq 50); do kill -0 "$bpid" 2>/dev/null || break; sleep 0.1; done
     fi
-    if [ "$PG_STARTED" = 1 ]; then
-        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -w stop >/dev/null 2>&1
-    fi
+    stop_cluster
     if [ -n "$TMP" ] && [ -d "$TMP" ]; then
         if [ "$status" != 0 ]; then
             for f in "$TMP"/*.log; do
@@ -155,14 +141,7 @@ cleanup() {
     fi
     exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/pgbastion-bench.XXXXXX")"
-chmod 755 "$TMP"
-if [ "$(id -u)" = 0 ]; then chown postgres: "$TMP"; fi
-
+make_tmp pgbastion-bench
 
 # Ports below the ephemeral range (32768-60999), so that 10,000 client sockets cannot take them.
 PG_PORT="$(free_port)"

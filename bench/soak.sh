@@ -47,17 +47,8 @@ while [ $# -gt 0 ]; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-TREE="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-git diff --quiet HEAD -- crates Cargo.lock 2>/dev/null || TREE="$TREE, crates/ modified"
 source "$ROOT/bench/lib.sh"
-
-if [ "$BUILD" = 1 ]; then
-    log "cargo build --release -p pgbastion"
-    cargo build --release -p pgbastion
-fi
-[ -n "$PGBASTION" ] || PGBASTION="${CARGO_TARGET_DIR:-$ROOT/target}/release/pgbastion"
-[ -x "$PGBASTION" ] || die "$PGBASTION is missing (run without --no-build)"
+locate_pgbastion
 find_postgres
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -71,21 +62,13 @@ cleanup() {
     for pid in $PIDS; do
         kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
-    if [ "$PG_STARTED" = 1 ]; then
-        "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$TMP/data" -m fast -w stop >/dev/null 2>&1
-    fi
+    stop_cluster
     if [ -n "$TMP" ] && [ -d "$TMP" ]; then
         if [ "$KEEP" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     fi
     exit "$status"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/pgbastion-soak.XXXXXX")"
-chmod 755 "$TMP"
-if [ "$(id -u)" = 0 ]; then chown postgres: "$TMP"; fi
+make_tmp pgbastion-soak
 
 PG_PORT="$(free_port)"
 PLAIN_PORT="$(free_port)"
@@ -205,10 +188,11 @@ field() { sed -n "s/^$2: *\([0-9.]*\).*/\1/p" "$1" | head -n 1; }
 failed() { sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$1"; }
 aborted() { grep -c 'aborted' "$1" || true; }
 
-# RSS, descriptors and threads: after a 2-minute warm-up, the first and the last sample, and
-# the highest.
+# RSS, descriptors and threads: after the warm-up (2 minutes, a quarter of a shorter run),
+# the first and the last sample, and the highest.
+WARMUP=$((SECONDS_TOTAL / 4 < 120 ? SECONDS_TOTAL / 4 : 120))
 growth() { # column
-    awk -F'\t' -v c="$1" 'NR > 1 && $1 >= 120 { if (!n++) first = $c; last = $c; if ($c > max) max = $c }
+    awk -F'\t' -v c="$1" -v w="$WARMUP" 'NR > 1 && $1 >= w { if (!n++) first = $c; last = $c; if ($c > max) max = $c }
         END { printf "%s | %s | %s", first, last, max }' "$TMP/samples.tsv"
 }
 LOAD_TX="$(field "$TMP/pgbench-load.log" 'number of transactions actually processed')"
@@ -226,7 +210,7 @@ echo "- churn: pgbench -C -S -c 2 through the transparent listener (a SCRAM logi
     "${CHURN_TX:-?} transactions, ${CHURN_FAILED:-?} failed, $(aborted "$TMP/pgbench-churn.log") aborted client(s), exit $CHURN_STATUS"
 echo "- reloads: $RELOADS sent, $RELOADED logged as done, $REFUSED ERROR line(s) in pgbastion's log"
 echo
-echo "| after the 2-minute warm-up | first | last | highest |"
+echo "| after the ${WARMUP} s warm-up | first | last | highest |"
 echo "|---|---:|---:|---:|"
 echo "| pgbastion VmRSS (KiB) | $(growth 2) |"
 echo "| open descriptors | $(growth 3) |"
