@@ -3,6 +3,7 @@
 //! [`Proxy`].
 
 pub mod admission;
+pub mod audit;
 pub mod auth_query;
 pub mod backend;
 pub mod backend_reset;

@@ -247,6 +247,9 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.metrics_address != new.metrics_address {
         names.push("[metrics]");
     }
+    if old.audit != new.audit {
+        names.push("[audit]");
+    }
     names
 }
 

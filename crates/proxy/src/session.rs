@@ -13,8 +13,10 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::admission::{Admitted, Chosen, Proof};
+use crate::audit::{Audited, Opening};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
+use crate::clients::ClientId;
 use crate::config::ListenerMode;
 use crate::drain::Drain;
 use crate::greeting;
@@ -112,10 +114,15 @@ pub async fn serve_client(stream: TcpStream, peer: SocketAddr, ctx: Arc<Listener
         database = tracing::field::Empty,
         route = tracing::field::Empty,
     );
-    serve_in_span(stream, peer, ctx).instrument(span).await;
+    serve_in_span(stream, peer, ctx, id).instrument(span).await;
 }
 
-async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
+async fn serve_in_span(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerContext>,
+    id: ClientId,
+) {
     let _ = stream.set_nodelay(true);
     let started = Instant::now();
     let _open = ctx.drain.enter();
@@ -131,7 +138,7 @@ async fn serve_in_span(stream: TcpStream, peer: SocketAddr, ctx: Arc<ListenerCon
                 attempt.succeeded();
             }
             match data.admitted() {
-                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut guard).await,
+                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut guard, id).await,
                 Err(refusal) => refuse(conn, refusal).await,
             }
         }
@@ -194,6 +201,7 @@ async fn run_session(
     ctx: &ListenerContext,
     started: Instant,
     guard: &mut ClientGuard,
+    id: ClientId,
 ) {
     let shared = &ctx.hooks.shared;
     // The permit is held until the session ends.
@@ -202,8 +210,12 @@ async fn run_session(
         permit: _permit,
         proof,
     } = admitted;
-    if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
-        return serve_pooled(conn, ctx, &chosen, pool, &proof, started, guard).await;
+    let pool = chosen.route.pool.as_ref().filter(|_| ctx.pooled);
+    let audit = shared.lasting.audit.as_ref();
+    let audit = Opening::new(audit, id, conn.state(), &chosen, &proof, pool.is_some());
+    if let Some(pool) = pool {
+        let opened = Opened { started, audit };
+        return serve_pooled(conn, ctx, &chosen, pool, &proof, opened, guard).await;
     }
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
@@ -261,13 +273,16 @@ async fn run_session(
         client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
         tls = state.tls.is_some(), "session started"
     );
+    let audit = audit.map(Opening::start);
+    let tap = audit.as_ref().map(|audit| audit.tap(&detached.buffered));
     let pending = std::mem::take(&mut backend.buffered).freeze();
     let backend_address = backend.address.clone();
     let stop = relay::Stop {
         watch: ctx.drain.watch(),
         cancel: backend.cancel_key(),
     };
-    let metered = Metered::new(detached.stream, ctx.metrics.session_meter(route));
+    let audited = Audited::new(detached.stream, tap);
+    let metered = Metered::new(audited, ctx.metrics.session_meter(route));
     let relayed = relay::relay(
         metered,
         detached.buffered,
@@ -277,6 +292,9 @@ async fn run_session(
     )
     .await;
     drop(registration);
+    if let Some(audit) = audit {
+        audit.end(relayed.end.as_str());
+    }
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth,
         duration_ms = started.elapsed().as_millis() as u64,
@@ -286,6 +304,12 @@ async fn run_session(
     );
 }
 
+/// A pooled session's beginning: when its connection was accepted, and its audit.
+struct Opened {
+    started: Instant,
+    audit: Option<Opening>,
+}
+
 /// A client of a pooled route on a pooled listener.
 async fn serve_pooled(
     conn: ClientConn<TcpStream>,
@@ -293,7 +317,7 @@ async fn serve_pooled(
     chosen: &Chosen,
     pool: &RoutePool,
     proof: &Proof,
-    started: Instant,
+    Opened { started, audit }: Opened,
     guard: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
@@ -329,6 +353,7 @@ async fn serve_pooled(
         drain: ctx.drain.watch(),
         meter: ctx.metrics.session_meter(chosen.route.number),
         guard,
+        audit,
     };
     pooled.serve(conn, started).await;
 }
