@@ -105,7 +105,7 @@ impl SessionAudit {
     /// (they are audited now).
     pub fn tap(&self, pending: &[u8]) -> Tap {
         let mut tap = Tap::new(self.log.clone(), self.id, self.totals.clone());
-        tap.from_client(pending);
+        tap.client_sent(pending);
         tap
     }
 

@@ -62,7 +62,7 @@ impl Tap {
     }
 
     /// Bytes the client sent.
-    pub(super) fn from_client(&mut self, bytes: &[u8]) {
+    pub(super) fn client_sent(&mut self, bytes: &[u8]) {
         self.totals
             .from_client
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -87,7 +87,7 @@ impl Tap {
     }
 
     /// Bytes the client received.
-    fn to_client(&mut self, bytes: &[u8]) {
+    fn client_received(&mut self, bytes: &[u8]) {
         self.totals
             .to_client
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
@@ -172,7 +172,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Audited<S> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         if let Some(tap) = &mut this.tap {
-            tap.from_client(&buf.filled()[before..]);
+            tap.client_sent(&buf.filled()[before..]);
         }
         Poll::Ready(Ok(()))
     }
@@ -187,7 +187,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Audited<S> {
         let this = self.get_mut();
         let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
         if let Some(tap) = &mut this.tap {
-            tap.to_client(&buf[..written]);
+            tap.client_received(&buf[..written]);
         }
         Poll::Ready(Ok(written))
     }
