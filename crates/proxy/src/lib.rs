@@ -21,6 +21,7 @@ pub mod login;
 pub mod login_plan;
 pub mod metrics;
 pub mod multiplex;
+pub mod observed;
 pub mod pool;
 pub mod pooled_client;
 pub mod pooled_session;

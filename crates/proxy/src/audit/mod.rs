@@ -26,6 +26,7 @@ use crate::admission::{Chosen, Proof};
 use crate::clients::ClientId;
 use crate::config::AuthMode;
 use crate::login;
+use crate::observed::Observer;
 pub use event::{ErrorEvent, Event, Record, SessionEnd, SessionStart, Statement, TlsFacts};
 pub use settings::{AuditConfig, AuditDestination, AuditSettings};
 use tap::Totals;
@@ -103,9 +104,11 @@ pub struct SessionAudit {
 impl SessionAudit {
     /// The tap for the session's client stream; `pending` are client bytes read before it
     /// (they are audited now).
-    pub fn tap(&self, pending: &[u8]) -> Tap {
-        let mut tap = Tap::new(self.log.clone(), self.id, self.totals.clone());
-        tap.client_sent(pending);
+    pub fn tap(&self, pending: &[u8]) -> Box<Tap> {
+        let mut tap = Box::new(Tap::new(self.log.clone(), self.id, self.totals.clone()));
+        if !pending.is_empty() {
+            tap.client_sent(pending);
+        }
         tap
     }
 

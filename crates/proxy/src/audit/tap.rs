@@ -1,24 +1,21 @@
 //! [`Audited`]: a client stream whose messages the audit reads as they pass: the Query and
 //! Parse texts the client sends, the ErrorResponses it receives, the bytes both ways and the
-//! transactions ended. It sits on the client's stream, so the transparent relay and the
-//! pooled sessions are audited alike, with no change to either.
+//! transactions ended. It sits on the client's stream ([`Observed`]), so the transparent
+//! relay and the pooled sessions are audited alike, with no change to either.
 //!
 //! Without a [`Tap`] (audit off) a read or a write costs one `Option` check. With one, the
 //! bytes are followed by two [`FrameScanner`]s and only the bodies of the messages audited
 //! are copied, at most [`TEXT_LIMIT`] bytes each.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
 use pgbastion_wire::{BodyPiece, Direction, FrameScanner};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::event::{ErrorEvent, Event, Statement};
 use super::writer::AuditLog;
 use crate::clients::ClientId;
+use crate::observed::{Observed, Observer};
 
 /// The most of a message body an event keeps (the rest is cut, and the event says so).
 pub const TEXT_LIMIT: usize = 64 * 1024;
@@ -27,6 +24,9 @@ pub const TEXT_LIMIT: usize = 64 * 1024;
 const FROM_CLIENT: &[u8] = b"QP";
 /// Server messages audited: ErrorResponse.
 const TO_CLIENT: &[u8] = b"E";
+
+/// A client stream, audited when it has a [`Tap`].
+pub type Audited<S> = Observed<S, Option<Box<Tap>>>;
 
 /// A session's running totals, read when it ends.
 #[derive(Debug, Default)]
@@ -42,10 +42,8 @@ pub struct Tap {
     log: Arc<AuditLog>,
     id: ClientId,
     totals: Arc<Totals>,
-    up: FrameScanner,
-    down: FrameScanner,
-    up_body: Body,
-    down_body: Body,
+    up: Side,
+    down: Side,
 }
 
 impl Tap {
@@ -54,59 +52,81 @@ impl Tap {
             log,
             id,
             totals,
-            up: FrameScanner::new(Direction::Frontend),
-            down: FrameScanner::new(Direction::Backend),
-            up_body: Body::new(FROM_CLIENT),
-            down_body: Body::new(TO_CLIENT),
+            up: Side::new(Direction::Frontend, FROM_CLIENT),
+            down: Side::new(Direction::Backend, TO_CLIENT),
+        }
+    }
+}
+
+impl Observer for Tap {
+    fn client_sent(&mut self, bytes: &[u8]) {
+        let (log, id, redact) = (&self.log, self.id, self.log.redacts());
+        add(&self.totals.from_client, bytes);
+        self.up.follow(bytes, |tag, body, truncated| {
+            let statement = match tag {
+                b'Q' => Event::Query(Statement::query(body, truncated, redact)),
+                _ => Event::Parse(Statement::parse(body, truncated, redact)),
+            };
+            log.send(id, statement);
+        });
+    }
+
+    fn client_received(&mut self, bytes: &[u8]) {
+        let (log, id, redact) = (&self.log, self.id, self.log.redacts());
+        add(&self.totals.to_client, bytes);
+        self.down.follow(bytes, |_, body, _| {
+            log.send(id, Event::Error(ErrorEvent::from_body(body, redact)));
+        });
+        let transactions = self.down.scanner.idle_ready_count();
+        self.totals
+            .transactions
+            .store(transactions, Ordering::Relaxed);
+    }
+}
+
+impl Observer for Option<Box<Tap>> {
+    fn client_sent(&mut self, bytes: &[u8]) {
+        if let Some(tap) = self {
+            tap.client_sent(bytes);
         }
     }
 
-    /// Bytes the client sent.
-    pub(super) fn client_sent(&mut self, bytes: &[u8]) {
-        self.totals
-            .from_client
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let Self {
-            log,
-            id,
-            up,
-            up_body,
-            ..
-        } = self;
-        let redact = log.redacts();
-        // A length PostgreSQL refuses ends the session; nothing after it is audited.
-        let _ = up.feed_observed(bytes, &mut |piece| {
-            if let Some((tag, body, truncated)) = up_body.piece(piece) {
-                let statement = match tag {
-                    b'Q' => Event::Query(Statement::query(&body, truncated, redact)),
-                    _ => Event::Parse(Statement::parse(&body, truncated, redact)),
-                };
-                log.send(*id, statement);
-            }
-        });
+    fn client_received(&mut self, bytes: &[u8]) {
+        if let Some(tap) = self {
+            tap.client_received(bytes);
+        }
+    }
+}
+
+fn add(total: &AtomicU64, bytes: &[u8]) {
+    total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+}
+
+/// One direction of the stream: its messages, and the body being collected.
+#[derive(Debug)]
+struct Side {
+    scanner: FrameScanner,
+    body: Body,
+}
+
+impl Side {
+    fn new(direction: Direction, wanted: &'static [u8]) -> Self {
+        Self {
+            scanner: FrameScanner::new(direction),
+            body: Body::new(wanted),
+        }
     }
 
-    /// Bytes the client received.
-    fn client_received(&mut self, bytes: &[u8]) {
-        self.totals
-            .to_client
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        let Self {
-            log,
-            id,
-            down,
-            down_body,
-            ..
-        } = self;
-        let redact = log.redacts();
-        let _ = down.feed_observed(bytes, &mut |piece| {
-            if let Some((_, body, _)) = down_body.piece(piece) {
-                log.send(*id, Event::Error(ErrorEvent::from_body(&body, redact)));
+    /// Follows `bytes`, handing each audited message, once whole, to `audit` (its tag, its
+    /// body, whether that was cut).
+    fn follow(&mut self, bytes: &[u8], mut audit: impl FnMut(u8, &[u8], bool)) {
+        let Self { scanner, body } = self;
+        // A length PostgreSQL refuses ends the session; nothing after it is audited.
+        let _ = scanner.feed_observed(bytes, &mut |piece| {
+            if let Some((tag, whole, truncated)) = body.piece(piece) {
+                audit(tag, &whole, truncated);
             }
         });
-        self.totals
-            .transactions
-            .store(self.down.idle_ready_count(), Ordering::Relaxed);
     }
 }
 
@@ -142,62 +162,6 @@ impl Body {
         }
         let body = std::mem::take(&mut self.bytes);
         Some((piece.tag, body, std::mem::take(&mut self.truncated)))
-    }
-}
-
-/// A client stream, audited when it has a [`Tap`].
-#[derive(Debug)]
-pub struct Audited<S> {
-    inner: S,
-    tap: Option<Box<Tap>>,
-}
-
-impl<S> Audited<S> {
-    /// `inner`, read by `tap` (if any) from a message boundary on.
-    pub fn new(inner: S, tap: Option<Tap>) -> Self {
-        Self {
-            inner,
-            tap: tap.map(Box::new),
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Audited<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if let Some(tap) = &mut this.tap {
-            tap.client_sent(&buf.filled()[before..]);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Audited<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        if let Some(tap) = &mut this.tap {
-            tap.client_received(&buf[..written]);
-        }
-        Poll::Ready(Ok(written))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
