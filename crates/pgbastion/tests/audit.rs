@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use binary::{free_ports, Bastion};
 use pgbastion_testkit::{Cluster, PasswordEncryption, TestCa, TestIssuer};
@@ -24,6 +24,8 @@ use serde_json::Value;
 const BACKEND_PW: &str = "audit-backend-pw-71";
 const SCRAM_PW: &str = "audit-scram-pw-c3";
 const AUDIENCE: &str = "pgbastion";
+/// The `sub` of the token `juser` logs in with (its user name is another claim).
+const SUBJECT: &str = "subject-7f3a";
 
 /// What each audited session runs: a Query, a Parse (psql's `\gdesc` prepares the
 /// statement), an error.
@@ -84,7 +86,8 @@ impl Setup {
              [[listener]]\naddress = \"127.0.0.1:{}\"\nmode = \"pooled\"\n{tls}\n\n\
              [metrics]\naddress = \"127.0.0.1:{}\"\n\n\
              [[user]]\nname = \"suser\"\npassword = \"${{SCRAM_PW}}\"\n\n\
-             [jwt]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nkeys = [\"rsa.pem\"]\n\n\
+             [jwt]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nkeys = [\"rsa.pem\"]\n\
+             claim = \"preferred_username\"\n\n\
              {}\n{}\n{}\n[log]\nlevel = \"debug\"\n\n{audit}\n",
             ports[0],
             ports[1],
@@ -106,9 +109,19 @@ impl Setup {
         Bastion::start(&config, &files, &env, &ports[..2])
     }
 
+    /// A token for `juser` (its `preferred_username`) whose subject is [`SUBJECT`].
     fn token(&self) -> String {
-        self.issuer
-            .token_for("juser", AUDIENCE, Duration::from_secs(600))
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        self.issuer.sign(
+            "RS256",
+            serde_json::json!({
+                "iss": self.issuer.issuer(), "aud": AUDIENCE, "sub": SUBJECT,
+                "preferred_username": "juser", "iat": now, "exp": now + 600,
+            }),
+        )
     }
 
     /// Runs `script` through psql as `user` on `port` (TLS, SNI `localhost`): with its
@@ -259,7 +272,7 @@ fn sessions_of_every_auth_mode_on_both_listeners_are_audited_in_order_without_se
         for (start, auth, route, identity) in [
             (&scram, "scram", 1, "suser"),
             (&cert, "cert", 2, "certuser"),
-            (&jwt, "jwt", 3, "juser"),
+            (&jwt, "jwt", 3, SUBJECT),
         ] {
             assert_eq!(start["auth"], auth, "{start}");
             assert_eq!(start["route"], route, "{start}");
@@ -312,6 +325,15 @@ fn redacted_literals_leave_no_value_in_the_audit_and_sigusr1_reopens_the_file() 
     let moved = path.with_file_name("audit.jsonl.1");
     std::fs::rename(&path, &moved).unwrap();
     bastion.signal(nix::sys::signal::Signal::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bastion
+        .log()
+        .iter()
+        .any(|line| line.contains("audit log reopened"))
+    {
+        assert!(Instant::now() < deadline, "no reopen:\n{:?}", bastion.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     setup.psql(ports[0], "suser", Some(SCRAM_PW), SCRIPT);
     let events = audited(&path, 1);
     assert_in_order(&session_of(&events, "suser", false), REDACTED);
