@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod inherit;
 mod log_file;
 mod logging;
 mod metrics_http;
 mod notify;
 mod pid_file;
 mod syslog;
+mod upgrade;
 
 use anyhow::Context;
 use clap::Parser;
@@ -73,6 +75,11 @@ SIGNALS (proxy, --config):
   SIGUSR1   Reopen the log file ([log] destination = a path) and the audit log ([audit]
             destination = a path), for logrotate: move the files away, send SIGUSR1, and
             new lines go to new files at the paths.
+  SIGUSR2   Upgrade without downtime: start the binary now at this one's path with the
+            same arguments, hand it the listening sockets, and once it serves stop
+            accepting and drain as on SIGTERM (exit status 0). If the new process fails
+            (invalid configuration, not ready within 30s), log why and serve on. Ignored
+            while an upgrade or a drain is under way.
   The embedded database (no --config) stops on SIGINT and SIGTERM.
 
 EXIT STATUS:
@@ -84,7 +91,8 @@ EXIT STATUS:
 
 FILES:
   --config FILE   the configuration (TOML); docs/configuration.md describes every key
-  pid_file        where pgbastion writes its process ID once it listens (removed at exit)
+  pid_file        where pgbastion writes its process ID once it listens (removed at exit;
+                  after SIGUSR2 the new process takes it over)
   [log] destination = PATH   the log file (appended to, reopened on SIGUSR1)
   [audit] destination = PATH the query audit log, JSON lines (appended to, mode 0600,
                              reopened on SIGUSR1)
@@ -93,7 +101,11 @@ ENVIRONMENT:
   RUST_LOG        a log filter (e.g. info,pgbastion_proxy=debug); replaces [log] level
   NOTIFY_SOCKET   set by systemd for Type=notify units: pgbastion sends READY=1 once
                   every listener is bound, RELOADING=1 and READY=1 around a SIGHUP,
-                  STOPPING=1 when it starts to shut down (packaging/pgbastion.service)
+                  STOPPING=1 when it starts to shut down (packaging/pgbastion.service);
+                  after SIGUSR2 the new process sends MAINPID= and READY=1
+  PGBASTION_UPGRADE_FROM, LISTEN_FDS, LISTEN_FDS_FIRST_FD
+                  set by SIGUSR2 for the new process: the old process's ID and the
+                  sockets it passes (not to be set by hand)
   NO_COLOR        no colours in log lines on a terminal
   ${NAME}         some configuration values (passwords, backend URLs, key paths) take
                   environment variables: docs/configuration.md, \"Secrets from the environment\"
@@ -140,12 +152,26 @@ fn check_config(path: &Path) -> std::process::ExitCode {
 }
 
 /// The proxy: accept loops, signals and key refreshes on this thread's runtime; sessions on
-/// the worker threads.
+/// the worker threads. Started by an upgrade, it tells the old process whether it serves.
 fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
+    // First, while no other thread runs: it edits the environment.
+    let mut inherited = inherit::Inherited::take()?;
+    let result = start_proxy(path, workers, &mut inherited);
+    if let (Err(error), Some(inherited)) = (&result, inherited) {
+        inherited.failed(error);
+    }
+    result
+}
+
+fn start_proxy(
+    path: &Path,
+    workers: Option<u16>,
+    inherited: &mut Option<inherit::Inherited>,
+) -> anyhow::Result<()> {
     let settings = Settings::load(path)?;
     let log = logging::init(&settings.log, &settings.dir)?;
     if let Some(pid_file) = &settings.pid_file {
-        pid_file::check(pid_file)?;
+        pid_file::check(pid_file, inherited.as_ref().map(inherit::Inherited::parent))?;
     }
     raise_fd_limit();
     let workers = match workers {
@@ -157,7 +183,7 @@ fn run_proxy(path: &Path, workers: Option<u16>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(serve_proxy(settings, path, workers, log))
+    runtime.block_on(serve_proxy(settings, path, workers, log, inherited))
 }
 
 async fn serve_proxy(
@@ -165,6 +191,7 @@ async fn serve_proxy(
     path: &Path,
     workers: Workers,
     log: logging::LogHandle,
+    inherited: &mut Option<inherit::Inherited>,
 ) -> anyhow::Result<()> {
     // Watched from the start: until a signal is watched, its default action would end the
     // process (loading token keys and binding may take a while).
@@ -172,37 +199,48 @@ async fn serve_proxy(
     let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut user2 = signal(SignalKind::user_defined2()).context("cannot watch SIGUSR2")?;
     let pid_path = settings.pid_file.clone();
     let metrics_address = settings.metrics_address;
     let proxy = Proxy::new(settings)
         .await?
         .with_workers(workers)
         .with_config_file(path.to_owned());
-    let bound = proxy.bind().await?;
+    let mut adopt = |address| inherited.as_mut()?.socket_for(address);
+    let bound = proxy.bind_adopting(&mut adopt).await?;
     for (socket, _) in &bound {
         if let Ok(addr) = socket.local_addr() {
             tracing::info!(%addr, "listening");
         }
     }
-    if let Some(address) = metrics_address {
-        let endpoint = metrics_http::bind(address).await?;
-        tracing::info!(%address, "metrics endpoint listening (/metrics, /vars, /health, /ready)");
-        tokio::spawn(metrics_http::serve(endpoint, proxy.metrics()));
-    }
+    let metrics_endpoint = match metrics_address {
+        Some(address) => {
+            Some(metrics_http::Endpoint::start(address, adopt(address), proxy.metrics()).await?)
+        }
+        None => None,
+    };
     let pid_file = pid_path
         .as_deref()
         .map(pid_file::PidFile::write)
         .transpose()?;
     let notifier = notify::Notifier::from_env();
-    notifier.ready(&format!("listening on {} address(es)", bound.len()));
+    let status = format!("listening on {} address(es)", bound.len());
+    match inherited.take() {
+        Some(inherited) => {
+            notifier.ready_as_main(&status);
+            inherited.ready();
+        }
+        None => notifier.ready(&status),
+    }
+    let mut upgrade = upgrade::Upgrade::default();
     // The signals keep being watched while the proxy drains: SIGINT after SIGTERM stops
     // waiting. `serve` returns once the drain they start has ended every session.
     let signals = async {
         loop {
             tokio::select! {
                 _ = hangup.recv() => {
-                    if proxy.is_draining() {
-                        tracing::info!("SIGHUP while draining: ignored");
+                    if proxy.is_draining() || upgrade.in_progress() {
+                        tracing::info!("SIGHUP while draining or upgrading: ignored");
                         continue;
                     }
                     notifier.reloading();
@@ -215,14 +253,24 @@ async fn serve_proxy(
                     log.reopen();
                     proxy.reopen_audit();
                 }
+                _ = user2.recv() => upgrade.requested(&proxy, metrics_endpoint.as_ref(), &notifier),
+                event = upgrade.next() => {
+                    upgrade::act(event, &proxy, metrics_endpoint.as_ref(), &notifier).await;
+                }
                 _ = terminate.recv() => {
+                    upgrade.abandon();
                     let grace = proxy.grace_period();
-                    notifier.stopping("draining");
+                    if !upgrade.handed_over() {
+                        notifier.stopping("draining");
+                    }
                     tracing::info!(grace_period = ?grace, "SIGTERM: draining");
                     proxy.drain(grace);
                 }
                 _ = interrupt.recv() => {
-                    notifier.stopping("closing every session");
+                    upgrade.abandon();
+                    if !upgrade.handed_over() {
+                        notifier.stopping("closing every session");
+                    }
                     tracing::info!("SIGINT: closing every session now");
                     proxy.drain(std::time::Duration::ZERO);
                 }

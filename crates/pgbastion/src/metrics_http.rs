@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use pgbastion_proxy::Metrics;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -37,15 +39,45 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The media type of the exposition `prometheus-client` writes.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Binds the endpoint.
-pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot listen on {address} ([metrics] address): {error}"))
+/// The endpoint, served by a task of its own.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// A duplicate of its listening socket, for an upgrade to pass on.
+    pub socket: OwnedFd,
+    task: JoinHandle<()>,
+}
+
+impl Endpoint {
+    /// Serves `metrics` on `inherited` (a socket taken over from the process this one
+    /// replaces), or else on a new socket bound to `address`.
+    pub async fn start(
+        address: SocketAddr,
+        inherited: Option<std::net::TcpListener>,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let cannot =
+            |error| anyhow::anyhow!("cannot listen on {address} ([metrics] address): {error}");
+        let listener = match inherited {
+            Some(socket) => socket
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(socket)),
+            None => TcpListener::bind(address).await,
+        }
+        .map_err(cannot)?;
+        let socket = listener.as_fd().try_clone_to_owned().map_err(cannot)?;
+        tracing::info!(%address, "metrics endpoint listening (/metrics, /vars, /health, /ready)");
+        let task = tokio::spawn(serve(listener, metrics));
+        Ok(Self { socket, task })
+    }
+
+    /// Stops serving (after an upgrade the new process answers on the same socket).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
 }
 
 /// Serves the endpoint until the process ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {

@@ -1,6 +1,7 @@
 //! Service manager notifications (systemd's `sd_notify` protocol): when `NOTIFY_SOCKET` is
 //! set, pgbastion tells the manager it is ready (every listener bound), reloading (a SIGHUP
-//! started) and ready again, and stopping, so that a `Type=notify` unit starts dependents and
+//! or an upgrade started) and ready again (after an upgrade: from the new main process),
+//! and stopping, so that a `Type=notify` unit starts dependents and
 //! reports reloads at the right moments.
 //!
 //! The protocol is one datagram of `KEY=VALUE` lines to the socket named by the variable (a
@@ -45,6 +46,14 @@ impl Notifier {
     /// `READY=1`: every listener is bound (after start, or when a reload is done).
     pub fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={status}\n"));
+    }
+
+    /// `MAINPID=` this process and `READY=1`: a new process that took over from the old one
+    /// in an upgrade serves; the manager follows it as the service's main process (the unit
+    /// needs `NotifyAccess=all` to take this from a process it did not start).
+    pub fn ready_as_main(&self, status: &str) {
+        let pid = std::process::id();
+        self.send(&format!("MAINPID={pid}\nREADY=1\nSTATUS={status}\n"));
     }
 
     /// `RELOADING=1` with the monotonic time, as `Type=notify-reload` units need: a reload
@@ -131,6 +140,11 @@ mod tests {
         };
         notifier.stopping("draining");
         assert_eq!(receive(&by_name), "STOPPING=1\nSTATUS=draining\n");
+        notifier.ready_as_main("serving");
+        assert_eq!(
+            receive(&by_name),
+            format!("MAINPID={}\nREADY=1\nSTATUS=serving\n", std::process::id())
+        );
     }
 
     #[test]

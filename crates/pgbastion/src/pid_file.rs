@@ -14,10 +14,11 @@ use nix::unistd::Pid;
 /// What the process name of a pgbastion is (`/proc/PID/comm`).
 const PROCESS_NAME: &str = "pgbastion";
 
-/// Refuses when `path` names a live pgbastion other than this process; a file left by a
+/// Refuses when `path` names a live pgbastion other than this process and `predecessor`
+/// (the process this one replaces in an upgrade, whose file it takes over); a file left by a
 /// process that is gone (or that names another program, the PID having been reused) is
 /// noted in the log and will be replaced.
-pub fn check(path: &Path) -> anyhow::Result<()> {
+pub fn check(path: &Path, predecessor: Option<i32>) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -30,6 +31,10 @@ pub fn check(path: &Path) -> anyhow::Result<()> {
         tracing::warn!(path = %path.display(), "the pid file holds no process ID; replacing it");
         return Ok(());
     };
+    if predecessor == Some(pid) {
+        tracing::info!(path = %path.display(), old_pid = pid, "taking over the pid file of the process this one replaces");
+        return Ok(());
+    }
     if pid > 0 && pid != own_pid() && is_live_pgbastion(pid) {
         anyhow::bail!(
             "the pid file {} names pgbastion process {pid}, which is running: stop it first \
@@ -155,18 +160,18 @@ mod tests {
     fn stale_garbage_and_foreign_files_do_not_block_a_start() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pgbastion.pid");
-        check(&path).unwrap();
+        check(&path, None).unwrap();
         std::fs::write(&path, "not a number").unwrap();
-        check(&path).unwrap();
+        check(&path, None).unwrap();
         let mut gone = std::process::Command::new("true").spawn().unwrap();
         gone.wait().unwrap();
         std::fs::write(&path, format!("{}\n", gone.id())).unwrap();
-        check(&path).unwrap();
+        check(&path, None).unwrap();
         // The process that started this test is alive, and not a pgbastion.
         let parent = std::os::unix::process::parent_id();
         std::fs::write(&path, format!("{parent}\n")).unwrap();
-        check(&path).unwrap();
+        check(&path, None).unwrap();
         std::fs::write(&path, format!("{}\n", std::process::id())).unwrap();
-        check(&path).unwrap();
+        check(&path, None).unwrap();
     }
 }

@@ -239,6 +239,7 @@ fn assert_in_order(session: &[Value], (query_text, parse_text): (&str, &str)) ->
     assert!(end["bytes_to_client"].as_u64().unwrap() > 0, "{end}");
     for event in session {
         assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+        assert_eq!(event["pid"], session[0]["pid"], "{event}");
     }
     session[0].clone()
 }

@@ -14,7 +14,7 @@ use pgbastion_wire::{BackendMessage, ErrorResponse};
 #[path = "common/binary.rs"]
 mod binary;
 
-use binary::{free_ports, local, within, Bastion};
+use binary::{cluster_and_two_listeners, local, within, Bastion};
 
 /// A cluster with a table `t`, and pgbastion in front of it with `grace_period`: a
 /// transparent listener and a pooled one (transaction mode), and its metrics endpoint (whose
@@ -25,38 +25,8 @@ fn start(grace_period: &str) -> (Cluster, Bastion, [SocketAddr; 2]) {
 }
 
 fn start_with_metrics(grace_period: &str) -> (Cluster, Bastion, [SocketAddr; 2], u16) {
-    let cluster = Cluster::builder()
-        .hba(&["host all all 127.0.0.1/32 trust"])
-        .start()
-        .unwrap();
-    cluster
-        .execute_sql("CREATE TABLE t (label text PRIMARY KEY)")
-        .unwrap();
-    let ports = free_ports(3);
-    let config = format!(
-        r#"
-grace_period = "{grace_period}"
-
-[metrics]
-address = "127.0.0.1:{metrics}"
-
-[[listener]]
-address = "127.0.0.1:{transparent}"
-
-[[listener]]
-address = "127.0.0.1:{pooled}"
-mode = "pooled"
-
-[[route]]
-auth = "trust"
-backend = "postgres://postgres@127.0.0.1:{backend}/postgres?sslmode=disable"
-pool = {{ mode = "transaction", size = 4 }}
-"#,
-        transparent = ports[0],
-        pooled = ports[1],
-        metrics = ports[2],
-        backend = cluster.port(),
-    );
+    let (cluster, config, ports) =
+        cluster_and_two_listeners(&format!("grace_period = \"{grace_period}\""));
     let bastion = Bastion::start(&config, &[], &[], &ports);
     (
         cluster,

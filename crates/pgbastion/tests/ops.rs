@@ -469,6 +469,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(root.join("packaging/pgbastion.service")).unwrap();
     for needed in [
         "Type=notify",
+        "NotifyAccess=all",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "KillSignal=SIGTERM",
         "NoNewPrivileges=yes",
@@ -522,6 +523,7 @@ fn help_describes_the_options_signals_exit_statuses_files_and_environment() {
         "SIGTERM",
         "SIGINT",
         "SIGUSR1",
+        "SIGUSR2",
         "EXIT STATUS",
         "FILES",
         "pid_file",

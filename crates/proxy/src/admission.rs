@@ -53,6 +53,8 @@ pub struct ProxyConn {
     /// The authentication attempt in the metrics (from the route's choice): a failure
     /// unless the session marks it a success.
     pub attempt: Option<AuthAttempt>,
+    /// The client asked for the admin console and may use it (it has no route).
+    pub console: bool,
 }
 
 impl ProxyConn {

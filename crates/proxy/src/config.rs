@@ -112,6 +112,8 @@ pub struct ConfigFile {
     pub metrics: Option<MetricsConfig>,
     /// `[audit]`: the query audit (off without it).
     pub audit: Option<Spanned<crate::audit::AuditConfig>>,
+    /// `[admin]`: the admin console (none without it).
+    pub admin: Option<crate::admin::settings::AdminConfig>,
 }
 
 /// `[metrics]`.

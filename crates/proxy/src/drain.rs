@@ -87,7 +87,17 @@ impl Drain {
     pub fn watch(&self) -> DrainWatch {
         DrainWatch {
             state: self.state.subscribe(),
+            own: None,
             seen: Phase::Serving,
+        }
+    }
+
+    /// A session's view of this drain and of `own`, a drain of that session alone (the
+    /// admin console's KILL): whichever is further along is the session's phase.
+    pub fn watch_with(&self, own: &Drain) -> DrainWatch {
+        DrainWatch {
+            own: Some(own.state.subscribe()),
+            ..self.watch()
         }
     }
 
@@ -127,6 +137,8 @@ impl Drop for Open {
 #[derive(Debug, Clone)]
 pub struct DrainWatch {
     state: watch::Receiver<State>,
+    /// The session's own drain, if it has one.
+    own: Option<watch::Receiver<State>>,
     /// The phase [`phase`](Self::phase) last returned.
     seen: Phase,
 }
@@ -134,15 +146,24 @@ pub struct DrainWatch {
 impl DrainWatch {
     /// The phase now (and it counts as seen).
     pub fn phase(&mut self) -> Phase {
-        self.seen = phase_of(*self.state.borrow_and_update());
+        let own = self.own.as_mut().map(|own| *own.borrow_and_update());
+        self.seen = phase_of(merge(*self.state.borrow_and_update(), own));
         self.seen
+    }
+
+    /// Both drains' state as it is now, without marking it seen.
+    fn current(&self) -> State {
+        merge(
+            *self.state.borrow(),
+            self.own.as_ref().map(|own| *own.borrow()),
+        )
     }
 
     /// Completes when the phase may differ from the one [`phase`](Self::phase) last
     /// returned: the drain started or its deadline moved, or the deadline passed. Never
     /// completes once closing was seen. Cancel-safe.
     pub async fn changed(&mut self) {
-        let state = *self.state.borrow();
+        let state = self.current();
         if phase_of(state) != self.seen {
             return;
         }
@@ -158,8 +179,19 @@ impl DrainWatch {
             }
         };
         tokio::pin!(until_deadline);
+        let (process, own) = (&mut self.state, self.own.as_mut());
+        let own = async move {
+            let Some(own) = own else {
+                return std::future::pending().await;
+            };
+            if own.changed().await.is_err() {
+                // The session's own drain is gone: nothing will come from it.
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            changed = self.state.changed() => {
+            () = own => {}
+            changed = process.changed() => {
                 if changed.is_err() {
                     // The drain handle is gone: nothing will change but the clock.
                     until_deadline.await;
@@ -167,6 +199,17 @@ impl DrainWatch {
             }
             () = &mut until_deadline => {}
         }
+    }
+}
+
+/// The state of two drains together: draining if either is, until the earlier deadline.
+fn merge(state: State, own: Option<State>) -> State {
+    match (state, own) {
+        (State::Draining { deadline: a }, Some(State::Draining { deadline: b })) => {
+            State::Draining { deadline: a.min(b) }
+        }
+        (State::Serving, Some(own)) => own,
+        (state, _) => state,
     }
 }
 
@@ -209,6 +252,21 @@ mod tests {
         drain.start(Duration::ZERO);
         watch.changed().await;
         assert_eq!(watch.phase(), Phase::Closing);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sessions_own_drain_ends_it_alone() {
+        let drain = Drain::default();
+        let (own, other) = (Drain::default(), Drain::default());
+        let mut killed = drain.watch_with(&own);
+        let mut spared = drain.watch_with(&other);
+        own.start(Duration::ZERO);
+        killed.changed().await;
+        assert_eq!(killed.phase(), Phase::Closing);
+        assert_eq!(spared.phase(), Phase::Serving);
+        drain.start(Duration::from_secs(30));
+        spared.changed().await;
+        assert_eq!(spared.phase(), Phase::Draining);
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use crate::limits::ConnectionLimiter;
 use crate::login;
 use crate::metrics::RefusalReason;
 use crate::refusal::Refusal;
-use crate::route::{AuthQuery, Captures, MatchInput, Route};
+use crate::route::{AuthQuery, Captures, External, MatchInput, Route};
 use crate::shared::Shared;
 
 /// Hooks of one listener.
@@ -68,16 +68,26 @@ fn match_input<'a>(
     })
 }
 
-/// Routes whose authentication sends a secret in clear refuse plaintext clients unless the
-/// route says `insecure = true`.
-fn require_tls_for_secrets(route: &Route, state: &ConnectionState) -> HookResult<()> {
-    if route.auth.secret_in_clear() && !route.insecure && state.tls.is_none() {
+/// Routes (and the admin console) whose authentication sends a secret in clear refuse
+/// plaintext clients unless they say `insecure = true`; `what` names them to the client.
+pub(crate) fn require_tls_for_secrets(
+    auth: AuthMode,
+    insecure: bool,
+    what: impl std::fmt::Display,
+    state: &ConnectionState,
+) -> HookResult<()> {
+    if auth.secret_in_clear() && !insecure && state.tls.is_none() {
         return Err(Refusal::SecretsInClear {
-            route: route.describe(),
+            route: what.to_string(),
         }
         .into());
     }
     Ok(())
+}
+
+/// [`require_tls_for_secrets`] for `route`.
+fn route_requires_tls(route: &Route, state: &ConnectionState) -> HookResult<()> {
+    require_tls_for_secrets(route.auth, route.insecure, route.describe(), state)
 }
 
 impl ProxyHooks {
@@ -97,6 +107,9 @@ impl ProxyHooks {
 
     fn start(&self, state: &ConnectionState, data: &mut ProxyConn) -> HookResult<()> {
         record_in_span(state);
+        if let Some(admin) = self.console_for(state) {
+            return self.start_console(admin, state, data);
+        }
         let input = match_input(state, None)?;
         let Some((route, captures)) = self.shared.routes.select(&input) else {
             self.shared.lasting.metrics.refused(RefusalReason::NoRoute);
@@ -110,8 +123,7 @@ impl ProxyHooks {
         };
         let metrics = &self.shared.lasting.metrics;
         metrics.route_hit(route.number);
-        require_tls_for_secrets(route, state)
-            .inspect_err(|_| metrics.refused(RefusalReason::Tls))?;
+        route_requires_tls(route, state).inspect_err(|_| metrics.refused(RefusalReason::Tls))?;
         data.attempt = Some(metrics.auth_attempt(route.auth.name()));
         tracing::Span::current().record("route", route.number);
         data.chosen = Some(Chosen {
@@ -127,7 +139,10 @@ impl ProxyHooks {
         data: &mut ProxyConn,
         credential: &Credential,
     ) -> HookResult<bool> {
-        let auth = data.chosen()?.route.auth;
+        let auth = match self.console_auth(data) {
+            Some(auth) => auth,
+            None => data.chosen()?.route.auth,
+        };
         match auth {
             AuthMode::Cleartext | AuthMode::Md5 => Ok(self.shared.users.check(credential).await),
             AuthMode::Cert => Ok(matches!(
@@ -177,6 +192,11 @@ impl ProxyHooks {
                 .into())
             }
         }
+        if data.console {
+            // The console has no route to choose again with the claims.
+            data.proof = Proof::Token(claims);
+            return Ok(true);
+        }
         let input = match_input(state, Some(&claims))?;
         let (route, captures) = self
             .shared
@@ -189,7 +209,7 @@ impl ProxyHooks {
             })?;
         // The token was read on the route chosen without claims; the rule is the final
         // route's, which may be stricter.
-        require_tls_for_secrets(route, state)?;
+        route_requires_tls(route, state)?;
         tracing::Span::current().record("route", route.number);
         data.chosen = Some(Chosen {
             route: route.clone(),
@@ -197,6 +217,27 @@ impl ProxyHooks {
         });
         data.proof = Proof::Token(claims);
         Ok(true)
+    }
+
+    /// The gateway's authentication method for `auth` (`external`: the route's external
+    /// authenticator).
+    fn method_of(&self, auth: AuthMode, external: Option<&External>) -> AuthMethod {
+        match auth {
+            AuthMode::Trust => AuthMethod::Trust,
+            AuthMode::Cleartext | AuthMode::Passthrough => AuthMethod::Cleartext,
+            AuthMode::Md5 => AuthMethod::Md5,
+            AuthMode::Scram => AuthMethod::ScramSha256,
+            AuthMode::Cert => AuthMethod::Certificate,
+            AuthMode::Jwt => AuthMethod::JwtPassword,
+            AuthMode::Oauth => AuthMethod::OAuthBearer {
+                issuer: self.shared.oauth_issuer.clone(),
+                scope: self.shared.oauth_scope.clone(),
+            },
+            AuthMode::External => match external.map(|e| e.method) {
+                Some(ExternalMethod::Md5) => AuthMethod::Md5,
+                _ => AuthMethod::Cleartext,
+            },
+        }
     }
 
     /// The auth_query verifier of `user` on the route's backend.
@@ -324,22 +365,12 @@ impl Hooks for ProxyHooks {
         _state: &ConnectionState,
         data: &mut ProxyConn,
     ) -> impl Future<Output = HookResult<AuthMethod>> + Send {
-        let method = data.chosen().map(|Chosen { route, .. }| match route.auth {
-            AuthMode::Trust => AuthMethod::Trust,
-            AuthMode::Cleartext | AuthMode::Passthrough => AuthMethod::Cleartext,
-            AuthMode::Md5 => AuthMethod::Md5,
-            AuthMode::Scram => AuthMethod::ScramSha256,
-            AuthMode::Cert => AuthMethod::Certificate,
-            AuthMode::Jwt => AuthMethod::JwtPassword,
-            AuthMode::Oauth => AuthMethod::OAuthBearer {
-                issuer: self.shared.oauth_issuer.clone(),
-                scope: self.shared.oauth_scope.clone(),
-            },
-            AuthMode::External => match route.external.as_ref().map(|e| e.method) {
-                Some(ExternalMethod::Md5) => AuthMethod::Md5,
-                _ => AuthMethod::Cleartext,
-            },
-        });
+        let method = match self.console_auth(data) {
+            Some(auth) => Ok(self.method_of(auth, None)),
+            None => data
+                .chosen()
+                .map(|Chosen { route, .. }| self.method_of(route.auth, route.external.as_ref())),
+        };
         async move { Ok(method?) }
     }
 
@@ -357,11 +388,14 @@ impl Hooks for ProxyHooks {
         state: &ConnectionState,
         data: &mut ProxyConn,
     ) -> HookResult<Option<ScramSecret>> {
-        let Chosen { route, captures } = data.chosen()?;
         let Some(client) = &state.client else {
             return Ok(None);
         };
         let user = client.user();
+        if data.console {
+            return Ok(self.shared.users.scram_secret(user));
+        }
+        let Chosen { route, captures } = data.chosen()?;
         let Some(query) = &route.auth_query else {
             return Ok(self.shared.users.scram_secret(user));
         };

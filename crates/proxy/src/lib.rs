@@ -2,6 +2,7 @@
 //! relay, cancel forwarding, limits and reloads. The `pgbastion` binary is a thin shell around
 //! [`Proxy`].
 
+pub mod admin;
 pub mod admission;
 pub mod audit;
 pub mod auth_query;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod drain;
 pub mod external;
 pub mod greeting;
+pub mod handover;
 pub mod hooks;
 pub mod kdf;
 pub mod limits;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use pgbastion_gateway::Acceptor;
@@ -27,6 +28,9 @@ struct Running {
     limiter: Arc<ConnectionLimiter>,
     /// The accept loop; aborting it closes the socket (sessions have their own tasks).
     task: JoinHandle<()>,
+    /// A duplicate of the listening socket, to hand to a new process in an upgrade; closed
+    /// with the accept loop. `None` when it could not be duplicated (out of descriptors).
+    descriptor: Option<OwnedFd>,
 }
 
 impl Drop for Running {
@@ -82,6 +86,13 @@ impl RunningListeners {
 
     /// Starts accepting on `socket` for `listener`.
     pub fn start(&mut self, socket: TcpListener, listener: &Listener, shared: Arc<Shared>) {
+        let descriptor = socket
+            .as_fd()
+            .try_clone_to_owned()
+            .inspect_err(|error| {
+                tracing::warn!(address = %listener.address, %error, "cannot duplicate a listening socket; an upgrade will not be possible");
+            })
+            .ok();
         let limiter = ConnectionLimiter::new(listener.limits);
         let context = Arc::new(Swap::new(Arc::new(ListenerContext::new(
             shared,
@@ -99,8 +110,25 @@ impl RunningListeners {
                 limits: listener.limits,
                 limiter,
                 task,
+                descriptor,
             },
         );
+    }
+
+    /// Duplicates of the listening sockets, by configured address, for a new process to
+    /// accept on (a zero-downtime upgrade).
+    pub fn sockets(&self) -> std::io::Result<Vec<(SocketAddr, OwnedFd)>> {
+        self.running
+            .iter()
+            .map(|(address, running)| {
+                let Some(descriptor) = &running.descriptor else {
+                    return Err(std::io::Error::other(format!(
+                        "the listening socket of {address} could not be duplicated at start"
+                    )));
+                };
+                Ok((*address, descriptor.try_clone()?))
+            })
+            .collect()
     }
 
     /// Puts `listeners` in force with `shared`: kept addresses keep their socket and take the

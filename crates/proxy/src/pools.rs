@@ -11,6 +11,7 @@ use std::time::Duration;
 use pgbastion_wire::{ErrorResponse, Severity, SqlState};
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::admin::pause::Pauses;
 use crate::backend::{BackendError, Connector};
 use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
@@ -90,6 +91,10 @@ pub struct RoutePool {
     warnings: Arc<WarnLimiter<Discriminant<BackendError>>>,
     /// The checkout wait histogram of this pool's labels.
     checkout_wait: Histogram,
+    /// The backend database (what PAUSE names).
+    database: String,
+    /// The admin console's pauses.
+    pauses: Pauses,
 }
 
 impl RoutePool {
@@ -140,6 +145,20 @@ impl Lender for RoutePool {
 
     async fn checkout(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
         let started = std::time::Instant::now();
+        let timeout = self.pool.settings().checkout_timeout;
+        let until = tokio::time::Instant::now() + timeout;
+        if !self.pauses.wait_resumed(&self.database, until).await {
+            return Err(ErrorResponse::new(
+                Severity::Error,
+                SqlState::TOO_MANY_CONNECTIONS,
+                format!(
+                    "the pools of database \"{}\" are paused (admin console PAUSE) and were not \
+                     resumed within {:.1} s (the pool's checkout_timeout)",
+                    self.database,
+                    timeout.as_secs_f64()
+                ),
+            ));
+        }
         let got = self.checkout_live().await;
         self.checkout_wait.observe(started.elapsed().as_secs_f64());
         got
@@ -195,6 +214,8 @@ pub struct Pools {
     /// The routes of the configuration in force, once a reload has set them: a client of an
     /// older configuration whose route is gone gets a pool of its own, not kept here.
     in_force: Mutex<Option<Routes>>,
+    /// The admin console's PAUSE and RESUME, which every pool's checkouts obey.
+    pauses: Pauses,
 }
 
 impl Pools {
@@ -206,7 +227,23 @@ impl Pools {
             metrics,
             pools: Mutex::new(HashMap::new()),
             in_force: Mutex::new(None),
+            pauses: Pauses::default(),
         }
+    }
+
+    /// What is paused (the admin console's PAUSE and RESUME).
+    pub fn pauses(&self) -> &Pauses {
+        &self.pauses
+    }
+
+    /// Forgets the pools of backend database `database` (every pool with `None`) and
+    /// returns them to be retired (the admin console's KILL): clients that come later get
+    /// new ones.
+    pub fn forget_database(&self, database: Option<&str>) -> Vec<RoutePool> {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        forget(&mut pools, |_, pool| {
+            database.is_some_and(|db| pool.database != db)
+        })
     }
 
     /// Closes every pool (shutdown): idle backends get a Terminate, and backends given
@@ -271,6 +308,8 @@ impl Pools {
             route: route.number,
             warnings: Arc::default(),
             checkout_wait,
+            database: plan.database.clone(),
+            pauses: self.pauses.clone(),
         };
         if self.is_in_force(route) {
             let of_key = pools.entry(key).or_default();
@@ -293,17 +332,27 @@ impl Pools {
     pub fn retain_routes(&self, routes: &Routes) -> Vec<RoutePool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         *self.in_force.lock().unwrap_or_else(PoisonError::into_inner) = Some(routes.clone());
-        let mut forgotten = Vec::new();
-        pools.retain(|_, of_key| {
-            let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(of_key)
-                .into_iter()
-                .partition(|(route, _)| routes.0.iter().any(|r| r.same_as(route)));
-            *of_key = kept;
-            forgotten.extend(gone.into_iter().map(|(_, pool)| pool));
-            !of_key.is_empty()
-        });
-        forgotten
+        forget(&mut pools, |route, _| {
+            routes.0.iter().any(|r| r.same_as(route))
+        })
     }
+}
+
+/// Removes from `pools` those that `keep` does not keep, and returns them.
+fn forget(
+    pools: &mut HashMap<PoolKey, RoutesPools>,
+    keep: impl Fn(&Route, &RoutePool) -> bool,
+) -> Vec<RoutePool> {
+    let mut forgotten = Vec::new();
+    pools.retain(|_, of_key| {
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(of_key)
+            .into_iter()
+            .partition(|(route, pool)| keep(route, pool));
+        *of_key = kept;
+        forgotten.extend(gone.into_iter().map(|(_, pool)| pool));
+        !of_key.is_empty()
+    });
+    forgotten
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ pub enum Refusal {
         /// The route, as `route N (auth = …)`.
         route: String,
     },
+    /// A user not in `[admin] users` asked for the admin console.
+    NotAdmin {
+        /// The user the client sent.
+        user: String,
+    },
     /// A connection limit (its message names which).
     TooManyConnections(String),
     /// A token route on a proxy without `[jwt]`.
@@ -96,6 +101,10 @@ impl Refusal {
                     "{route} takes secrets in clear and accepts only TLS connections \
                      (connect with sslmode=require)"
                 ),
+            ),
+            Self::NotAdmin { user } => (
+                SqlState::INSUFFICIENT_PRIVILEGE,
+                format!("user \"{user}\" may not use the admin console (not in [admin] users)"),
             ),
             Self::TooManyConnections(message) => (SqlState::TOO_MANY_CONNECTIONS, message.clone()),
             Self::TokensNotConfigured => (
@@ -219,6 +228,7 @@ mod tests {
                 "28000",
                 "route 2 (auth = \"cleartext\") takes secrets in clear and accepts only TLS connections (connect with sslmode=require)",
             ),
+            (Refusal::NotAdmin { user: "app".into() }, "42501", "user \"app\" may not use the admin console (not in [admin] users)"),
             (Refusal::TooManyConnections("too many connections from 127.0.0.1".into()), "53300", "too many connections from 127.0.0.1"),
             (Refusal::TokensNotConfigured, "28000", "token authentication is not configured"),
             (Refusal::Token(JwtError::Expired), "28P01", "token refused: token has expired"),

@@ -66,6 +66,14 @@ impl Matcher {
         Ok(Self::Wildcard(text.to_owned()))
     }
 
+    /// As the configuration writes it (`/…/` around a regex), for the admin console.
+    fn written(&self) -> String {
+        match self {
+            Self::Exact(text) | Self::Wildcard(text) => text.clone(),
+            Self::Regex(regex) => format!("/{}/", regex.as_str()),
+        }
+    }
+
     /// Whether two matchers test the same thing (regexes by their pattern).
     fn same_as(&self, other: &Self) -> bool {
         match (self, other) {
@@ -353,6 +361,20 @@ impl Route {
             }
         }
         Ok(())
+    }
+
+    /// What the route matches, as the configuration writes it (`user=alice sni=*.example.com`;
+    /// empty: everything), for the admin console.
+    pub fn describe_match(&self) -> String {
+        let sni = self.sni.iter().map(|m| ("sni".to_owned(), m));
+        let parameters = self.parameters.iter().map(|(n, m)| (n.clone(), m));
+        let claims = self.claims.iter().map(|(n, m)| (format!("claim.{n}"), m));
+        let keys: Vec<String> = sni
+            .chain(parameters)
+            .chain(claims)
+            .map(|(name, matcher)| format!("{name}={}", matcher.written()))
+            .collect();
+        keys.join(" ")
     }
 
     /// A short description for logs and errors.

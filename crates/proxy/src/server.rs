@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::admin::control::Control;
 use crate::audit::{AuditError, AuditLog};
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
@@ -99,6 +100,8 @@ impl Proxy {
         let lasting = Arc::new(Lasting {
             cancel: Arc::new(CancelRegistry::default()),
             client_ids: ClientIds::default(),
+            clients: Arc::default(),
+            control: Control::default(),
             connector: connector.clone(),
             pools: Pools::new(
                 connector,
@@ -182,17 +185,7 @@ impl Proxy {
 
     /// Binds every listener.
     pub async fn bind(&self) -> Result<Vec<(TcpListener, Listener)>, ProxyError> {
-        let mut bound = Vec::new();
-        for listener in &self.in_force.load().settings.listeners {
-            let socket = TcpListener::bind(listener.address)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    address: listener.address,
-                    source,
-                })?;
-            bound.push((socket, listener.clone()));
-        }
-        Ok(bound)
+        self.bind_adopting(|_| None).await
     }
 
     /// Serves the bound listeners until `shutdown` yields a grace period (or
@@ -218,15 +211,9 @@ impl Proxy {
         tokio::select! {
             grace = shutdown => self.drain(grace),
             () = self.drain.started() => {}
+            () = self.answer_requests() => {}
         }
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(mut running) = running {
-            running.close_all().await;
-        }
+        self.stop_accepting().await;
         tracing::info!(
             connections = self.drain.live(),
             "draining: listeners closed, waiting for sessions to end"
@@ -286,6 +273,7 @@ pub(crate) fn shared_for(
         oauth_issuer,
         oauth_scope,
         lookups: Default::default(),
+        admin: settings.admin.clone(),
         lasting,
     }
 }

@@ -12,11 +12,12 @@ use pgbastion_wire::{CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
+use crate::admin;
 use crate::admission::{Admitted, Chosen, Proof};
 use crate::audit::{Audited, Opening};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
-use crate::clients::ClientId;
+use crate::clients::{ClientId, ClientInfo, Registered};
 use crate::config::ListenerMode;
 use crate::drain::Drain;
 use crate::greeting;
@@ -36,6 +37,8 @@ use crate::warn_limit::WarnLimiter;
 
 /// One listener's view: its handshake policy, its limits and its hooks.
 pub struct ListenerContext {
+    /// The listener's address.
+    pub address: SocketAddr,
     /// TLS, PROXY header and timeouts.
     pub gateway: Arc<GatewayConfig>,
     /// The hooks (routing, authentication).
@@ -84,6 +87,7 @@ impl ListenerContext {
             .listener(&listener.address.to_string());
         Self {
             metrics,
+            address: listener.address,
             gateway: listener.gateway.clone(),
             hooks: ProxyHooks { shared, limiter },
             cancel_rate: RateLimiter::new(listener.limits.cancel_rate_per_ip),
@@ -137,8 +141,12 @@ async fn serve_in_span(
             if let Some(attempt) = data.attempt.take() {
                 attempt.succeeded();
             }
+            if data.console {
+                guard.session_started();
+                return admin::console::serve(conn, &ctx, id).await;
+            }
             match data.admitted() {
-                Ok(admitted) => run_session(conn, admitted, &ctx, started, &mut guard, id).await,
+                Ok(admitted) => run_session(conn, admitted, &ctx, id, started, &mut guard).await,
                 Err(refusal) => refuse(conn, refusal).await,
             }
         }
@@ -199,9 +207,9 @@ async fn run_session(
     mut conn: ClientConn<TcpStream>,
     admitted: Admitted,
     ctx: &ListenerContext,
+    id: ClientId,
     started: Instant,
     guard: &mut ClientGuard,
-    id: ClientId,
 ) {
     let shared = &ctx.hooks.shared;
     // The permit is held until the session ends.
@@ -210,13 +218,12 @@ async fn run_session(
         permit: _permit,
         proof,
     } = admitted;
-    let pool = chosen.route.pool.as_ref().filter(|_| ctx.pooled);
-    let audit = shared.lasting.audit.as_ref();
-    let audit = Opening::new(audit, id, conn.state(), &chosen, &proof, pool.is_some());
-    if let Some(pool) = pool {
-        let opened = Opened { started, audit };
-        return serve_pooled(conn, ctx, &chosen, pool, &proof, opened, guard).await;
+    if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
+        let session = (id, started);
+        return serve_pooled(conn, ctx, &chosen, pool, &proof, session, guard).await;
     }
+    let audit = shared.lasting.audit.as_ref();
+    let audit = Opening::new(audit, id, conn.state(), &chosen, &proof, false);
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
         proof => connect_backend(shared, conn.state(), &chosen, &proof).await,
@@ -277,12 +284,16 @@ async fn run_session(
     let tap = audit.as_ref().map(|audit| audit.tap(&detached.buffered));
     let pending = std::mem::take(&mut backend.buffered).freeze();
     let backend_address = backend.address.clone();
+    let registered = register(shared, &state, ctx, id, route);
     let stop = relay::Stop {
-        watch: ctx.drain.watch(),
+        watch: ctx.drain.watch_with(registered.kill()),
         cancel: backend.cancel_key(),
     };
-    let audited = Audited::new(detached.stream, tap);
-    let metered = Metered::new(audited, ctx.metrics.session_meter(route));
+    let meter = ctx
+        .metrics
+        .session_meter(route)
+        .counting(registered.stats());
+    let metered = Metered::new(Audited::new(detached.stream, tap), meter);
     let relayed = relay::relay(
         metered,
         detached.buffered,
@@ -304,10 +315,16 @@ async fn run_session(
     );
 }
 
-/// A pooled session's beginning: when its connection was accepted, and its audit.
-struct Opened {
-    started: Instant,
-    audit: Option<Opening>,
+/// Registers the session of `state`'s client (the admin console lists and ends it).
+fn register(
+    shared: &Shared,
+    state: &ConnectionState,
+    ctx: &ListenerContext,
+    id: ClientId,
+    route: usize,
+) -> Registered {
+    let info = ClientInfo::of(state, ctx.address, id, Some(route));
+    shared.lasting.clients.register(info)
 }
 
 /// A client of a pooled route on a pooled listener.
@@ -317,7 +334,7 @@ async fn serve_pooled(
     chosen: &Chosen,
     pool: &RoutePool,
     proof: &Proof,
-    Opened { started, audit }: Opened,
+    (id, started): (ClientId, Instant),
     guard: &mut ClientGuard,
 ) {
     let shared = &ctx.hooks.shared;
@@ -335,6 +352,16 @@ async fn serve_pooled(
     };
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
+    let registered = register(shared, &state, ctx, id, chosen.route.number);
+    let audit = Opening::new(
+        shared.lasting.audit.as_ref(),
+        id,
+        &state,
+        chosen,
+        proof,
+        true,
+    );
+    let meter = ctx.metrics.session_meter(chosen.route.number);
     let pooled = PooledClient {
         pools: &shared.lasting.pools,
         cancel: &shared.lasting.cancel,
@@ -350,8 +377,8 @@ async fn serve_pooled(
         },
         version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
         max_message_len: ctx.gateway.max_message_len,
-        drain: ctx.drain.watch(),
-        meter: ctx.metrics.session_meter(chosen.route.number),
+        drain: ctx.drain.watch_with(registered.kill()),
+        meter: meter.counting(registered.stats()),
         guard,
         audit,
     };

@@ -12,6 +12,7 @@ use pgbastion_gateway::tls::{certified_key_from_pem, SniCertificates};
 use pgbastion_gateway::{GatewayConfig, TlsConfig};
 use toml::Spanned;
 
+use crate::admin::settings::Admin;
 use crate::audit::{AuditConfig, AuditSettings};
 use crate::config::{
     self, AuthMode, ConfigError, ConfigFile, ExternalConfig, JwtConfig, ListenerConfig,
@@ -112,6 +113,8 @@ pub struct Settings {
     pub metrics_address: Option<SocketAddr>,
     /// `[audit]`: the query audit, if on.
     pub audit: Option<AuditSettings>,
+    /// `[admin]`: who may open the admin console, if anyone.
+    pub admin: Option<Admin>,
 }
 
 impl Settings {
@@ -229,6 +232,11 @@ impl Compiler<'_> {
             .as_ref()
             .map(|m| self.metrics_address(&m.address, &listeners))
             .transpose()?;
+        let admin = parsed
+            .admin
+            .as_ref()
+            .map(|a| Admin::compile(self.file, a, &users, (facts.have_jwt, facts.any_client_ca)))
+            .transpose()?;
         Ok(Settings {
             listeners,
             routes: Routes(routes),
@@ -242,6 +250,7 @@ impl Compiler<'_> {
             grace_period: self.grace_period(parsed.grace_period.as_ref())?,
             metrics_address,
             audit: parsed.audit.as_ref().map(|a| self.audit(a)).transpose()?,
+            admin,
         })
     }
 

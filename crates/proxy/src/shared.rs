@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
+use crate::admin::control::Control;
+use crate::admin::settings::Admin;
 use crate::audit::AuditLog;
 use crate::auth_query::Lookups;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
-use crate::clients::ClientIds;
+use crate::clients::{ClientIds, Clients};
 use crate::kdf::Kdf;
 use crate::metrics::Metrics;
 use crate::pools::Pools;
@@ -23,6 +25,10 @@ pub struct Lasting {
     pub cancel: Arc<CancelRegistry>,
     /// Client connection IDs, unique for the life of the process.
     pub client_ids: ClientIds,
+    /// The sessions open now (the admin console lists and ends them).
+    pub clients: Arc<Clients>,
+    /// Requests of admin console sessions to the proxy.
+    pub control: Control,
     /// Backend logins (TLS configurations, SCRAM key cache).
     pub connector: Arc<Connector>,
     /// The pools of pooled routes, made as clients first need them; a reload keeps those of
@@ -51,6 +57,8 @@ pub struct Shared {
     pub oauth_scope: String,
     /// auth_query verifier lookups (kept connections, remembered answers) of these routes.
     pub lookups: Lookups,
+    /// `[admin]`: who may open the admin console.
+    pub admin: Option<Admin>,
     /// The process-lifetime state.
     pub lasting: Arc<Lasting>,
 }

@@ -314,6 +314,23 @@ impl fmt::Debug for TargetTemplate {
     }
 }
 
+impl TargetTemplate {
+    /// The URL without its password and query (`postgres://user@host:port/database`), for
+    /// the admin console: a password, written there or expanded from the environment, is
+    /// never shown.
+    pub fn redacted(&self) -> String {
+        let Parts {
+            host,
+            port,
+            user,
+            database,
+            ..
+        } = &self.0;
+        let port = port.map(|port| format!(":{port}")).unwrap_or_default();
+        format!("postgres://{user}@{host}{port}/{database}")
+    }
+}
+
 /// Why a route's URL gives no usable target for one client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FillError {

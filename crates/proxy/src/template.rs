@@ -147,6 +147,22 @@ pub enum Token {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Text(Vec<Token>);
 
+/// As written, placeholders included (`${user}`, `${1}`), for the admin console.
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for token in &self.0 {
+            match token {
+                Token::Literal(text) => f.write_str(text)?,
+                Token::Placeholder(Placeholder::User) => f.write_str("${user}")?,
+                Token::Placeholder(Placeholder::Database) => f.write_str("${database}")?,
+                Token::Placeholder(Placeholder::Group(i)) => write!(f, "${{{}}}", i + 1)?,
+                Token::Placeholder(Placeholder::Named(name)) => write!(f, "${{{name}}}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Text {
     /// Compiles a value for a route whose regexes have the capture groups `groups` (their
     /// names, `None` for unnamed ones, in numbering order). `${user}`, `${database}`, `${N}`

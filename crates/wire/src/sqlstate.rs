@@ -120,6 +120,8 @@ sqlstates! {
     IDLE_SESSION_TIMEOUT = b"57P05";
     /// 58000
     SYSTEM_ERROR = b"58000";
+    /// F0000
+    CONFIG_FILE_ERROR = b"F0000";
     /// XX000
     INTERNAL_ERROR = b"XX000";
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgbastion_testkit::{RawClient, RawClientError};
+use pgbastion_testkit::{Cluster, RawClient, RawClientError};
 use pgbastion_wire::{BackendMessage, ErrorResponse};
 
 /// How long one hostile case may take before the test fails with its name.
@@ -36,6 +36,46 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
+}
+
+/// A cluster (trust from 127.0.0.1) with a table `t (label text PRIMARY KEY)`, and a
+/// configuration for pgbastion in front of it, with the `top_level` keys: a transparent
+/// listener, a pooled one (transaction mode) and the metrics endpoint, on the three ports
+/// returned.
+pub fn cluster_and_two_listeners(top_level: &str) -> (Cluster, String, Vec<u16>) {
+    let cluster = Cluster::builder()
+        .hba(&["host all all 127.0.0.1/32 trust"])
+        .start()
+        .unwrap();
+    cluster
+        .execute_sql("CREATE TABLE t (label text PRIMARY KEY)")
+        .unwrap();
+    let ports = free_ports(3);
+    let config = format!(
+        r#"
+{top_level}
+
+[metrics]
+address = "127.0.0.1:{metrics}"
+
+[[listener]]
+address = "127.0.0.1:{transparent}"
+
+[[listener]]
+address = "127.0.0.1:{pooled}"
+mode = "pooled"
+
+[[route]]
+auth = "trust"
+backend = "postgres://postgres@127.0.0.1:{backend}/postgres?sslmode=disable"
+pool = {{ mode = "transaction", size = 4 }}
+"#,
+        transparent = ports[0],
+        pooled = ports[1],
+        metrics = ports[2],
+        backend = cluster.port(),
+    );
+    (cluster, config, ports)
 }
 
 /// The address of `port` on 127.0.0.1.
@@ -77,7 +117,7 @@ impl Bastion {
             std::fs::write(dir.path().join(name), contents).unwrap();
         }
         let binary = env!("CARGO_BIN_EXE_pgbastion");
-        let mut command = match wrapper.split_first() {
+        let command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
                 c.args(args).arg(binary);
@@ -85,6 +125,23 @@ impl Bastion {
             }
             None => Command::new(binary),
         };
+        Self::launch(command, dir, env, ports)
+    }
+
+    /// As [`start`](Self::start), with the binary at `binary` (a copy, to replace it).
+    pub fn start_binary(binary: &std::path::Path, config: &str, ports: &[u16]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pgbastion.toml"), config).unwrap();
+        Self::launch(Command::new(binary), dir, &[], ports)
+    }
+
+    fn launch(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+        ports: &[u16],
+    ) -> Self {
+        let path = dir.path().join("pgbastion.toml");
         command
             .arg("--config")
             .arg(&path)

@@ -160,17 +160,21 @@ pub struct Record {
     pub time: SystemTime,
     /// The connection's number.
     pub session: u64,
+    /// The process's ID: with `session`, names a session across an upgrade (whose new
+    /// process numbers its connections from 1 again).
+    pub pid: u32,
     /// The event and its fields.
     #[serde(flatten)]
     pub event: Event,
 }
 
 impl Record {
-    /// `event` of connection `id`, now.
-    pub fn now(id: ClientId, event: Event) -> Self {
+    /// `event` of connection `id` of process `pid`, now.
+    pub fn now(pid: u32, id: ClientId, event: Event) -> Self {
         Self {
             time: SystemTime::now(),
             session: id.0,
+            pid,
             event,
         }
     }
@@ -227,12 +231,14 @@ mod tests {
     #[test]
     fn a_record_is_one_flat_json_object() {
         let record = Record::now(
+            42,
             ClientId(7),
             Event::Query(Statement::query(b"SELECT 1\0", false, false)),
         );
         let json: serde_json::Value = serde_json::to_value(&record).unwrap();
         assert_eq!(json["event"], "query");
         assert_eq!(json["session"], 7);
+        assert_eq!(json["pid"], 42);
         assert_eq!(json["text"], "SELECT 1");
         assert!(json["time"].as_str().unwrap().ends_with('Z'));
     }

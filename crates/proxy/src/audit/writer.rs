@@ -49,6 +49,7 @@ pub struct AuditLog {
     reopen: Arc<AtomicBool>,
     dropped: Counter,
     redact: bool,
+    pid: u32,
 }
 
 impl AuditLog {
@@ -82,6 +83,7 @@ impl AuditLog {
             reopen,
             dropped: counters.dropped,
             redact: settings.redact_literals,
+            pid: std::process::id(),
         })
     }
 
@@ -90,7 +92,7 @@ impl AuditLog {
     pub fn send(&self, id: ClientId, event: Event) {
         if self
             .sender
-            .try_send(Message::Record(Record::now(id, event)))
+            .try_send(Message::Record(Record::now(self.pid, id, event)))
             .is_err()
         {
             self.dropped.inc();

@@ -109,6 +109,8 @@ pub enum RefusalReason {
     ProxyHeader,
     /// No route matches the startup (or the token's claims).
     NoRoute,
+    /// A user not in `[admin] users` asked for the admin console.
+    NotAdmin,
     /// The client broke the protocol during the handshake.
     Protocol,
     /// The client did not finish authenticating in time.
@@ -122,6 +124,7 @@ label_values!(RefusalReason {
     Tls => "tls",
     ProxyHeader => "proxy_header",
     NoRoute => "no_route",
+    NotAdmin => "not_admin",
     Protocol => "protocol",
     Timeout => "timeout",
     Backend => "backend",

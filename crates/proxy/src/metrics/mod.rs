@@ -217,6 +217,12 @@ impl Metrics {
         self.audit.register(r);
     }
 
+    /// Every live pool's counters, by labels (pools alike in their labels added up): what
+    /// the metrics endpoint and the admin console's SHOW POOLS read.
+    pub fn pools(&self) -> std::collections::BTreeMap<PoolLabels, crate::pool::PoolStats> {
+        self.pools.snapshot()
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();

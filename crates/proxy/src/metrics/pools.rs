@@ -52,7 +52,7 @@ impl PoolDirectory {
 
     /// The stats of every live pool, by labels; pools gone since the last scrape are
     /// forgotten.
-    fn snapshot(&self) -> BTreeMap<PoolLabels, PoolStats> {
+    pub(super) fn snapshot(&self) -> BTreeMap<PoolLabels, PoolStats> {
         let mut pools = self.lock();
         let mut live = BTreeMap::new();
         pools.retain(|(labels, read)| match read() {

@@ -7,12 +7,14 @@
 //! The messages sent to the client are followed by a [`FrameScanner`], which reads only
 //! their 5-byte headers; the time is read once per read or write, not per message.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbastion_wire::{Direction, FrameScanner};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::clients::ClientStats;
 use crate::observed::{Observed, Observer};
 
 /// When one kind of cycle (a query, a transaction) started.
@@ -47,6 +49,8 @@ pub struct SessionMeter {
     scanner: FrameScanner,
     query: Stopwatch,
     transaction: Stopwatch,
+    /// The session's own counts in the client registry (the admin console's SHOW STATS).
+    client: Option<Arc<ClientStats>>,
 }
 
 impl SessionMeter {
@@ -64,13 +68,26 @@ impl SessionMeter {
             scanner: FrameScanner::new(Direction::Backend),
             query: Stopwatch::default(),
             transaction: Stopwatch::default(),
+            client: None,
+        }
+    }
+
+    /// The same meter, also counting into `client`, the session's counts in the registry.
+    pub fn counting(self, client: Arc<ClientStats>) -> Self {
+        Self {
+            client: Some(client),
+            ..self
         }
     }
 }
 
 impl Observer for SessionMeter {
     fn client_sent(&mut self, bytes: &[u8]) {
-        self.received.inc_by(bytes.len() as u64);
+        let bytes = bytes.len() as u64;
+        self.received.inc_by(bytes);
+        if let Some(client) = &self.client {
+            client.received(bytes);
+        }
         let now = Instant::now();
         self.query.client_sent(now);
         self.transaction.client_sent(now);
@@ -78,6 +95,9 @@ impl Observer for SessionMeter {
 
     fn client_received(&mut self, bytes: &[u8]) {
         self.sent.inc_by(bytes.len() as u64);
+        if let Some(client) = &self.client {
+            client.sent(bytes.len() as u64);
+        }
         let (ready, idle) = (self.scanner.ready_count(), self.scanner.idle_ready_count());
         // A stream the scanner cannot follow (a length below 4) is still relayed; it is
         // only no longer timed.
@@ -89,11 +109,18 @@ impl Observer for SessionMeter {
         }
         let now = Instant::now();
         for _ in 0..ready {
-            self.queries.observe(self.query.end(now).as_secs_f64());
+            let took = self.query.end(now);
+            self.queries.observe(took.as_secs_f64());
+            if let Some(client) = &self.client {
+                client.query_done(took);
+            }
         }
         for _ in 0..idle {
-            self.transactions
-                .observe(self.transaction.end(now).as_secs_f64());
+            let took = self.transaction.end(now);
+            self.transactions.observe(took.as_secs_f64());
+            if let Some(client) = &self.client {
+                client.transaction_done(took);
+            }
         }
     }
 }

@@ -1,0 +1,51 @@
+//! Where the admin console is chosen: at startup, before any route, a client asking for
+//! the database [`CONSOLE_DATABASE`] on a proxy with `[admin]` is taken for the console;
+//! one not in `[admin] users` is refused there with 42501, before authentication (it may
+//! have no `[[user]]` to authenticate against, and its name is all it is told about).
+
+use pgbastion_gateway::{ConnectionState, HookResult};
+
+use super::settings::{Admin, CONSOLE_DATABASE};
+use crate::admission::ProxyConn;
+use crate::config::AuthMode;
+use crate::hooks::{require_tls_for_secrets, ProxyHooks};
+use crate::metrics::RefusalReason;
+use crate::refusal::Refusal;
+
+impl ProxyHooks {
+    /// `[admin]`, when `state`'s client asks for the console.
+    pub(crate) fn console_for(&self, state: &ConnectionState) -> Option<&Admin> {
+        let client = state.client.as_ref()?;
+        let admin = self.shared.admin.as_ref()?;
+        (client.database() == CONSOLE_DATABASE).then_some(admin)
+    }
+
+    /// How a console client authenticates, once it is one.
+    pub(crate) fn console_auth(&self, data: &ProxyConn) -> Option<AuthMode> {
+        let admin = self.shared.admin.as_ref()?;
+        data.console.then_some(admin.auth)
+    }
+
+    /// Admits `state`'s client to the console's authentication, or refuses it.
+    pub(crate) fn start_console(
+        &self,
+        admin: &Admin,
+        state: &ConnectionState,
+        data: &mut ProxyConn,
+    ) -> HookResult<()> {
+        let metrics = &self.shared.lasting.metrics;
+        let user = state.client.as_ref().map(|c| c.user()).unwrap_or_default();
+        if !admin.allows(user) {
+            metrics.refused(RefusalReason::NotAdmin);
+            return Err(Refusal::NotAdmin {
+                user: user.to_owned(),
+            }
+            .into());
+        }
+        require_tls_for_secrets(admin.auth, admin.insecure, "[admin]", state)
+            .inspect_err(|_| metrics.refused(RefusalReason::Tls))?;
+        data.attempt = Some(metrics.auth_attempt(admin.auth.name()));
+        data.console = true;
+        Ok(())
+    }
+}
