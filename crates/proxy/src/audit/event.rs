@@ -65,7 +65,7 @@ pub struct TlsFacts {
     pub client_subject: Option<String>,
 }
 
-/// `query` and `parse`: a statement's text, at most [`super::tap::TEXT_LIMIT`] bytes of it.
+/// `query` and `parse`: a statement's text, at most [`crate::audit::TEXT_LIMIT`] bytes of it.
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Statement {
     /// The prepared statement's name (`parse` only; empty: the unnamed one).
