@@ -66,14 +66,15 @@ SIGNALS (proxy, --config):
   SIGHUP    Re-read the configuration file and put it in force for new connections
             (routes, users, listeners, TLS certificates, limits, [jwt], pool settings);
             sessions in progress keep theirs. An invalid file is refused with one log
-            line naming its line, and the old configuration stays. [log], pid_file,
-            [pools] and max_scram_iterations are read at start only.
+            line naming its line, and the old configuration stays. [log], [audit],
+            pid_file, [pools] and max_scram_iterations are read at start only.
   SIGTERM   Graceful drain: stop accepting, close idle clients with FATAL 57P01, give
             clients inside a transaction grace_period (default 30s) to finish, then
             cancel what still runs, close them with 57P01 and exit with status 0.
   SIGINT    The same drain without waiting (Ctrl-C); SIGINT after SIGTERM stops waiting.
-  SIGUSR1   Reopen the log file ([log] destination = a path), for logrotate: move the
-            file away, send SIGUSR1, and new lines go to a new file at the path.
+  SIGUSR1   Reopen the log file ([log] destination = a path) and the audit log ([audit]
+            destination = a path), for logrotate: move the files away, send SIGUSR1, and
+            new lines go to new files at the paths.
   SIGUSR2   Upgrade without downtime: start the binary now at this one's path with the
             same arguments, hand it the listening sockets, and once it serves stop
             accepting and drain as on SIGTERM (exit status 0). If the new process fails
@@ -84,7 +85,7 @@ SIGNALS (proxy, --config):
 EXIT STATUS:
   0  stopped by SIGTERM or SIGINT; --check-config found the file valid
   1  the configuration is invalid or unreadable, a listener address cannot be bound, the
-     pid file names a running pgbastion, the log destination cannot be opened, or
+     pid file names a running pgbastion, the log or audit destination cannot be opened, or
      another error stopped pgbastion (the reason is on stderr)
   2  the command line is wrong
 
@@ -93,6 +94,8 @@ FILES:
   pid_file        where pgbastion writes its process ID once it listens (removed at exit;
                   after SIGUSR2 the new process takes it over)
   [log] destination = PATH   the log file (appended to, reopened on SIGUSR1)
+  [audit] destination = PATH the query audit log, JSON lines (appended to, mode 0600,
+                             reopened on SIGUSR1)
 
 ENVIRONMENT:
   RUST_LOG        a log filter (e.g. info,pgbastion_proxy=debug); replaces [log] level
@@ -246,7 +249,10 @@ async fn serve_proxy(
                     let _ = proxy.reload().await;
                     notifier.ready("serving");
                 }
-                _ = user1.recv() => log.reopen(),
+                _ = user1.recv() => {
+                    log.reopen();
+                    proxy.reopen_audit();
+                }
                 _ = user2.recv() => upgrade.requested(&proxy, metrics_endpoint.as_ref(), &notifier),
                 event = upgrade.next() => {
                     upgrade::act(event, &proxy, metrics_endpoint.as_ref(), &notifier).await;

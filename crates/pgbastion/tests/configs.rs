@@ -292,6 +292,18 @@ fn broken_configs_name_the_line() {
             Some(2),
             "\"syslog\"",
         ),
+        // an audit destination left empty
+        (
+            "[audit]\ndestination = \"\"\n\n[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n",
+            Some(1),
+            "\"stdout\"",
+        ),
+        // an audit queue that holds nothing
+        (
+            "[audit]\ndestination = \"stdout\"\nqueue = 0\n\n[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n",
+            Some(3),
+            "nonzero",
+        ),
         // an unknown auth mode
         (
             "[[route]]\nauth = \"maybe\"\nbackend = \"postgres://h/db\"\n",

@@ -110,6 +110,8 @@ pub struct ConfigFile {
     pub grace_period: Option<Spanned<String>>,
     /// `[metrics]`: the Prometheus and health endpoint (none without it).
     pub metrics: Option<MetricsConfig>,
+    /// `[audit]`: the query audit (off without it).
+    pub audit: Option<Spanned<crate::audit::AuditConfig>>,
     /// `[admin]`: the admin console (none without it).
     pub admin: Option<crate::admin::settings::AdminConfig>,
 }

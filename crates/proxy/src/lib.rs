@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod auth_query;
 pub mod backend;
 pub mod backend_reset;
@@ -22,6 +23,7 @@ pub mod login;
 pub mod login_plan;
 pub mod metrics;
 pub mod multiplex;
+pub mod observed;
 pub mod pool;
 pub mod pooled_client;
 pub mod pooled_session;

@@ -10,6 +10,7 @@ use pgbastion_gateway::ClientConn;
 use pgbastion_wire::{ErrorResponse, ProtocolVersion, TransactionStatus};
 use tokio::net::TcpStream;
 
+use crate::audit::{Audited, Opening};
 use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
 use crate::config::{PoolMode, SessionStatePolicy};
 use crate::drain::stopper::Stopper;
@@ -49,11 +50,13 @@ pub struct PooledClient<'a> {
     pub meter: SessionMeter,
     /// The client in the connection gauges.
     pub guard: &'a mut ClientGuard,
+    /// The session's audit, when `[audit]` is on.
+    pub audit: Option<Opening>,
 }
 
 impl PooledClient<'_> {
     /// Serves the client to the end; the session's log lines are written here.
-    pub async fn serve(self, mut conn: ClientConn<TcpStream>, started: Instant) {
+    pub async fn serve(mut self, mut conn: ClientConn<TcpStream>, started: Instant) {
         let route_pool = self.pools.get(
             self.route,
             &self.plan,
@@ -143,10 +146,18 @@ impl PooledClient<'_> {
             proven: false,
             drain: Stopper::new(Some(self.drain.clone())),
         };
+        let audit = self.audit.take().map(Opening::start);
+        let tap = audit.as_ref().map(|audit| audit.tap(&client_in));
         let pooled = session
-            .run(Metered::new(stream, self.meter), client_in)
+            .run(
+                Metered::new(Audited::new(stream, tap), self.meter),
+                client_in,
+            )
             .await;
         drop(registration);
+        if let Some(audit) = audit {
+            audit.end(pooled.end.as_str());
+        }
         tracing::info!(
             client = %self.identity.address, user = %self.identity.user,
             database = %self.identity.database, route = self.route.number,

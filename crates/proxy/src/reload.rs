@@ -247,6 +247,9 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.metrics_address != new.metrics_address {
         names.push("[metrics]");
     }
+    if old.audit != new.audit {
+        names.push("[audit]");
+    }
     names
 }
 
@@ -313,11 +316,12 @@ mod tests {
         let old = settings(APP);
         assert!(needs_restart(&old, &settings(APP)).is_empty());
         let new = settings(&format!(
-            "max_scram_iterations = 5000\n{APP}[pools]\nmax_db_connections = 3\n[log]\nformat = \"json\"\n"
+            "max_scram_iterations = 5000\n{APP}[pools]\nmax_db_connections = 3\n[log]\nformat = \"json\"\n\
+             [audit]\ndestination = \"stdout\"\n"
         ));
         assert_eq!(
             needs_restart(&old, &new),
-            ["[pools]", "max_scram_iterations", "[log]"]
+            ["[pools]", "max_scram_iterations", "[log]", "[audit]"]
         );
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::admin::control::Control;
+use crate::audit::{AuditError, AuditLog};
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
 use crate::clients::ClientIds;
@@ -47,6 +48,9 @@ pub enum ProxyError {
     /// The key derivation threads could not be started.
     #[error("cannot start the key derivation threads: {0}")]
     Threads(std::io::Error),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// The token keys could not be loaded. The cause is the source, not repeated in this
     /// text: `{:#}` (anyhow) prints the chain.
     #[error("cannot load the [jwt] keys")]
@@ -87,6 +91,12 @@ impl Proxy {
             settings.max_scram_iterations,
             metrics.clone(),
         ));
+        let audit = settings
+            .audit
+            .as_ref()
+            .map(|audit| AuditLog::start(audit, metrics.audit()))
+            .transpose()?
+            .map(Arc::new);
         let lasting = Arc::new(Lasting {
             cancel: Arc::new(CancelRegistry::default()),
             client_ids: ClientIds::default(),
@@ -103,6 +113,7 @@ impl Proxy {
             ),
             kdf,
             metrics,
+            audit,
         });
         let tokens = match &settings.jwt {
             Some(jwt) => Some(start_tokens(jwt, lasting.metrics.clone()).await?),
@@ -131,6 +142,14 @@ impl Proxy {
     pub fn with_config_file(mut self, path: PathBuf) -> Self {
         self.config_file = Some(path);
         self
+    }
+
+    /// Has the audit log's file opened afresh (SIGUSR1, with the log file); nothing without
+    /// one.
+    pub fn reopen_audit(&self) {
+        if let Some(audit) = &self.lasting.audit {
+            audit.reopen();
+        }
     }
 
     /// The configured `grace_period`: what SIGTERM gives clients inside a transaction.

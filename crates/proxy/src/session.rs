@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::admin;
 use crate::admission::{Admitted, Chosen, Proof};
+use crate::audit::{Audited, Opening};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
 use crate::clients::{ClientId, ClientInfo, Registered};
@@ -221,6 +222,8 @@ async fn run_session(
         let session = (id, started);
         return serve_pooled(conn, ctx, &chosen, pool, &proof, session, guard).await;
     }
+    let audit = shared.lasting.audit.as_ref();
+    let audit = Opening::new(audit, id, conn.state(), &chosen, &proof, false);
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
         proof => connect_backend(shared, conn.state(), &chosen, &proof).await,
@@ -277,6 +280,8 @@ async fn run_session(
         client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
         tls = state.tls.is_some(), "session started"
     );
+    let audit = audit.map(Opening::start);
+    let tap = audit.as_ref().map(|audit| audit.tap(&detached.buffered));
     let pending = std::mem::take(&mut backend.buffered).freeze();
     let backend_address = backend.address.clone();
     let registered = register(shared, &state, ctx, id, route);
@@ -288,7 +293,7 @@ async fn run_session(
         .metrics
         .session_meter(route)
         .counting(registered.stats());
-    let metered = Metered::new(detached.stream, meter);
+    let metered = Metered::new(Audited::new(detached.stream, tap), meter);
     let relayed = relay::relay(
         metered,
         detached.buffered,
@@ -298,6 +303,9 @@ async fn run_session(
     )
     .await;
     drop(registration);
+    if let Some(audit) = audit {
+        audit.end(relayed.end.as_str());
+    }
     tracing::info!(
         client = %state.client_addr, %user, %database, route, auth,
         duration_ms = started.elapsed().as_millis() as u64,
@@ -345,6 +353,14 @@ async fn serve_pooled(
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
     let registered = register(shared, &state, ctx, id, chosen.route.number);
+    let audit = Opening::new(
+        shared.lasting.audit.as_ref(),
+        id,
+        &state,
+        chosen,
+        proof,
+        true,
+    );
     let meter = ctx.metrics.session_meter(chosen.route.number);
     let pooled = PooledClient {
         pools: &shared.lasting.pools,
@@ -364,6 +380,7 @@ async fn serve_pooled(
         drain: ctx.drain.watch_with(registered.kill()),
         meter: meter.counting(registered.stats()),
         guard,
+        audit,
     };
     pooled.serve(conn, started).await;
 }

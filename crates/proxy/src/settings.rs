@@ -13,6 +13,7 @@ use pgbastion_gateway::{GatewayConfig, TlsConfig};
 use toml::Spanned;
 
 use crate::admin::settings::Admin;
+use crate::audit::{AuditConfig, AuditSettings};
 use crate::config::{
     self, AuthMode, ConfigError, ConfigFile, ExternalConfig, JwtConfig, ListenerConfig,
     ListenerMode, LogConfig, PoolsConfig, ProxyProtocol, RouteConfig, SourceFile,
@@ -110,6 +111,8 @@ pub struct Settings {
     pub grace_period: Duration,
     /// `[metrics] address`: where the metrics and health endpoint listens, if anywhere.
     pub metrics_address: Option<SocketAddr>,
+    /// `[audit]`: the query audit, if on.
+    pub audit: Option<AuditSettings>,
     /// `[admin]`: who may open the admin console, if anyone.
     pub admin: Option<Admin>,
 }
@@ -246,8 +249,15 @@ impl Compiler<'_> {
             pid_file: parsed.pid_file.map(|p| self.file.dir().join(p)),
             grace_period: self.grace_period(parsed.grace_period.as_ref())?,
             metrics_address,
+            audit: parsed.audit.as_ref().map(|a| self.audit(a)).transpose()?,
             admin,
         })
+    }
+
+    /// `[audit]`, its path resolved.
+    fn audit(&self, audit: &Spanned<AuditConfig>) -> Result<AuditSettings, ConfigError> {
+        AuditSettings::compile(self.file, audit.get_ref())
+            .or_else(|message| self.error(audit.span(), message))
     }
 
     /// `grace_period`: 30 s when absent, at most a day (a deadline must stay computable).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::admin::control::Control;
 use crate::admin::settings::Admin;
+use crate::audit::AuditLog;
 use crate::auth_query::Lookups;
 use crate::backend::Connector;
 use crate::cancel::CancelRegistry;
@@ -37,6 +38,8 @@ pub struct Lasting {
     pub kdf: Kdf,
     /// The process's metrics: counters and gauges go on across reloads.
     pub metrics: Arc<Metrics>,
+    /// The query audit log, when `[audit]` is on (read at start only).
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 /// What every connection of one configuration shares. A session holds the `Arc<Shared>` of

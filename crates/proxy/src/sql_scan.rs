@@ -152,6 +152,45 @@ fn parameter_effect(name: String) -> Effect {
     }
 }
 
+/// `sql` with every literal replaced by `?`: strings of each kind (`'…'`, `E'…'`,
+/// `$tag$…$tag$`; the prefix of `B'…'`, `X'…'`, `U&'…'` stays) and numbers (`42`, `1.5e-3`,
+/// `0x1F`). Keywords, identifiers (quoted ones too, digits in them included), `$1`
+/// parameters, comments and spacing are kept. For the query audit, where the values a
+/// statement carries must not be written down; lexed with `standard_conforming_strings = on`.
+pub fn redact_literals(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut lexer = Lexer {
+        sql,
+        pos: 0,
+        literals: StringLiterals::Standard,
+    };
+    let mut copied = 0;
+    loop {
+        lexer.skip_blanks();
+        let start = lexer.pos;
+        let Some(token) = lexer.next() else { break };
+        let literal = match token.kind {
+            Kind::String | Kind::EscapeString | Kind::DollarString => true,
+            Kind::Word => token.text.first().is_some_and(u8::is_ascii_digit),
+            Kind::Other => {
+                token.text == b"." && lexer.bytes().get(lexer.pos).is_some_and(u8::is_ascii_digit)
+            }
+            Kind::QuotedIdent | Kind::Semicolon => false,
+        };
+        if !literal {
+            continue;
+        }
+        if token.kind == Kind::Word || token.kind == Kind::Other {
+            lexer.pos = lexer.number_end(start);
+        }
+        out.push_str(sql.get(copied..start).unwrap_or_default());
+        out.push('?');
+        copied = lexer.pos;
+    }
+    out.push_str(sql.get(copied..).unwrap_or_default());
+    out
+}
+
 // ---------------------------------------------------------------------------------------
 // Lexer
 // ---------------------------------------------------------------------------------------
@@ -308,6 +347,23 @@ impl<'a> Lexer<'a> {
         }
         self.pos = bytes.len();
         self.token(kind, from, bytes.len())
+    }
+
+    /// Where the number starting at `start` ends: digits, letters (`0x1F`, `1e5`), `_`, a
+    /// decimal point, and the sign of an exponent.
+    fn number_end(&self, start: usize) -> usize {
+        let bytes = self.bytes();
+        let mut i = start;
+        while let Some(&b) = bytes.get(i) {
+            let exponent_sign = matches!(b, b'+' | b'-')
+                && matches!(bytes.get(i.wrapping_sub(1)), Some(b'e' | b'E'))
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !(b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || exponent_sign) {
+                break;
+            }
+            i += 1;
+        }
+        i
     }
 
     /// `$1` (a parameter), `$tag$…$tag$` (a dollar-quoted string) or a lone `$`.
@@ -1143,6 +1199,36 @@ mod tests {
                 ],
             ),
         ]
+    }
+
+    #[test]
+    fn literals_are_redacted_and_everything_else_kept() {
+        let cases = [
+            (
+                "SELECT * FROM t1 WHERE a = 'x''y' AND b = 42",
+                "SELECT * FROM t1 WHERE a = ? AND b = ?",
+            ),
+            ("select e'it\\'s', 1.5e-3, .5, 0x1F", "select ?, ?, ?, ?"),
+            ("SELECT $f$ 'a' ; $f$, $1, $$x$$", "SELECT ?, $1, ?"),
+            (
+                "SELECT \"col'1\" FROM \"t 2\" -- don't\nWHERE x = '1'",
+                "SELECT \"col'1\" FROM \"t 2\" -- don't\nWHERE x = ?",
+            ),
+            (
+                "/* 'a' /* 42 */ */ SELECT a2b, 3",
+                "/* 'a' /* 42 */ */ SELECT a2b, ?",
+            ),
+            (
+                "SELECT B'101', X'1F', U&'d\\0061', -7",
+                "SELECT B?, X?, U&?, -?",
+            ),
+            ("SELECT 'unclosed", "SELECT ?"),
+            ("SELECT 1e+5+2", "SELECT ?+?"),
+            ("SELECT 'é', ünï2", "SELECT ?, ünï2"),
+        ];
+        for (sql, redacted) in cases {
+            assert_eq!(redact_literals(sql), redacted, "{sql}");
+        }
     }
 
     #[test]

@@ -67,6 +67,6 @@ pub use error::{DecodeError, EncodeError};
 pub use error_response::{ErrorField, ErrorResponse, Severity};
 pub use frame::{Frame, FrameDecoder, RawFrame, RawFrames};
 pub use frontend::{FrontendMessage, FrontendTag, Target};
-pub use scanner::{BadLength, Direction, FrameScanner};
+pub use scanner::{BadLength, BodyPiece, Direction, FrameScanner};
 pub use sqlstate::SqlState;
 pub use startup::{CancelKey, ProtocolVersion, StartupMessage, StartupPacket};

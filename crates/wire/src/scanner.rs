@@ -42,6 +42,18 @@ pub struct BadLength {
     pub length: u32,
 }
 
+/// A piece of a message body passing a [`FrameScanner`]: the pieces of one message come in
+/// order, the last one marked (a message with an empty body is one empty last piece).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPiece<'a> {
+    /// The message's type byte.
+    pub tag: u8,
+    /// The bytes of its body in this feed.
+    pub bytes: &'a [u8],
+    /// Whether the body ends with these bytes.
+    pub last: bool,
+}
+
 /// Tracks message boundaries in one direction of a relayed stream.
 #[derive(Debug, Clone)]
 pub struct FrameScanner {
@@ -82,7 +94,18 @@ impl FrameScanner {
 
     /// Feeds the next bytes of the stream. A frontend stream whose next message declares a
     /// length PostgreSQL would refuse is an error, now and for every later feed.
-    pub fn feed(&mut self, mut data: &[u8]) -> Result<(), BadLength> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), BadLength> {
+        self.feed_observed(data, &mut |_| {})
+    }
+
+    /// [`FrameScanner::feed`], showing `observe` every message body as it passes, in pieces
+    /// ([`BodyPiece`]): for a reader of a few message types (an audit log) that follows the
+    /// stream without a second scanner. Nothing is shown of a refused message.
+    pub fn feed_observed(
+        &mut self,
+        mut data: &[u8],
+        observe: &mut impl FnMut(BodyPiece<'_>),
+    ) -> Result<(), BadLength> {
         if let Some(bad) = self.bad {
             return Err(BadLength { start: 0, ..bad });
         }
@@ -96,6 +119,11 @@ impl FrameScanner {
                         self.status = TransactionStatus::from_byte(byte).ok();
                     }
                 }
+                observe(BodyPiece {
+                    tag: self.tag,
+                    bytes: &data[..take],
+                    last: take == self.remaining,
+                });
                 self.remaining -= take;
                 data = &data[take..];
                 if self.remaining == 0 {
@@ -112,6 +140,13 @@ impl FrameScanner {
                 if let Err(bad) = self.start_message(header_start) {
                     self.bad = Some(bad);
                     return Err(bad);
+                }
+                if self.remaining == 0 {
+                    observe(BodyPiece {
+                        tag: self.tag,
+                        bytes: &[],
+                        last: true,
+                    });
                 }
             }
         }
@@ -254,6 +289,34 @@ mod tests {
         }
         assert_eq!(scanner.ready_count(), 2);
         assert_eq!(scanner.idle_ready_count(), 1);
+    }
+
+    #[test]
+    fn observed_bodies_come_whole_in_order_across_every_split() {
+        let stream = b"Q\0\0\0\x0dSELECT 1\0S\0\0\0\x04P\0\0\0\x08s\0x\0";
+        for split in 0..stream.len() {
+            let mut scanner = FrameScanner::new(Direction::Frontend);
+            let mut bodies: Vec<(u8, Vec<u8>)> = Vec::new();
+            let mut open: Vec<u8> = Vec::new();
+            let mut observe = |piece: BodyPiece<'_>| {
+                open.extend_from_slice(piece.bytes);
+                if piece.last {
+                    bodies.push((piece.tag, std::mem::take(&mut open)));
+                }
+            };
+            scanner
+                .feed_observed(&stream[..split], &mut observe)
+                .unwrap();
+            scanner
+                .feed_observed(&stream[split..], &mut observe)
+                .unwrap();
+            let expected: Vec<(u8, Vec<u8>)> = vec![
+                (b'Q', b"SELECT 1\0".to_vec()),
+                (b'S', Vec::new()),
+                (b'P', b"s\0x\0".to_vec()),
+            ];
+            assert_eq!(bodies, expected, "split at {split}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! ([`SessionMeter`], [`AuthAttempt`]), never per message. Pool gauges are read from each
 //! pool's own counters when scraped ([`pools`]).
 
+mod audit;
 mod conn;
 mod labels;
 mod pools;
@@ -21,6 +22,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+pub use audit::AuditCounters;
 pub use conn::{AuthAttempt, ClientGuard, ListenerMetrics};
 pub use labels::{CancelResult, Outcome, RefusalReason};
 pub use pools::{PoolLabels, StatsReader};
@@ -65,6 +67,7 @@ pub struct Metrics {
     key_refreshes: Family<ResultLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     pools: PoolDirectory,
+    audit: AuditCounters,
     /// Whether the proxy is ready for clients (`/ready`).
     pub readiness: Readiness,
 }
@@ -104,6 +107,7 @@ impl Metrics {
             key_refreshes: Family::default(),
             reloads: Family::default(),
             pools: PoolDirectory::default(),
+            audit: AuditCounters::default(),
             readiness: Readiness::default(),
             registry: Registry::default(),
         };
@@ -210,6 +214,7 @@ impl Metrics {
             self.reloads.clone(),
         );
         r.register_collector(Box::new(self.pools.clone()));
+        self.audit.register(r);
     }
 
     /// Every live pool's counters, by labels (pools alike in their labels added up): what
@@ -275,6 +280,11 @@ impl Metrics {
                 .clone()
         };
         AuthAttempt::new(counter(Outcome::Success), counter(Outcome::Failure))
+    }
+
+    /// The query audit's counters.
+    pub fn audit(&self) -> AuditCounters {
+        self.audit.clone()
     }
 
     /// Starts reporting the gauges of a pool (while it exists) and returns its checkout wait

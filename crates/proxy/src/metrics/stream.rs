@@ -1,4 +1,4 @@
-//! [`Metered`]: a client stream that counts the bytes both ways and times queries and
+//! [`Metered`]: a client stream ([`Observed`]) that counts the bytes both ways and times queries and
 //! transactions from the client's side of the protocol: a query cycle ends at each
 //! ReadyForQuery the client receives, a transaction at each one that says idle. The same
 //! view serves the transparent relay and the pooled sessions (whose ReadyForQuery messages
@@ -7,18 +7,15 @@
 //! The messages sent to the client are followed by a [`FrameScanner`], which reads only
 //! their 5-byte headers; the time is read once per read or write, not per message.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use pgbastion_wire::{Direction, FrameScanner};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::clients::ClientStats;
+use crate::observed::{Observed, Observer};
 
 /// When one kind of cycle (a query, a transaction) started.
 #[derive(Debug, Default)]
@@ -82,11 +79,14 @@ impl SessionMeter {
             ..self
         }
     }
+}
 
-    fn client_sent(&mut self, bytes: usize) {
-        self.received.inc_by(bytes as u64);
+impl Observer for SessionMeter {
+    fn client_sent(&mut self, bytes: &[u8]) {
+        let bytes = bytes.len() as u64;
+        self.received.inc_by(bytes);
         if let Some(client) = &self.client {
-            client.received(bytes as u64);
+            client.received(bytes);
         }
         let now = Instant::now();
         self.query.client_sent(now);
@@ -125,57 +125,8 @@ impl SessionMeter {
     }
 }
 
-/// A client stream whose traffic a [`SessionMeter`] counts.
-#[derive(Debug)]
-pub struct Metered<S> {
-    inner: S,
-    meter: SessionMeter,
-}
-
-impl<S> Metered<S> {
-    /// `inner`, counted by `meter` from a message boundary on.
-    pub fn new(inner: S, meter: SessionMeter) -> Self {
-        Self { inner, meter }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            this.meter.client_sent(read);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
-        this.meter.client_received(&buf[..written]);
-        Poll::Ready(Ok(written))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+/// A client stream whose traffic a [`SessionMeter`] counts (from a message boundary on).
+pub type Metered<S> = Observed<S, SessionMeter>;
 
 #[cfg(test)]
 mod tests {
@@ -207,9 +158,9 @@ mod tests {
     #[test]
     fn each_ready_for_query_ends_a_query_and_each_idle_one_a_transaction() {
         let (mut meter, queries, transactions) = meter();
-        meter.client_sent(10);
+        meter.client_sent(&[0; 10]);
         meter.client_received(b"C\0\0\0\x0aBEGIN\0Z\0\0\0\x05T");
-        meter.client_sent(10);
+        meter.client_sent(&[0; 10]);
         // Split inside the second ReadyForQuery: counted once whole.
         meter.client_received(b"C\0\0\0\x0bCOMMIT\0Z\0\0");
         assert_eq!((count(&queries), count(&transactions)), (1, 0));

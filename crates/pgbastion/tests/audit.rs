@@ -1,0 +1,412 @@
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+//! The query audit (`[audit]`) of the real binary in front of a real cluster: psql sessions
+//! authenticated with a SCRAM password, a client certificate and a JWT, on a transparent
+//! and a pooled listener, each leave their events in order (start with the identity, the
+//! Query, the Parse, the error with its SQLSTATE, the end); `redact_literals` hides the
+//! values; a destination nobody reads drops events (counted) without slowing the sessions;
+//! SIGUSR1 reopens the file. No password or token reaches an audit or a log line.
+
+#[path = "common/binary.rs"]
+mod binary;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use binary::{free_ports, Bastion};
+use pgbastion_testkit::{Cluster, PasswordEncryption, TestCa, TestIssuer};
+use serde_json::Value;
+
+const BACKEND_PW: &str = "audit-backend-pw-71";
+const SCRAM_PW: &str = "audit-scram-pw-c3";
+const AUDIENCE: &str = "pgbastion";
+/// The `sub` of the token `juser` logs in with (its user name is another claim).
+const SUBJECT: &str = "subject-7f3a";
+
+/// What each audited session runs: a Query, a Parse (psql's `\gdesc` prepares the
+/// statement), an error.
+const SCRIPT: &str = "SELECT 1 AS one;\nSELECT 'lit-value', 42 \\gdesc\nSELECT 1/0;\n";
+
+/// A cluster, a CA with the server's and a client's certificates, and an issuer of tokens.
+struct Setup {
+    cluster: Cluster,
+    ca: TestCa,
+    issuer: TestIssuer,
+    /// Holds the issuer's server (unused: pgbastion reads its key from a file).
+    _runtime: tokio::runtime::Runtime,
+    /// The client certificate and key files for psql.
+    client_files: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let issuer = runtime.block_on(TestIssuer::start());
+        let cluster = Cluster::builder()
+            .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
+            .user("app", BACKEND_PW, PasswordEncryption::ScramSha256)
+            .start()
+            .unwrap();
+        let ca = TestCa::new("audit test CA").unwrap();
+        let client_files = tempfile::tempdir().unwrap();
+        let client = ca.client_cert("certuser").unwrap();
+        std::fs::write(client_files.path().join("client.crt"), &client.cert_pem).unwrap();
+        let key = client_files.path().join("client.key");
+        std::fs::write(&key, &client.key_pem).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Self {
+            cluster,
+            ca,
+            issuer,
+            _runtime: runtime,
+            client_files,
+        }
+    }
+
+    /// pgbastion with a transparent and a pooled listener (both TLS), a metrics endpoint,
+    /// routes for `suser` (scram), `certuser` (cert) and `juser` (jwt), and `audit`.
+    fn start(&self, ports: &[u16], audit: &str) -> Bastion {
+        let backend = format!(
+            "postgres://app:${{BACKEND_PW}}@127.0.0.1:{}/postgres?sslmode=disable",
+            self.cluster.port()
+        );
+        let route = |user: &str, auth: &str| {
+            format!(
+                "[[route]]\nmatch = {{ user = \"{user}\" }}\nauth = \"{auth}\"\n\
+                 backend = \"{backend}\"\npool = {{ mode = \"transaction\", size = 2 }}\n"
+            )
+        };
+        let tls = r#"tls = { cert = "server.crt", key = "server.key", client_ca = "ca.crt" }"#;
+        let config = format!(
+            "[[listener]]\naddress = \"127.0.0.1:{}\"\n{tls}\n\n\
+             [[listener]]\naddress = \"127.0.0.1:{}\"\nmode = \"pooled\"\n{tls}\n\n\
+             [metrics]\naddress = \"127.0.0.1:{}\"\n\n\
+             [[user]]\nname = \"suser\"\npassword = \"${{SCRAM_PW}}\"\n\n\
+             [jwt]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nkeys = [\"rsa.pem\"]\n\
+             claim = \"preferred_username\"\n\n\
+             {}\n{}\n{}\n[log]\nlevel = \"debug\"\n\n{audit}\n",
+            ports[0],
+            ports[1],
+            ports[2],
+            self.issuer.issuer(),
+            route("suser", "scram"),
+            route("certuser", "cert"),
+            route("juser", "jwt"),
+        );
+        let server = self.ca.server_cert(&["localhost"]).unwrap();
+        let pem = self.issuer.public_key_pem("RS256");
+        let files = [
+            ("server.crt", server.cert_pem.as_str()),
+            ("server.key", server.key_pem.as_str()),
+            ("ca.crt", &self.ca.cert_pem()),
+            ("rsa.pem", pem.as_str()),
+        ];
+        let env = [("BACKEND_PW", BACKEND_PW), ("SCRAM_PW", SCRAM_PW)];
+        Bastion::start(&config, &files, &env, &ports[..2])
+    }
+
+    /// A token for `juser` (its `preferred_username`) whose subject is [`SUBJECT`].
+    fn token(&self) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        self.issuer.sign(
+            "RS256",
+            serde_json::json!({
+                "iss": self.issuer.issuer(), "aud": AUDIENCE, "sub": SUBJECT,
+                "preferred_username": "juser", "iat": now, "exp": now + 600,
+            }),
+        )
+    }
+
+    /// Runs `script` through psql as `user` on `port` (TLS, SNI `localhost`): with its
+    /// password, or with the client certificate when there is none.
+    fn psql(&self, port: u16, user: &str, password: Option<&str>, script: &str) {
+        let mut conninfo = format!(
+            "host=localhost hostaddr=127.0.0.1 port={port} user={user} dbname=postgres \
+             sslmode=require connect_timeout=10"
+        );
+        if password.is_none() {
+            let dir = self.client_files.path();
+            conninfo += &format!(
+                " sslcert={} sslkey={}",
+                dir.join("client.crt").display(),
+                dir.join("client.key").display()
+            );
+        }
+        // Under an outer timeout: a session stuck behind the audit fails instead of hanging.
+        let mut child = Command::new("timeout")
+            .args(["60", "psql", "-X", "-q", "-f", "-", &conninfo])
+            .env("PGPASSWORD", password.unwrap_or(""))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{user} on {port}: {stderr}");
+        assert!(
+            stderr.contains("division by zero") || !script.contains("1/0"),
+            "{user} on {port}: {stderr}"
+        );
+    }
+}
+
+/// The audit file of `bastion`.
+fn audit_path(bastion: &Bastion) -> PathBuf {
+    bastion.config_path().with_file_name("audit.jsonl")
+}
+
+/// The events of the audit file at `path`, once it holds `sessions` session ends (waits at
+/// most 30 s).
+fn audited(path: &Path, sessions: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        if events
+            .iter()
+            .filter(|e| e["event"] == "session_end")
+            .count()
+            >= sessions
+        {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sessions} session ends never came:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The events of the session whose start has `user` and `pooled`, in order.
+fn session_of(events: &[Value], user: &str, pooled: bool) -> Vec<Value> {
+    let start = events
+        .iter()
+        .find(|e| e["event"] == "session_start" && e["user"] == user && e["pooled"] == pooled)
+        .unwrap_or_else(|| panic!("no session of {user} (pooled: {pooled}): {events:#?}"));
+    events
+        .iter()
+        .filter(|e| e["session"] == start["session"])
+        .cloned()
+        .collect()
+}
+
+/// The texts [`SCRIPT`]'s Query and Parse are audited with.
+const TEXTS: (&str, &str) = ("SELECT 1 AS one;", "SELECT 'lit-value', 42 ");
+/// The same with `redact_literals`.
+const REDACTED: (&str, &str) = ("SELECT ? AS one;", "SELECT ?, ? ");
+
+/// Asserts that `session` starts, runs [`SCRIPT`] in order (its Query and Parse audited
+/// with `texts`), and ends; returns its start.
+fn assert_in_order(session: &[Value], (query_text, parse_text): (&str, &str)) -> Value {
+    let kinds: Vec<&str> = session
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"session_start"), "{session:#?}");
+    assert_eq!(kinds.last(), Some(&"session_end"), "{session:#?}");
+    let position = |what: &dyn Fn(&Value) -> bool| {
+        session
+            .iter()
+            .position(what)
+            .unwrap_or_else(|| panic!("missing from {session:#?}"))
+    };
+    let query = position(&|e| e["event"] == "query" && e["text"] == query_text);
+    let parse = position(&|e| e["event"] == "parse" && e["text"] == parse_text);
+    let error = position(&|e| e["event"] == "error" && e["sqlstate"] == "22012");
+    assert!(query < parse && parse < error, "{session:#?}");
+    let end = session.last().unwrap();
+    assert_eq!(end["ended_by"], "terminate", "{end}");
+    assert!(end["transactions"].as_u64().unwrap() >= 3, "{end}");
+    assert!(end["bytes_from_client"].as_u64().unwrap() > 0, "{end}");
+    assert!(end["bytes_to_client"].as_u64().unwrap() > 0, "{end}");
+    for event in session {
+        assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+        assert_eq!(event["pid"], session[0]["pid"], "{event}");
+    }
+    session[0].clone()
+}
+
+/// Asserts that no secret is in the audit text.
+fn assert_no_secrets(audit: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !audit.contains(secret),
+            "the secret {secret:?} reached the audit log:\n{audit}"
+        );
+    }
+}
+
+#[test]
+fn sessions_of_every_auth_mode_on_both_listeners_are_audited_in_order_without_secrets() {
+    let setup = Setup::new();
+    let ports = free_ports(3);
+    let bastion = setup.start(&ports, "[audit]\ndestination = \"audit.jsonl\"\n");
+    let token = setup.token();
+    for port in &ports[..2] {
+        setup.psql(*port, "suser", Some(SCRAM_PW), SCRIPT);
+        setup.psql(*port, "certuser", None, SCRIPT);
+        setup.psql(*port, "juser", Some(&token), SCRIPT);
+    }
+    let events = audited(&audit_path(&bastion), 6);
+    for pooled in [false, true] {
+        let scram = assert_in_order(&session_of(&events, "suser", pooled), TEXTS);
+        let cert = assert_in_order(&session_of(&events, "certuser", pooled), TEXTS);
+        let jwt = assert_in_order(&session_of(&events, "juser", pooled), TEXTS);
+        for (start, auth, route, identity) in [
+            (&scram, "scram", 1, "suser"),
+            (&cert, "cert", 2, "certuser"),
+            (&jwt, "jwt", 3, SUBJECT),
+        ] {
+            assert_eq!(start["auth"], auth, "{start}");
+            assert_eq!(start["route"], route, "{start}");
+            assert_eq!(start["identity"], identity, "{start}");
+            assert_eq!(start["backend_user"], "app", "{start}");
+            assert_eq!(start["backend_database"], "postgres", "{start}");
+            assert_eq!(start["database"], "postgres", "{start}");
+            assert!(
+                start["client_addr"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("127.0.0.1:"),
+                "{start}"
+            );
+            assert_eq!(start["tls"]["sni"], "localhost", "{start}");
+            assert!(
+                start["tls"]["version"].as_str().unwrap().starts_with("TLS"),
+                "{start}"
+            );
+        }
+        assert_eq!(cert["tls"]["client_subject"], "CN=certuser", "{cert}");
+        assert_eq!(scram["tls"]["client_subject"], Value::Null, "{scram}");
+    }
+    let audit = std::fs::read_to_string(audit_path(&bastion)).unwrap();
+    let secrets = [SCRAM_PW, BACKEND_PW, token.as_str()];
+    assert_no_secrets(&audit, &secrets);
+    bastion.finish(&secrets);
+}
+
+#[test]
+fn redacted_literals_leave_no_value_in_the_audit_and_sigusr1_reopens_the_file() {
+    let setup = Setup::new();
+    let ports = free_ports(3);
+    let bastion = setup.start(
+        &ports,
+        "[audit]\ndestination = \"audit.jsonl\"\nredact_literals = true\n",
+    );
+    setup.psql(ports[1], "suser", Some(SCRAM_PW), SCRIPT);
+    let path = audit_path(&bastion);
+    let events = audited(&path, 1);
+    let session = session_of(&events, "suser", true);
+    assert_in_order(&session, REDACTED);
+    let error = session.iter().find(|e| e["event"] == "error").unwrap();
+    assert_eq!(error["message"], Value::Null, "{error}");
+    let audit = std::fs::read_to_string(&path).unwrap();
+    assert!(!audit.contains("lit-value"), "{audit}");
+    assert!(!audit.contains("division"), "{audit}");
+
+    // Moved away and reopened: the next session goes to a new file at the path.
+    let moved = path.with_file_name("audit.jsonl.1");
+    std::fs::rename(&path, &moved).unwrap();
+    bastion.signal(nix::sys::signal::Signal::SIGUSR1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bastion
+        .log()
+        .iter()
+        .any(|line| line.contains("audit log reopened"))
+    {
+        assert!(Instant::now() < deadline, "no reopen:\n{:?}", bastion.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    setup.psql(ports[0], "suser", Some(SCRAM_PW), SCRIPT);
+    let events = audited(&path, 1);
+    assert_in_order(&session_of(&events, "suser", false), REDACTED);
+    assert_eq!(
+        std::fs::read_to_string(&moved).unwrap(),
+        audit,
+        "the moved file got nothing more"
+    );
+    bastion.finish(&[SCRAM_PW, BACKEND_PW]);
+}
+
+/// The value of the counter `name` at the metrics endpoint on `port`.
+fn counter(port: u16, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn a_destination_nobody_reads_drops_events_and_counts_them_without_slowing_sessions() {
+    let setup = Setup::new();
+    let ports = free_ports(3);
+    // A FIFO held open for reading and never read: once its buffer (64 KiB) is full the
+    // writer is stuck, as on a hung disk or a stopped reader of stdout.
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = fifo_dir.path().join("audit.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let bastion = setup.start(
+        &ports,
+        &format!("[audit]\ndestination = \"{}\"\nqueue = 2\n", fifo.display()),
+    );
+    // Twenty queries of 30 KiB each: more than the FIFO and the queue hold.
+    let big = format!("SELECT length('{}');\n", "x".repeat(30 * 1024));
+    let started = Instant::now();
+    for port in &ports[..2] {
+        setup.psql(*port, "suser", Some(SCRAM_PW), &big.repeat(10));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the sessions waited for the audit"
+    );
+    // 2 sessions: 2 starts, 20 queries, 2 ends; each written, dropped, or among the three
+    // the writer holds (one in its hands, two in the queue). The last end may come a moment
+    // after psql exits.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (dropped, written) = loop {
+        let dropped = counter(ports[2], "pgbastion_audit_events_dropped_total");
+        let written = counter(ports[2], "pgbastion_audit_events_written_total");
+        if dropped + written + 3 >= 24 || Instant::now() > deadline {
+            break (dropped, written);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The FIFO's 64 KiB take two of the 30 KiB queries at most.
+    assert!(written <= 4, "written {written}");
+    assert!(
+        dropped + written + 3 >= 24,
+        "dropped {dropped}, written {written}"
+    );
+    bastion.finish(&[SCRAM_PW, BACKEND_PW]);
+}
