@@ -27,12 +27,12 @@ use binary::{cluster_and_two_listeners, local, Bastion};
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A cluster with a table `t`, and a pgbastion configuration in front of it with a pid file
-/// in `dir`: a transparent listener, a pooled one (transaction mode) and the metrics
-/// endpoint, on the three `ports`.
-fn setup(dir: &Path) -> (Cluster, String, Vec<u16>) {
+/// in `dir` and `upgrade_settle = settle`: a transparent listener, a pooled one (transaction
+/// mode) and the metrics endpoint, on the three `ports`.
+fn setup(dir: &Path, settle: &str) -> (Cluster, String, Vec<u16>) {
     let pid_file = dir.join("pgbastion.pid");
     cluster_and_two_listeners(&format!(
-        "grace_period = \"30s\"\npid_file = \"{}\"",
+        "grace_period = \"30s\"\nupgrade_settle = \"{settle}\"\npid_file = \"{}\"",
         pid_file.display()
     ))
 }
@@ -206,10 +206,10 @@ struct FromCopy {
     _binary_dir: tempfile::TempDir,
 }
 
-fn start_from_copy() -> FromCopy {
+fn start_from_copy(settle: &str) -> FromCopy {
     let (binary_dir, binary) = copied_binary();
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, config, ports) = setup(dir.path());
+    let (cluster, config, ports) = setup(dir.path(), settle);
     let bastion = Bastion::start_binary(&binary, &config, &ports);
     let old = new_process(dir.path(), 0, &bastion);
     FromCopy {
@@ -247,7 +247,11 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
         mut bastion,
         old,
         _binary_dir,
-    } = start_from_copy();
+        // What the design guarantees: a session the old process accepted gets the settle
+        // time to log in and run its transaction (each loop's connection runs one and
+        // closes). Longer than the default 2s, so that a loaded machine does not make a
+        // login plus a transaction outlast it.
+    } = start_from_copy("10s");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -337,7 +341,7 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
 #[test]
 fn a_session_in_a_transaction_goes_on_through_the_takeover_and_then_drains_by_the_drain_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, config, ports) = setup(dir.path());
+    let (cluster, config, ports) = setup(dir.path(), "2s");
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(LIMIT)).unwrap();
@@ -448,7 +452,7 @@ async fn open(
 #[test]
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let (_cluster, config, ports) = setup(dir.path());
+    let (_cluster, config, ports) = setup(dir.path(), "2s");
     let mut bastion = Bastion::start(&config, &[], &[], &ports);
     let old = new_process(dir.path(), 0, &bastion);
     std::fs::write(bastion.config_path(), "grace_period = [").unwrap();
@@ -503,7 +507,7 @@ fn a_new_binary_that_never_gets_ready_is_killed_and_the_old_process_serves_on() 
         old,
         cluster: _cluster,
         _binary_dir,
-    } = start_from_copy();
+    } = start_from_copy("2s");
     let script = binary.with_extension("new");
     std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -523,4 +527,182 @@ fn a_new_binary_that_never_gets_ready_is_killed_and_the_old_process_serves_on() 
     assert!(bastion.alive());
     assert_eq!(pid_in(dir.path()), Some(old));
     serves(&ports[..2]);
+}
+
+/// How many descriptors process `pid` has open.
+fn open_descriptors(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn an_upgrade_goes_through_when_closed_clients_left_gaps_all_over_the_descriptor_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, config, ports) = setup(dir.path(), "2s");
+    let mut bastion = Bastion::start(&config, &[], &[], &ports);
+    let old = new_process(dir.path(), 0, &bastion);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // 300 idle sessions on the pooled listener (they hold no backend), then every other one
+    // closed: no two free descriptors in a row below the highest one open.
+    let before = open_descriptors(old);
+    let mut sessions = runtime.block_on(async {
+        let mut sessions = Vec::new();
+        for _ in 0..300 {
+            sessions.push(open(local(ports[1])).await.unwrap());
+        }
+        sessions
+    });
+    let opened = open_descriptors(old);
+    assert!(opened >= before + 300, "{before} then {opened} descriptors");
+    let mut i = 0;
+    sessions.retain(|_| {
+        i += 1;
+        i % 2 == 0
+    });
+    // The sessions' connection tasks run (and close) only while the runtime is driven.
+    runtime.block_on(async {
+        tokio::time::timeout(LIMIT, async {
+            while open_descriptors(old) > opened - 150 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the closed sessions' descriptors are closed");
+    });
+
+    let _successors = Successors {
+        dir: dir.path().to_owned(),
+        old,
+    };
+    bastion.signal(Signal::SIGUSR2);
+    let new = new_process(dir.path(), old, &bastion);
+    let status = bastion.wait_exit(LIMIT);
+    assert!(status.success(), "the old process exited with {status}");
+    let log = bastion.log().join("\n");
+    assert!(!log.contains("upgrade failed"), "{log}");
+    assert!(is_alive(new));
+    serves(&ports[..2]);
+    drop(sessions);
+}
+
+#[test]
+fn a_new_process_that_dies_before_the_old_one_drains_leaves_the_old_one_serving_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // A settle time long enough for the new process to be killed inside it.
+    let (_cluster, config, ports) = setup(dir.path(), "60s");
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let notify_env = notify_path.to_str().unwrap();
+    let mut bastion = Bastion::start(&config, &[], &[("NOTIFY_SOCKET", notify_env)], &ports);
+    let old = new_process(dir.path(), 0, &bastion);
+    assert!(notification(&notify).starts_with("READY=1\n"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (idle, _idle_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
+
+    let _successors = Successors {
+        dir: dir.path().to_owned(),
+        old,
+    };
+    bastion.signal(Signal::SIGUSR2);
+    let new = new_process(dir.path(), old, &bastion);
+    kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
+    wait_for("the old process accepts again", &bastion, || {
+        bastion
+            .log()
+            .iter()
+            .any(|l| l.contains("this one accepts again and serves on"))
+    });
+    wait_for("the old process takes its pid file back", &bastion, || {
+        pid_in(dir.path()) == Some(old)
+    });
+    assert!(notification(&notify).starts_with("RELOADING=1\n"));
+    assert!(notification(&notify).starts_with(&format!("MAINPID={new}\nREADY=1\n")));
+    let back = notification(&notify);
+    assert!(
+        back.starts_with(&format!("MAINPID={old}\nREADY=1\n")),
+        "{back}"
+    );
+    assert!(bastion.alive());
+    // New sessions on both listeners, and the session from before the upgrade, go on.
+    serves(&ports[..2]);
+    runtime.block_on(idle.batch_execute("SELECT 1")).unwrap();
+
+    // And a later upgrade goes through.
+    bastion.signal(Signal::SIGUSR2);
+    let newer = new_process(dir.path(), old, &bastion);
+    assert_ne!(newer, new);
+    serves(&ports[..2]);
+}
+
+#[test]
+fn a_new_process_that_dies_once_the_old_one_drains_is_reported_as_an_outage_and_fails_the_old_one()
+{
+    let dir = tempfile::tempdir().unwrap();
+    // No settle time: the old process drains as soon as the new one serves.
+    let (cluster, config, ports) = setup(dir.path(), "0s");
+    let mut bastion = Bastion::start(&config, &[], &[], &ports);
+    let old = new_process(dir.path(), 0, &bastion);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (busy, busy_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
+    runtime
+        .block_on(busy.batch_execute("BEGIN; INSERT INTO t VALUES ('during')"))
+        .unwrap();
+
+    let _successors = Successors {
+        dir: dir.path().to_owned(),
+        old,
+    };
+    bastion.signal(Signal::SIGUSR2);
+    let new = new_process(dir.path(), old, &bastion);
+    wait_for("the old process drains", &bastion, || {
+        bastion
+            .log()
+            .iter()
+            .any(|l| l.contains("upgrade: draining"))
+    });
+    kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
+    wait_for("the outage is logged", &bastion, || {
+        bastion.log().iter().any(|l| {
+            l.contains("ERROR") && l.contains("THE SERVICE IS DOWN") && l.contains("status 1")
+        })
+    });
+    // The pid file names the live (draining) process, not the dead one.
+    wait_for("the old process takes its pid file back", &bastion, || {
+        pid_in(dir.path()) == Some(old)
+    });
+    // The session inside its transaction still finishes it, then the drain ends it.
+    runtime.block_on(async {
+        busy.batch_execute("COMMIT").await.unwrap();
+        let ended = tokio::time::timeout(LIMIT, busy_conn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ended.expect_err("busy").code(),
+            Some(&SqlState::ADMIN_SHUTDOWN)
+        );
+    });
+    let status = bastion.wait_exit(LIMIT);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the old process exited with {status}"
+    );
+    assert_eq!(pid_in(dir.path()), None, "the pid file is removed at exit");
+    assert_eq!(
+        cluster
+            .query("SELECT count(*) FROM t WHERE label = 'during'")
+            .unwrap()
+            .trim(),
+        "1"
+    );
 }
