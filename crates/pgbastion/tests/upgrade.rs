@@ -706,3 +706,167 @@ fn a_new_process_that_dies_once_the_old_one_drains_is_reported_as_an_outage_and_
         "1"
     );
 }
+
+/// The admin console's password (user `ops`).
+const OPS_PASSWORD: &str = "ops-secret-1";
+
+/// `config` with the admin console for user `ops`.
+fn with_console(config: &str) -> String {
+    format!(
+        "{config}\n[[user]]\nname = \"ops\"\npassword = \"{OPS_PASSWORD}\"\n\n\
+         [admin]\nusers = [\"ops\"]\n"
+    )
+}
+
+/// A console session on `port`, and the task that drives it.
+async fn console(port: u16) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("ops")
+        .password(OPS_PASSWORD)
+        .dbname("pgbastion")
+        .connect_timeout(Duration::from_secs(10))
+        .connect(NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[test]
+fn a_console_shutdown_tells_systemd_that_the_service_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, config, ports) = setup(dir.path(), "2s");
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let notify_env = notify_path.to_str().unwrap();
+    let mut bastion = Bastion::start(
+        &with_console(&config),
+        &[],
+        &[("NOTIFY_SOCKET", notify_env)],
+        &ports,
+    );
+    assert!(notification(&notify).starts_with("READY=1\n"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let admin = console(ports[0]).await;
+        admin.simple_query("SHUTDOWN").await.unwrap();
+    });
+    let stopping = notification(&notify);
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+    assert!(bastion.wait_exit(LIMIT).success());
+}
+
+#[test]
+fn a_console_shutdown_while_the_new_process_starts_calls_the_upgrade_off_and_reload_is_refused_meanwhile(
+) {
+    let FromCopy {
+        binary,
+        dir,
+        cluster,
+        ports,
+        mut bastion,
+        old,
+        _binary_dir,
+    } = {
+        let (binary_dir, binary) = copied_binary();
+        let dir = tempfile::tempdir().unwrap();
+        let (cluster, config, ports) = setup(dir.path(), "2s");
+        let bastion = Bastion::start_binary(&binary, &with_console(&config), &ports);
+        let old = new_process(dir.path(), 0, &bastion);
+        FromCopy {
+            binary,
+            dir,
+            cluster,
+            ports,
+            bastion,
+            old,
+            _binary_dir: binary_dir,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (busy, busy_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
+    runtime
+        .block_on(busy.batch_execute("BEGIN; INSERT INTO t VALUES ('during')"))
+        .unwrap();
+    let admin = runtime.block_on(console(ports[0]));
+    // A new binary that takes a second to start: the upgrade is called off meanwhile.
+    let script = binary.with_extension("new");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 1\nexec '{}' \"$@\"\n",
+            env!("CARGO_BIN_EXE_pgbastion")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, &binary).unwrap();
+    let _successors = Successors {
+        dir: dir.path().to_owned(),
+        old,
+    };
+    bastion.signal(Signal::SIGUSR2);
+    wait_for("the new process starts", &bastion, || {
+        bastion
+            .log()
+            .iter()
+            .any(|l| l.contains("upgrade: new process started"))
+    });
+    runtime.block_on(async {
+        let error = admin.simple_query("RELOAD").await.expect_err("RELOAD");
+        let message = error.as_db_error().map(|e| e.message().to_owned());
+        assert!(
+            message.as_deref().is_some_and(|m| m.contains("upgrade")),
+            "{error:?}"
+        );
+        admin.simple_query("SHUTDOWN WAIT").await.unwrap();
+    });
+    wait_for("the upgrade is called off", &bastion, || {
+        bastion
+            .log()
+            .iter()
+            .any(|l| l.contains("upgrade called off"))
+    });
+    // The new process hears ABORT once it serves, and exits without taking the pid file.
+    wait_for("the new process exits", &bastion, || {
+        children_of(old).is_empty()
+    });
+    assert_eq!(pid_in(dir.path()), Some(old));
+    let log = bastion.log().join("\n");
+    assert!(
+        log.contains("the old process called the upgrade off")
+            || log.contains("upgrade called off: the upgrade was called off (killed)"),
+        "{log}"
+    );
+    // The old process drains as on SIGTERM.
+    runtime.block_on(async {
+        busy.batch_execute("COMMIT").await.unwrap();
+        let ended = tokio::time::timeout(LIMIT, busy_conn)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ended.expect_err("busy").code(),
+            Some(&SqlState::ADMIN_SHUTDOWN)
+        );
+    });
+    let status = bastion.wait_exit(LIMIT);
+    assert!(status.success(), "the old process exited with {status}");
+    assert_eq!(pid_in(dir.path()), None);
+    assert_eq!(
+        cluster
+            .query("SELECT count(*) FROM t WHERE label = 'during'")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+}

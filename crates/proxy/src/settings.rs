@@ -838,6 +838,25 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_settle_defaults_to_2_s_and_a_bad_one_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n";
+        let settings = compile(dir.path(), route).unwrap();
+        assert_eq!(settings.upgrade_settle, Duration::from_secs(2));
+        let settings = compile(dir.path(), &format!("upgrade_settle = \"15s\"\n{route}")).unwrap();
+        assert_eq!(settings.upgrade_settle, Duration::from_secs(15));
+        for (value, words) in [("\"soon\"", "invalid duration"), ("\"1h\"", "at most 10m")] {
+            let text = format!("\nupgrade_settle = {value}\n{route}");
+            let error = compile(dir.path(), &text).unwrap_err().to_string();
+            assert!(
+                error.contains("pgbastion.toml:2: upgrade_settle"),
+                "{error}"
+            );
+            assert!(error.contains(words), "{error}");
+        }
+    }
+
+    #[test]
     fn a_relative_authenticator_path_starts_at_the_configuration_file() {
         let dir = tempfile::tempdir().unwrap();
         let script = write(dir.path(), "auth.sh", 0o755);
