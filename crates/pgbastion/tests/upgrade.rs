@@ -59,6 +59,13 @@ fn wait_for(what: &str, bastion: &Bastion, mut condition: impl FnMut() -> bool) 
     }
 }
 
+/// Waits until a line of the log holds `needle`.
+fn wait_for_line(what: &str, bastion: &Bastion, needle: &str) {
+    wait_for(what, bastion, || {
+        bastion.log().iter().any(|l| l.contains(needle))
+    });
+}
+
 /// Waits until the pid file in `dir` names a process other than `old` (0: any), and returns
 /// it.
 fn new_process(dir: &Path, old: i32, bastion: &Bastion) -> i32 {
@@ -75,6 +82,16 @@ fn new_process(dir: &Path, old: i32, bastion: &Bastion) -> i32 {
 struct Successors {
     dir: PathBuf,
     old: i32,
+}
+
+impl Successors {
+    /// Those of `old`, with its pid file in `dir`.
+    fn of(dir: &Path, old: i32) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            old,
+        }
+    }
 }
 
 impl Drop for Successors {
@@ -194,6 +211,14 @@ fn replace_binary(path: &Path) {
     std::fs::rename(&next, path).unwrap();
 }
 
+/// Replaces the binary at `path` with a shell script running `body`.
+fn replace_with_script(path: &Path, body: &str) {
+    let script = path.with_extension("new");
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, path).unwrap();
+}
+
 /// pgbastion started from a copy of the binary (which a test may replace), in front of a
 /// cluster ([`setup`]).
 struct FromCopy {
@@ -206,10 +231,13 @@ struct FromCopy {
     _binary_dir: tempfile::TempDir,
 }
 
-fn start_from_copy(settle: &str) -> FromCopy {
+fn start_from_copy(settle: &str, console: bool) -> FromCopy {
     let (binary_dir, binary) = copied_binary();
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, config, ports) = setup(dir.path(), settle);
+    let (cluster, mut config, ports) = setup(dir.path(), settle);
+    if console {
+        config = with_console(&config);
+    }
     let bastion = Bastion::start_binary(&binary, &config, &ports);
     let old = new_process(dir.path(), 0, &bastion);
     FromCopy {
@@ -225,10 +253,7 @@ fn start_from_copy(settle: &str) -> FromCopy {
 
 /// Asserts that a new session on each of `ports` runs a statement.
 fn serves(ports: &[u16]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         for port in ports {
             let client = connect(local(*port)).await.unwrap();
@@ -251,7 +276,7 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
         // time to log in and run its transaction (each loop's connection runs one and
         // closes). Longer than the default 2s, so that a loaded machine does not make a
         // login plus a transaction outlast it.
-    } = start_from_copy("10s");
+    } = start_from_copy("10s", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -268,10 +293,7 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
     wait_for("transactions before the upgrade", &bastion, || done() >= 30);
 
     replace_binary(&binary);
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     let signalled = (Instant::now(), done());
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
@@ -342,30 +364,15 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
 fn a_session_in_a_transaction_goes_on_through_the_takeover_and_then_drains_by_the_drain_rules() {
     let dir = tempfile::tempdir().unwrap();
     let (cluster, config, ports) = setup(dir.path(), "2s");
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(LIMIT)).unwrap();
-    let notify_env = notify_path.to_str().unwrap();
-    let mut bastion = Bastion::start(&config, &[], &[("NOTIFY_SOCKET", notify_env)], &ports);
-    let old = new_process(dir.path(), 0, &bastion);
-    assert!(notification(&notify).starts_with("READY=1\n"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (busy, busy_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
+    let (mut bastion, notify, old) = start_notified(dir.path(), &config, &ports);
+    let runtime = runtime();
+    let (busy, busy_conn) = in_transaction(&runtime, ports[0], "before");
     let (idle, idle_conn) = runtime.block_on(open(local(ports[1]))).unwrap();
     runtime.block_on(async {
-        busy.batch_execute("BEGIN; INSERT INTO t VALUES ('before')")
-            .await
-            .unwrap();
         idle.batch_execute("SELECT 1").await.unwrap();
     });
 
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
     assert!(notification(&notify).starts_with("RELOADING=1\n"));
@@ -427,6 +434,63 @@ fn notification(socket: &UnixDatagram) -> String {
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
 
+/// A current-thread runtime for the test's clients.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// pgbastion with `config` (a pid file in `dir`) and `NOTIFY_SOCKET` naming a socket in
+/// `dir`, once it said READY=1: the process, the socket and its PID.
+fn start_notified(dir: &Path, config: &str, ports: &[u16]) -> (Bastion, UnixDatagram, i32) {
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let notify_env = notify_path.to_str().unwrap();
+    let bastion = Bastion::start(config, &[], &[("NOTIFY_SOCKET", notify_env)], ports);
+    let pid = new_process(dir, 0, &bastion);
+    assert!(notification(&notify).starts_with("READY=1\n"));
+    (bastion, notify, pid)
+}
+
+/// A session on `port` inside a transaction that inserted `label`, and its connection.
+fn in_transaction(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    label: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (busy, connection) = runtime.block_on(open(local(port))).unwrap();
+    runtime
+        .block_on(busy.batch_execute(&format!("BEGIN; INSERT INTO t VALUES ('{label}')")))
+        .unwrap();
+    (busy, connection)
+}
+
+/// Commits the transaction `busy` is in, and asserts that the drain then ends the session
+/// with 57P01.
+fn commit_then_drained(
+    runtime: &tokio::runtime::Runtime,
+    busy: &tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    runtime.block_on(async {
+        busy.batch_execute("COMMIT").await.unwrap();
+        let ended = tokio::time::timeout(LIMIT, connection)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ended.expect_err("busy").code(),
+            Some(&SqlState::ADMIN_SHUTDOWN)
+        );
+    });
+}
+
 /// A session at `addr` and the task that drives its connection (it ends with the error that
 /// closed it).
 async fn open(
@@ -456,10 +520,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_says_why() {
     let mut bastion = Bastion::start(&config, &[], &[], &ports);
     let old = new_process(dir.path(), 0, &bastion);
     std::fs::write(bastion.config_path(), "grace_period = [").unwrap();
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let failed = |bastion: &Bastion| {
         bastion
@@ -507,22 +568,15 @@ fn a_new_binary_that_never_gets_ready_is_killed_and_the_old_process_serves_on() 
         old,
         cluster: _cluster,
         _binary_dir,
-    } = start_from_copy("2s");
-    let script = binary.with_extension("new");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&script, &binary).unwrap();
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    } = start_from_copy("2s", false);
+    replace_with_script(&binary, "exec sleep 600");
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
-    wait_for("the upgrade gives up", &bastion, || {
-        bastion
-            .log()
-            .iter()
-            .any(|l| l.contains("the new process was not ready within 30s (killed)"))
-    });
+    wait_for_line(
+        "the upgrade gives up",
+        &bastion,
+        "the new process was not ready within 30s (killed)",
+    );
     assert!(children_of(old).is_empty(), "the new process is gone");
     assert!(bastion.alive());
     assert_eq!(pid_in(dir.path()), Some(old));
@@ -540,10 +594,7 @@ fn an_upgrade_goes_through_when_closed_clients_left_gaps_all_over_the_descriptor
     let (_cluster, config, ports) = setup(dir.path(), "2s");
     let mut bastion = Bastion::start(&config, &[], &[], &ports);
     let old = new_process(dir.path(), 0, &bastion);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     // 300 idle sessions on the pooled listener (they hold no backend), then every other one
     // closed: no two free descriptors in a row below the highest one open.
     let before = open_descriptors(old);
@@ -572,10 +623,7 @@ fn an_upgrade_goes_through_when_closed_clients_left_gaps_all_over_the_descriptor
         .expect("the closed sessions' descriptors are closed");
     });
 
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
     let status = bastion.wait_exit(LIMIT);
@@ -592,32 +640,19 @@ fn a_new_process_that_dies_before_the_old_one_drains_leaves_the_old_one_serving_
     let dir = tempfile::tempdir().unwrap();
     // A settle time long enough for the new process to be killed inside it.
     let (_cluster, config, ports) = setup(dir.path(), "60s");
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(LIMIT)).unwrap();
-    let notify_env = notify_path.to_str().unwrap();
-    let mut bastion = Bastion::start(&config, &[], &[("NOTIFY_SOCKET", notify_env)], &ports);
-    let old = new_process(dir.path(), 0, &bastion);
-    assert!(notification(&notify).starts_with("READY=1\n"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (mut bastion, notify, old) = start_notified(dir.path(), &config, &ports);
+    let runtime = runtime();
     let (idle, _idle_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
 
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
     kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
-    wait_for("the old process accepts again", &bastion, || {
-        bastion
-            .log()
-            .iter()
-            .any(|l| l.contains("this one accepts again and serves on"))
-    });
+    wait_for_line(
+        "the old process accepts again",
+        &bastion,
+        "this one accepts again and serves on",
+    );
     wait_for("the old process takes its pid file back", &bastion, || {
         pid_in(dir.path()) == Some(old)
     });
@@ -648,27 +683,13 @@ fn a_new_process_that_dies_once_the_old_one_drains_is_reported_as_an_outage_and_
     let (cluster, config, ports) = setup(dir.path(), "0s");
     let mut bastion = Bastion::start(&config, &[], &[], &ports);
     let old = new_process(dir.path(), 0, &bastion);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (busy, busy_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
-    runtime
-        .block_on(busy.batch_execute("BEGIN; INSERT INTO t VALUES ('during')"))
-        .unwrap();
+    let runtime = runtime();
+    let (busy, busy_conn) = in_transaction(&runtime, ports[0], "during");
 
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
-    wait_for("the old process drains", &bastion, || {
-        bastion
-            .log()
-            .iter()
-            .any(|l| l.contains("upgrade: draining"))
-    });
+    wait_for_line("the old process drains", &bastion, "upgrade: draining");
     kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
     wait_for("the outage is logged", &bastion, || {
         bastion.log().iter().any(|l| {
@@ -680,17 +701,7 @@ fn a_new_process_that_dies_once_the_old_one_drains_is_reported_as_an_outage_and_
         pid_in(dir.path()) == Some(old)
     });
     // The session inside its transaction still finishes it, then the drain ends it.
-    runtime.block_on(async {
-        busy.batch_execute("COMMIT").await.unwrap();
-        let ended = tokio::time::timeout(LIMIT, busy_conn)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            ended.expect_err("busy").code(),
-            Some(&SqlState::ADMIN_SHUTDOWN)
-        );
-    });
+    commit_then_drained(&runtime, &busy, busy_conn);
     let status = bastion.wait_exit(LIMIT);
     assert_eq!(
         status.code(),
@@ -738,21 +749,8 @@ async fn console(port: u16) -> tokio_postgres::Client {
 fn a_console_shutdown_tells_systemd_that_the_service_stops() {
     let dir = tempfile::tempdir().unwrap();
     let (_cluster, config, ports) = setup(dir.path(), "2s");
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(LIMIT)).unwrap();
-    let notify_env = notify_path.to_str().unwrap();
-    let mut bastion = Bastion::start(
-        &with_console(&config),
-        &[],
-        &[("NOTIFY_SOCKET", notify_env)],
-        &ports,
-    );
-    assert!(notification(&notify).starts_with("READY=1\n"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (mut bastion, notify, _) = start_notified(dir.path(), &with_console(&config), &ports);
+    let runtime = runtime();
     runtime.block_on(async {
         let admin = console(ports[0]).await;
         admin.simple_query("SHUTDOWN").await.unwrap();
@@ -765,62 +763,24 @@ fn a_console_shutdown_tells_systemd_that_the_service_stops() {
 #[test]
 fn a_console_shutdown_while_the_new_process_starts_calls_the_upgrade_off_and_reload_is_refused_meanwhile(
 ) {
-    let FromCopy {
-        binary,
-        dir,
-        cluster,
-        ports,
-        mut bastion,
-        old,
-        _binary_dir,
-    } = {
-        let (binary_dir, binary) = copied_binary();
-        let dir = tempfile::tempdir().unwrap();
-        let (cluster, config, ports) = setup(dir.path(), "2s");
-        let bastion = Bastion::start_binary(&binary, &with_console(&config), &ports);
-        let old = new_process(dir.path(), 0, &bastion);
-        FromCopy {
-            binary,
-            dir,
-            cluster,
-            ports,
-            bastion,
-            old,
-            _binary_dir: binary_dir,
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (busy, busy_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
-    runtime
-        .block_on(busy.batch_execute("BEGIN; INSERT INTO t VALUES ('during')"))
-        .unwrap();
+    let copy = start_from_copy("2s", true);
+    let (dir, ports, old) = (copy.dir.path(), &copy.ports, copy.old);
+    let mut bastion = copy.bastion;
+    let runtime = runtime();
+    let (busy, busy_conn) = in_transaction(&runtime, ports[0], "during");
     let admin = runtime.block_on(console(ports[0]));
     // A new binary that takes a second to start: the upgrade is called off meanwhile.
-    let script = binary.with_extension("new");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nsleep 1\nexec '{}' \"$@\"\n",
-            env!("CARGO_BIN_EXE_pgbastion")
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&script, &binary).unwrap();
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    replace_with_script(
+        &copy.binary,
+        &format!("sleep 1\nexec '{}' \"$@\"", env!("CARGO_BIN_EXE_pgbastion")),
+    );
+    let _successors = Successors::of(dir, old);
     bastion.signal(Signal::SIGUSR2);
-    wait_for("the new process starts", &bastion, || {
-        bastion
-            .log()
-            .iter()
-            .any(|l| l.contains("upgrade: new process started"))
-    });
+    wait_for_line(
+        "the new process starts",
+        &bastion,
+        "upgrade: new process started",
+    );
     runtime.block_on(async {
         let error = admin.simple_query("RELOAD").await.expect_err("RELOAD");
         let message = error.as_db_error().map(|e| e.message().to_owned());
@@ -830,17 +790,12 @@ fn a_console_shutdown_while_the_new_process_starts_calls_the_upgrade_off_and_rel
         );
         admin.simple_query("SHUTDOWN WAIT").await.unwrap();
     });
-    wait_for("the upgrade is called off", &bastion, || {
-        bastion
-            .log()
-            .iter()
-            .any(|l| l.contains("upgrade called off"))
-    });
+    wait_for_line("the upgrade is called off", &bastion, "upgrade called off");
     // The new process hears ABORT once it serves, and exits without taking the pid file.
     wait_for("the new process exits", &bastion, || {
         children_of(old).is_empty()
     });
-    assert_eq!(pid_in(dir.path()), Some(old));
+    assert_eq!(pid_in(dir), Some(old));
     let log = bastion.log().join("\n");
     assert!(
         log.contains("the old process called the upgrade off")
@@ -848,22 +803,12 @@ fn a_console_shutdown_while_the_new_process_starts_calls_the_upgrade_off_and_rel
         "{log}"
     );
     // The old process drains as on SIGTERM.
-    runtime.block_on(async {
-        busy.batch_execute("COMMIT").await.unwrap();
-        let ended = tokio::time::timeout(LIMIT, busy_conn)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            ended.expect_err("busy").code(),
-            Some(&SqlState::ADMIN_SHUTDOWN)
-        );
-    });
+    commit_then_drained(&runtime, &busy, busy_conn);
     let status = bastion.wait_exit(LIMIT);
     assert!(status.success(), "the old process exited with {status}");
-    assert_eq!(pid_in(dir.path()), None);
+    assert_eq!(pid_in(dir), None);
     assert_eq!(
-        cluster
+        copy.cluster
             .query("SELECT count(*) FROM t WHERE label = 'during'")
             .unwrap()
             .trim(),
