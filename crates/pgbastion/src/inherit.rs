@@ -1,6 +1,9 @@
 //! The new process's side of a zero-downtime upgrade (the old one's is [`crate::upgrade`]):
 //! the listening sockets it inherits, and the channel on which it tells the old process that
-//! it serves, or why it could not start.
+//! it serves (`READY`, once its accept loops run) or why it could not start (`FAILED …`).
+//! After `READY` the old process answers `GO` (it hands over: this process takes the pid file
+//! and tells the service manager it is the main process) or `ABORT` (it called the upgrade
+//! off: this process exits without touching either).
 //!
 //! The descriptors come as systemd's socket activation passes them (`LISTEN_FDS` descriptors
 //! from `LISTEN_FDS_FIRST_FD` on, read by the `listenfd` crate, which also checks that each
@@ -13,6 +16,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The environment variable that marks a process started by an upgrade: the old process's
 /// PID.
@@ -20,6 +24,12 @@ pub const UPGRADE_FROM: &str = "PGBASTION_UPGRADE_FROM";
 
 /// How long writing to the channel may take (the old process reads it at once).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the old process may take to answer READY (it does at once).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest answer read from the old process.
+const MAX_ANSWER: u64 = 16;
 
 /// What this process inherited from the pgbastion it replaces.
 #[derive(Debug)]
@@ -89,12 +99,47 @@ impl Inherited {
         Some(self.sockets.swap_remove(index).1)
     }
 
-    /// Tells the old process that this one serves, and closes the sockets no listener took.
-    pub fn ready(mut self) {
+    /// Tells the old process that this one serves (call it once the accept loops run), closes
+    /// the sockets no listener took, and waits for the old process's answer: true when it
+    /// hands over (`GO`: this process then takes the pid file and tells the service manager
+    /// it is the main process), false when it calls the upgrade off (`ABORT`), closes the
+    /// channel or does not answer in time (then this process must exit without touching
+    /// either: the old one serves on).
+    pub async fn ready(mut self) -> bool {
         for (address, _) in self.sockets.drain(..) {
             tracing::info!(%address, "an inherited socket no listener is configured for is closed");
         }
-        self.report("READY");
+        let answered = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            self.channel.set_nonblocking(true)?;
+            let mut channel = tokio::net::UnixStream::from_std(self.channel)?;
+            channel.write_all(b"READY\n").await?;
+            let mut answer = Vec::new();
+            tokio::io::BufReader::new((&mut channel).take(MAX_ANSWER))
+                .read_until(b'\n', &mut answer)
+                .await?;
+            Ok::<_, std::io::Error>(answer)
+        })
+        .await;
+        match answered {
+            Ok(Ok(answer)) if answer == b"GO\n" => true,
+            Ok(Ok(answer)) if answer == b"ABORT\n" => {
+                tracing::warn!("upgrade: the old process called the upgrade off");
+                false
+            }
+            Ok(Ok(answer)) => {
+                let answer = String::from_utf8_lossy(&answer);
+                tracing::warn!(answer = %answer.trim_end(), "upgrade: no GO from the old process");
+                false
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "upgrade: cannot hear from the old process");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("upgrade: the old process did not answer within {ANSWER_TIMEOUT:?}");
+                false
+            }
+        }
     }
 
     /// Tells the old process why this one could not start.

@@ -67,7 +67,8 @@ SIGNALS (proxy, --config):
             (routes, users, listeners, TLS certificates, limits, [jwt], pool settings);
             sessions in progress keep theirs. An invalid file is refused with one log
             line naming its line, and the old configuration stays. [log], [audit],
-            pid_file, [pools] and max_scram_iterations are read at start only.
+            pid_file, upgrade_settle, [pools] and max_scram_iterations are read at
+            start only.
   SIGTERM   Graceful drain: stop accepting, close idle clients with FATAL 57P01, give
             clients inside a transaction grace_period (default 30s) to finish, then
             cancel what still runs, close them with 57P01 and exit with status 0.
@@ -77,22 +78,30 @@ SIGNALS (proxy, --config):
             new lines go to new files at the paths.
   SIGUSR2   Upgrade without downtime: start the binary now at this one's path with the
             same arguments, hand it the listening sockets, and once it serves stop
-            accepting and drain as on SIGTERM (exit status 0). If the new process fails
-            (invalid configuration, not ready within 30s), log why and serve on. Ignored
-            while an upgrade or a drain is under way.
+            accepting, give the sessions upgrade_settle (default 2s), then drain as on
+            SIGTERM (idle clients get 57P01; exit status 0). If the new process fails
+            before it serves (invalid configuration, not ready within 30s), log why and
+            serve on; if it dies within upgrade_settle, accept again and serve on; if it
+            dies once the drain started, log that the service is down and exit 1 once
+            drained. Ignored while an upgrade or a drain is under way (the admin
+            console's RELOAD is refused meanwhile).
   The embedded database (no --config) stops on SIGINT and SIGTERM.
 
 EXIT STATUS:
-  0  stopped by SIGTERM or SIGINT; --check-config found the file valid
+  0  stopped by SIGTERM or SIGINT, or drained after handing over to a new process
+     (SIGUSR2); --check-config found the file valid
   1  the configuration is invalid or unreadable, a listener address cannot be bound, the
-     pid file names a running pgbastion, the log or audit destination cannot be opened, or
-     another error stopped pgbastion (the reason is on stderr)
+     pid file names a running pgbastion, the log or audit destination cannot be opened,
+     the new process of an upgrade died while this one drained, the process started by
+     an upgrade was called off by the old one, or another error stopped pgbastion (the
+     reason is on stderr)
   2  the command line is wrong
 
 FILES:
   --config FILE   the configuration (TOML); docs/configuration.md describes every key
-  pid_file        where pgbastion writes its process ID once it listens (removed at exit;
-                  after SIGUSR2 the new process takes it over)
+  pid_file        where pgbastion writes its process ID once it accepts (removed at exit;
+                  after SIGUSR2 the new process takes it over once the old one hands over,
+                  and the old one takes it back if the new one dies)
   [log] destination = PATH   the log file (appended to, reopened on SIGUSR1)
   [audit] destination = PATH the query audit log, JSON lines (appended to, mode 0600,
                              reopened on SIGUSR1)
@@ -100,9 +109,10 @@ FILES:
 ENVIRONMENT:
   RUST_LOG        a log filter (e.g. info,pgbastion_proxy=debug); replaces [log] level
   NOTIFY_SOCKET   set by systemd for Type=notify units: pgbastion sends READY=1 once
-                  every listener is bound, RELOADING=1 and READY=1 around a SIGHUP,
+                  it accepts on every listener, RELOADING=1 and READY=1 around a SIGHUP,
                   STOPPING=1 when it starts to shut down (packaging/pgbastion.service);
-                  after SIGUSR2 the new process sends MAINPID= and READY=1
+                  after SIGUSR2 the new process sends MAINPID= and READY=1 once the old
+                  one hands over (the old one sends MAINPID= again if the new one dies)
   PGBASTION_UPGRADE_FROM, LISTEN_FDS, LISTEN_FDS_FIRST_FD
                   set by SIGUSR2 for the new process: the old process's ID and the
                   sockets it passes (not to be set by hand)
@@ -219,25 +229,67 @@ async fn serve_proxy(
         }
         None => None,
     };
-    let pid_file = pid_path
-        .as_deref()
-        .map(pid_file::PidFile::write)
-        .transpose()?;
     let notifier = notify::Notifier::from_env();
     let status = format!("listening on {} address(es)", bound.len());
-    match inherited.take() {
-        Some(inherited) => {
-            notifier.ready_as_main(&status);
-            inherited.ready();
-        }
-        None => notifier.ready(&status),
-    }
-    let mut upgrade = upgrade::Upgrade::default();
+    let mut upgrade = upgrade::Upgrade::new(proxy.upgrade_settle());
+    // Set once this process speaks for the service: at once, or after the old process's GO.
+    let mut pid_file = None;
+    let mut main_process = false;
+    // Why this process exits with a failure status, if it does.
+    let mut failure = None;
+    let drain = proxy.drain_handle();
+    let mut drain_noticed = false;
     // The signals keep being watched while the proxy drains: SIGINT after SIGTERM stops
     // waiting. `serve` returns once the drain they start has ended every session.
     let signals = async {
+        // Ready only once the accept loops run; started by an upgrade, only after the old
+        // process's GO (without it, this process ends and the old one serves on).
+        proxy.accepting().await;
+        let (handed_over, upgraded) = match inherited.take() {
+            Some(inherited) => (inherited.ready().await, true),
+            None => (true, false),
+        };
+        if handed_over {
+            match pid_path
+                .as_deref()
+                .map(pid_file::PidFile::write)
+                .transpose()
+            {
+                Ok(file) => {
+                    pid_file = file;
+                    main_process = true;
+                    if upgraded {
+                        notifier.ready_as_main(&status);
+                    } else {
+                        notifier.ready(&status);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    failure = Some(error);
+                    proxy.drain(std::time::Duration::ZERO);
+                }
+            }
+        } else {
+            failure = Some(anyhow::anyhow!(
+                "the old process did not hand over (it serves on)"
+            ));
+            proxy.drain(std::time::Duration::ZERO);
+        }
         loop {
+            proxy.set_upgrading(upgrade.in_progress());
+            // Biased: a drain that has started calls off an upgrade still starting before the
+            // new process can be told GO.
             tokio::select! {
+                biased;
+                // Whatever started it (a signal, the console's SHUTDOWN, an upgrade done).
+                () = drain.started(), if !drain_noticed => {
+                    drain_noticed = true;
+                    upgrade.abandon();
+                    if main_process && !upgrade.handed_over() {
+                        notifier.stopping("draining");
+                    }
+                }
                 _ = hangup.recv() => {
                     if proxy.is_draining() || upgrade.in_progress() {
                         tracing::info!("SIGHUP while draining or upgrading: ignored");
@@ -255,22 +307,16 @@ async fn serve_proxy(
                 }
                 _ = user2.recv() => upgrade.requested(&proxy, metrics_endpoint.as_ref(), &notifier),
                 event = upgrade.next() => {
-                    upgrade::act(event, &proxy, metrics_endpoint.as_ref(), &notifier).await;
+                    upgrade
+                        .act(event, &proxy, metrics_endpoint.as_ref(), &notifier, pid_file.as_ref())
+                        .await;
                 }
                 _ = terminate.recv() => {
-                    upgrade.abandon();
                     let grace = proxy.grace_period();
-                    if !upgrade.handed_over() {
-                        notifier.stopping("draining");
-                    }
                     tracing::info!(grace_period = ?grace, "SIGTERM: draining");
                     proxy.drain(grace);
                 }
                 _ = interrupt.recv() => {
-                    upgrade.abandon();
-                    if !upgrade.handed_over() {
-                        notifier.stopping("closing every session");
-                    }
                     tracing::info!("SIGINT: closing every session now");
                     proxy.drain(std::time::Duration::ZERO);
                 }
@@ -283,6 +329,13 @@ async fn serve_proxy(
     }
     tracing::info!("stopped");
     drop(pid_file);
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    anyhow::ensure!(
+        !upgrade.successor_lost(),
+        "the process that took over in an upgrade died while this one drained"
+    );
     Ok(())
 }
 

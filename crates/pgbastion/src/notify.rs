@@ -65,6 +65,13 @@ impl Notifier {
         ));
     }
 
+    /// `MAINPID=` this process and `STOPPING=1`: the process that took over in an upgrade
+    /// died while this one drains; the manager follows this one again, to its end.
+    pub fn stopping_as_main(&self, status: &str) {
+        let pid = std::process::id();
+        self.send(&format!("MAINPID={pid}\nSTOPPING=1\nSTATUS={status}\n"));
+    }
+
     /// `STOPPING=1`: shutdown has started.
     pub fn stopping(&self, status: &str) {
         self.send(&format!("STOPPING=1\nSTATUS={status}\n"));

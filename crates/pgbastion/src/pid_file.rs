@@ -56,6 +56,17 @@ pub struct PidFile {
 impl PidFile {
     /// Writes this process's ID to `path`, atomically.
     pub fn write(path: &Path) -> anyhow::Result<Self> {
+        let file = Self {
+            path: path.to_owned(),
+        };
+        file.rewrite()?;
+        Ok(file)
+    }
+
+    /// Writes this process's ID to the file again, atomically (after an upgrade whose new
+    /// process wrote its own and then died).
+    pub fn rewrite(&self) -> anyhow::Result<()> {
+        let path = &self.path;
         let name = path
             .file_name()
             .with_context(|| format!("pid_file {} names no file", path.display()))?;
@@ -73,10 +84,7 @@ impl PidFile {
             .inspect_err(|_| {
                 let _ = std::fs::remove_file(&temporary);
             })
-            .with_context(|| format!("cannot write the pid file {}", path.display()))?;
-        Ok(Self {
-            path: path.to_owned(),
-        })
+            .with_context(|| format!("cannot write the pid file {}", path.display()))
     }
 }
 
@@ -154,6 +162,21 @@ mod tests {
         std::fs::write(&path, "1\n").unwrap();
         drop(file);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
+    }
+
+    #[test]
+    fn a_file_taken_back_holds_this_process_id_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pgbastion.pid");
+        let file = PidFile::write(&path).unwrap();
+        std::fs::write(&path, "1\n").unwrap();
+        file.rewrite().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(file);
+        assert!(!path.exists());
     }
 
     #[test]

@@ -27,12 +27,12 @@ use binary::{cluster_and_two_listeners, local, Bastion};
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A cluster with a table `t`, and a pgbastion configuration in front of it with a pid file
-/// in `dir`: a transparent listener, a pooled one (transaction mode) and the metrics
-/// endpoint, on the three `ports`.
-fn setup(dir: &Path) -> (Cluster, String, Vec<u16>) {
+/// in `dir` and `upgrade_settle = settle`: a transparent listener, a pooled one (transaction
+/// mode) and the metrics endpoint, on the three `ports`.
+fn setup(dir: &Path, settle: &str) -> (Cluster, String, Vec<u16>) {
     let pid_file = dir.join("pgbastion.pid");
     cluster_and_two_listeners(&format!(
-        "grace_period = \"30s\"\npid_file = \"{}\"",
+        "grace_period = \"30s\"\nupgrade_settle = \"{settle}\"\npid_file = \"{}\"",
         pid_file.display()
     ))
 }
@@ -59,6 +59,13 @@ fn wait_for(what: &str, bastion: &Bastion, mut condition: impl FnMut() -> bool) 
     }
 }
 
+/// Waits until a line of the log holds `needle`.
+fn wait_for_line(what: &str, bastion: &Bastion, needle: &str) {
+    wait_for(what, bastion, || {
+        bastion.log().iter().any(|l| l.contains(needle))
+    });
+}
+
 /// Waits until the pid file in `dir` names a process other than `old` (0: any), and returns
 /// it.
 fn new_process(dir: &Path, old: i32, bastion: &Bastion) -> i32 {
@@ -75,6 +82,16 @@ fn new_process(dir: &Path, old: i32, bastion: &Bastion) -> i32 {
 struct Successors {
     dir: PathBuf,
     old: i32,
+}
+
+impl Successors {
+    /// Those of `old`, with its pid file in `dir`.
+    fn of(dir: &Path, old: i32) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            old,
+        }
+    }
 }
 
 impl Drop for Successors {
@@ -194,6 +211,14 @@ fn replace_binary(path: &Path) {
     std::fs::rename(&next, path).unwrap();
 }
 
+/// Replaces the binary at `path` with a shell script running `body`.
+fn replace_with_script(path: &Path, body: &str) {
+    let script = path.with_extension("new");
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, path).unwrap();
+}
+
 /// pgbastion started from a copy of the binary (which a test may replace), in front of a
 /// cluster ([`setup`]).
 struct FromCopy {
@@ -206,10 +231,13 @@ struct FromCopy {
     _binary_dir: tempfile::TempDir,
 }
 
-fn start_from_copy() -> FromCopy {
+fn start_from_copy(settle: &str, console: bool) -> FromCopy {
     let (binary_dir, binary) = copied_binary();
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, config, ports) = setup(dir.path());
+    let (cluster, mut config, ports) = setup(dir.path(), settle);
+    if console {
+        config = with_console(&config);
+    }
     let bastion = Bastion::start_binary(&binary, &config, &ports);
     let old = new_process(dir.path(), 0, &bastion);
     FromCopy {
@@ -225,10 +253,7 @@ fn start_from_copy() -> FromCopy {
 
 /// Asserts that a new session on each of `ports` runs a statement.
 fn serves(ports: &[u16]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     runtime.block_on(async {
         for port in ports {
             let client = connect(local(*port)).await.unwrap();
@@ -247,7 +272,11 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
         mut bastion,
         old,
         _binary_dir,
-    } = start_from_copy();
+        // What the design guarantees: a session the old process accepted gets the settle
+        // time to log in and run its transaction (each loop's connection runs one and
+        // closes). Longer than the default 2s, so that a loaded machine does not make a
+        // login plus a transaction outlast it.
+    } = start_from_copy("10s", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -264,10 +293,7 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
     wait_for("transactions before the upgrade", &bastion, || done() >= 30);
 
     replace_binary(&binary);
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     let signalled = (Instant::now(), done());
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
@@ -337,31 +363,16 @@ fn clients_connecting_without_pause_across_an_upgrade_see_no_refusal_and_no_fail
 #[test]
 fn a_session_in_a_transaction_goes_on_through_the_takeover_and_then_drains_by_the_drain_rules() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, config, ports) = setup(dir.path());
-    let notify_path = dir.path().join("notify");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(LIMIT)).unwrap();
-    let notify_env = notify_path.to_str().unwrap();
-    let mut bastion = Bastion::start(&config, &[], &[("NOTIFY_SOCKET", notify_env)], &ports);
-    let old = new_process(dir.path(), 0, &bastion);
-    assert!(notification(&notify).starts_with("READY=1\n"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (busy, busy_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
+    let (cluster, config, ports) = setup(dir.path(), "2s");
+    let (mut bastion, notify, old) = start_notified(dir.path(), &config, &ports);
+    let runtime = runtime();
+    let (busy, busy_conn) = in_transaction(&runtime, ports[0], "before");
     let (idle, idle_conn) = runtime.block_on(open(local(ports[1]))).unwrap();
     runtime.block_on(async {
-        busy.batch_execute("BEGIN; INSERT INTO t VALUES ('before')")
-            .await
-            .unwrap();
         idle.batch_execute("SELECT 1").await.unwrap();
     });
 
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
     assert!(notification(&notify).starts_with("RELOADING=1\n"));
@@ -423,6 +434,63 @@ fn notification(socket: &UnixDatagram) -> String {
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
 
+/// A current-thread runtime for the test's clients.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// pgbastion with `config` (a pid file in `dir`) and `NOTIFY_SOCKET` naming a socket in
+/// `dir`, once it said READY=1: the process, the socket and its PID.
+fn start_notified(dir: &Path, config: &str, ports: &[u16]) -> (Bastion, UnixDatagram, i32) {
+    let notify_path = dir.join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(LIMIT)).unwrap();
+    let notify_env = notify_path.to_str().unwrap();
+    let bastion = Bastion::start(config, &[], &[("NOTIFY_SOCKET", notify_env)], ports);
+    let pid = new_process(dir, 0, &bastion);
+    assert!(notification(&notify).starts_with("READY=1\n"));
+    (bastion, notify, pid)
+}
+
+/// A session on `port` inside a transaction that inserted `label`, and its connection.
+fn in_transaction(
+    runtime: &tokio::runtime::Runtime,
+    port: u16,
+    label: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (busy, connection) = runtime.block_on(open(local(port))).unwrap();
+    runtime
+        .block_on(busy.batch_execute(&format!("BEGIN; INSERT INTO t VALUES ('{label}')")))
+        .unwrap();
+    (busy, connection)
+}
+
+/// Commits the transaction `busy` is in, and asserts that the drain then ends the session
+/// with 57P01.
+fn commit_then_drained(
+    runtime: &tokio::runtime::Runtime,
+    busy: &tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    runtime.block_on(async {
+        busy.batch_execute("COMMIT").await.unwrap();
+        let ended = tokio::time::timeout(LIMIT, connection)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ended.expect_err("busy").code(),
+            Some(&SqlState::ADMIN_SHUTDOWN)
+        );
+    });
+}
+
 /// A session at `addr` and the task that drives its connection (it ends with the error that
 /// closed it).
 async fn open(
@@ -448,14 +516,11 @@ async fn open(
 #[test]
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let (_cluster, config, ports) = setup(dir.path());
+    let (_cluster, config, ports) = setup(dir.path(), "2s");
     let mut bastion = Bastion::start(&config, &[], &[], &ports);
     let old = new_process(dir.path(), 0, &bastion);
     std::fs::write(bastion.config_path(), "grace_period = [").unwrap();
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let failed = |bastion: &Bastion| {
         bastion
@@ -503,24 +568,250 @@ fn a_new_binary_that_never_gets_ready_is_killed_and_the_old_process_serves_on() 
         old,
         cluster: _cluster,
         _binary_dir,
-    } = start_from_copy();
-    let script = binary.with_extension("new");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 600\n").unwrap();
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    std::fs::rename(&script, &binary).unwrap();
-    let _successors = Successors {
-        dir: dir.path().to_owned(),
-        old,
-    };
+    } = start_from_copy("2s", false);
+    replace_with_script(&binary, "exec sleep 600");
+    let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
-    wait_for("the upgrade gives up", &bastion, || {
-        bastion
-            .log()
-            .iter()
-            .any(|l| l.contains("the new process was not ready within 30s (killed)"))
-    });
+    wait_for_line(
+        "the upgrade gives up",
+        &bastion,
+        "the new process was not ready within 30s (killed)",
+    );
     assert!(children_of(old).is_empty(), "the new process is gone");
     assert!(bastion.alive());
     assert_eq!(pid_in(dir.path()), Some(old));
     serves(&ports[..2]);
+}
+
+/// How many descriptors process `pid` has open.
+fn open_descriptors(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn an_upgrade_goes_through_when_closed_clients_left_gaps_all_over_the_descriptor_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, config, ports) = setup(dir.path(), "2s");
+    let mut bastion = Bastion::start(&config, &[], &[], &ports);
+    let old = new_process(dir.path(), 0, &bastion);
+    let runtime = runtime();
+    // 300 idle sessions on the pooled listener (they hold no backend), then every other one
+    // closed: no two free descriptors in a row below the highest one open.
+    let before = open_descriptors(old);
+    let mut sessions = runtime.block_on(async {
+        let mut sessions = Vec::new();
+        for _ in 0..300 {
+            sessions.push(open(local(ports[1])).await.unwrap());
+        }
+        sessions
+    });
+    let opened = open_descriptors(old);
+    assert!(opened >= before + 300, "{before} then {opened} descriptors");
+    let mut i = 0;
+    sessions.retain(|_| {
+        i += 1;
+        i % 2 == 0
+    });
+    // The sessions' connection tasks run (and close) only while the runtime is driven.
+    runtime.block_on(async {
+        tokio::time::timeout(LIMIT, async {
+            while open_descriptors(old) > opened - 150 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the closed sessions' descriptors are closed");
+    });
+
+    let _successors = Successors::of(dir.path(), old);
+    bastion.signal(Signal::SIGUSR2);
+    let new = new_process(dir.path(), old, &bastion);
+    let status = bastion.wait_exit(LIMIT);
+    assert!(status.success(), "the old process exited with {status}");
+    let log = bastion.log().join("\n");
+    assert!(!log.contains("upgrade failed"), "{log}");
+    assert!(is_alive(new));
+    serves(&ports[..2]);
+    drop(sessions);
+}
+
+#[test]
+fn a_new_process_that_dies_before_the_old_one_drains_leaves_the_old_one_serving_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // A settle time long enough for the new process to be killed inside it.
+    let (_cluster, config, ports) = setup(dir.path(), "60s");
+    let (mut bastion, notify, old) = start_notified(dir.path(), &config, &ports);
+    let runtime = runtime();
+    let (idle, _idle_conn) = runtime.block_on(open(local(ports[0]))).unwrap();
+
+    let _successors = Successors::of(dir.path(), old);
+    bastion.signal(Signal::SIGUSR2);
+    let new = new_process(dir.path(), old, &bastion);
+    kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
+    wait_for_line(
+        "the old process accepts again",
+        &bastion,
+        "this one accepts again and serves on",
+    );
+    wait_for("the old process takes its pid file back", &bastion, || {
+        pid_in(dir.path()) == Some(old)
+    });
+    assert!(notification(&notify).starts_with("RELOADING=1\n"));
+    assert!(notification(&notify).starts_with(&format!("MAINPID={new}\nREADY=1\n")));
+    let back = notification(&notify);
+    assert!(
+        back.starts_with(&format!("MAINPID={old}\nREADY=1\n")),
+        "{back}"
+    );
+    assert!(bastion.alive());
+    // New sessions on both listeners, and the session from before the upgrade, go on.
+    serves(&ports[..2]);
+    runtime.block_on(idle.batch_execute("SELECT 1")).unwrap();
+
+    // And a later upgrade goes through.
+    bastion.signal(Signal::SIGUSR2);
+    let newer = new_process(dir.path(), old, &bastion);
+    assert_ne!(newer, new);
+    serves(&ports[..2]);
+}
+
+#[test]
+fn a_new_process_that_dies_once_the_old_one_drains_is_reported_as_an_outage_and_fails_the_old_one()
+{
+    let dir = tempfile::tempdir().unwrap();
+    // No settle time: the old process drains as soon as the new one serves.
+    let (cluster, config, ports) = setup(dir.path(), "0s");
+    let mut bastion = Bastion::start(&config, &[], &[], &ports);
+    let old = new_process(dir.path(), 0, &bastion);
+    let runtime = runtime();
+    let (busy, busy_conn) = in_transaction(&runtime, ports[0], "during");
+
+    let _successors = Successors::of(dir.path(), old);
+    bastion.signal(Signal::SIGUSR2);
+    let new = new_process(dir.path(), old, &bastion);
+    wait_for_line("the old process drains", &bastion, "upgrade: draining");
+    kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
+    wait_for("the outage is logged", &bastion, || {
+        bastion.log().iter().any(|l| {
+            l.contains("ERROR") && l.contains("THE SERVICE IS DOWN") && l.contains("status 1")
+        })
+    });
+    // The pid file names the live (draining) process, not the dead one.
+    wait_for("the old process takes its pid file back", &bastion, || {
+        pid_in(dir.path()) == Some(old)
+    });
+    // The session inside its transaction still finishes it, then the drain ends it.
+    commit_then_drained(&runtime, &busy, busy_conn);
+    let status = bastion.wait_exit(LIMIT);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the old process exited with {status}"
+    );
+    assert_eq!(pid_in(dir.path()), None, "the pid file is removed at exit");
+    assert_eq!(
+        cluster
+            .query("SELECT count(*) FROM t WHERE label = 'during'")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+}
+
+/// The admin console's password (user `ops`).
+const OPS_PASSWORD: &str = "ops-secret-1";
+
+/// `config` with the admin console for user `ops`.
+fn with_console(config: &str) -> String {
+    format!(
+        "{config}\n[[user]]\nname = \"ops\"\npassword = \"{OPS_PASSWORD}\"\n\n\
+         [admin]\nusers = [\"ops\"]\n"
+    )
+}
+
+/// A console session on `port`, and the task that drives it.
+async fn console(port: u16) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("ops")
+        .password(OPS_PASSWORD)
+        .dbname("pgbastion")
+        .connect_timeout(Duration::from_secs(10))
+        .connect(NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+#[test]
+fn a_console_shutdown_tells_systemd_that_the_service_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cluster, config, ports) = setup(dir.path(), "2s");
+    let (mut bastion, notify, _) = start_notified(dir.path(), &with_console(&config), &ports);
+    let runtime = runtime();
+    runtime.block_on(async {
+        let admin = console(ports[0]).await;
+        admin.simple_query("SHUTDOWN").await.unwrap();
+    });
+    let stopping = notification(&notify);
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+    assert!(bastion.wait_exit(LIMIT).success());
+}
+
+#[test]
+fn a_console_shutdown_while_the_new_process_starts_calls_the_upgrade_off_and_reload_is_refused_meanwhile(
+) {
+    let copy = start_from_copy("2s", true);
+    let (dir, ports, old) = (copy.dir.path(), &copy.ports, copy.old);
+    let mut bastion = copy.bastion;
+    let runtime = runtime();
+    let (busy, busy_conn) = in_transaction(&runtime, ports[0], "during");
+    let admin = runtime.block_on(console(ports[0]));
+    // A new binary that takes a second to start: the upgrade is called off meanwhile.
+    replace_with_script(
+        &copy.binary,
+        &format!("sleep 1\nexec '{}' \"$@\"", env!("CARGO_BIN_EXE_pgbastion")),
+    );
+    let _successors = Successors::of(dir, old);
+    bastion.signal(Signal::SIGUSR2);
+    wait_for_line(
+        "the new process starts",
+        &bastion,
+        "upgrade: new process started",
+    );
+    runtime.block_on(async {
+        let error = admin.simple_query("RELOAD").await.expect_err("RELOAD");
+        let message = error.as_db_error().map(|e| e.message().to_owned());
+        assert!(
+            message.as_deref().is_some_and(|m| m.contains("upgrade")),
+            "{error:?}"
+        );
+        admin.simple_query("SHUTDOWN WAIT").await.unwrap();
+    });
+    wait_for_line("the upgrade is called off", &bastion, "upgrade called off");
+    // The new process hears ABORT once it serves, and exits without taking the pid file.
+    wait_for("the new process exits", &bastion, || {
+        children_of(old).is_empty()
+    });
+    assert_eq!(pid_in(dir), Some(old));
+    let log = bastion.log().join("\n");
+    assert!(
+        log.contains("the old process called the upgrade off")
+            || log.contains("upgrade called off: the upgrade was called off (killed)"),
+        "{log}"
+    );
+    // The old process drains as on SIGTERM.
+    commit_then_drained(&runtime, &busy, busy_conn);
+    let status = bastion.wait_exit(LIMIT);
+    assert!(status.success(), "the old process exited with {status}");
+    assert_eq!(pid_in(dir), None);
+    assert_eq!(
+        copy.cluster
+            .query("SELECT count(*) FROM t WHERE label = 'during'")
+            .unwrap()
+            .trim(),
+        "1"
+    );
 }

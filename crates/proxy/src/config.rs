@@ -108,6 +108,9 @@ pub struct ConfigFile {
     /// How long SIGTERM lets a client inside a transaction finish (a humantime duration,
     /// checked in [`crate::Settings::load`] so that an error names its line).
     pub grace_period: Option<Spanned<String>>,
+    /// How long, in an upgrade, the sessions the old process accepted last get before its
+    /// drain starts (a humantime duration, checked like `grace_period`).
+    pub upgrade_settle: Option<Spanned<String>>,
     /// `[metrics]`: the Prometheus and health endpoint (none without it).
     pub metrics: Option<MetricsConfig>,
     /// `[audit]`: the query audit (off without it).

@@ -1,7 +1,8 @@
 //! What a zero-downtime upgrade needs from the proxy: the listening sockets in force, handed
 //! to a new process ([`Proxy::listening_sockets`]); sockets handed over, adopted instead of
 //! bound ([`Proxy::bind_adopting`]); and an end to accepting while the sessions in progress
-//! go on ([`Proxy::stop_accepting`]). Passing the descriptors themselves is the binary's
+//! go on ([`Proxy::stop_accepting`]), undone when the new process fails before the drain
+//! ([`Proxy::resume_accepting`]). Passing the descriptors themselves is the binary's
 //! business: the library only gives and takes sockets.
 //!
 //! The new process accepts on the very sockets the old one did, so the kernel's queue of
@@ -14,6 +15,7 @@ use std::sync::PoisonError;
 
 use tokio::net::TcpListener;
 
+use crate::listeners::RunningListeners;
 use crate::server::{Proxy, ProxyError};
 use crate::settings::Listener;
 
@@ -62,6 +64,51 @@ impl Proxy {
         if let Some(mut running) = running {
             running.close_all().await;
         }
+    }
+}
+
+impl Proxy {
+    /// Waits until [`Proxy::serve`] has started its accept loops (a new process reports
+    /// ready only then).
+    pub async fn accepting(&self) {
+        let mut accepting = self.accepting.subscribe();
+        // The sender lives in the proxy: the wait cannot fail while it is borrowed.
+        let _ = accepting.wait_for(|accepting| *accepting).await;
+    }
+
+    /// Accepts again on `sockets` (duplicates taken by [`Proxy::listening_sockets`] before
+    /// [`Proxy::stop_accepting`]), each for the configured listener of its address, with the
+    /// configuration in force: the new process of an upgrade died before this one drained.
+    /// Nothing once the drain has started. A socket that cannot be served is logged and
+    /// skipped; a configured address without a socket is not served.
+    pub fn resume_accepting(&self, sockets: Vec<(SocketAddr, OwnedFd)>) {
+        if self.is_draining() {
+            return;
+        }
+        let in_force = self.in_force.load();
+        let mut running = RunningListeners::new(
+            tokio::runtime::Handle::current(),
+            self.workers.clone(),
+            self.drain_handle(),
+        );
+        for (address, socket) in sockets {
+            let Some(listener) = in_force
+                .settings
+                .listeners
+                .iter()
+                .find(|l| l.address == address)
+            else {
+                continue;
+            };
+            match from_std(std::net::TcpListener::from(socket)) {
+                Ok(socket) => {
+                    tracing::info!(%address, "accepting again");
+                    running.start(socket, listener, in_force.shared.clone());
+                }
+                Err(error) => tracing::error!(%address, %error, "cannot accept again"),
+            }
+        }
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
     }
 }
 

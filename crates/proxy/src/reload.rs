@@ -244,6 +244,9 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.pid_file != new.pid_file {
         names.push("pid_file");
     }
+    if old.upgrade_settle != new.upgrade_settle {
+        names.push("upgrade_settle");
+    }
     if old.metrics_address != new.metrics_address {
         names.push("[metrics]");
     }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -76,6 +77,10 @@ pub struct Proxy {
     pub(crate) config_file: Option<PathBuf>,
     /// One reload at a time (SIGHUP and an admin command may ask together).
     pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// Whether the accept loops of [`Proxy::serve`] have started (see [`Proxy::accepting`]).
+    pub(crate) accepting: tokio::sync::watch::Sender<bool>,
+    /// Whether an upgrade is under way: the console's RELOAD is refused meanwhile.
+    upgrading: AtomicBool,
     drain: Drain,
 }
 
@@ -127,6 +132,8 @@ impl Proxy {
             workers: None,
             config_file: None,
             reloading: tokio::sync::Mutex::new(()),
+            accepting: tokio::sync::watch::Sender::new(false),
+            upgrading: AtomicBool::new(false),
             drain: Drain::default(),
         })
     }
@@ -178,6 +185,24 @@ impl Proxy {
         self.drain.clone()
     }
 
+    /// The configured `upgrade_settle`: how long, in an upgrade, the sessions accepted last
+    /// get before the drain starts (read at start).
+    pub fn upgrade_settle(&self) -> Duration {
+        self.in_force.load().settings.upgrade_settle
+    }
+
+    /// Says whether an upgrade is under way (the binary's business): meanwhile the admin
+    /// console's RELOAD is refused, as a new listener bound by this process would take an
+    /// address from the process taking over.
+    pub fn set_upgrading(&self, upgrading: bool) {
+        self.upgrading.store(upgrading, Ordering::Relaxed);
+    }
+
+    /// Whether an upgrade is under way ([`Proxy::set_upgrading`]).
+    pub fn is_upgrading(&self) -> bool {
+        self.upgrading.load(Ordering::Relaxed)
+    }
+
     /// The process's metrics and readiness state (for the metrics endpoint).
     pub fn metrics(&self) -> Arc<Metrics> {
         self.lasting.metrics.clone()
@@ -208,6 +233,7 @@ impl Proxy {
         }
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
         self.lasting.metrics.readiness.set_listening();
+        self.accepting.send_replace(true);
         tokio::select! {
             grace = shutdown => self.drain(grace),
             () = self.drain.started() => {}

@@ -30,6 +30,10 @@ mod pool;
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// The longest `grace_period` accepted.
 const MAX_GRACE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+/// `upgrade_settle` when the file has none.
+const DEFAULT_UPGRADE_SETTLE: Duration = Duration::from_secs(2);
+/// The longest `upgrade_settle` accepted.
+const MAX_UPGRADE_SETTLE: Duration = Duration::from_secs(600);
 
 /// Per-listener limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +113,10 @@ pub struct Settings {
     pub pid_file: Option<PathBuf>,
     /// How long SIGTERM lets clients inside a transaction finish (`grace_period`).
     pub grace_period: Duration,
+    /// How long, in an upgrade, the sessions the old process accepted last (still logging
+    /// in, or about to send their first query) get before its drain starts
+    /// (`upgrade_settle`).
+    pub upgrade_settle: Duration,
     /// `[metrics] address`: where the metrics and health endpoint listens, if anywhere.
     pub metrics_address: Option<SocketAddr>,
     /// `[audit]`: the query audit, if on.
@@ -248,6 +256,12 @@ impl Compiler<'_> {
             pools: parsed.pools,
             pid_file: parsed.pid_file.map(|p| self.file.dir().join(p)),
             grace_period: self.grace_period(parsed.grace_period.as_ref())?,
+            upgrade_settle: self.duration(
+                "upgrade_settle",
+                parsed.upgrade_settle.as_ref(),
+                DEFAULT_UPGRADE_SETTLE,
+                (MAX_UPGRADE_SETTLE, "10m"),
+            )?,
             metrics_address,
             audit: parsed.audit.as_ref().map(|a| self.audit(a)).transpose()?,
             admin,
@@ -262,16 +276,32 @@ impl Compiler<'_> {
 
     /// `grace_period`: 30 s when absent, at most a day (a deadline must stay computable).
     fn grace_period(&self, value: Option<&Spanned<String>>) -> Result<Duration, ConfigError> {
+        self.duration(
+            "grace_period",
+            value,
+            DEFAULT_GRACE_PERIOD,
+            (MAX_GRACE_PERIOD, "24h"),
+        )
+    }
+
+    /// The duration `key` (`default` when absent), at most `max` (with its text).
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&Spanned<String>>,
+        default: Duration,
+        (max, max_text): (Duration, &str),
+    ) -> Result<Duration, ConfigError> {
         let Some(value) = value else {
-            return Ok(DEFAULT_GRACE_PERIOD);
+            return Ok(default);
         };
         let text = value.get_ref();
         match humantime::parse_duration(text) {
-            Ok(grace) if grace <= MAX_GRACE_PERIOD => Ok(grace),
-            Ok(_) => self.error(value.span(), "grace_period must be at most 24h"),
+            Ok(duration) if duration <= max => Ok(duration),
+            Ok(_) => self.error(value.span(), format!("{key} must be at most {max_text}")),
             Err(e) => self.error(
                 value.span(),
-                format!("grace_period: invalid duration \"{text}\" ({e}); write e.g. \"30s\""),
+                format!("{key}: invalid duration \"{text}\" ({e}); write e.g. \"30s\""),
             ),
         }
     }
@@ -803,6 +833,25 @@ mod tests {
             let text = format!("\ngrace_period = {value}\n{route}");
             let error = compile(dir.path(), &text).unwrap_err().to_string();
             assert!(error.contains("pgbastion.toml:2: grace_period"), "{error}");
+            assert!(error.contains(words), "{error}");
+        }
+    }
+
+    #[test]
+    fn upgrade_settle_defaults_to_2_s_and_a_bad_one_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let route = "[[route]]\nauth = \"trust\"\nbackend = \"postgres://h/db\"\n";
+        let settings = compile(dir.path(), route).unwrap();
+        assert_eq!(settings.upgrade_settle, Duration::from_secs(2));
+        let settings = compile(dir.path(), &format!("upgrade_settle = \"15s\"\n{route}")).unwrap();
+        assert_eq!(settings.upgrade_settle, Duration::from_secs(15));
+        for (value, words) in [("\"soon\"", "invalid duration"), ("\"1h\"", "at most 10m")] {
+            let text = format!("\nupgrade_settle = {value}\n{route}");
+            let error = compile(dir.path(), &text).unwrap_err().to_string();
+            assert!(
+                error.contains("pgbastion.toml:2: upgrade_settle"),
+                "{error}"
+            );
             assert!(error.contains(words), "{error}");
         }
     }

@@ -99,6 +99,11 @@ impl Proxy {
 
     async fn answer(&self, request: Request) {
         match request {
+            Request::Reload(answer) if self.is_upgrading() => {
+                let _ = answer.send(Err("an upgrade (SIGUSR2) is under way: RELOAD refused, \
+                     the process taking over reads the configuration file itself"
+                    .to_owned()));
+            }
             Request::Reload(answer) => {
                 let outcome = self.reload().await;
                 let _ = answer.send(outcome.map(|s| s.to_string()).map_err(|e| e.to_string()));
