@@ -647,6 +647,10 @@ fn a_new_process_that_dies_before_the_old_one_drains_leaves_the_old_one_serving_
     let _successors = Successors::of(dir.path(), old);
     bastion.signal(Signal::SIGUSR2);
     let new = new_process(dir.path(), old, &bastion);
+    // The new process writes its pid file before it tells systemd: killed in between, it
+    // would never send MAINPID. Killed once it has, it has taken over in every way.
+    assert!(notification(&notify).starts_with("RELOADING=1\n"));
+    assert!(notification(&notify).starts_with(&format!("MAINPID={new}\nREADY=1\n")));
     kill(Pid::from_raw(new), Signal::SIGKILL).unwrap();
     wait_for_line(
         "the old process accepts again",
@@ -656,8 +660,6 @@ fn a_new_process_that_dies_before_the_old_one_drains_leaves_the_old_one_serving_
     wait_for("the old process takes its pid file back", &bastion, || {
         pid_in(dir.path()) == Some(old)
     });
-    assert!(notification(&notify).starts_with("RELOADING=1\n"));
-    assert!(notification(&notify).starts_with(&format!("MAINPID={new}\nREADY=1\n")));
     let back = notification(&notify);
     assert!(
         back.starts_with(&format!("MAINPID={old}\nREADY=1\n")),
