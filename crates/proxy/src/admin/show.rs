@@ -3,7 +3,7 @@
 //! order; what pgbastion does not track is 0 (NULL where 0 would be a lie about a thing,
 //! e.g. an address). docs/operations.md, "Admin console", lists which.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use super::pause::Pauses;
@@ -91,7 +91,7 @@ pub fn clients(clients: &[ClientView]) -> Table {
 }
 
 /// The pool mode of route `number` in `settings`, as PgBouncer names it.
-fn pool_mode(settings: &Settings, number: &str) -> Value {
+fn pool_mode(settings: &Settings, number: &str) -> Option<&'static str> {
     let route = settings
         .routes
         .0
@@ -103,11 +103,24 @@ fn pool_mode(settings: &Settings, number: &str) -> Value {
             PoolMode::Session => "session",
             PoolMode::Transaction => "transaction",
         });
-    mode.into()
+    mode
 }
 
-/// PgBouncer's SHOW POOLS, one row per pool (database and user are the backend's), with
-/// our `route` and `backend` last.
+/// One SHOW POOLS row: the pools of one (backend database, backend user), summed.
+#[derive(Default)]
+struct PoolRow {
+    clients: usize,
+    waiting: usize,
+    in_use: usize,
+    idle: usize,
+    routes: BTreeSet<String>,
+    backends: BTreeSet<String>,
+}
+
+/// PgBouncer's SHOW POOLS, one row per (backend database, backend user), the pools of
+/// every route and backend with that pair summed (PgBouncer exporters label by the pair
+/// and fail on a duplicate), with our `route` and `backend` last: NULL and a comma-separated
+/// list when several.
 pub fn pools(
     pools: &BTreeMap<PoolLabels, PoolStats>,
     clients: &[ClientView],
@@ -134,30 +147,53 @@ pub fn pools(
         ("route", Int),
         ("backend", Text),
     ]);
+    let mut rows: BTreeMap<(&str, &str), PoolRow> = BTreeMap::new();
     for (labels, stats) in pools {
-        let of_route =
-            |c: &&ClientView| c.info.route.is_some_and(|r| r.to_string() == labels.route);
-        let active = clients.iter().filter(of_route).count();
-        let waiting = stats.waiting + pauses.held_in(&labels.database);
+        let row = rows
+            .entry((labels.database.as_str(), labels.user.as_str()))
+            .or_default();
+        row.waiting += stats.waiting;
+        row.in_use += stats.in_use;
+        row.idle += stats.idle;
+        row.routes.insert(labels.route.clone());
+        row.backends.insert(labels.backend.clone());
+    }
+    for pool in clients.iter().filter_map(|c| c.info.pool()) {
+        if let Some(row) = rows.get_mut(&pool) {
+            row.clients += 1;
+        }
+    }
+    for ((database, user), row) in rows {
+        let waiting = row.waiting + pauses.held_in(database, user);
+        let route = match row.routes.len() {
+            1 => row.routes.first().and_then(|r| r.parse::<u64>().ok()),
+            _ => None,
+        };
+        let modes: BTreeSet<_> = row.routes.iter().map(|r| pool_mode(settings, r)).collect();
+        let mode = match modes.len() {
+            1 => modes.into_iter().next().flatten(),
+            _ => None,
+        };
+        let backends: Vec<_> = row.backends.into_iter().collect();
         table.push(vec![
-            labels.database.as_str().into(),
-            labels.user.as_str().into(),
-            active.saturating_sub(waiting).into(),
+            database.into(),
+            user.into(),
+            row.clients.saturating_sub(waiting).into(),
             waiting.into(),
             0u64.into(),
             0u64.into(),
-            stats.in_use.into(),
+            row.in_use.into(),
             0u64.into(),
             0u64.into(),
-            stats.idle.into(),
+            row.idle.into(),
             0u64.into(),
             0u64.into(),
             0u64.into(),
             0u64.into(),
             0u64.into(),
-            pool_mode(settings, &labels.route),
-            labels.route.parse::<u64>().ok().into(),
-            labels.backend.as_str().into(),
+            mode.into(),
+            route.into(),
+            backends.join(",").into(),
         ]);
     }
     table
@@ -268,7 +304,7 @@ pub fn routes(settings: &Settings) -> Table {
             route.describe_match().into(),
             route.auth.name().into(),
             route.backend.redacted().into(),
-            pool_mode(settings, &route.number.to_string()),
+            pool_mode(settings, &route.number.to_string()).into(),
             route.pool.as_ref().map(|pool| pool.settings.size).into(),
             yes_no(route.insecure),
         ]);

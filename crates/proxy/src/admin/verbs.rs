@@ -2,6 +2,7 @@
 //! and the control commands (PAUSE, RESUME, KILL, KILL_CLIENT; RELOAD and SHUTDOWN through
 //! the [`Control`](super::control::Control) channel).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pgbastion_wire::{ErrorResponse, Severity, SqlState};
@@ -70,7 +71,13 @@ impl Verbs<'_> {
             Command::Reload => self.reload().await,
             Command::Pause(database) => self.pause(database.as_deref()).await,
             Command::Resume(database) => {
-                self.lasting.pools.pauses().resume(database.as_deref());
+                let pauses = self.lasting.pools.pauses();
+                pauses.resume(database.as_deref()).map_err(|refused| {
+                    error(
+                        SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        refused.to_string(),
+                    )
+                })?;
                 Ok(done("RESUME", None))
             }
             Command::Kill(database) => Ok(self.kill(database.as_deref()).await),
@@ -127,17 +134,24 @@ impl Verbs<'_> {
         }
     }
 
+    /// The backend databases `database` stands for: itself, and those of the sessions open
+    /// now whose client database it is (`None`: every one).
+    fn backend_databases(&self, database: Option<&str>) -> Option<BTreeSet<String>> {
+        database.map(|db| self.lasting.clients.backend_databases(db))
+    }
+
     /// Holds new checkouts, then waits until the paused pools have no backend lent out.
     async fn pause(&self, database: Option<&str>) -> Result<Answer, ErrorResponse> {
         self.lasting.pools.pauses().pause(database);
         let until = Instant::now() + PAUSE_LIMIT;
         loop {
+            let names = self.backend_databases(database);
             let lent: usize = self
                 .lasting
                 .metrics
                 .pools()
                 .iter()
-                .filter(|(labels, _)| database.is_none_or(|db| labels.database == db))
+                .filter(|(labels, _)| names.as_ref().is_none_or(|n| n.contains(&labels.database)))
                 .map(|(_, stats)| stats.in_use)
                 .sum();
             if lent == 0 {
@@ -156,10 +170,12 @@ impl Verbs<'_> {
         }
     }
 
-    /// Ends the sessions of `database` (every one but the consoles') and retires its pools.
+    /// Ends the sessions of `database`, client or backend (every one but the consoles'),
+    /// and retires the pools of that backend database and of those the sessions used.
     async fn kill(&self, database: Option<&str>) -> Answer {
+        let names = self.backend_databases(database);
         let killed = self.lasting.clients.kill_database(database);
-        let pools = self.lasting.pools.forget_database(database);
+        let pools = self.lasting.pools.forget_databases(names.as_ref());
         let closed = pools.len();
         for pool in pools {
             pool.pool().retire().await;
