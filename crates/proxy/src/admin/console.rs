@@ -36,7 +36,8 @@ pub async fn serve(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, id: C
         let frame = tokio::select! {
             frame = conn.read_frame(ctx.gateway.max_message_len) => frame,
             () = watch.changed() => {
-                if watch.phase() == Phase::Serving {
+                // The console stays through the grace period, to watch the drain.
+                if watch.phase() != Phase::Closing {
                     continue;
                 }
                 conn.send_raw(&shutdown_notice());

@@ -14,7 +14,6 @@ use super::control::{NoAnswer, Request};
 use super::table::Table;
 use super::{config_view, show};
 use crate::clients::ClientId;
-use crate::settings::Settings;
 use crate::shared::Lasting;
 
 /// How long the proxy may take to answer a request (a reload reads files, may fetch keys).
@@ -67,7 +66,7 @@ impl Verbs<'_> {
     /// Runs `command`.
     pub async fn run(&self, command: Command) -> Result<Answer, ErrorResponse> {
         match command {
-            Command::Show(what) => self.show(what).await.map(Answer::Table),
+            Command::Show(what) => Ok(Answer::Table(self.show(what))),
             Command::Reload => self.reload().await,
             Command::Pause(database) => self.pause(database.as_deref()).await,
             Command::Resume(database) => {
@@ -92,34 +91,33 @@ impl Verbs<'_> {
         }
     }
 
-    async fn settings(&self) -> Result<Box<Settings>, ErrorResponse> {
-        let (answer, answered) = oneshot::channel();
-        let control = &self.lasting.control;
-        Ok(control
-            .ask(Request::Settings(answer), answered, ANSWER_LIMIT)
-            .await?)
-    }
-
-    async fn show(&self, what: Show) -> Result<Table, ErrorResponse> {
+    fn show(&self, what: Show) -> Table {
         let lasting = self.lasting;
-        Ok(match what {
+        let settings = || lasting.settings.load();
+        match what {
             Show::Version => show::version(),
             Show::Clients => show::clients(&lasting.clients.list()),
             Show::Stats => show::stats(&lasting.clients.totals_by_database()),
             Show::Servers => show::servers(&lasting.metrics.pools()),
             Show::Pools => {
-                let settings = self.settings().await?;
                 let clients = lasting.clients.list();
                 let pauses = lasting.pools.pauses();
-                show::pools(&lasting.metrics.pools(), &clients, pauses, &settings)
+                show::pools(&lasting.metrics.pools(), &clients, pauses, &settings())
             }
-            Show::Routes => show::routes(&*self.settings().await?),
-            Show::Listeners => {
-                let settings = self.settings().await?;
-                show::listeners(&settings, &lasting.clients.list())
-            }
-            Show::Config => config_view::config(&*self.settings().await?),
-        })
+            Show::Databases => show::databases(
+                &lasting.metrics.pools(),
+                lasting.pools.pauses(),
+                &settings(),
+            ),
+            Show::Lists => show::lists(
+                &lasting.metrics.pools(),
+                &lasting.clients.list(),
+                &settings(),
+            ),
+            Show::Routes => show::routes(&settings()),
+            Show::Listeners => show::listeners(&settings(), &lasting.clients.list()),
+            Show::Config => config_view::config(&settings()),
+        }
     }
 
     async fn reload(&self) -> Result<Answer, ErrorResponse> {
