@@ -438,6 +438,24 @@ fn pool_of<'a>(
     row
 }
 
+/// Runs `pause`, then a query of `client` (of a route to `app_prod`) that it holds: the
+/// task answers once resumed.
+async fn held_by(
+    admin: &Client,
+    pause: &str,
+    client: Client,
+) -> tokio::task::JoinHandle<(i64, Client)> {
+    assert!(show(admin, pause).await.is_empty());
+    let held = tokio::spawn(async move { (one(&client).await, client) });
+    wait_until("the client waits", || async {
+        let pools = show(admin, "SHOW POOLS").await;
+        number(pool_of(&pools, "app_prod"), "cl_waiting") == 1
+    })
+    .await;
+    assert!(!held.is_finished(), "the query ran while paused");
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_are_shown_once_per_database_and_user_and_kill_and_pause_take_either_name() {
     let cluster = cluster();
@@ -480,15 +498,7 @@ async fn pools_are_shown_once_per_database_and_user_and_kill_and_pause_take_eith
     assert_eq!((items("pools"), items("used_clients")), (3, 6), "{lists:?}");
 
     // PAUSE by the client's name holds that client; RESUME by it lets it go.
-    assert!(show(&admin, "PAUSE app").await.is_empty());
-    let held = tokio::spawn(async move { (one(&app).await, app) });
-    wait_until("the client of app waits", || async {
-        number(
-            pool_of(&show(&admin, "SHOW POOLS").await, "app_prod"),
-            "cl_waiting",
-        ) == 1
-    })
-    .await;
+    let held = held_by(&admin, "PAUSE app", app).await;
     assert_eq!(one(&d1).await, 1, "d1 is not paused");
     let (code, message) = refused(&admin, "RESUME d1").await;
     assert_eq!(code, "55000", "{message}");
@@ -496,15 +506,7 @@ async fn pools_are_shown_once_per_database_and_user_and_kill_and_pause_take_eith
     let (answer, _app) = within("the held query", held).await.unwrap();
     assert_eq!(answer, 1);
     // PAUSE by the backend's name holds the clients of both routes to it.
-    assert!(show(&admin, "PAUSE app_prod").await.is_empty());
-    let held = tokio::spawn(async move { (one(&app2).await, app2) });
-    wait_until("the client of app2 waits", || async {
-        number(
-            pool_of(&show(&admin, "SHOW POOLS").await, "app_prod"),
-            "cl_waiting",
-        ) == 1
-    })
-    .await;
+    let held = held_by(&admin, "PAUSE app_prod", app2).await;
     assert!(show(&admin, "RESUME").await.is_empty());
     let (answer, _app2) = within("the held query", held).await.unwrap();
     assert_eq!(answer, 1);

@@ -177,7 +177,7 @@ impl Lender for RoutePool {
             ));
         }
         // The pause's wait counts against the same checkout_timeout.
-        let got = self.checkout_live(until).await;
+        let got = self.checkout_live(started, until).await;
         self.checkout_wait.observe(started.elapsed().as_secs_f64());
         got
     }
@@ -197,17 +197,25 @@ impl Lender for RoutePool {
 }
 
 impl RoutePool {
-    /// A checked-out backend that has not closed while idle, by `until`.
+    /// A checked-out backend that has not closed while idle, by `until`, for a checkout
+    /// that began at `started` (a timeout says how long it waited in all).
     async fn checkout_live(
         &self,
+        started: std::time::Instant,
         until: tokio::time::Instant,
     ) -> Result<Lease<BackendManager>, ErrorResponse> {
+        let refusal = |error| match error {
+            PoolError::Timeout { .. } => self.refusal(PoolError::Timeout {
+                waited: started.elapsed(),
+            }),
+            error => self.refusal(error),
+        };
         // A backend that died while idle (the server restarted, an administrator killed it)
         // has said so by closing: such a one is dropped and another taken, so the client
         // never sees it. The pool then checks its other idle connections.
         for _ in 0..=self.pool.settings().size {
             let checkout = self.pool.checkout_until(until).await;
-            let mut lease = checkout.map_err(|e| self.refusal(e))?;
+            let mut lease = checkout.map_err(refusal)?;
             if !lease.conn.looks_closed() {
                 return Ok(lease);
             }
