@@ -533,6 +533,43 @@ async fn pools_are_shown_once_per_database_and_user_and_kill_and_pause_take_eith
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stats_keeps_ended_sessions_under_at_most_a_thousand_names_then_others() {
+    let cluster = cluster();
+    let ports = free_ports(2);
+    let catch_all = format!(
+        "{}[[route]]\nauth = \"trust\"\n\
+         backend = \"postgres://{}@127.0.0.1:{}/postgres?sslmode=disable\"\n",
+        config(&cluster, &ports, &[]),
+        cluster.superuser(),
+        cluster.port()
+    );
+    let bastion = Bastion::start(&catch_all, &[], &[], &ports);
+    // 1,040 sessions, each with a database name of its own, 8 at a time.
+    let names: Vec<String> = (0..1_040).map(|n| format!("db{n}")).collect();
+    for batch in names.chunks(8) {
+        let port = ports[0];
+        let sessions: Vec<_> = batch
+            .iter()
+            .cloned()
+            .map(|db| tokio::spawn(async move { connect(port, "app", "unused", &db, "x").await }))
+            .collect();
+        for session in sessions {
+            drop(session.await.unwrap().unwrap());
+        }
+    }
+    let admin = console(ports[0]).await;
+    // 1,000 names, `(others)` and the console's `pgbastion`, once every session has ended
+    // (a session still open would add its own name).
+    wait_until("every session ended, in 1,002 rows", || async {
+        let stats = show(&admin, "SHOW STATS").await;
+        stats.len() == 1_002 && stats.iter().any(|s| s["database"] == "(others)")
+    })
+    .await;
+    assert_eq!(show(&admin, "SHOW CLIENTS").await.len(), 1);
+    bastion.finish(&[ADMIN_PASSWORD, APP_PASSWORD]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_stays_and_answers_through_a_drain_and_refuses_reload() {
     let cluster = cluster();
     let (mut bastion, ports) = start(&cluster);
