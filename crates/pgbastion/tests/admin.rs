@@ -7,7 +7,7 @@
 //! ends the process with status 0, non-admins and wrong passwords are refused (the latter
 //! the same way whoever the name is). Routes whose client and backend database names differ
 //! show that SHOW POOLS counts each pool once, and that KILL and PAUSE take either name; the
-//! console goes on answering through a drain.
+//! console goes on answering through a drain; SHOW STATS keeps at most 1,000 names.
 
 use std::collections::HashMap;
 use std::process::Command;
