@@ -4,7 +4,10 @@
 //! clients (tokio-postgres `simple_query`, psql): every SHOW answers rows that match what the
 //! test did, KILL_CLIENT ends that client only, KILL a database's, PAUSE holds a pooled
 //! client until RESUME, RELOAD reads the changed file (and refuses a bad one), SHUTDOWN
-//! ends the process with status 0, non-admins and wrong passwords are refused.
+//! ends the process with status 0, non-admins and wrong passwords are refused (the latter
+//! the same way whoever the name is). Routes whose client and backend database names differ
+//! show that SHOW POOLS counts each pool once, and that KILL and PAUSE take either name; the
+//! console goes on answering through a drain; SHOW STATS keeps at most 1,000 names.
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -356,27 +359,248 @@ async fn unknown_commands_and_the_extended_protocol_get_an_error_and_the_session
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_non_admin_and_a_wrong_admin_password_are_refused_and_the_proxy_goes_on() {
+async fn a_non_admin_is_refused_only_once_authenticated_and_the_proxy_goes_on() {
     let cluster = cluster();
     let (bastion, ports) = start(&cluster);
+    let code_and_message = |error: tokio_postgres::Error| {
+        let db = error.as_db_error().unwrap_or_else(|| panic!("{error}"));
+        (db.code().code().to_owned(), db.message().to_owned())
+    };
     for port in ports.iter().copied() {
+        // The right password of a user who is not an admin: authenticated, then 42501.
         let Err(error) = connect(port, "app", APP_PASSWORD, "pgbastion", "x").await else {
             panic!("a non-admin is refused")
         };
-        let db = error.as_db_error().unwrap();
-        assert_eq!(db.code().code(), "42501", "{db:?}");
-        assert!(db.message().contains("\"app\""), "{db:?}");
-        let Err(error) = connect(port, "ops", "wrong", "pgbastion", "x").await else {
-            panic!("a wrong password is refused")
-        };
-        assert_eq!(error.as_db_error().unwrap().code().code(), "28P01");
+        let (code, message) = code_and_message(error);
+        assert_eq!(code, "42501", "{message}");
+        assert!(message.contains("\"app\""), "{message}");
+        // A wrong password of a non-admin, an admin, and a name without [[user]] all get
+        // the same answer: nobody learns which names are admins.
+        let mut answers = Vec::new();
+        for (user, password) in [("app", "wrong"), ("ops", "wrong"), ("nobody", "guess")] {
+            let Err(error) = connect(port, user, password, "pgbastion", "x").await else {
+                panic!("{user} with a wrong password is refused")
+            };
+            let (code, message) = code_and_message(error);
+            assert_eq!(code, "28P01", "{user}: {message}");
+            answers.push(message.replace(user, "USER"));
+        }
+        assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
         assert_eq!(one(&app(port, "after").await).await, 1);
     }
-    assert_eq!(
-        show(&console(ports[0]).await, "SHOW VERSION").await.len(),
-        1
-    );
+    let admin = console(ports[0]).await;
+    assert_eq!(show(&admin, "SHOW VERSION").await.len(), 1);
+    let clients = show(&admin, "SHOW CLIENTS").await;
+    assert_eq!(clients.len(), 1, "the refused are not listed: {clients:?}");
     bastion.finish(&[ADMIN_PASSWORD, APP_PASSWORD]);
+}
+
+/// Routes where the client's database names differ from the backend's: `app` and `app2`
+/// both to backend database `app_prod` (two routes, one pool key), and `d1`/`d2` to
+/// `${database}` — all pooled in transaction mode, size 2.
+fn mapped_config(cluster: &Cluster, ports: &[u16]) -> String {
+    let head = config(cluster, ports, &[]);
+    let route = |matching: &str, database: &str| {
+        format!(
+            "[[route]]\nmatch = {{ database = \"{matching}\" }}\nauth = \"scram\"\n\
+             backend = \"postgres://{}:{BACKEND_PASSWORD}@127.0.0.1:{}/{database}?sslmode=disable\"\n\
+             pool = {{ mode = \"transaction\", size = 2 }}\n\n",
+            cluster.superuser(),
+            cluster.port()
+        )
+    };
+    format!(
+        "{head}{}{}{}",
+        route("app", "app_prod"),
+        route("app2", "app_prod"),
+        route("/^d[12]$/", "${database}")
+    )
+}
+
+async fn pooled_client(port: u16, database: &str) -> (Client, Driver) {
+    let credentials = ("app", APP_PASSWORD);
+    let client = connect_driven(port, credentials, database, database).await;
+    let (client, driver) = client.unwrap();
+    assert_eq!(one(&client).await, 1);
+    (client, driver)
+}
+
+/// The SHOW POOLS row of backend database `database`, the only one.
+fn pool_of<'a>(
+    pools: &'a [HashMap<String, String>],
+    database: &str,
+) -> &'a HashMap<String, String> {
+    let mut rows = pools.iter().filter(|p| p["database"] == database);
+    let row = rows
+        .next()
+        .unwrap_or_else(|| panic!("no {database}: {pools:?}"));
+    assert!(rows.next().is_none(), "{database} twice: {pools:?}");
+    row
+}
+
+/// Runs `pause`, then a query of `client` (of a route to `app_prod`) that it holds: the
+/// task answers once resumed.
+async fn held_by(
+    admin: &Client,
+    pause: &str,
+    client: Client,
+) -> tokio::task::JoinHandle<(i64, Client)> {
+    assert!(show(admin, pause).await.is_empty());
+    let held = tokio::spawn(async move { (one(&client).await, client) });
+    wait_until("the client waits", || async {
+        let pools = show(admin, "SHOW POOLS").await;
+        number(pool_of(&pools, "app_prod"), "cl_waiting") == 1
+    })
+    .await;
+    assert!(!held.is_finished(), "the query ran while paused");
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_are_shown_once_per_database_and_user_and_kill_and_pause_take_either_name() {
+    let cluster = cluster();
+    for database in ["app_prod", "d1", "d2"] {
+        cluster
+            .psql(&["-c", &format!("CREATE DATABASE {database}")])
+            .unwrap();
+    }
+    let ports = free_ports(2);
+    let bastion = Bastion::start(&mapped_config(&cluster, &ports), &[], &[], &ports);
+    let (plain, pooled) = (ports[0], ports[1]);
+    let (app, app_end) = pooled_client(pooled, "app").await;
+    let (app2, app2_end) = pooled_client(pooled, "app2").await;
+    let (d1, _d1_end) = pooled_client(pooled, "d1").await;
+    let (_d2, d2_end) = pooled_client(pooled, "d2").await;
+    // A transparent session of `app`: no pool's client.
+    let (plain_app, plain_end) = pooled_client(plain, "app").await;
+    let admin = console(plain).await;
+
+    let pools = show(&admin, "SHOW POOLS").await;
+    assert_eq!(pools.len(), 3, "one row per (database, user): {pools:?}");
+    for (database, clients) in [("app_prod", 2), ("d1", 1), ("d2", 1)] {
+        let row = pool_of(&pools, database);
+        assert_eq!(row["user"], cluster.superuser());
+        assert_eq!(number(row, "cl_active"), clients, "{row:?}");
+        assert_eq!(number(row, "cl_waiting"), 0, "{row:?}");
+    }
+    assert!(
+        !pool_of(&pools, "app_prod").contains_key("route"),
+        "two routes: {pools:?}"
+    );
+    assert_eq!(pool_of(&pools, "d1")["route"], "3");
+    let databases = show(&admin, "SHOW DATABASES").await;
+    assert_eq!(databases.len(), 3, "{databases:?}");
+    let prod = databases.iter().find(|d| d["name"] == "app_prod").unwrap();
+    assert_eq!((number(prod, "pool_size"), number(prod, "paused")), (4, 0));
+    assert_eq!(prod["port"], cluster.port().to_string());
+    let lists = show(&admin, "SHOW LISTS").await;
+    let items = |list: &str| number(lists.iter().find(|l| l["list"] == list).unwrap(), "items");
+    assert_eq!((items("pools"), items("used_clients")), (3, 6), "{lists:?}");
+
+    // PAUSE by the client's name holds that client; RESUME by it lets it go.
+    let held = held_by(&admin, "PAUSE app", app).await;
+    assert_eq!(one(&d1).await, 1, "d1 is not paused");
+    let (code, message) = refused(&admin, "RESUME d1").await;
+    assert_eq!(code, "55000", "{message}");
+    assert!(show(&admin, "RESUME app").await.is_empty());
+    let (answer, _app) = within("the held query", held).await.unwrap();
+    assert_eq!(answer, 1);
+    // PAUSE by the backend's name holds the clients of both routes to it.
+    let held = held_by(&admin, "PAUSE app_prod", app2).await;
+    assert!(show(&admin, "RESUME").await.is_empty());
+    let (answer, _app2) = within("the held query", held).await.unwrap();
+    assert_eq!(answer, 1);
+
+    // KILL by the client's name: its sessions, transparent and pooled, and their pool.
+    assert!(show(&admin, "KILL app").await.is_empty());
+    assert_eq!(ended_with(app_end).await, "57P01");
+    assert_eq!(ended_with(plain_end).await, "57P01");
+    drop(plain_app);
+    // KILL by the backend's name: the session of `app2`, whose backend database it is.
+    assert!(show(&admin, "KILL app_prod").await.is_empty());
+    assert_eq!(ended_with(app2_end).await, "57P01");
+    wait_until("app_prod's pools are gone", || async {
+        !show(&admin, "SHOW POOLS")
+            .await
+            .iter()
+            .any(|p| p["database"] == "app_prod")
+    })
+    .await;
+    assert!(show(&admin, "KILL d2").await.is_empty());
+    assert_eq!(ended_with(d2_end).await, "57P01");
+    assert_eq!(one(&d1).await, 1, "d1 goes on");
+    bastion.finish(&[ADMIN_PASSWORD, APP_PASSWORD, BACKEND_PASSWORD]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stats_keeps_ended_sessions_under_at_most_a_thousand_names_then_others() {
+    let cluster = cluster();
+    let ports = free_ports(2);
+    let catch_all = format!(
+        "{}[[route]]\nauth = \"trust\"\n\
+         backend = \"postgres://{}@127.0.0.1:{}/postgres?sslmode=disable\"\n",
+        config(&cluster, &ports, &[]),
+        cluster.superuser(),
+        cluster.port()
+    );
+    let bastion = Bastion::start(&catch_all, &[], &[], &ports);
+    // 1,040 sessions, each with a database name of its own, 8 at a time.
+    let names: Vec<String> = (0..1_040).map(|n| format!("db{n}")).collect();
+    for batch in names.chunks(8) {
+        let port = ports[0];
+        let sessions: Vec<_> = batch
+            .iter()
+            .cloned()
+            .map(|db| tokio::spawn(async move { connect(port, "app", "unused", &db, "x").await }))
+            .collect();
+        for session in sessions {
+            drop(session.await.unwrap().unwrap());
+        }
+    }
+    let admin = console(ports[0]).await;
+    // 1,000 names, `(others)` and the console's `pgbastion`, once every session has ended
+    // (a session still open would add its own name).
+    wait_until("every session ended, in 1,002 rows", || async {
+        let stats = show(&admin, "SHOW STATS").await;
+        stats.len() == 1_002 && stats.iter().any(|s| s["database"] == "(others)")
+    })
+    .await;
+    assert_eq!(show(&admin, "SHOW CLIENTS").await.len(), 1);
+    bastion.finish(&[ADMIN_PASSWORD, APP_PASSWORD]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_stays_and_answers_through_a_drain_and_refuses_reload() {
+    let cluster = cluster();
+    let (mut bastion, ports) = start(&cluster);
+    let busy = app(ports[0], "busy").await;
+    within("BEGIN", busy.simple_query("BEGIN")).await.unwrap();
+    let credentials = ("ops", ADMIN_PASSWORD);
+    let (admin, admin_end) = connect_driven(ports[1], credentials, "pgbastion", "console")
+        .await
+        .unwrap();
+    assert!(show(&admin, "SHUTDOWN WAIT").await.is_empty());
+    // The grace period (30 s by default) lets the transaction go on: the console too.
+    for command in [
+        "SHOW POOLS",
+        "SHOW ROUTES",
+        "SHOW LISTENERS",
+        "SHOW CONFIG",
+        "SHOW CLIENTS",
+    ] {
+        let rows = show(&admin, command).await;
+        assert!(!rows.is_empty() || command == "SHOW POOLS", "{command}");
+    }
+    let (code, message) = refused(&admin, "RELOAD").await;
+    assert_eq!(code, "F0000", "{message}");
+    assert!(message.contains("shutting down"), "{message}");
+    assert_eq!(one(&busy).await, 1, "the transaction goes on");
+    within("COMMIT", busy.simple_query("COMMIT")).await.unwrap();
+    // SHUTDOWN (no wait) ends the drain's grace period, and the console with it.
+    assert!(show(&admin, "SHUTDOWN").await.is_empty());
+    assert_eq!(ended_with(admin_end).await, "57P01");
+    let status = bastion.wait_exit(DEADLINE);
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,15 @@
 //!
 //! Registering costs one lock when a session starts and one when it ends; what a session
 //! does in between is counted in its own atomics ([`ClientStats`]), never under the lock.
+//! Readers copy `Arc`s under the lock and read or format them after releasing it.
+//!
+//! What ended sessions did is kept by client database for SHOW STATS, for at most
+//! [`ENDED_NAMES`] names (the name is the client's choice): past that, the totals of
+//! further names go to one row, [`OTHERS`].
 
 mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +24,12 @@ pub use stats::{ClientStats, Totals};
 use pgbastion_gateway::ConnectionState;
 
 use crate::drain::Drain;
+
+/// How many client database names the totals of ended sessions are kept under.
+pub const ENDED_NAMES: usize = 1_000;
+
+/// The name the totals of ended sessions go under once [`ENDED_NAMES`] names are taken.
+pub const OTHERS: &str = "(others)";
 
 /// One accepted client connection's number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +69,8 @@ pub struct ClientInfo {
     pub listener: SocketAddr,
     /// Its route's number; `None` on the admin console.
     pub route: Option<usize>,
+    /// Where its queries go; `None` on the admin console.
+    pub backend: Option<BackendOf>,
     /// Whether it uses TLS.
     pub tls: bool,
     /// Its `application_name`.
@@ -66,14 +79,26 @@ pub struct ClientInfo {
     pub connected: SystemTime,
 }
 
+/// Where a session's queries go, as the pools and PAUSE name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendOf {
+    /// The backend database.
+    pub database: String,
+    /// The backend user.
+    pub user: String,
+    /// Whether the session uses the pool of that database and user (a pooled session).
+    pub pooled: bool,
+}
+
 impl ClientInfo {
     /// The session of `state`'s client, connection `id` on `listener`, of route `route`
-    /// (`None`: the admin console), starting now.
+    /// going to `backend` (both `None`: the admin console), starting now.
     pub fn of(
         state: &ConnectionState,
         listener: SocketAddr,
         id: ClientId,
         route: Option<usize>,
+        backend: Option<BackendOf>,
     ) -> Self {
         let client = state.client.as_ref();
         let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
@@ -84,6 +109,7 @@ impl ClientInfo {
             address: state.client_addr,
             listener,
             route,
+            backend,
             tls: state.tls.is_some(),
             application_name: parameter("application_name").to_owned(),
             connected: SystemTime::now(),
@@ -94,19 +120,35 @@ impl ClientInfo {
     pub fn is_console(&self) -> bool {
         self.route.is_none()
     }
+
+    /// Whether `database` names this session's database, the client's or the backend's
+    /// (what KILL and PAUSE match).
+    pub fn uses_database(&self, database: &str) -> bool {
+        self.database == database
+            || self
+                .backend
+                .as_ref()
+                .is_some_and(|b| b.database == database)
+    }
+
+    /// The pool it uses, as (backend database, backend user); `None` if not pooled.
+    pub fn pool(&self) -> Option<(&str, &str)> {
+        let backend = self.backend.as_ref().filter(|b| b.pooled)?;
+        Some((backend.database.as_str(), backend.user.as_str()))
+    }
 }
 
 /// One registered session as the console sees it.
 #[derive(Debug, Clone)]
 pub struct ClientView {
     /// Who it is.
-    pub info: ClientInfo,
+    pub info: Arc<ClientInfo>,
     /// What it has done so far.
     pub totals: Totals,
 }
 
 struct Entry {
-    info: ClientInfo,
+    info: Arc<ClientInfo>,
     stats: Arc<ClientStats>,
     kill: Drain,
 }
@@ -114,8 +156,24 @@ struct Entry {
 #[derive(Default)]
 struct Registry {
     live: BTreeMap<ClientId, Entry>,
-    /// What ended sessions did, by database.
-    ended: BTreeMap<String, Totals>,
+    /// What ended sessions did, by client database (at most [`ENDED_NAMES`] names, then
+    /// [`OTHERS`]).
+    ended: BTreeMap<Arc<str>, Totals>,
+}
+
+impl Registry {
+    /// Adds what an ended session of `database` did.
+    fn ended(&mut self, database: &str, totals: &Totals) {
+        if let Some(sum) = self.ended.get_mut(database) {
+            return sum.add(totals);
+        }
+        let name = if self.ended.len() < ENDED_NAMES {
+            database
+        } else {
+            OTHERS
+        };
+        self.ended.entry(name.into()).or_default().add(totals);
+    }
 }
 
 /// The sessions open now, and what ended ones did, by database.
@@ -141,7 +199,7 @@ impl Clients {
         let kill = Drain::default();
         let id = info.id;
         let entry = Entry {
-            info,
+            info: Arc::new(info),
             stats: stats.clone(),
             kill: kill.clone(),
         };
@@ -154,27 +212,60 @@ impl Clients {
         }
     }
 
-    /// Every session open now, by ID.
-    pub fn list(&self) -> Vec<ClientView> {
-        self.lock()
-            .live
-            .values()
-            .map(|entry| ClientView {
-                info: entry.info.clone(),
-                totals: entry.stats.totals(),
-            })
-            .collect()
+    /// The live sessions' shared parts, copied under the lock.
+    fn live(&self) -> Vec<(Arc<ClientInfo>, Arc<ClientStats>)> {
+        let registry = self.lock();
+        let live = registry.live.values();
+        live.map(|e| (e.info.clone(), e.stats.clone())).collect()
     }
 
-    /// What every session did, open or ended, by database.
+    /// Every session open now, by ID.
+    pub fn list(&self) -> Vec<ClientView> {
+        let live = self.live().into_iter();
+        live.map(|(info, stats)| ClientView {
+            info,
+            totals: stats.totals(),
+        })
+        .collect()
+    }
+
+    /// What every session did, open or ended, by client database (ended ones past
+    /// [`ENDED_NAMES`] names under [`OTHERS`]).
     pub fn totals_by_database(&self) -> BTreeMap<String, Totals> {
-        let registry = self.lock();
-        let mut totals = registry.ended.clone();
-        for entry in registry.live.values() {
-            let sum = totals.entry(entry.info.database.clone()).or_default();
-            sum.add(&entry.stats.totals());
+        let (ended, live) = {
+            let registry = self.lock();
+            let ended: Vec<(Arc<str>, Totals)> = registry
+                .ended
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            let live = registry.live.values();
+            let live: Vec<_> = live.map(|e| (e.info.clone(), e.stats.clone())).collect();
+            (ended, live)
+        };
+        let mut totals: BTreeMap<String, Totals> =
+            ended.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        for (info, stats) in live {
+            let sum = totals.entry(info.database.clone()).or_default();
+            sum.add(&stats.totals());
         }
         totals
+    }
+
+    /// The backend databases of the sessions open now whose client or backend database is
+    /// `database`, and `database` itself (what KILL and PAUSE act on).
+    pub fn backend_databases(&self, database: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::from([database.to_owned()]);
+        for (info, _) in self.live() {
+            if let Some(backend) = info
+                .backend
+                .as_ref()
+                .filter(|_| info.uses_database(database))
+            {
+                names.insert(backend.database.clone());
+            }
+        }
+        names
     }
 
     /// Ends the session `id` (FATAL 57P01 at its next message boundary; a statement running
@@ -188,12 +279,12 @@ impl Clients {
         found.is_some()
     }
 
-    /// Ends every session but the console's whose `database` is `database` (every one with
-    /// `None`). How many were told.
+    /// Ends every session but the console's whose client or backend database is `database`
+    /// (every one with `None`). How many were told.
     pub fn kill_database(&self, database: Option<&str>) -> usize {
         let registry = self.lock();
         let targets = registry.live.values().filter(|entry| {
-            !entry.info.is_console() && database.is_none_or(|db| entry.info.database == db)
+            !entry.info.is_console() && database.is_none_or(|db| entry.info.uses_database(db))
         });
         targets
             .map(|entry| entry.kill.start(Duration::ZERO))
@@ -226,12 +317,7 @@ impl Drop for Registered {
     fn drop(&mut self) {
         let mut registry = self.clients.lock();
         if let Some(entry) = registry.live.remove(&self.id) {
-            let totals = entry.stats.totals();
-            registry
-                .ended
-                .entry(entry.info.database)
-                .or_default()
-                .add(&totals);
+            registry.ended(&entry.info.database, &entry.stats.totals());
         }
     }
 }
@@ -249,6 +335,11 @@ mod tests {
             address,
             listener: address,
             route,
+            backend: route.map(|_| BackendOf {
+                database: format!("{database}_prod"),
+                user: "postgres".into(),
+                pooled: true,
+            }),
             tls: false,
             application_name: String::new(),
             connected: SystemTime::now(),
@@ -288,8 +379,42 @@ mod tests {
         assert!(clients.kill(ClientId(3)));
         assert!(!clients.kill(ClientId(9)));
         assert!(other.kill().is_draining() && !app.kill().is_draining());
-        assert_eq!(clients.kill_database(Some("app")), 1);
+        assert_eq!(clients.kill_database(Some("app_prod")), 1);
         assert!(app.kill().is_draining() && !console.kill().is_draining());
+        assert_eq!(clients.kill_database(Some("app")), 1);
         assert_eq!(clients.kill_database(None), 2);
+    }
+
+    #[test]
+    fn either_name_finds_the_backend_databases_of_live_sessions() {
+        let clients = Arc::new(Clients::default());
+        let _app = clients.register(info(1, "app", Some(1)));
+        let names = |db: &str| {
+            clients
+                .backend_databases(db)
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("app"), ["app", "app_prod"]);
+        assert_eq!(names("app_prod"), ["app_prod"]);
+        assert_eq!(names("other"), ["other"]);
+    }
+
+    #[test]
+    fn ended_totals_keep_at_most_the_bound_of_names_then_go_to_others() {
+        let clients = Arc::new(Clients::default());
+        for n in 0..ENDED_NAMES + 40 {
+            let session = clients.register(info(n as u64, &format!("db{n}"), Some(1)));
+            session.stats().query_done(Duration::from_micros(1));
+        }
+        let totals = clients.totals_by_database();
+        assert_eq!(totals.len(), ENDED_NAMES + 1);
+        assert_eq!(totals[OTHERS].queries, 40);
+        assert_eq!(totals["db0"].queries, 1);
+        // A name already kept still gets its own totals.
+        let again = clients.register(info(9_999, "db0", Some(1)));
+        again.stats().query_done(Duration::from_micros(1));
+        drop(again);
+        assert_eq!(clients.totals_by_database()["db0"].queries, 2);
     }
 }

@@ -57,13 +57,16 @@ pub struct PooledClient<'a> {
 impl PooledClient<'_> {
     /// Serves the client to the end; the session's log lines are written here.
     pub async fn serve(mut self, mut conn: ClientConn<TcpStream>, started: Instant) {
-        let route_pool = self.pools.get(
-            self.route,
-            &self.plan,
-            &self.pool.settings,
-            self.pool.reset.as_deref().unwrap_or(""),
-            self.pool.statements_per_backend,
-        );
+        let route_pool = self
+            .pools
+            .get(
+                self.route,
+                &self.plan,
+                &self.pool.settings,
+                self.pool.reset.as_deref().unwrap_or(""),
+                self.pool.statements_per_backend,
+            )
+            .for_client(&self.identity.database);
         let transaction = self.pool.mode == PoolMode::Transaction;
         // Session mode: the client's backend, from the start.
         let held = if transaction {

@@ -3,7 +3,7 @@
 //! A route is known by its contents, not its position, so that a reload which moves an
 //! unchanged route keeps its pools ([`Pools::retain_routes`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::mem::Discriminant;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -93,11 +93,23 @@ pub struct RoutePool {
     checkout_wait: Histogram,
     /// The backend database (what PAUSE names).
     database: String,
+    /// The backend user.
+    user: String,
+    /// The database the client using this handle asked for (PAUSE may name it instead).
+    client_database: String,
     /// The admin console's pauses.
     pauses: Pauses,
 }
 
 impl RoutePool {
+    /// This pool as used by a client of database `database` (what PAUSE may name).
+    pub fn for_client(self, database: &str) -> Self {
+        Self {
+            client_database: database.to_owned(),
+            ..self
+        }
+    }
+
     /// The pool's counters.
     pub fn pool(&self) -> &Pool<BackendManager> {
         &self.pool
@@ -147,7 +159,12 @@ impl Lender for RoutePool {
         let started = std::time::Instant::now();
         let timeout = self.pool.settings().checkout_timeout;
         let until = tokio::time::Instant::now() + timeout;
-        if !self.pauses.wait_resumed(&self.database, until).await {
+        let pool = (self.database.as_str(), self.user.as_str());
+        if !self
+            .pauses
+            .wait_resumed(pool, &self.client_database, until)
+            .await
+        {
             return Err(ErrorResponse::new(
                 Severity::Error,
                 SqlState::TOO_MANY_CONNECTIONS,
@@ -159,7 +176,8 @@ impl Lender for RoutePool {
                 ),
             ));
         }
-        let got = self.checkout_live().await;
+        // The pause's wait counts against the same checkout_timeout.
+        let got = self.checkout_live(started, until).await;
         self.checkout_wait.observe(started.elapsed().as_secs_f64());
         got
     }
@@ -179,13 +197,25 @@ impl Lender for RoutePool {
 }
 
 impl RoutePool {
-    /// A checked-out backend that has not closed while idle.
-    async fn checkout_live(&self) -> Result<Lease<BackendManager>, ErrorResponse> {
+    /// A checked-out backend that has not closed while idle, by `until`, for a checkout
+    /// that began at `started` (a timeout says how long it waited in all).
+    async fn checkout_live(
+        &self,
+        started: std::time::Instant,
+        until: tokio::time::Instant,
+    ) -> Result<Lease<BackendManager>, ErrorResponse> {
+        let refusal = |error| match error {
+            PoolError::Timeout { .. } => self.refusal(PoolError::Timeout {
+                waited: started.elapsed(),
+            }),
+            error => self.refusal(error),
+        };
         // A backend that died while idle (the server restarted, an administrator killed it)
         // has said so by closing: such a one is dropped and another taken, so the client
         // never sees it. The pool then checks its other idle connections.
         for _ in 0..=self.pool.settings().size {
-            let mut lease = self.pool.checkout().await.map_err(|e| self.refusal(e))?;
+            let checkout = self.pool.checkout_until(until).await;
+            let mut lease = checkout.map_err(refusal)?;
             if !lease.conn.looks_closed() {
                 return Ok(lease);
             }
@@ -236,13 +266,13 @@ impl Pools {
         &self.pauses
     }
 
-    /// Forgets the pools of backend database `database` (every pool with `None`) and
+    /// Forgets the pools of the backend databases `databases` (every pool with `None`) and
     /// returns them to be retired (the admin console's KILL): clients that come later get
     /// new ones.
-    pub fn forget_database(&self, database: Option<&str>) -> Vec<RoutePool> {
+    pub fn forget_databases(&self, databases: Option<&BTreeSet<String>>) -> Vec<RoutePool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         forget(&mut pools, |_, pool| {
-            database.is_some_and(|db| pool.database != db)
+            databases.is_some_and(|names| !names.contains(&pool.database))
         })
     }
 
@@ -309,6 +339,8 @@ impl Pools {
             warnings: Arc::default(),
             checkout_wait,
             database: plan.database.clone(),
+            user: plan.user.clone(),
+            client_database: String::new(),
             pauses: self.pauses.clone(),
         };
         if self.is_in_force(route) {

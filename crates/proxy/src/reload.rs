@@ -125,7 +125,7 @@ impl Proxy {
     async fn reload_file(&self) -> Result<ReloadSummary, ReloadError> {
         let path = self.config_file.clone().ok_or(ReloadError::NoConfigFile)?;
         let _one_at_a_time = self.reloading.lock().await;
-        let settings = Settings::load(&path)?;
+        let settings = Arc::new(Settings::load(&path)?);
         let old = self.in_force.load();
         let (tokens, token_keys) =
             self.tokens_for(&settings, &old)
@@ -157,6 +157,7 @@ impl Proxy {
             }
         });
         self.in_force.store(in_force.clone());
+        self.lasting.settings.store(in_force.settings.clone());
         let settings = &in_force.settings;
         self.lasting
             .metrics

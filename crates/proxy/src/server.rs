@@ -60,8 +60,9 @@ pub enum ProxyError {
 
 /// The configuration in force: the settings it came from and what its connections share.
 pub(crate) struct InForce {
-    /// As loaded (a reload compares the next ones with them).
-    pub(crate) settings: Settings,
+    /// As loaded (a reload compares the next ones with them); the same `Arc` as
+    /// [`Lasting::settings`].
+    pub(crate) settings: Arc<Settings>,
     /// What connections accepted under it share.
     pub(crate) shared: Arc<Shared>,
 }
@@ -87,6 +88,7 @@ pub struct Proxy {
 impl Proxy {
     /// Builds the proxy (loads token keys).
     pub async fn new(settings: Settings) -> Result<Self, ProxyError> {
+        let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new());
         metrics.readiness.set_backends_of(&settings.routes);
         let kdf = Kdf::start().map_err(ProxyError::Threads)?;
@@ -107,6 +109,7 @@ impl Proxy {
             client_ids: ClientIds::default(),
             clients: Arc::default(),
             control: Control::default(),
+            settings: Swap::new(settings.clone()),
             connector: connector.clone(),
             pools: Pools::new(
                 connector,
@@ -216,7 +219,8 @@ impl Proxy {
     /// Serves the bound listeners until `shutdown` yields a grace period (or
     /// [`Proxy::drain`] is called), then drains: the listening sockets close at once, and
     /// this returns when every connection has ended (at the latest a few seconds after the
-    /// grace period), with the pools' idle backends closed.
+    /// grace period), with the pools' idle backends closed. The admin console's requests
+    /// are answered throughout, the drain included.
     pub async fn serve(
         &self,
         bound: Vec<(TcpListener, Listener)>,
@@ -234,11 +238,22 @@ impl Proxy {
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(running);
         self.lasting.metrics.readiness.set_listening();
         self.accepting.send_replace(true);
+        let answering = self.answer_requests();
+        tokio::pin!(answering);
         tokio::select! {
             grace = shutdown => self.drain(grace),
             () = self.drain.started() => {}
-            () = self.answer_requests() => {}
+            () = &mut answering => {}
         }
+        // The consoles open during the drain may still ask (SHUTDOWN to shorten it).
+        tokio::select! {
+            () = self.drained() => {}
+            () = answering => {}
+        }
+    }
+
+    /// The drain, once started: the listeners close, the sessions end, the pools close.
+    async fn drained(&self) {
         self.stop_accepting().await;
         tracing::info!(
             connections = self.drain.live(),

@@ -17,7 +17,7 @@ use crate::admission::{Admitted, Chosen, Proof};
 use crate::audit::{Audited, Opening};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
-use crate::clients::{ClientId, ClientInfo, Registered};
+use crate::clients::{BackendOf, ClientId, ClientInfo, Registered};
 use crate::config::ListenerMode;
 use crate::drain::Drain;
 use crate::greeting;
@@ -142,6 +142,9 @@ async fn serve_in_span(
                 attempt.succeeded();
             }
             if data.console {
+                if let Err(refusal) = ctx.hooks.admit_console(conn.state()) {
+                    return refuse(conn, refusal).await;
+                }
                 guard.session_started();
                 return admin::console::serve(conn, &ctx, id).await;
             }
@@ -224,6 +227,7 @@ async fn run_session(
     }
     let audit = shared.lasting.audit.as_ref();
     let audit = Opening::new(audit, id, conn.state(), &chosen, &proof, false);
+    let backend_of = transparent_backend(conn.state(), &chosen, &proof);
     let backend = match proof {
         Proof::Passthrough(backend) => Ok(backend),
         proof => connect_backend(shared, conn.state(), &chosen, &proof).await,
@@ -284,7 +288,7 @@ async fn run_session(
     let tap = audit.as_ref().map(|audit| audit.tap(&detached.buffered));
     let pending = std::mem::take(&mut backend.buffered).freeze();
     let backend_address = backend.address.clone();
-    let registered = register(shared, &state, ctx, id, route);
+    let registered = register(shared, &state, ctx, (id, route), backend_of);
     let stop = relay::Stop {
         watch: ctx.drain.watch_with(registered.kill()),
         cancel: backend.cancel_key(),
@@ -315,15 +319,33 @@ async fn run_session(
     );
 }
 
+/// Where a transparent session of `state`'s client goes (the client's own names where the
+/// plan cannot be made: its backend login then fails anyway).
+fn transparent_backend(state: &ConnectionState, chosen: &Chosen, proof: &Proof) -> BackendOf {
+    let client = state.client.as_ref();
+    let plan = login::plan(state, chosen, proof).ok();
+    let (database, user) = match plan {
+        Some(plan) => (plan.database, plan.user),
+        None => client
+            .map(|c| (c.database().to_owned(), c.user().to_owned()))
+            .unwrap_or_default(),
+    };
+    BackendOf {
+        database,
+        user,
+        pooled: false,
+    }
+}
+
 /// Registers the session of `state`'s client (the admin console lists and ends it).
 fn register(
     shared: &Shared,
     state: &ConnectionState,
     ctx: &ListenerContext,
-    id: ClientId,
-    route: usize,
+    (id, route): (ClientId, usize),
+    backend: BackendOf,
 ) -> Registered {
-    let info = ClientInfo::of(state, ctx.address, id, Some(route));
+    let info = ClientInfo::of(state, ctx.address, id, Some(route), Some(backend));
     shared.lasting.clients.register(info)
 }
 
@@ -352,7 +374,12 @@ async fn serve_pooled(
     };
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
-    let registered = register(shared, &state, ctx, id, chosen.route.number);
+    let backend = BackendOf {
+        database: plan.database.clone(),
+        user: plan.user.clone(),
+        pooled: true,
+    };
+    let registered = register(shared, &state, ctx, (id, chosen.route.number), backend);
     let audit = Opening::new(
         shared.lasting.audit.as_ref(),
         id,

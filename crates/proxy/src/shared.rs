@@ -15,6 +15,8 @@ use crate::kdf::Kdf;
 use crate::metrics::Metrics;
 use crate::pools::Pools;
 use crate::route::Routes;
+use crate::settings::Settings;
+use crate::swap::Swap;
 use crate::tokens::Tokens;
 use crate::users::Users;
 
@@ -29,6 +31,8 @@ pub struct Lasting {
     pub clients: Arc<Clients>,
     /// Requests of admin console sessions to the proxy.
     pub control: Control,
+    /// The settings in force (a reload replaces them; the admin console's SHOW reads them).
+    pub settings: Swap<Settings>,
     /// Backend logins (TLS configurations, SCRAM key cache).
     pub connector: Arc<Connector>,
     /// The pools of pooled routes, made as clients first need them; a reload keeps those of

@@ -22,6 +22,10 @@ pub enum Show {
     Config,
     /// pgbastion's version.
     Version,
+    /// Pools as databases: PgBouncer's SHOW DATABASES columns.
+    Databases,
+    /// How many of each thing: PgBouncer's SHOW LISTS columns.
+    Lists,
 }
 
 /// One console command.
@@ -83,7 +87,8 @@ pub fn parse(query: &str) -> Result<Command, CommandError> {
 fn show(rest: &[&str]) -> Result<Show, CommandError> {
     let [what] = rest else {
         return Err(CommandError::Usage(
-            "SHOW POOLS | CLIENTS | SERVERS | STATS | ROUTES | LISTENERS | CONFIG | VERSION",
+            "SHOW POOLS | CLIENTS | SERVERS | STATS | DATABASES | LISTS | ROUTES | LISTENERS | \
+             CONFIG | VERSION",
         ));
     };
     match what.to_ascii_uppercase().as_str() {
@@ -95,6 +100,8 @@ fn show(rest: &[&str]) -> Result<Show, CommandError> {
         "LISTENERS" => Ok(Show::Listeners),
         "CONFIG" => Ok(Show::Config),
         "VERSION" => Ok(Show::Version),
+        "DATABASES" => Ok(Show::Databases),
+        "LISTS" => Ok(Show::Lists),
         _ => Err(CommandError::Unknown(clip(&format!("SHOW {what}")))),
     }
 }
@@ -148,6 +155,8 @@ mod tests {
         let cases = [
             ("show pools;", Command::Show(Show::Pools)),
             ("  SHOW Clients ", Command::Show(Show::Clients)),
+            ("show databases", Command::Show(Show::Databases)),
+            ("SHOW LISTS;", Command::Show(Show::Lists)),
             ("reload", Command::Reload),
             ("PAUSE", Command::Pause(None)),
             ("pause app;", Command::Pause(Some("app".into()))),

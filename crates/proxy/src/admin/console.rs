@@ -22,7 +22,7 @@ const WRITE_LIMIT: Duration = Duration::from_secs(30);
 /// Serves the console to an authenticated admin.
 pub async fn serve(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, id: ClientId) {
     let lasting = ctx.hooks.shared.lasting.clone();
-    let info = ClientInfo::of(conn.state(), ctx.address, id, None);
+    let info = ClientInfo::of(conn.state(), ctx.address, id, None, None);
     let registered = lasting.clients.register(info);
     let mut watch = ctx.drain.watch_with(registered.kill());
     conn.set_deadline(None);
@@ -36,7 +36,8 @@ pub async fn serve(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, id: C
         let frame = tokio::select! {
             frame = conn.read_frame(ctx.gateway.max_message_len) => frame,
             () = watch.changed() => {
-                if watch.phase() == Phase::Serving {
+                // The console stays through the grace period, to watch the drain.
+                if watch.phase() != Phase::Closing {
                     continue;
                 }
                 conn.send_raw(&shutdown_notice());

@@ -1,6 +1,6 @@
 //! [`Control`]: how an admin console session asks the [`Proxy`] for what only it can do
-//! (reload, shut down, show the settings in force). Sessions do not hold the proxy; they
-//! send a [`Request`] that [`Proxy::serve`] answers.
+//! (reload, shut down). Sessions do not hold the proxy; they send a [`Request`] that
+//! [`Proxy::serve`] answers, during the drain too (a reload is then refused).
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::server::Proxy;
-use crate::settings::Settings;
 
 /// Requests waiting for the proxy; a console that sends more waits for room.
 const QUEUE: usize = 16;
@@ -23,8 +22,6 @@ pub enum Request {
         /// SHUTDOWN WAIT.
         wait: bool,
     },
-    /// The settings in force.
-    Settings(oneshot::Sender<Box<Settings>>),
 }
 
 /// The channel between console sessions and the proxy.
@@ -104,6 +101,10 @@ impl Proxy {
                      the process taking over reads the configuration file itself"
                     .to_owned()));
             }
+            Request::Reload(answer) if self.is_draining() => {
+                let refused = "the proxy is shutting down (draining): RELOAD refused".to_owned();
+                let _ = answer.send(Err(refused));
+            }
             Request::Reload(answer) => {
                 let outcome = self.reload().await;
                 let _ = answer.send(outcome.map(|s| s.to_string()).map_err(|e| e.to_string()));
@@ -116,9 +117,6 @@ impl Proxy {
                 };
                 tracing::info!(grace_period = ?grace, "admin console: SHUTDOWN");
                 self.drain(grace);
-            }
-            Request::Settings(answer) => {
-                let _ = answer.send(Box::new(self.in_force.load().settings.clone()));
             }
         }
     }

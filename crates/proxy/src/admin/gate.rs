@@ -1,7 +1,9 @@
 //! Where the admin console is chosen: at startup, before any route, a client asking for
-//! the database [`CONSOLE_DATABASE`] on a proxy with `[admin]` is taken for the console;
-//! one not in `[admin] users` is refused there with 42501, before authentication (it may
-//! have no `[[user]]` to authenticate against, and its name is all it is told about).
+//! the database [`CONSOLE_DATABASE`] on a proxy with `[admin]` is taken for the console
+//! and authenticated with `[admin] auth`, whoever it claims to be: a user without a
+//! `[[user]]` goes through the same decoy as an unknown user on a route (28P01), so that
+//! nobody can learn which names are admins. Only once authenticated is a user not in
+//! `[admin] users` refused, with 42501 ([`ProxyHooks::admit_console`]).
 
 use pgbastion_gateway::{ConnectionState, HookResult};
 
@@ -26,7 +28,7 @@ impl ProxyHooks {
         data.console.then_some(admin.auth)
     }
 
-    /// Admits `state`'s client to the console's authentication, or refuses it.
+    /// Admits `state`'s client to the console's authentication, or refuses it (TLS only).
     pub(crate) fn start_console(
         &self,
         admin: &Admin,
@@ -34,18 +36,25 @@ impl ProxyHooks {
         data: &mut ProxyConn,
     ) -> HookResult<()> {
         let metrics = &self.shared.lasting.metrics;
-        let user = state.client.as_ref().map(|c| c.user()).unwrap_or_default();
-        if !admin.allows(user) {
-            metrics.refused(RefusalReason::NotAdmin);
-            return Err(Refusal::NotAdmin {
-                user: user.to_owned(),
-            }
-            .into());
-        }
         require_tls_for_secrets(admin.auth, admin.insecure, "[admin]", state)
             .inspect_err(|_| metrics.refused(RefusalReason::Tls))?;
         data.attempt = Some(metrics.auth_attempt(admin.auth.name()));
         data.console = true;
         Ok(())
+    }
+}
+
+impl ProxyHooks {
+    /// Whether `state`'s client, authenticated for the console, is one of `[admin] users`;
+    /// if not, the refusal it gets (42501, counted as `not_admin`).
+    pub(crate) fn admit_console(&self, state: &ConnectionState) -> Result<(), Refusal> {
+        let user = state.client.as_ref().map(|c| c.user()).unwrap_or_default();
+        if self.shared.admin.as_ref().is_some_and(|a| a.allows(user)) {
+            return Ok(());
+        }
+        self.shared.lasting.metrics.refused(RefusalReason::NotAdmin);
+        Err(Refusal::NotAdmin {
+            user: user.to_owned(),
+        })
     }
 }

@@ -3,7 +3,7 @@
 //! order; what pgbastion does not track is 0 (NULL where 0 would be a lie about a thing,
 //! e.g. an address). docs/operations.md, "Admin console", lists which.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use super::pause::Pauses;
@@ -11,7 +11,7 @@ use super::table::{Kind, Table, Value};
 use crate::clients::{ClientView, Totals};
 use crate::config::{ListenerMode, PoolMode};
 use crate::metrics::PoolLabels;
-use crate::pool::PoolStats;
+use crate::pool::{PoolSettings, PoolStats};
 use crate::settings::Settings;
 
 use Kind::{Int, Text};
@@ -91,7 +91,7 @@ pub fn clients(clients: &[ClientView]) -> Table {
 }
 
 /// The pool mode of route `number` in `settings`, as PgBouncer names it.
-fn pool_mode(settings: &Settings, number: &str) -> Value {
+fn pool_mode(settings: &Settings, number: &str) -> Option<&'static str> {
     let route = settings
         .routes
         .0
@@ -103,11 +103,161 @@ fn pool_mode(settings: &Settings, number: &str) -> Value {
             PoolMode::Session => "session",
             PoolMode::Transaction => "transaction",
         });
-    mode.into()
+    mode
 }
 
-/// PgBouncer's SHOW POOLS, one row per pool (database and user are the backend's), with
-/// our `route` and `backend` last.
+/// One SHOW POOLS row: the pools of one (backend database, backend user), summed.
+#[derive(Default)]
+struct PoolRow {
+    clients: usize,
+    waiting: usize,
+    in_use: usize,
+    idle: usize,
+    routes: BTreeSet<String>,
+    backends: BTreeSet<String>,
+}
+
+impl PoolRow {
+    /// The pool mode of its routes, NULL if they differ.
+    fn pool_mode(&self, settings: &Settings) -> Option<&'static str> {
+        let modes: BTreeSet<_> = self.routes.iter().map(|r| pool_mode(settings, r)).collect();
+        match modes.len() {
+            1 => modes.into_iter().next().flatten(),
+            _ => None,
+        }
+    }
+
+    /// The pool settings of its routes in `settings` (a route a reload removed has none).
+    fn settings<'a>(&self, settings: &'a Settings) -> Vec<&'a PoolSettings> {
+        let routes = settings.routes.0.iter();
+        routes
+            .filter(|r| self.routes.contains(&r.number.to_string()))
+            .filter_map(|r| r.pool.as_ref().map(|pool| &pool.settings))
+            .collect()
+    }
+}
+
+/// The pools of `pools` by (backend database, backend user), with the pooled sessions of
+/// `clients` that use each.
+fn pool_rows<'a>(
+    pools: &'a BTreeMap<PoolLabels, PoolStats>,
+    clients: &[ClientView],
+) -> BTreeMap<(&'a str, &'a str), PoolRow> {
+    let mut rows: BTreeMap<(&str, &str), PoolRow> = BTreeMap::new();
+    for (labels, stats) in pools {
+        let row = rows
+            .entry((labels.database.as_str(), labels.user.as_str()))
+            .or_default();
+        row.waiting += stats.waiting;
+        row.in_use += stats.in_use;
+        row.idle += stats.idle;
+        row.routes.insert(labels.route.clone());
+        row.backends.insert(labels.backend.clone());
+    }
+    let mut using: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for pool in clients.iter().filter_map(|c| c.info.pool()) {
+        *using.entry(pool).or_default() += 1;
+    }
+    for (pool, row) in &mut rows {
+        row.clients = using.get(pool).copied().unwrap_or(0);
+    }
+    rows
+}
+
+/// PgBouncer's SHOW DATABASES, one row per (backend database, backend user) as in SHOW
+/// POOLS: `name` and `database` the backend database, `force_user` the backend user,
+/// `host` and `port` of its (first) backend, the sizes summed over its routes' pools,
+/// `current_connections` its backends open now, `paused` 1 while PAUSE holds it.
+pub fn databases(
+    pools: &BTreeMap<PoolLabels, PoolStats>,
+    pauses: &Pauses,
+    settings: &Settings,
+) -> Table {
+    let mut table = Table::new(&[
+        ("name", Text),
+        ("host", Text),
+        ("port", Int),
+        ("database", Text),
+        ("force_user", Text),
+        ("pool_size", Int),
+        ("min_pool_size", Int),
+        ("reserve_pool", Int),
+        ("server_lifetime", Int),
+        ("pool_mode", Text),
+        ("max_connections", Int),
+        ("current_connections", Int),
+        ("paused", Int),
+        ("disabled", Int),
+    ]);
+    for ((database, user), row) in pool_rows(pools, &[]) {
+        let (host, port) = host_port(row.backends.first().map_or("", String::as_str));
+        let of_routes = row.settings(settings);
+        let size: usize = of_routes.iter().map(|s| s.size).sum();
+        let min_idle: usize = of_routes.iter().map(|s| s.min_idle).sum();
+        let lifetime = of_routes.iter().filter_map(|s| s.max_lifetime).max();
+        table.push(vec![
+            database.into(),
+            host.into(),
+            port.into(),
+            database.into(),
+            user.into(),
+            size.into(),
+            min_idle.into(),
+            0u64.into(),
+            lifetime.map_or(0, |l| l.as_secs()).into(),
+            row.pool_mode(settings).into(),
+            0u64.into(),
+            (row.in_use + row.idle).into(),
+            u64::from(pauses.is_paused(database)).into(),
+            0u64.into(),
+        ]);
+    }
+    table
+}
+
+/// PgBouncer's SHOW LISTS: `databases` and `pools` (rows of SHOW DATABASES and SHOW
+/// POOLS), `users` (`[[user]]` entries), `used_clients` (sessions open), `used_servers`
+/// (pooled backends open); the free lists and DNS entries pgbastion does not have are 0.
+pub fn lists(
+    pools: &BTreeMap<PoolLabels, PoolStats>,
+    clients: &[ClientView],
+    settings: &Settings,
+) -> Table {
+    let mut table = Table::new(&[("list", Text), ("items", Int)]);
+    let rows = pool_rows(pools, clients).len();
+    let servers: usize = pools.values().map(|s| s.in_use + s.idle).sum();
+    let items = [
+        ("databases", rows),
+        ("users", settings.users.len()),
+        ("pools", rows),
+        ("free_clients", 0),
+        ("used_clients", clients.len()),
+        ("login_clients", 0),
+        ("free_servers", 0),
+        ("used_servers", servers),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+    ];
+    for (list, count) in items {
+        table.push(vec![list.into(), count.into()]);
+    }
+    table
+}
+
+/// The host and port of a backend address as the metrics label it (`host:port`).
+fn host_port(backend: &str) -> (&str, Option<u16>) {
+    match backend.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u16>().ok()),
+        None => (backend, None),
+    }
+}
+
+/// PgBouncer's SHOW POOLS, one row per (backend database, backend user), the pools of
+/// every route and backend with that pair summed (PgBouncer exporters label by the pair
+/// and fail on a duplicate), with our `route` and `backend` last: NULL and a comma-separated
+/// list when several.
 pub fn pools(
     pools: &BTreeMap<PoolLabels, PoolStats>,
     clients: &[ClientView],
@@ -134,30 +284,32 @@ pub fn pools(
         ("route", Int),
         ("backend", Text),
     ]);
-    for (labels, stats) in pools {
-        let of_route =
-            |c: &&ClientView| c.info.route.is_some_and(|r| r.to_string() == labels.route);
-        let active = clients.iter().filter(of_route).count();
-        let waiting = stats.waiting + pauses.held_in(&labels.database);
+    for ((database, user), row) in pool_rows(pools, clients) {
+        let waiting = row.waiting + pauses.held_in(database, user);
+        let route = match row.routes.len() {
+            1 => row.routes.first().and_then(|r| r.parse::<u64>().ok()),
+            _ => None,
+        };
+        let backends: Vec<_> = row.backends.iter().map(String::as_str).collect();
         table.push(vec![
-            labels.database.as_str().into(),
-            labels.user.as_str().into(),
-            active.saturating_sub(waiting).into(),
+            database.into(),
+            user.into(),
+            row.clients.saturating_sub(waiting).into(),
             waiting.into(),
             0u64.into(),
             0u64.into(),
-            stats.in_use.into(),
+            row.in_use.into(),
             0u64.into(),
             0u64.into(),
-            stats.idle.into(),
+            row.idle.into(),
             0u64.into(),
             0u64.into(),
             0u64.into(),
             0u64.into(),
             0u64.into(),
-            pool_mode(settings, &labels.route),
-            labels.route.parse::<u64>().ok().into(),
-            labels.backend.as_str().into(),
+            row.pool_mode(settings).into(),
+            route.into(),
+            backends.join(",").into(),
         ]);
     }
     table
@@ -170,10 +322,7 @@ pub fn servers(pools: &BTreeMap<PoolLabels, PoolStats>) -> Table {
     let columns = [CONNECTION_COLUMNS.as_slice(), &[("route", Int)]].concat();
     let mut table = Table::new(&columns);
     for (labels, stats) in pools {
-        let (addr, port) = match labels.backend.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse::<u16>().ok()),
-            None => (labels.backend.as_str(), None),
-        };
+        let (addr, port) = host_port(&labels.backend);
         let states = std::iter::repeat_n("active", stats.in_use)
             .chain(std::iter::repeat_n("idle", stats.idle));
         for state in states {
@@ -268,7 +417,7 @@ pub fn routes(settings: &Settings) -> Table {
             route.describe_match().into(),
             route.auth.name().into(),
             route.backend.redacted().into(),
-            pool_mode(settings, &route.number.to_string()),
+            pool_mode(settings, &route.number.to_string()).into(),
             route.pool.as_ref().map(|pool| pool.settings.size).into(),
             yes_no(route.insecure),
         ]);

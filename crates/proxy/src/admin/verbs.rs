@@ -2,6 +2,7 @@
 //! and the control commands (PAUSE, RESUME, KILL, KILL_CLIENT; RELOAD and SHUTDOWN through
 //! the [`Control`](super::control::Control) channel).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use pgbastion_wire::{ErrorResponse, Severity, SqlState};
@@ -13,7 +14,6 @@ use super::control::{NoAnswer, Request};
 use super::table::Table;
 use super::{config_view, show};
 use crate::clients::ClientId;
-use crate::settings::Settings;
 use crate::shared::Lasting;
 
 /// How long the proxy may take to answer a request (a reload reads files, may fetch keys).
@@ -66,11 +66,17 @@ impl Verbs<'_> {
     /// Runs `command`.
     pub async fn run(&self, command: Command) -> Result<Answer, ErrorResponse> {
         match command {
-            Command::Show(what) => self.show(what).await.map(Answer::Table),
+            Command::Show(what) => Ok(Answer::Table(self.show(what))),
             Command::Reload => self.reload().await,
             Command::Pause(database) => self.pause(database.as_deref()).await,
             Command::Resume(database) => {
-                self.lasting.pools.pauses().resume(database.as_deref());
+                let pauses = self.lasting.pools.pauses();
+                pauses.resume(database.as_deref()).map_err(|refused| {
+                    error(
+                        SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        refused.to_string(),
+                    )
+                })?;
                 Ok(done("RESUME", None))
             }
             Command::Kill(database) => Ok(self.kill(database.as_deref()).await),
@@ -85,34 +91,33 @@ impl Verbs<'_> {
         }
     }
 
-    async fn settings(&self) -> Result<Box<Settings>, ErrorResponse> {
-        let (answer, answered) = oneshot::channel();
-        let control = &self.lasting.control;
-        Ok(control
-            .ask(Request::Settings(answer), answered, ANSWER_LIMIT)
-            .await?)
-    }
-
-    async fn show(&self, what: Show) -> Result<Table, ErrorResponse> {
+    fn show(&self, what: Show) -> Table {
         let lasting = self.lasting;
-        Ok(match what {
+        let settings = || lasting.settings.load();
+        match what {
             Show::Version => show::version(),
             Show::Clients => show::clients(&lasting.clients.list()),
             Show::Stats => show::stats(&lasting.clients.totals_by_database()),
             Show::Servers => show::servers(&lasting.metrics.pools()),
             Show::Pools => {
-                let settings = self.settings().await?;
                 let clients = lasting.clients.list();
                 let pauses = lasting.pools.pauses();
-                show::pools(&lasting.metrics.pools(), &clients, pauses, &settings)
+                show::pools(&lasting.metrics.pools(), &clients, pauses, &settings())
             }
-            Show::Routes => show::routes(&*self.settings().await?),
-            Show::Listeners => {
-                let settings = self.settings().await?;
-                show::listeners(&settings, &lasting.clients.list())
-            }
-            Show::Config => config_view::config(&*self.settings().await?),
-        })
+            Show::Databases => show::databases(
+                &lasting.metrics.pools(),
+                lasting.pools.pauses(),
+                &settings(),
+            ),
+            Show::Lists => show::lists(
+                &lasting.metrics.pools(),
+                &lasting.clients.list(),
+                &settings(),
+            ),
+            Show::Routes => show::routes(&settings()),
+            Show::Listeners => show::listeners(&settings(), &lasting.clients.list()),
+            Show::Config => config_view::config(&settings()),
+        }
     }
 
     async fn reload(&self) -> Result<Answer, ErrorResponse> {
@@ -127,17 +132,24 @@ impl Verbs<'_> {
         }
     }
 
+    /// The backend databases `database` stands for: itself, and those of the sessions open
+    /// now whose client database it is (`None`: every one).
+    fn backend_databases(&self, database: Option<&str>) -> Option<BTreeSet<String>> {
+        database.map(|db| self.lasting.clients.backend_databases(db))
+    }
+
     /// Holds new checkouts, then waits until the paused pools have no backend lent out.
     async fn pause(&self, database: Option<&str>) -> Result<Answer, ErrorResponse> {
         self.lasting.pools.pauses().pause(database);
         let until = Instant::now() + PAUSE_LIMIT;
         loop {
+            let names = self.backend_databases(database);
             let lent: usize = self
                 .lasting
                 .metrics
                 .pools()
                 .iter()
-                .filter(|(labels, _)| database.is_none_or(|db| labels.database == db))
+                .filter(|(labels, _)| names.as_ref().is_none_or(|n| n.contains(&labels.database)))
                 .map(|(_, stats)| stats.in_use)
                 .sum();
             if lent == 0 {
@@ -156,10 +168,12 @@ impl Verbs<'_> {
         }
     }
 
-    /// Ends the sessions of `database` (every one but the consoles') and retires its pools.
+    /// Ends the sessions of `database`, client or backend (every one but the consoles'),
+    /// and retires the pools of that backend database and of those the sessions used.
     async fn kill(&self, database: Option<&str>) -> Answer {
+        let names = self.backend_databases(database);
         let killed = self.lasting.clients.kill_database(database);
-        let pools = self.lasting.pools.forget_database(database);
+        let pools = self.lasting.pools.forget_databases(names.as_ref());
         let closed = pools.len();
         for pool in pools {
             pool.pool().retire().await;

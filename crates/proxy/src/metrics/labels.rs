@@ -109,7 +109,7 @@ pub enum RefusalReason {
     ProxyHeader,
     /// No route matches the startup (or the token's claims).
     NoRoute,
-    /// A user not in `[admin] users` asked for the admin console.
+    /// A user not in `[admin] users` authenticated for the admin console.
     NotAdmin,
     /// The client broke the protocol during the handshake.
     Protocol,

@@ -154,9 +154,15 @@ impl<M: Manager> Pool<M> {
     /// A connection: an idle one (checked first when suspect), else a new one while the pool
     /// has room, else the first that comes free, in arrival order.
     pub async fn checkout(&self) -> Result<Lease<M>, PoolError<M::Error>> {
+        let deadline = Instant::now() + self.shared.settings.checkout_timeout;
+        self.checkout_until(deadline).await
+    }
+
+    /// [`Pool::checkout`], waiting at most until `deadline` (a caller that has already
+    /// waited for something else gives what is left of its `checkout_timeout`).
+    pub async fn checkout_until(&self, deadline: Instant) -> Result<Lease<M>, PoolError<M::Error>> {
         let shared = &self.shared;
         let started = Instant::now();
-        let deadline = started + shared.settings.checkout_timeout;
         let timed_out = || {
             shared.counters.timeouts.fetch_add(1, Ordering::Relaxed);
             PoolError::Timeout {

@@ -167,7 +167,7 @@ async fn waiters_are_served_in_arrival_order() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_checkout_times_out_after_checkout_timeout_and_takes_nothing() {
+async fn a_checkout_times_out_after_checkout_timeout_or_at_its_deadline_and_takes_nothing() {
     within(async {
         let pool = pool(PoolSettings {
             checkout_timeout: Duration::from_secs(2),
@@ -180,8 +180,14 @@ async fn a_checkout_times_out_after_checkout_timeout_and_takes_nothing() {
             other => panic!("expected a timeout, got {other:?}"),
         }
         assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // A caller that already waited (a pause) gives what is left of its timeout.
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(500);
+        let until = pool.checkout_until(deadline).await;
+        assert!(matches!(until, Err(PoolError::Timeout { .. })), "{until:?}");
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
         let stats = pool.stats();
-        assert_eq!((stats.waiting, stats.timeouts, stats.open), (0, 1, 1));
+        assert_eq!((stats.waiting, stats.timeouts, stats.open), (0, 2, 1));
         // The timed-out waiter left its place in line: the slot goes straight to the next.
         held.release();
         let started = Instant::now();
