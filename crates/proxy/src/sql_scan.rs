@@ -158,6 +158,14 @@ fn parameter_effect(name: String) -> Effect {
 /// parameters, comments and spacing are kept. For the query audit, where the values a
 /// statement carries must not be written down; lexed with `standard_conforming_strings = on`.
 pub fn redact_literals(sql: &str) -> String {
+    redact(sql, true).0
+}
+
+/// For the query audit: `sql` with the string literals of its statements that can carry a
+/// secret ([`is_sensitive`]: `CREATE`/`ALTER` `ROLE`, `USER` (and `USER MAPPING`), `GROUP`,
+/// `SUBSCRIPTION`, `SERVER`) replaced by `?`, and with `all`, every literal of every
+/// statement (as [`redact_literals`]); and whether a sensitive statement was seen.
+pub fn redact(sql: &str, all: bool) -> (String, bool) {
     let mut out = String::with_capacity(sql.len());
     let mut lexer = Lexer {
         sql,
@@ -165,15 +173,34 @@ pub fn redact_literals(sql: &str) -> String {
         literals: StringLiterals::Standard,
     };
     let mut copied = 0;
+    // The statement's first words (up to two), and whether it is sensitive.
+    let mut leading: Vec<&[u8]> = Vec::with_capacity(2);
+    let mut sensitive = false;
+    let mut any_sensitive = false;
     loop {
         lexer.skip_blanks();
         let start = lexer.pos;
         let Some(token) = lexer.next() else { break };
+        if token.kind == Kind::Semicolon {
+            leading.clear();
+            sensitive = false;
+            continue;
+        }
+        if leading.len() < 2 {
+            leading.push(if token.kind == Kind::Word {
+                token.text
+            } else {
+                b""
+            });
+            sensitive = is_sensitive(&leading);
+            any_sensitive |= sensitive;
+        }
         let literal = match token.kind {
-            Kind::String | Kind::EscapeString | Kind::DollarString => true,
-            Kind::Word => token.text.first().is_some_and(u8::is_ascii_digit),
+            Kind::String | Kind::EscapeString | Kind::DollarString => all || sensitive,
+            Kind::Word => all && token.text.first().is_some_and(u8::is_ascii_digit),
             Kind::Other => {
-                token.text == b"." && lexer.bytes().get(lexer.pos).is_some_and(u8::is_ascii_digit)
+                all && token.text == b"."
+                    && lexer.bytes().get(lexer.pos).is_some_and(u8::is_ascii_digit)
             }
             Kind::QuotedIdent | Kind::Semicolon => false,
         };
@@ -188,7 +215,21 @@ pub fn redact_literals(sql: &str) -> String {
         copied = lexer.pos;
     }
     out.push_str(sql.get(copied..).unwrap_or_default());
-    out
+    (out, any_sensitive)
+}
+
+/// Whether a statement starting with the words `leading` can carry a secret in its string
+/// literals: a role's password, a user mapping's or a server's options, a subscription's
+/// connection string.
+fn is_sensitive(leading: &[&[u8]]) -> bool {
+    let [verb, object] = leading else {
+        return false;
+    };
+    let is = |word: &[u8], name: &str| word.eq_ignore_ascii_case(name.as_bytes());
+    (is(verb, "create") || is(verb, "alter"))
+        && ["role", "user", "group", "subscription", "server"]
+            .iter()
+            .any(|name| is(object, name))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1199,6 +1240,54 @@ mod tests {
                 ],
             ),
         ]
+    }
+
+    #[test]
+    fn secrets_of_sensitive_statements_are_redacted_whatever_the_setting() {
+        let cases = [
+            (
+                "ALTER ROLE x PASSWORD 'pw1'",
+                "ALTER ROLE x PASSWORD ?",
+                true,
+            ),
+            (
+                "create user u with encrypted password $$pw2$$ valid until '2030-01-01'",
+                "create user u with encrypted password ? valid until ?",
+                true,
+            ),
+            (
+                "SELECT 'a'; alter user mapping for u server s options (password 'pw3')",
+                "SELECT 'a'; alter user mapping for u server s options (password ?)",
+                true,
+            ),
+            (
+                "CREATE SUBSCRIPTION s CONNECTION E'password=pw4' PUBLICATION p",
+                "CREATE SUBSCRIPTION s CONNECTION ? PUBLICATION p",
+                true,
+            ),
+            (
+                "ALTER SERVER s OPTIONS (SET password 'pw5'); SELECT 'kept', 1",
+                "ALTER SERVER s OPTIONS (SET password ?); SELECT 'kept', 1",
+                true,
+            ),
+            (
+                "/* c */ CREATE GROUP g; SELECT 'kept'",
+                "/* c */ CREATE GROUP g; SELECT 'kept'",
+                true,
+            ),
+            (
+                "SELECT 'alter role x password', 2",
+                "SELECT 'alter role x password', 2",
+                false,
+            ),
+        ];
+        for (sql, redacted, sensitive) in cases {
+            assert_eq!(
+                redact(sql, false),
+                (redacted.to_owned(), sensitive),
+                "{sql}"
+            );
+        }
     }
 
     #[test]
