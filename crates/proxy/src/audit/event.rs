@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 
 use super::tap::{Cut, Kept};
 use crate::clients::ClientId;
-use crate::sql_scan::redact as redact_sql;
+use crate::sql_scan::{redact as redact_sql, LexState};
 
 /// One audit event.
 #[derive(Debug, Serialize)]
@@ -121,7 +121,7 @@ impl Statement {
                     + (text.len() - until_char_end(text).len()) as u64
                     + (cut.tail.len() - from_char_start(&cut.tail).len()) as u64
             ));
-            out.push(c_string(from_char_start(&cut.tail)).0, redact);
+            out.push_tail(c_string(from_char_start(&cut.tail)).0, redact, &cut.lex);
         } else {
             out.push(text, redact);
         }
@@ -143,6 +143,21 @@ impl Text {
     /// sensitive statement, withheld from the first (in another encoding a byte such as
     /// 0x5C inside a character could end a literal early for the lexer).
     fn push(&mut self, bytes: &[u8], redact: bool) {
+        self.push_with(bytes, redact, &redact_sql);
+    }
+
+    /// As [`Text::push`] for the end of a long text, lexed from where `lex` says its
+    /// start is (inside a string, a comment, …).
+    fn push_tail(&mut self, bytes: &[u8], redact: bool, lex: &LexState) {
+        self.push_with(bytes, redact, &|sql, all| lex.redact_after(sql, all));
+    }
+
+    fn push_with(
+        &mut self,
+        bytes: &[u8],
+        redact: bool,
+        redact_sql: &dyn Fn(&str, bool) -> (String, bool),
+    ) {
         let (valid, invalid) = match std::str::from_utf8(bytes) {
             Ok(text) => (text, false),
             Err(error) => (
@@ -410,6 +425,9 @@ mod tests {
     #[test]
     fn a_cut_text_keeps_its_head_and_its_end_and_says_how_long_it_was() {
         let tail = b"x */; SELECT pg_read_file('/etc/passwd')\0".to_vec();
+        let mut lex = LexState::default();
+        lex.feed(b"SELECT 1 /* xxxx");
+        lex.feed(&[b'x'; 70_000]);
         let kept = Kept {
             tag: b'Q',
             head: b"SELECT 1 /* xxxx".to_vec(),
@@ -418,6 +436,7 @@ mod tests {
                 omitted: 70_000,
                 length: 70_100,
                 sha256: [0xab; 32],
+                lex,
             }),
         };
         let statement = Statement::query(&kept, true);

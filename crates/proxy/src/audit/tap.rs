@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pgbastion_wire::{BodyPiece, Direction, FrameScanner};
+use sha2::Digest;
 
 use super::event::{ErrorEvent, Event, FunctionCall, Statement};
 use super::writer::AuditLog;
 use crate::clients::ClientId;
 use crate::observed::{Observed, Observer};
+use crate::sql_scan::LexState;
 
 /// The most of a message body an event keeps (the rest is cut, and the event says so).
 pub const TEXT_LIMIT: usize = 64 * 1024;
@@ -171,6 +173,8 @@ pub(super) struct Cut {
     pub(super) length: u64,
     /// The SHA-256 of the full SQL text.
     pub(super) sha256: [u8; 32],
+    /// Where the lexer is at the tail's start (for redacting it as the whole would be).
+    pub(super) lex: LexState,
 }
 
 /// How much of the start, and of the end, of a long body is kept.
@@ -193,44 +197,55 @@ struct Long {
     tail: Vec<u8>,
     /// All the body's bytes seen.
     seen: u64,
-    text: TextHash,
+    /// The text's bytes as they come: hashed, counted.
+    hashed: TextBytes,
+    hasher: sha2::Sha256,
+    length: u64,
+    /// The text's bytes as they leave the tail (head and middle): lexed.
+    lexed: TextBytes,
+    lex: LexState,
 }
 
-/// The SHA-256 and length of the SQL text inside a body: the bytes after `nuls` NULs (a
+impl Long {
+    /// Drops the tail's start, down to `keep` bytes: those leave through the lexer.
+    fn trim(&mut self, keep: usize) {
+        let extra = self.tail.len().saturating_sub(keep);
+        let gone: Vec<u8> = self.tail.drain(..extra).collect();
+        self.lex.feed(self.lexed.text(&gone));
+    }
+}
+
+/// Picks the SQL text out of a body's bytes as they pass: those after `nuls` NULs (a
 /// Parse's name comes first), up to the next NUL.
 #[derive(Debug)]
-struct TextHash {
-    hasher: sha2::Sha256,
+struct TextBytes {
     nuls: usize,
     done: bool,
-    length: u64,
 }
 
-impl TextHash {
+impl TextBytes {
     fn new(tag: u8) -> Self {
         Self {
-            hasher: sha2::Digest::new(),
             nuls: usize::from(tag == b'P'),
             done: false,
-            length: 0,
         }
     }
 
-    fn update(&mut self, mut bytes: &[u8]) {
-        while !self.done && !bytes.is_empty() {
-            let nul = bytes.iter().position(|&b| b == 0);
-            if self.nuls > 0 {
-                let Some(at) = nul else { return };
-                self.nuls -= 1;
-                bytes = bytes.get(at + 1..).unwrap_or_default();
-                continue;
-            }
-            let (text, _) = bytes.split_at(nul.unwrap_or(bytes.len()));
-            sha2::Digest::update(&mut self.hasher, text);
-            self.length += text.len() as u64;
-            self.done = nul.is_some();
-            return;
+    /// The part of `bytes` (the body's next ones) that is text.
+    fn text<'a>(&mut self, mut bytes: &'a [u8]) -> &'a [u8] {
+        while self.nuls > 0 && !self.done {
+            let Some(at) = bytes.iter().position(|&b| b == 0) else {
+                return &[];
+            };
+            self.nuls -= 1;
+            bytes = bytes.get(at + 1..).unwrap_or_default();
         }
+        if self.done {
+            return &[];
+        }
+        let nul = bytes.iter().position(|&b| b == 0);
+        self.done = nul.is_some();
+        bytes.get(..nul.unwrap_or(bytes.len())).unwrap_or_default()
     }
 }
 
@@ -254,36 +269,50 @@ impl Body {
             }
             None => {
                 self.bytes.extend_from_slice(piece.bytes);
-                let mut text = TextHash::new(piece.tag);
-                text.update(&self.bytes);
+                let mut hashed = TextBytes::new(piece.tag);
+                let text = hashed.text(&self.bytes);
+                let mut hasher = sha2::Sha256::new();
+                hasher.update(text);
+                let length = text.len() as u64;
                 let tail = self.bytes.split_off(HALF);
-                self.long = Some(Long {
+                let mut lexed = TextBytes::new(piece.tag);
+                let mut lex = LexState::default();
+                lex.feed(lexed.text(&self.bytes));
+                let mut long = Long {
                     seen: self.bytes.len() as u64 + tail.len() as u64,
                     tail,
-                    text,
-                });
-                self.trim_tail();
+                    hashed,
+                    hasher,
+                    length,
+                    lexed,
+                    lex,
+                };
+                long.trim(TEXT_LIMIT);
+                self.long = Some(long);
             }
             Some(long) => {
-                long.text.update(piece.bytes);
+                let text = long.hashed.text(piece.bytes);
+                long.hasher.update(text);
+                long.length += text.len() as u64;
                 long.seen += piece.bytes.len() as u64;
                 long.tail.extend_from_slice(piece.bytes);
-                self.trim_tail();
+                if long.tail.len() > TEXT_LIMIT {
+                    long.trim(HALF);
+                }
             }
         }
         if !piece.last {
             return None;
         }
         let head = std::mem::take(&mut self.bytes);
-        let cut = self.long.take().map(|long| {
-            let mut tail = long.tail;
-            let extra = tail.len().saturating_sub(HALF);
-            tail.drain(..extra);
+        let cut = self.long.take().map(|mut long| {
+            long.trim(HALF);
             Cut {
-                omitted: long.seen - (head.len() + tail.len()) as u64,
-                tail,
-                length: long.text.length,
-                sha256: sha2::Digest::finalize(long.text.hasher).into(),
+                omitted: long.seen - (head.len() + long.tail.len()) as u64,
+                tail: long.tail,
+                length: long.length,
+                sha256: long.hasher.finalize().into(),
+                lex: long.lex,
             }
         });
         Some(Kept {
@@ -292,23 +321,10 @@ impl Body {
             cut,
         })
     }
-
-    /// Keeps the tail between [`HALF`] and [`TEXT_LIMIT`] bytes (trimmed only when longer:
-    /// each byte is moved at most once or twice).
-    fn trim_tail(&mut self) {
-        if let Some(long) = &mut self.long {
-            if long.tail.len() > TEXT_LIMIT {
-                let extra = long.tail.len() - HALF;
-                long.tail.drain(..extra);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use sha2::Digest;
-
     use super::*;
 
     fn piece(tag: u8, bytes: &[u8], last: bool) -> BodyPiece<'_> {
