@@ -580,7 +580,7 @@ fn a_fifo_nobody_reads_is_refused_at_start_instead_of_hanging() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let ports = free_ports(1);
     let config = format!(
-        "[[listener]]\naddress = \"127.0.0.1:{}\"\n\n[[route]]\nauth = \"passthrough\"\n\
+        "[[listener]]\naddress = \"127.0.0.1:{}\"\n\n[[route]]\nauth = \"passthrough\"\ninsecure = true\n\
          backend = \"postgres://a@127.0.0.1:1/a\"\n\n\
          [audit]\ndestination = \"{}\"\n",
         ports[0],

@@ -194,18 +194,36 @@ pub struct LexState {
 /// The longest word kept for `leading`: longer than any keyword that matters.
 const KEYWORD_MAX: usize = 16;
 
+/// Inside a quoted string or identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Quoted {
+    /// `'` or `"`.
+    quote: u8,
+    /// `E'…'`: a backslash escapes the next byte.
+    backslashes: bool,
+    /// The byte before was the quote (doubled, or the end).
+    quote_seen: bool,
+    /// The byte before was an escaping backslash.
+    escaped: bool,
+}
+
+impl Quoted {
+    fn new(quote: u8, backslashes: bool) -> Self {
+        Self {
+            quote,
+            backslashes,
+            quote_seen: false,
+            escaped: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 enum State {
     #[default]
     Code,
-    /// Inside `'…'` (`backslashes`: `E'…'`) or `"…"`; `quote_seen`: the byte before was the
-    /// quote (doubled, or the end); `escaped`: the byte before was a backslash.
-    Quoted {
-        quote: u8,
-        backslashes: bool,
-        quote_seen: bool,
-        escaped: bool,
-    },
+    /// Inside `'…'`, `E'…'` or `"…"`.
+    Quoted(Quoted),
     /// After `$` and these tag bytes, at a token's start.
     DollarTag(Vec<u8>),
     /// Inside `$tag$…`: the delimiter, and how much of it was just seen.
@@ -229,24 +247,19 @@ impl LexState {
         let prev = std::mem::replace(&mut self.prev, b);
         match &mut self.state {
             State::Code => self.code(prev, b),
-            State::Quoted {
-                quote,
-                backslashes,
-                quote_seen,
-                escaped,
-            } => {
-                if *escaped {
-                    *escaped = false;
-                } else if *quote_seen {
-                    *quote_seen = false;
-                    if b != *quote {
+            State::Quoted(q) => {
+                if q.escaped {
+                    q.escaped = false;
+                } else if q.quote_seen {
+                    q.quote_seen = false;
+                    if b != q.quote {
                         self.state = State::Code;
                         self.code(0, b);
                     }
-                } else if b == *quote {
-                    *quote_seen = true;
-                } else if *backslashes && b == b'\\' {
-                    *escaped = true;
+                } else if b == q.quote {
+                    q.quote_seen = true;
+                } else if q.backslashes && b == b'\\' {
+                    q.escaped = true;
                 }
             }
             State::DollarTag(tag) => {
@@ -334,12 +347,7 @@ impl LexState {
             _ => {
                 self.pushed = self.token(Vec::new());
                 match b {
-                    b'\'' | b'"' => State::Quoted {
-                        quote: b,
-                        backslashes: escape,
-                        quote_seen: false,
-                        escaped: false,
-                    },
+                    b'\'' | b'"' => State::Quoted(Quoted::new(b, escape)),
                     b'$' => State::DollarTag(Vec::new()),
                     _ => State::Code,
                 }
@@ -383,22 +391,17 @@ impl LexState {
     fn state_prefix(&self) -> Vec<u8> {
         match &self.state {
             State::Code => Vec::new(),
-            State::Quoted {
-                quote,
-                backslashes,
-                quote_seen,
-                escaped,
-            } => {
-                let mut prefix = if *backslashes {
+            State::Quoted(q) => {
+                let mut prefix = if q.backslashes {
                     b"E".to_vec()
                 } else {
                     Vec::new()
                 };
-                prefix.push(*quote);
-                if *quote_seen {
-                    prefix.push(*quote);
+                prefix.push(q.quote);
+                if q.quote_seen {
+                    prefix.push(q.quote);
                 }
-                if *escaped {
+                if q.escaped {
                     prefix.push(b'\\');
                 }
                 prefix

@@ -1,11 +1,13 @@
 //! [`Audited`]: a client stream whose messages the audit reads as they pass: the Query and
-//! Parse texts the client sends, the ErrorResponses it receives, the bytes both ways and the
+//! Parse texts and the FunctionCalls the client sends, the ErrorResponses it receives, the bytes both ways and the
 //! transactions ended. It sits on the client's stream ([`Observed`]), so the transparent
 //! relay and the pooled sessions are audited alike, with no change to either.
 //!
 //! Without a [`Tap`] (audit off) a read or a write costs one `Option` check. With one, the
 //! bytes are followed by two [`FrameScanner`]s and only the bodies of the messages audited
-//! are copied, at most [`TEXT_LIMIT`] bytes each.
+//! are copied: whole up to [`TEXT_LIMIT`] bytes; of a longer one, its start and its end
+//! (at most 1.5 × [`TEXT_LIMIT`] held at once), its middle only hashed and lexed as it
+//! passes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +21,8 @@ use crate::clients::ClientId;
 use crate::observed::{Observed, Observer};
 use crate::sql_scan::LexState;
 
-/// The most of a message body an event keeps (the rest is cut, and the event says so).
+/// The most of a message body an event keeps whole (of a longer one, the first and the last
+/// half of this are kept, and the event says so).
 pub const TEXT_LIMIT: usize = 64 * 1024;
 
 /// Client messages audited: Query, Parse, FunctionCall.

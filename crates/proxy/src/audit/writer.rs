@@ -416,6 +416,23 @@ mod tests {
         }
     }
 
+    /// A [`Gate`] sink, with the test's ends: to open the gate, to hear a write start, to
+    /// read what was written.
+    fn gated() -> (Sink, Sender<()>, Receiver<()>, Receiver<Vec<u8>>) {
+        let (open, gate) = channel();
+        let (entered, writing) = channel();
+        let (lines, written_lines) = channel();
+        let sink = Sink {
+            out: Box::new(Gate {
+                entered,
+                open: gate,
+                lines,
+            }),
+            path: None,
+        };
+        (sink, open, writing, written_lines)
+    }
+
     fn query() -> Event {
         Event::Error(ErrorEvent::from_body(b"C22012\0\0", false))
     }
@@ -453,17 +470,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_and_counts_without_waiting_and_the_rest_is_written() {
-        let (open, gate) = channel();
-        let (entered, writing) = channel();
-        let (lines, written_lines) = channel();
-        let sink = Sink {
-            out: Box::new(Gate {
-                entered,
-                open: gate,
-                lines,
-            }),
-            path: None,
-        };
+        let (sink, open, writing, written_lines) = gated();
         let counters = AuditCounters::default();
         let log = AuditLog::with_sink(sink, &settings(2, 1 << 20), counters.clone()).unwrap();
         log.send(ClientId(1), 0, query());
@@ -487,17 +494,7 @@ mod tests {
 
     #[test]
     fn the_queue_is_bounded_in_bytes_and_close_writes_what_it_holds() {
-        let (open, gate) = channel();
-        let (entered, writing) = channel();
-        let (lines, written_lines) = channel();
-        let sink = Sink {
-            out: Box::new(Gate {
-                entered,
-                open: gate,
-                lines,
-            }),
-            path: None,
-        };
+        let (sink, open, writing, written_lines) = gated();
         let line_len = serde_json::to_vec(&Record::now(std::process::id(), ClientId(1), 0, query()))
             .unwrap()
             .len() as u64;
