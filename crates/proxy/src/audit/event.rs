@@ -353,7 +353,7 @@ pub struct SessionEnd {
 /// An event with its time and session, as one line is written.
 #[derive(Debug, Serialize)]
 pub struct Record {
-    /// When it happened; written in RFC 3339, UTC, with milliseconds (by the writer thread).
+    /// When it happened; written in RFC 3339, UTC, with milliseconds.
     #[serde(serialize_with = "rfc3339")]
     pub time: SystemTime,
     /// The connection's number.

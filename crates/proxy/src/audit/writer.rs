@@ -50,6 +50,8 @@ enum Message {
     Line(Vec<u8>),
     /// Nothing to write: look at the reopen flag now.
     Wake,
+    /// The end: what is queued before it is written, then the writer stops.
+    Close,
 }
 
 /// What is waiting in the queue.
@@ -88,8 +90,9 @@ struct Running {
 /// The process's audit log: the queue's sending end.
 #[derive(Debug)]
 pub struct AuditLog {
-    /// None once closed.
-    sender: Mutex<Option<Sender<Message>>>,
+    sender: Sender<Message>,
+    /// Set by [`AuditLog::close`]: events are dropped from then on.
+    closed: AtomicBool,
     queued: Arc<Queued>,
     /// The bounds: events, bytes.
     limits: (u64, u64),
@@ -135,7 +138,8 @@ impl AuditLog {
             })
             .map_err(AuditError::Thread)?;
         Ok(Self {
-            sender: Mutex::new(Some(sender)),
+            sender,
+            closed: AtomicBool::new(false),
             queued,
             limits: (settings.queue.get() as u64, settings.queue_bytes.get()),
             reopen,
@@ -165,10 +169,8 @@ impl AuditLog {
             self.dropped.inc();
             return false;
         }
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        let sent = sender
-            .as_ref()
-            .is_some_and(|sender| sender.send(Message::Line(line)).is_ok());
+        let sent =
+            !self.closed.load(Ordering::Acquire) && self.sender.send(Message::Line(line)).is_ok();
         if !sent {
             self.queued.release(len);
             self.dropped.inc();
@@ -185,22 +187,15 @@ impl AuditLog {
     /// logrotate); nothing for stdout.
     pub fn reopen(&self) {
         self.reopen.store(true, Ordering::Release);
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(sender) = sender.as_ref() {
-            let _ = sender.send(Message::Wake);
-        }
+        let _ = self.sender.send(Message::Wake);
     }
 
     /// Closes the queue (later events are dropped) and waits, at most `limit`, for the
     /// writer to write what it holds; what it could not is logged and counted as dropped.
     /// Blocks: call it off the async runtime's threads.
     pub fn close(&self, limit: Duration) {
-        drop(
-            self.sender
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        self.closed.store(true, Ordering::Release);
+        let _ = self.sender.send(Message::Close);
         let Some(running) = self
             .running
             .lock()
@@ -209,19 +204,23 @@ impl AuditLog {
         else {
             return;
         };
-        match running.done.recv_timeout(limit) {
+        let finished = match running.done.recv_timeout(limit) {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {
                 let _ = running.thread.join();
+                true
             }
-            Err(RecvTimeoutError::Timeout) => {
-                let abandoned = self.queued.events.load(Ordering::Acquire);
-                self.dropped.inc_by(abandoned);
-                tracing::warn!(
-                    events = abandoned,
-                    ?limit,
-                    "the audit writer did not finish in time: events still queued are lost"
-                );
-            }
+            Err(RecvTimeoutError::Timeout) => false,
+        };
+        // Left in the queue: behind a writer that did not finish, or sent as it closed.
+        let abandoned = self.queued.events.load(Ordering::Acquire);
+        if abandoned > 0 {
+            self.dropped.inc_by(abandoned);
+            tracing::warn!(
+                events = abandoned,
+                ?limit,
+                finished,
+                "audit events still queued at the end are lost"
+            );
         }
     }
 }
@@ -300,14 +299,16 @@ struct Writer {
 }
 
 impl Writer {
-    /// Writes until every sender is gone and the queue is empty.
+    /// Writes until told to close (or every sender is gone).
     fn run(mut self) {
         while let Ok(message) = self.receiver.recv() {
             if self.reopen.swap(false, Ordering::AcqRel) {
                 self.reopen_file();
             }
-            let Message::Line(line) = message else {
-                continue;
+            let line = match message {
+                Message::Line(line) => line,
+                Message::Wake => continue,
+                Message::Close => break,
             };
             self.queued.release(line.len() as u64);
             self.write(line);
