@@ -172,7 +172,7 @@ impl Text {
         }
         if !invalid {
             self.text.push_str(&redacted);
-        } else if redact || sensitive || redact_sql(&String::from_utf8_lossy(bytes), false).1 {
+        } else if redact || sensitive || may_be_sensitive(bytes) {
             self.text.push_str(&redacted);
             self.text.push_str("…[not UTF-8: the rest withheld]");
             self.redacted.get_or_insert("encoding");
@@ -197,6 +197,16 @@ impl Text {
             redacted: self.redacted,
         }
     }
+}
+
+/// Whether a text that is not UTF-8 may hold a statement that can carry a secret: decoded
+/// as UTF-8 its quotes may be misread (a byte of a character taken for `\`), so any
+/// `CREATE` or `ALTER` counts.
+fn may_be_sensitive(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| {
+        w.eq_ignore_ascii_case(b"create")
+            || w.get(..5).is_some_and(|w| w.eq_ignore_ascii_case(b"alter"))
+    })
 }
 
 /// `bytes` without an incomplete UTF-8 character at its end (a head cut inside one).
@@ -415,6 +425,9 @@ mod tests {
         let sjis = Statement::query(&kept(b"SELECT E'\x95\x5C', 'pw'\0"), true);
         assert_eq!(sjis.text, "SELECT ?…[not UTF-8: the rest withheld]");
         assert_eq!(sjis.redacted, Some("encoding"));
+        let hidden = b"SELECT E'\x95\x5C'; ALTER ROLE x PASSWORD 'pw'\0";
+        let hidden = Statement::query(&kept(hidden), false);
+        assert_eq!(hidden.text, "SELECT E'…[not UTF-8: the rest withheld]");
         let plain = Statement::query(&kept(b"SELECT '\xff'\0"), false);
         assert_eq!(
             (plain.text.as_str(), plain.redacted),
