@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 //! The query audit (`[audit]`) of the real binary in front of a real cluster: psql sessions
-//! authenticated with a SCRAM password, a client certificate and a JWT, on a transparent
+//! authenticated with a SCRAM, MD5, cleartext or passed-through password, a client
+//! certificate and a JWT, on a transparent
 //! and a pooled listener, each leave their events in order (start with the identity, the
 //! Query, the Parse, the error with its SQLSTATE, the end); `redact_literals` hides the
 //! values; a destination nobody reads drops events (counted) without slowing the sessions;
@@ -95,7 +96,7 @@ impl Setup {
              [[user]]\nname = \"cuser\"\npassword = \"${{CLEAR_PW}}\"\n\n\
              [jwt]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nkeys = [\"rsa.pem\"]\n\
              claim = \"preferred_username\"\n\n\
-             {}\n{}\n{}\n{}\n{}\n[log]\nlevel = \"debug\"\n\n{audit}\n",
+             {}\n{}\n{}\n{}\n{}\n{}\n[log]\nlevel = \"debug\"\n\n{audit}\n",
             ports[0],
             ports[1],
             ports[2],
@@ -105,6 +106,11 @@ impl Setup {
             route("juser", "jwt"),
             route("muser", "md5"),
             route("cuser", "cleartext"),
+            // Not pooled: pgbastion cannot pool a password it does not check.
+            format!(
+                "[[route]]\nmatch = {{ user = \"app\" }}\nauth = \"passthrough\"\n\
+                 backend = \"{backend}\"\n"
+            ),
         );
         let server = self.ca.server_cert(&["localhost"]).unwrap();
         let pem = self.issuer.public_key_pem("RS256");
@@ -283,7 +289,8 @@ fn sessions_of_every_auth_mode_on_both_listeners_are_audited_in_order_without_se
         setup.psql(*port, "muser", Some(MD5_PW), SCRIPT);
         setup.psql(*port, "cuser", Some(CLEAR_PW), SCRIPT);
     }
-    let events = audited(&audit_path(&bastion), 10);
+    setup.psql(ports[0], "app", Some(BACKEND_PW), SCRIPT);
+    let events = audited(&audit_path(&bastion), 11);
     for pooled in [false, true] {
         let scram = assert_in_order(&session_of(&events, "suser", pooled), TEXTS);
         let cert = assert_in_order(&session_of(&events, "certuser", pooled), TEXTS);
@@ -319,6 +326,9 @@ fn sessions_of_every_auth_mode_on_both_listeners_are_audited_in_order_without_se
         assert_eq!(cert["tls"]["client_subject"], "CN=certuser", "{cert}");
         assert_eq!(scram["tls"]["client_subject"], Value::Null, "{scram}");
     }
+    let passthrough = assert_in_order(&session_of(&events, "app", false), TEXTS);
+    assert_eq!(passthrough["auth"], "passthrough", "{passthrough}");
+    assert_eq!(passthrough["identity"], "app", "{passthrough}");
     let audit = std::fs::read_to_string(audit_path(&bastion)).unwrap();
     let secrets = [SCRAM_PW, MD5_PW, CLEAR_PW, BACKEND_PW, token.as_str()];
     assert_no_secrets(&audit, &secrets);

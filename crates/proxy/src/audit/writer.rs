@@ -543,4 +543,52 @@ mod tests {
         assert_eq!(taken.len(), line_len + 10);
         assert!(taken.starts_with(b"{") && taken[line_len - 1] == b'\n');
     }
+
+    /// A destination whose second write fails, after a first that took 5 bytes.
+    struct Flaky {
+        calls: usize,
+        taken: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Flaky {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            let n = match self.calls {
+                1 => buf.len().min(5),
+                2 => return Err(io::Error::from_raw_os_error(nix::libc::EIO)),
+                _ => buf.len(),
+            };
+            self.taken.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn after_a_line_written_in_part_the_next_starts_on_a_new_line() {
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink {
+            out: Box::new(Flaky {
+                calls: 0,
+                taken: taken.clone(),
+            }),
+            path: None,
+        };
+        let counters = AuditCounters::default();
+        let log = AuditLog::with_sink(sink, &settings(100, 1 << 20), counters.clone()).unwrap();
+        for seq in 0..2 {
+            assert!(log.send(ClientId(1), seq, query()));
+        }
+        log.close(Duration::from_secs(5));
+        assert_eq!((counters.written.get(), counters.dropped.get()), (1, 1));
+        let text = String::from_utf8(taken.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0].len(), 5, "{text}");
+        let last: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(last["seq"], 1);
+    }
 }
