@@ -86,6 +86,11 @@ impl Setup {
                  backend = \"{backend}\"\npool = {{ mode = \"transaction\", size = 2 }}\n"
             )
         };
+        // Not pooled: pgbastion cannot pool a password it does not check.
+        let passthrough = format!(
+            "[[route]]\nmatch = {{ user = \"app\" }}\nauth = \"passthrough\"\n\
+             backend = \"{backend}\"\n"
+        );
         let tls = r#"tls = { cert = "server.crt", key = "server.key", client_ca = "ca.crt" }"#;
         let config = format!(
             "[[listener]]\naddress = \"127.0.0.1:{}\"\n{tls}\n\n\
@@ -106,11 +111,7 @@ impl Setup {
             route("juser", "jwt"),
             route("muser", "md5"),
             route("cuser", "cleartext"),
-            // Not pooled: pgbastion cannot pool a password it does not check.
-            format!(
-                "[[route]]\nmatch = {{ user = \"app\" }}\nauth = \"passthrough\"\n\
-                 backend = \"{backend}\"\n"
-            ),
+            passthrough,
         );
         let server = self.ca.server_cert(&["localhost"]).unwrap();
         let pem = self.issuer.public_key_pem("RS256");

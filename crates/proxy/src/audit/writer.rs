@@ -447,19 +447,18 @@ mod tests {
         }
     }
 
-    /// A destination that takes `room` bytes, then fails (like /dev/full).
-    struct Full {
-        room: usize,
+    /// A destination whose writes do what `take` says (given the call's number and the
+    /// length offered: how much is taken, or the error); what it takes is kept.
+    struct Scripted<F> {
+        take: F,
+        calls: usize,
         taken: Arc<Mutex<Vec<u8>>>,
     }
 
-    impl Write for Full {
+    impl<F: FnMut(usize, usize) -> io::Result<usize>> Write for Scripted<F> {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.room);
-            if n == 0 {
-                return Err(io::Error::from_raw_os_error(nix::libc::ENOSPC));
-            }
-            self.room -= n;
+            self.calls += 1;
+            let n = (self.take)(self.calls, buf.len())?;
             self.taken.lock().unwrap().extend_from_slice(&buf[..n]);
             Ok(n)
         }
@@ -467,6 +466,34 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    /// Writes `events` events to `sink`, to the end; the counters.
+    fn write_through(sink: Sink, events: u64) -> AuditCounters {
+        let counters = AuditCounters::default();
+        let log = AuditLog::with_sink(sink, &settings(100, 1 << 20), counters.clone()).unwrap();
+        for seq in 0..events {
+            assert!(log.send(ClientId(1), seq, query()));
+        }
+        log.close(Duration::from_secs(5));
+        counters
+    }
+
+    /// A [`Scripted`] sink and what it will have taken.
+    fn scripted(
+        take: impl FnMut(usize, usize) -> io::Result<usize> + Send + 'static,
+    ) -> (Sink, Arc<Mutex<Vec<u8>>>) {
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let out = Scripted {
+            take,
+            calls: 0,
+            taken: taken.clone(),
+        };
+        let sink = Sink {
+            out: Box::new(out),
+            path: None,
+        };
+        (sink, taken)
     }
 
     #[test]
@@ -517,26 +544,23 @@ mod tests {
     }
 
     #[test]
-    fn failed_writes_count_as_dropped_and_the_next_line_starts_afresh() {
-        let taken = Arc::new(Mutex::new(Vec::new()));
+    fn failed_writes_count_as_dropped() {
         let line_len =
             serde_json::to_vec(&Record::now(std::process::id(), ClientId(1), 0, query()))
                 .unwrap()
                 .len()
                 + 1;
-        let sink = Sink {
-            out: Box::new(Full {
-                room: line_len + 10,
-                taken: taken.clone(),
-            }),
-            path: None,
-        };
-        let counters = AuditCounters::default();
-        let log = AuditLog::with_sink(sink, &settings(100, 1 << 20), counters.clone()).unwrap();
-        for seq in 0..12 {
-            assert!(log.send(ClientId(1), seq, query()));
-        }
-        log.close(Duration::from_secs(5));
+        // Room for a line and 10 bytes, then ENOSPC (like /dev/full).
+        let mut room = line_len + 10;
+        let (sink, taken) = scripted(move |_, len| {
+            let n = len.min(room);
+            room -= n;
+            match n {
+                0 => Err(io::Error::from_raw_os_error(nix::libc::ENOSPC)),
+                n => Ok(n),
+            }
+        });
+        let counters = write_through(sink, 12);
         assert_eq!(counters.written.get(), 1);
         assert_eq!(counters.dropped.get(), 11);
         let taken = taken.lock().unwrap();
@@ -544,45 +568,15 @@ mod tests {
         assert!(taken.starts_with(b"{") && taken[line_len - 1] == b'\n');
     }
 
-    /// A destination whose second write fails, after a first that took 5 bytes.
-    struct Flaky {
-        calls: usize,
-        taken: Arc<Mutex<Vec<u8>>>,
-    }
-
-    impl Write for Flaky {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.calls += 1;
-            let n = match self.calls {
-                1 => buf.len().min(5),
-                2 => return Err(io::Error::from_raw_os_error(nix::libc::EIO)),
-                _ => buf.len(),
-            };
-            self.taken.lock().unwrap().extend_from_slice(&buf[..n]);
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn after_a_line_written_in_part_the_next_starts_on_a_new_line() {
-        let taken = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink {
-            out: Box::new(Flaky {
-                calls: 0,
-                taken: taken.clone(),
-            }),
-            path: None,
-        };
-        let counters = AuditCounters::default();
-        let log = AuditLog::with_sink(sink, &settings(100, 1 << 20), counters.clone()).unwrap();
-        for seq in 0..2 {
-            assert!(log.send(ClientId(1), seq, query()));
-        }
-        log.close(Duration::from_secs(5));
+        // The second write fails, after a first that took 5 bytes.
+        let (sink, taken) = scripted(|call, len| match call {
+            1 => Ok(len.min(5)),
+            2 => Err(io::Error::from_raw_os_error(nix::libc::EIO)),
+            _ => Ok(len),
+        });
+        let counters = write_through(sink, 2);
         assert_eq!((counters.written.get(), counters.dropped.get()), (1, 1));
         let text = String::from_utf8(taken.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
