@@ -154,6 +154,15 @@ impl AuditLog {
     /// full (or closed); whether it was queued. Never waits.
     pub fn send(&self, id: ClientId, seq: u64, event: Event) -> bool {
         let lasting = matches!(event, Event::SessionStart(_) | Event::SessionEnd(_));
+        let (events, bytes) = match lasting {
+            true => (self.limits.0 * 2, self.limits.1 * 2),
+            false => self.limits,
+        };
+        // A full queue costs no serializing.
+        if self.queued.events.load(Ordering::Acquire) >= events {
+            self.dropped.inc();
+            return false;
+        }
         // A record of strings and numbers always serializes.
         let Ok(mut line) = serde_json::to_vec(&Record::now(self.pid, id, seq, event)) else {
             self.dropped.inc();
@@ -161,10 +170,6 @@ impl AuditLog {
         };
         line.push(b'\n');
         let len = line.len() as u64;
-        let (events, bytes) = match lasting {
-            true => (self.limits.0 * 2, self.limits.1 * 2),
-            false => self.limits,
-        };
         if !self.queued.admit(len, events, bytes) {
             self.dropped.inc();
             return false;
