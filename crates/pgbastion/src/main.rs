@@ -327,6 +327,7 @@ async fn serve_proxy(
         () = proxy.serve(bound, std::future::pending()) => {}
         () = signals => {}
     }
+    proxy.close_audit().await;
     tracing::info!("stopped");
     drop(pid_file);
     if let Some(error) = failure {

@@ -85,6 +85,9 @@ pub struct Proxy {
     drain: Drain,
 }
 
+/// How long the audit writer gets, at the end, to write the events still queued.
+pub const AUDIT_CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
 impl Proxy {
     /// Builds the proxy (loads token keys).
     pub async fn new(settings: Settings) -> Result<Self, ProxyError> {
@@ -159,6 +162,16 @@ impl Proxy {
     pub fn reopen_audit(&self) {
         if let Some(audit) = &self.lasting.audit {
             audit.reopen();
+        }
+    }
+
+    /// Ends the audit log once serving is over: later events are dropped, and the writer
+    /// gets at most [`AUDIT_CLOSE_LIMIT`] to write those queued (the rest is logged and
+    /// counted as dropped). Nothing without one.
+    pub async fn close_audit(&self) {
+        if let Some(audit) = self.lasting.audit.clone() {
+            let closing = tokio::task::spawn_blocking(move || audit.close(AUDIT_CLOSE_LIMIT));
+            let _ = closing.await;
         }
     }
 

@@ -28,6 +28,8 @@
 //! temporary too); `EXPLAIN` without `ANALYZE` of a `CREATE TEMP TABLE … AS`; a statement
 //! PostgreSQL would reject as a syntax error.
 
+use std::ops::Range;
+
 /// What a Query's or Parse's SQL text does to session state: see [`scan`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scan {
@@ -158,22 +160,332 @@ fn parameter_effect(name: String) -> Effect {
 /// parameters, comments and spacing are kept. For the query audit, where the values a
 /// statement carries must not be written down; lexed with `standard_conforming_strings = on`.
 pub fn redact_literals(sql: &str) -> String {
+    redact(sql, true).0
+}
+
+/// For the query audit: `sql` with the string literals of its statements that can carry a
+/// secret ([`is_sensitive`]: `CREATE`/`ALTER` `ROLE`, `USER` (and `USER MAPPING`), `GROUP`,
+/// `SUBSCRIPTION`, `SERVER`) replaced by `?`, and with `all`, every literal of every
+/// statement (as [`redact_literals`]); and whether a sensitive statement was seen.
+pub fn redact(sql: &str, all: bool) -> (String, bool) {
+    let (literals, sensitive) = literals(sql, all);
+    (replace(sql, &literals), sensitive)
+}
+
+/// Where a lexer is after some bytes of SQL, followed byte by byte: for the end of a text
+/// too long to keep whole (the query audit keeps its start and its end), whose middle
+/// passes only once. [`LexState::redact_after`] then redacts the end as [`redact`] would the
+/// whole. Linear, a few bytes of state (a dollar quote's tag).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LexState {
+    state: State,
+    /// The byte before (in code, or inside a comment).
+    prev: u8,
+    /// The length of the word the last bytes belong to (0: not in a word).
+    word: usize,
+    /// That word's first bytes (enough for a keyword).
+    current: Vec<u8>,
+    /// The statement's first tokens (up to two): a word, or empty for another token.
+    leading: Vec<Vec<u8>>,
+    /// Whether the byte before was a token of `leading` (undone when it starts a comment).
+    pushed: bool,
+}
+
+/// The longest word kept for `leading`: longer than any keyword that matters.
+const KEYWORD_MAX: usize = 16;
+
+/// Inside a quoted string or identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Quoted {
+    /// `'` or `"`.
+    quote: u8,
+    /// `E'…'`: a backslash escapes the next byte.
+    backslashes: bool,
+    /// The byte before was the quote (doubled, or the end).
+    quote_seen: bool,
+    /// The byte before was an escaping backslash.
+    escaped: bool,
+}
+
+impl Quoted {
+    fn new(quote: u8, backslashes: bool) -> Self {
+        Self {
+            quote,
+            backslashes,
+            quote_seen: false,
+            escaped: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum State {
+    #[default]
+    Code,
+    /// Inside `'…'`, `E'…'` or `"…"`.
+    Quoted(Quoted),
+    /// After `$` and these tag bytes, at a token's start.
+    DollarTag(Vec<u8>),
+    /// Inside `$tag$…`: the delimiter, and how much of it was just seen.
+    Dollar {
+        delimiter: Vec<u8>,
+        matched: usize,
+    },
+    LineComment,
+    BlockComment(usize),
+}
+
+impl LexState {
+    /// Follows `bytes`.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.byte(b);
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        let prev = std::mem::replace(&mut self.prev, b);
+        match &mut self.state {
+            State::Code => self.code(prev, b),
+            State::Quoted(q) => {
+                if q.escaped {
+                    q.escaped = false;
+                } else if q.quote_seen {
+                    q.quote_seen = false;
+                    if b != q.quote {
+                        self.state = State::Code;
+                        self.code(0, b);
+                    }
+                } else if b == q.quote {
+                    q.quote_seen = true;
+                } else if q.backslashes && b == b'\\' {
+                    q.escaped = true;
+                }
+            }
+            State::DollarTag(tag) => {
+                if b == b'$' {
+                    let delimiter = [&b"$"[..], tag, b"$"].concat();
+                    self.state = State::Dollar {
+                        delimiter,
+                        matched: 0,
+                    };
+                } else if is_ident_byte(b) && !(tag.is_empty() && b.is_ascii_digit()) {
+                    tag.push(b);
+                } else {
+                    self.state = State::Code;
+                    self.code(0, b);
+                }
+            }
+            State::Dollar { delimiter, matched } => {
+                if delimiter.get(*matched) == Some(&b) {
+                    *matched += 1;
+                    if *matched == delimiter.len() {
+                        self.state = State::Code;
+                        self.prev = 0;
+                    }
+                } else {
+                    *matched = usize::from(b == b'$');
+                }
+            }
+            State::LineComment => {
+                if b == b'\n' || b == b'\r' {
+                    self.state = State::Code;
+                }
+            }
+            State::BlockComment(depth) => {
+                if prev == b'/' && b == b'*' {
+                    *depth += 1;
+                    self.prev = 0;
+                } else if prev == b'*' && b == b'/' {
+                    *depth -= 1;
+                    self.prev = 0;
+                    if *depth == 0 {
+                        self.state = State::Code;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A byte of code, after `prev`.
+    fn code(&mut self, prev: u8, b: u8) {
+        let word = std::mem::take(&mut self.word);
+        let mut current = std::mem::take(&mut self.current);
+        let pushed = std::mem::take(&mut self.pushed);
+        if is_ident_byte(b) && (word > 0 || b != b'$') {
+            self.word = word + 1;
+            if current.len() < KEYWORD_MAX {
+                current.push(b);
+            }
+            self.current = current;
+            self.state = State::Code;
+            return;
+        }
+        let escape = b == b'\'' && word == 1 && matches!(prev, b'e' | b'E');
+        if word > 0 && !escape {
+            self.token(current);
+        }
+        self.state = match b {
+            b';' => {
+                self.leading.clear();
+                State::Code
+            }
+            b'-' if prev == b'-' => {
+                if pushed {
+                    self.leading.pop();
+                }
+                State::LineComment
+            }
+            b'*' if prev == b'/' => {
+                if pushed {
+                    self.leading.pop();
+                }
+                self.prev = 0;
+                State::BlockComment(1)
+            }
+            b if b.is_ascii_whitespace() || b == 0x0b => State::Code,
+            _ => {
+                self.pushed = self.token(Vec::new());
+                match b {
+                    b'\'' | b'"' => State::Quoted(Quoted::new(b, escape)),
+                    b'$' => State::DollarTag(Vec::new()),
+                    _ => State::Code,
+                }
+            }
+        };
+    }
+
+    /// A token of the statement: kept when among its first two; whether it was.
+    fn token(&mut self, text: Vec<u8>) -> bool {
+        let kept = self.leading.len() < 2;
+        if kept {
+            self.leading.push(text);
+        }
+        kept
+    }
+
+    /// Text that puts a lexer where this one is: what to lex before the rest.
+    fn prefix(&self) -> Vec<u8> {
+        let mut leading = self.leading.clone();
+        let mut prefix = Vec::new();
+        let last = match &self.state {
+            State::Code if self.word > 0 => self.current.clone(),
+            State::Code if matches!(self.prev, b'-' | b'/') => {
+                if self.pushed {
+                    leading.pop();
+                }
+                vec![self.prev]
+            }
+            State::Code => Vec::new(),
+            _ => self.state_prefix(),
+        };
+        for token in leading {
+            prefix.extend_from_slice(if token.is_empty() { b"," } else { &token });
+            prefix.push(b' ');
+        }
+        prefix.extend_from_slice(&last);
+        prefix
+    }
+
+    /// Text that opens the string, quote or comment the lexer is in.
+    fn state_prefix(&self) -> Vec<u8> {
+        match &self.state {
+            State::Code => Vec::new(),
+            State::Quoted(q) => {
+                let mut prefix = if q.backslashes {
+                    b"E".to_vec()
+                } else {
+                    Vec::new()
+                };
+                prefix.push(q.quote);
+                if q.quote_seen {
+                    prefix.push(q.quote);
+                }
+                if q.escaped {
+                    prefix.push(b'\\');
+                }
+                prefix
+            }
+            State::DollarTag(tag) => [&b"$"[..], tag].concat(),
+            State::Dollar { delimiter, matched } => [
+                &delimiter[..],
+                delimiter.get(..*matched).unwrap_or_default(),
+            ]
+            .concat(),
+            State::LineComment => b"--".to_vec(),
+            State::BlockComment(depth) => {
+                let mut prefix = b"/*".repeat(*depth);
+                if matches!(self.prev, b'/' | b'*') {
+                    prefix.push(self.prev);
+                }
+                prefix
+            }
+        }
+    }
+
+    /// As [`redact`], for `sql` coming after the bytes followed.
+    pub fn redact_after(&self, sql: &str, all: bool) -> (String, bool) {
+        let prefix = String::from_utf8_lossy(&self.prefix()).into_owned();
+        let (ranges, sensitive) = literals(&format!("{prefix}{sql}"), all);
+        let shifted: Vec<Range<usize>> = ranges
+            .into_iter()
+            .map(|r| r.start.saturating_sub(prefix.len())..r.end.saturating_sub(prefix.len()))
+            .filter(|r| r.end > 0)
+            .collect();
+        (replace(sql, &shifted), sensitive)
+    }
+}
+
+/// `sql` with each of `ranges` (in order, apart) replaced by `?`.
+fn replace(sql: &str, ranges: &[Range<usize>]) -> String {
     let mut out = String::with_capacity(sql.len());
+    let mut copied = 0;
+    for range in ranges {
+        out.push_str(sql.get(copied..range.start).unwrap_or_default());
+        out.push('?');
+        copied = range.end;
+    }
+    out.push_str(sql.get(copied..).unwrap_or_default());
+    out
+}
+
+/// Where the literals [`redact`] replaces are, in order; whether a sensitive statement was
+/// seen.
+fn literals(sql: &str, all: bool) -> (Vec<Range<usize>>, bool) {
+    let mut found = Vec::new();
     let mut lexer = Lexer {
         sql,
         pos: 0,
         literals: StringLiterals::Standard,
     };
-    let mut copied = 0;
+    // The statement's first words (up to two), and whether it is sensitive.
+    let mut leading: Vec<&[u8]> = Vec::with_capacity(2);
+    let mut sensitive = false;
+    let mut any_sensitive = false;
     loop {
         lexer.skip_blanks();
         let start = lexer.pos;
         let Some(token) = lexer.next() else { break };
+        if token.kind == Kind::Semicolon {
+            leading.clear();
+            sensitive = false;
+            continue;
+        }
+        if leading.len() < 2 {
+            leading.push(if token.kind == Kind::Word {
+                token.text
+            } else {
+                b""
+            });
+            sensitive = is_sensitive(&leading);
+            any_sensitive |= sensitive;
+        }
         let literal = match token.kind {
-            Kind::String | Kind::EscapeString | Kind::DollarString => true,
-            Kind::Word => token.text.first().is_some_and(u8::is_ascii_digit),
+            Kind::String | Kind::EscapeString | Kind::DollarString => all || sensitive,
+            Kind::Word => all && token.text.first().is_some_and(u8::is_ascii_digit),
             Kind::Other => {
-                token.text == b"." && lexer.bytes().get(lexer.pos).is_some_and(u8::is_ascii_digit)
+                all && token.text == b"."
+                    && lexer.bytes().get(lexer.pos).is_some_and(u8::is_ascii_digit)
             }
             Kind::QuotedIdent | Kind::Semicolon => false,
         };
@@ -183,12 +495,23 @@ pub fn redact_literals(sql: &str) -> String {
         if token.kind == Kind::Word || token.kind == Kind::Other {
             lexer.pos = lexer.number_end(start);
         }
-        out.push_str(sql.get(copied..start).unwrap_or_default());
-        out.push('?');
-        copied = lexer.pos;
+        found.push(start..lexer.pos);
     }
-    out.push_str(sql.get(copied..).unwrap_or_default());
-    out
+    (found, any_sensitive)
+}
+
+/// Whether a statement starting with the words `leading` can carry a secret in its string
+/// literals: a role's password, a user mapping's or a server's options, a subscription's
+/// connection string.
+fn is_sensitive(leading: &[&[u8]]) -> bool {
+    let [verb, object] = leading else {
+        return false;
+    };
+    let is = |word: &[u8], name: &str| word.eq_ignore_ascii_case(name.as_bytes());
+    (is(verb, "create") || is(verb, "alter"))
+        && ["role", "user", "group", "subscription", "server"]
+            .iter()
+            .any(|name| is(object, name))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1199,6 +1522,75 @@ mod tests {
                 ],
             ),
         ]
+    }
+
+    #[test]
+    fn the_end_of_a_text_is_redacted_as_the_whole_would_be() {
+        let whole = "SELECT 'a''b', E'c\\'d', $q$ e $ f $q$, \"i\"\"d\", 1 -- c\n/* x /* y */ z */ 'g'; ALTER ROLE r PASSWORD 'pw'";
+        for all in [true, false] {
+            let (whole_literals, _) = literals(whole, all);
+            for cut in 0..=whole.len() {
+                let mut state = LexState::default();
+                state.feed(&whole.as_bytes()[..cut]);
+                let (tail, _) = state.redact_after(&whole[cut..], all);
+                // The whole's literals, as far as they are in the tail.
+                let in_tail: Vec<Range<usize>> = whole_literals
+                    .iter()
+                    .filter(|r| r.end > cut)
+                    .map(|r| r.start.max(cut) - cut..r.end - cut)
+                    .collect();
+                let expected = replace(&whole[cut..], &in_tail);
+                assert_eq!(tail, expected, "cut at {cut}, all: {all}");
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_of_sensitive_statements_are_redacted_whatever_the_setting() {
+        let cases = [
+            (
+                "ALTER ROLE x PASSWORD 'pw1'",
+                "ALTER ROLE x PASSWORD ?",
+                true,
+            ),
+            (
+                "create user u with encrypted password $$pw2$$ valid until '2030-01-01'",
+                "create user u with encrypted password ? valid until ?",
+                true,
+            ),
+            (
+                "SELECT 'a'; alter user mapping for u server s options (password 'pw3')",
+                "SELECT 'a'; alter user mapping for u server s options (password ?)",
+                true,
+            ),
+            (
+                "CREATE SUBSCRIPTION s CONNECTION E'password=pw4' PUBLICATION p",
+                "CREATE SUBSCRIPTION s CONNECTION ? PUBLICATION p",
+                true,
+            ),
+            (
+                "ALTER SERVER s OPTIONS (SET password 'pw5'); SELECT 'kept', 1",
+                "ALTER SERVER s OPTIONS (SET password ?); SELECT 'kept', 1",
+                true,
+            ),
+            (
+                "/* c */ CREATE GROUP g; SELECT 'kept'",
+                "/* c */ CREATE GROUP g; SELECT 'kept'",
+                true,
+            ),
+            (
+                "SELECT 'alter role x password', 2",
+                "SELECT 'alter role x password', 2",
+                false,
+            ),
+        ];
+        for (sql, redacted, sensitive) in cases {
+            assert_eq!(
+                redact(sql, false),
+                (redacted.to_owned(), sensitive),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

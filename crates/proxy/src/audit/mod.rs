@@ -3,6 +3,9 @@
 //! and Parse text, each ErrorResponse with its SQLSTATE, and its end (duration, bytes,
 //! transactions, who ended it).
 //!
+//! Every event has its `seq` in its session (a gap: events dropped); an `error` follows
+//! the statement(s) it answers in that order.
+//!
 //! A session opens with an [`Opening`] (built from what admission decided, before the proof
 //! is spent on the backend login), becomes a [`SessionAudit`] when it starts, hands a [`Tap`]
 //! to its client stream ([`Audited`]) and ends with [`SessionAudit::end`]. Events go to the
@@ -27,7 +30,10 @@ use crate::clients::ClientId;
 use crate::config::AuthMode;
 use crate::login;
 use crate::observed::Observer;
-pub use event::{ErrorEvent, Event, Record, SessionEnd, SessionStart, Statement, TlsFacts};
+pub use event::{
+    ErrorEvent, Event, FunctionCall, Record, SessionEnd, SessionStart, Statement, TlsFacts,
+    ARG_LIMIT,
+};
 pub use settings::{AuditConfig, AuditDestination, AuditSettings};
 use tap::Totals;
 pub use tap::{Audited, Tap, TEXT_LIMIT};
@@ -81,13 +87,17 @@ impl Opening {
 
     /// The session has started: `session_start` is written.
     pub fn start(self) -> SessionAudit {
-        self.log
-            .send(self.id, Event::SessionStart(Box::new(self.start)));
+        let totals = Arc::<Totals>::default();
+        totals.send(
+            &self.log,
+            self.id,
+            Event::SessionStart(Box::new(self.start)),
+        );
         SessionAudit {
             log: self.log,
             id: self.id,
             started: Instant::now(),
-            totals: Arc::default(),
+            totals,
         }
     }
 }
@@ -121,8 +131,9 @@ impl SessionAudit {
             bytes_to_client: total(&self.totals.to_client),
             transactions: total(&self.totals.transactions),
             ended_by,
+            dropped: total(&self.totals.dropped),
         };
-        self.log.send(self.id, Event::SessionEnd(end));
+        self.totals.send(&self.log, self.id, Event::SessionEnd(end));
     }
 }
 

@@ -1,7 +1,7 @@
 //! `[audit]`: where the audit log goes, how many events may wait for the writer, and whether
 //! literals are redacted.
 
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -17,6 +17,10 @@ pub struct AuditConfig {
     /// Events that may wait for the writer; when full, new events are dropped and counted.
     #[serde(default = "default_queue")]
     pub queue: NonZeroUsize,
+    /// Bytes of events (as written) that may wait for the writer; when full, new events
+    /// are dropped and counted.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: NonZeroU64,
     /// Whether literals in query texts are replaced by `?` (and error messages left out).
     #[serde(default)]
     pub redact_literals: bool,
@@ -25,6 +29,11 @@ pub struct AuditConfig {
 /// 10000 events by default.
 fn default_queue() -> NonZeroUsize {
     NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// 16 MiB by default.
+fn default_queue_bytes() -> NonZeroU64 {
+    NonZeroU64::new(16 << 20).unwrap_or(NonZeroU64::MIN)
 }
 
 /// Where audit lines go.
@@ -43,6 +52,8 @@ pub struct AuditSettings {
     pub destination: AuditDestination,
     /// How many events may wait for the writer.
     pub queue: NonZeroUsize,
+    /// How many bytes of events may wait for the writer.
+    pub queue_bytes: NonZeroU64,
     /// Whether literals are redacted.
     pub redact_literals: bool,
 }
@@ -59,6 +70,7 @@ impl AuditSettings {
         Ok(Self {
             destination,
             queue: config.queue,
+            queue_bytes: config.queue_bytes,
             redact_literals: config.redact_literals,
         })
     }

@@ -1,5 +1,5 @@
-//! The audit log's counters: events written, and events dropped because the writer fell
-//! behind (its queue was full).
+//! The audit log's counters: events written, and events dropped (the writer fell behind, a
+//! write failed, or the writer could not finish at the end).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -7,9 +7,10 @@ use prometheus_client::registry::Registry;
 /// Counters of the query audit ([`crate::audit::AuditLog`]).
 #[derive(Debug, Clone, Default)]
 pub struct AuditCounters {
-    /// Events handed to the destination.
+    /// Events written to the destination.
     pub written: Counter,
-    /// Events dropped because the queue was full.
+    /// Events dropped: the queue was full, their write failed, or the writer could not
+    /// finish them at the end.
     pub dropped: Counter,
 }
 
@@ -22,7 +23,7 @@ impl AuditCounters {
         );
         r.register(
             "audit_events_dropped",
-            "Query audit events dropped because the writer fell behind (its queue was full)",
+            "Query audit events dropped: the queue was full, a write failed, or the writer could not finish at the end",
             self.dropped.clone(),
         );
     }
