@@ -148,8 +148,13 @@ impl Setup {
     /// Runs `script` through psql as `user` on `port` (TLS, SNI `localhost`): with its
     /// password, or with the client certificate when there is none.
     fn psql(&self, port: u16, user: &str, password: Option<&str>, script: &str) {
+        self.psql_to(port, user, password, "postgres", script);
+    }
+
+    /// [`psql`](Self::psql) to database `dbname`.
+    fn psql_to(&self, port: u16, user: &str, password: Option<&str>, dbname: &str, script: &str) {
         let mut conninfo = format!(
-            "host=localhost hostaddr=127.0.0.1 port={port} user={user} dbname=postgres \
+            "host=localhost hostaddr=127.0.0.1 port={port} user={user} dbname={dbname} \
              sslmode=require connect_timeout=10"
         );
         if password.is_none() {
@@ -193,6 +198,12 @@ fn audit_path(bastion: &Bastion) -> PathBuf {
 /// The events of the audit file at `path`, once it holds `sessions` session ends (waits at
 /// most 30 s).
 fn audited(path: &Path, sessions: usize) -> Vec<Value> {
+    audited_until(path, "session_end", sessions)
+}
+
+/// The events of the audit file at `path`, once it holds `count` events of kind `event`
+/// (waits at most 30 s).
+fn audited_until(path: &Path, event: &str, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -200,17 +211,12 @@ fn audited(path: &Path, sessions: usize) -> Vec<Value> {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
             .collect();
-        if events
-            .iter()
-            .filter(|e| e["event"] == "session_end")
-            .count()
-            >= sessions
-        {
+        if events.iter().filter(|e| e["event"] == event).count() >= count {
             return events;
         }
         assert!(
             Instant::now() < deadline,
-            "{sessions} session ends never came:\n{text}"
+            "{count} {event} events never came:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -275,6 +281,50 @@ fn assert_no_secrets(audit: &str, secrets: &[&str]) {
             "the secret {secret:?} reached the audit log:\n{audit}"
         );
     }
+}
+
+#[test]
+fn admin_console_commands_are_audited_with_their_outcome_and_no_text_of_a_non_command() {
+    let setup = Setup::new();
+    let ports = free_ports(3);
+    let bastion = setup.start(
+        &ports,
+        "[audit]\ndestination = \"audit.jsonl\"\n\n[admin]\nusers = [\"suser\"]\n",
+    );
+    let script = "SHOW VERSION;\nkill_client 999999;\nnot a command 'typed-secret-3k';\n";
+    setup.psql_to(ports[0], "suser", Some(SCRAM_PW), "pgbastion", script);
+    let events = audited_until(&audit_path(&bastion), "admin_command", 3);
+    let commands: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "admin_command")
+        .collect();
+    let seen: Vec<(&Value, &Value)> = commands
+        .iter()
+        .map(|e| (&e["command"], &e["sqlstate"]))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (&Value::from("SHOW VERSION"), &Value::Null),
+            (&Value::from("KILL_CLIENT 999999"), &Value::from("42704")),
+            (&Value::Null, &Value::from("42601")),
+        ],
+        "{commands:#?}"
+    );
+    for (seq, event) in commands.iter().enumerate() {
+        assert_eq!(event["user"], "suser", "{event}");
+        assert_eq!(event["seq"], seq, "{event}");
+        assert_eq!(event["session"], commands[0]["session"], "{event}");
+        assert!(
+            event["client_addr"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:"),
+            "{event}"
+        );
+    }
+    let audit = std::fs::read_to_string(audit_path(&bastion)).unwrap();
+    assert_no_secrets(&audit, &["typed-secret-3k", SCRAM_PW]);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The console's commands, parsed from a Simple Query's text: case-insensitive, one per
 //! query, an optional trailing `;`.
 
+use std::fmt;
+
 use crate::clients::ClientId;
 
 /// What a SHOW shows.
@@ -48,6 +50,28 @@ pub enum Command {
         /// SHUTDOWN WAIT.
         wait: bool,
     },
+}
+
+/// The command as it is written in its plain form (`SHOW POOLS`, `KILL_CLIENT 7`): what the
+/// query audit records.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (verb, database) = match self {
+            Self::Show(what) => return write!(f, "SHOW {}", format!("{what:?}").to_uppercase()),
+            Self::Reload => return f.write_str("RELOAD"),
+            Self::KillClient(id) => return write!(f, "KILL_CLIENT {id}"),
+            Self::Shutdown { wait } => {
+                return f.write_str(if *wait { "SHUTDOWN WAIT" } else { "SHUTDOWN" })
+            }
+            Self::Pause(database) => ("PAUSE", database),
+            Self::Resume(database) => ("RESUME", database),
+            Self::Kill(database) => ("KILL", database),
+        };
+        match database {
+            Some(database) => write!(f, "{verb} {database}"),
+            None => f.write_str(verb),
+        }
+    }
 }
 
 /// Why a query is not a command.
@@ -149,6 +173,20 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_is_written_in_its_plain_form() {
+        for (query, plain) in [
+            ("show pools;", "SHOW POOLS"),
+            ("Kill_Client 7", "KILL_CLIENT 7"),
+            ("pause app", "PAUSE app"),
+            ("RESUME", "RESUME"),
+            ("shutdown wait", "SHUTDOWN WAIT"),
+            ("reload", "RELOAD"),
+        ] {
+            assert_eq!(parse(query).unwrap().to_string(), plain, "{query}");
+        }
+    }
 
     #[test]
     fn commands_are_case_insensitive_with_an_optional_semicolon() {

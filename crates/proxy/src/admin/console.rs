@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::command::{self, Command, CommandError};
 use super::verbs::{Answer, Verbs};
+use crate::audit::{AdminCommand, AuditLog, Event};
 use crate::clients::{ClientId, ClientInfo};
 use crate::drain::Phase;
 use crate::relay::shutdown_notice;
@@ -31,6 +32,18 @@ pub async fn serve(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, id: C
     }
     tracing::info!("admin console session started");
     let verbs = Verbs { lasting: &lasting };
+    let mut audit = CommandAudit {
+        log: lasting.audit.as_deref(),
+        id,
+        client_addr: conn.state().client_addr.to_string(),
+        user: conn
+            .state()
+            .client
+            .as_ref()
+            .map(|client| client.user().to_owned())
+            .unwrap_or_default(),
+        seq: 0,
+    };
     let mut extended = Extended::default();
     loop {
         let frame = tokio::select! {
@@ -48,7 +61,7 @@ pub async fn serve(mut conn: ClientConn<TcpStream>, ctx: &ListenerContext, id: C
         };
         let Ok(Some(frame)) = frame else { return };
         let answered = match extended.step(&frame) {
-            Step::Query(sql) => answer(&mut conn, &verbs, &sql).await,
+            Step::Query(sql) => answer(&mut conn, &verbs, &sql, &mut audit).await,
             Step::Send(messages) => messages.iter().try_for_each(|m| conn.send(m)),
             Step::Nothing => Ok(()),
             Step::End(last) => {
@@ -88,19 +101,56 @@ async fn flush(conn: &mut ClientConn<TcpStream>) -> Result<(), GatewayError> {
     }
 }
 
+/// The query audit's view of one console session: every command, as `admin_command`.
+struct CommandAudit<'a> {
+    log: Option<&'a AuditLog>,
+    id: ClientId,
+    client_addr: String,
+    user: String,
+    /// The next event's number in the session.
+    seq: u64,
+}
+
+impl CommandAudit<'_> {
+    /// Records `command` (`None`: a query that is not one) and the error it was answered
+    /// with, if any, when the audit is on.
+    fn record(&mut self, command: Option<&Command>, answer: &[BackendMessage]) {
+        let Some(log) = self.log else { return };
+        let sqlstate = answer.iter().find_map(|message| match message {
+            BackendMessage::ErrorResponse(error) => error.sqlstate(),
+            _ => None,
+        });
+        let event = AdminCommand {
+            client_addr: self.client_addr.clone(),
+            user: self.user.clone(),
+            command: command.map(Command::to_string),
+            sqlstate: sqlstate.map(|code| code.as_str().to_owned()),
+        };
+        log.send(self.id, self.seq, Event::AdminCommand(event));
+        self.seq += 1;
+    }
+}
+
 /// Runs one query's command and queues its answer and ReadyForQuery.
 async fn answer(
     conn: &mut ClientConn<TcpStream>,
     verbs: &Verbs<'_>,
     sql: &str,
+    audit: &mut CommandAudit<'_>,
 ) -> Result<(), GatewayError> {
     let messages = match command::parse(sql) {
         Ok(command) => {
             tracing::info!(?command, "admin console command");
-            run(verbs, command).await
+            let answer = run(verbs, command.clone()).await;
+            audit.record(Some(&command), &answer);
+            answer
         }
         Err(CommandError::Empty) => vec![BackendMessage::EmptyQueryResponse],
-        Err(error) => vec![error_message(SqlState::SYNTAX_ERROR, error.to_string())],
+        Err(error) => {
+            let answer = vec![error_message(SqlState::SYNTAX_ERROR, error.to_string())];
+            audit.record(None, &answer);
+            answer
+        }
     };
     for message in &messages {
         conn.send(message)?;

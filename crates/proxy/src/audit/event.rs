@@ -25,6 +25,8 @@ pub enum Event {
     Error(ErrorEvent),
     /// The session ended.
     SessionEnd(SessionEnd),
+    /// A command run on the admin console.
+    AdminCommand(AdminCommand),
 }
 
 /// `session_start`.
@@ -358,6 +360,21 @@ pub struct SessionEnd {
     pub ended_by: &'static str,
     /// The session's events that were dropped (the queue was full, or a write failed).
     pub dropped: u64,
+}
+
+/// `admin_command`: what an admin ran on the console (`SHOW …`, `KILL_CLIENT 7`, `RELOAD`,
+/// `SHUTDOWN`, …), and how it came out.
+#[derive(Debug, Serialize)]
+pub struct AdminCommand {
+    /// The real client address.
+    pub client_addr: String,
+    /// The admin's user name.
+    pub user: String,
+    /// The command as pgbastion understood it; `None` for a query that is not one (whose text
+    /// is not written: it could be anything, a password typed at the wrong prompt included).
+    pub command: Option<String>,
+    /// The SQLSTATE of the error it was answered with; `None` when it succeeded.
+    pub sqlstate: Option<String>,
 }
 
 /// An event with its time and session, as one line is written.

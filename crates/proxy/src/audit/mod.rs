@@ -31,8 +31,8 @@ use crate::config::AuthMode;
 use crate::login;
 use crate::observed::Observer;
 pub use event::{
-    ErrorEvent, Event, FunctionCall, Record, SessionEnd, SessionStart, Statement, TlsFacts,
-    ARG_LIMIT,
+    AdminCommand, ErrorEvent, Event, FunctionCall, Record, SessionEnd, SessionStart, Statement,
+    TlsFacts, ARG_LIMIT,
 };
 pub use settings::{AuditConfig, AuditDestination, AuditSettings};
 use tap::Totals;
