@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 //! The query audit (`[audit]`) of the real binary in front of a real cluster: psql sessions
-//! authenticated with a SCRAM, MD5, cleartext or passed-through password, a client
-//! certificate and a JWT, on a transparent
+//! authenticated with a SCRAM, MD5, cleartext or passed-through password, an external
+//! authenticator, a client certificate, a JWT and OAUTHBEARER, on a transparent
 //! and a pooled listener, each leave their events in order (start with the identity, the
 //! Query, the Parse, the error with its SQLSTATE, the end); `redact_literals` hides the
 //! values; a destination nobody reads drops events (counted) without slowing the sessions;
@@ -26,6 +26,8 @@ const BACKEND_PW: &str = "audit-backend-pw-71";
 const SCRAM_PW: &str = "audit-scram-pw-c3";
 const MD5_PW: &str = "audit-md5-pw-5e";
 const CLEAR_PW: &str = "audit-clear-pw-8b";
+/// The password the external authenticator accepts for `euser`.
+const EXT_PW: &str = "audit-ext-pw-2d";
 /// Secrets written into statements, which the audit must hide whatever its settings.
 const ROLE_PW: &str = "role-secret-9q";
 const MAPPING_PW: &str = "mapping-secret-4z";
@@ -37,13 +39,21 @@ const SUBJECT: &str = "subject-7f3a";
 /// statement), an error.
 const SCRIPT: &str = "SELECT 1 AS one;\nSELECT 'lit-value', 42 \\gdesc\nSELECT 1/0;\n";
 
+/// The external authenticator: accepts `euser` with [`EXT_PW`] (both from its environment,
+/// which pgbastion passes on) and maps it to the backend's `app`.
+const AUTHENTICATOR: &str = "while IFS='=' read -r k v; do\n\
+     case \"$k\" in user) u=$v;; _SOURCE_CRED) c=$v;; esac\ndone\n\
+     [ \"$u\" = euser ] && [ \"$c\" = \"$EXT_PW\" ] || exit 1\n\
+     echo user=app\necho \"_META_TARGET_CRED=$BACKEND_PW\"\n";
+
 /// A cluster, a CA with the server's and a client's certificates, and an issuer of tokens.
 struct Setup {
     cluster: Cluster,
     ca: TestCa,
     issuer: TestIssuer,
-    /// Holds the issuer's server (unused: pgbastion reads its key from a file).
-    _runtime: tokio::runtime::Runtime,
+    /// Holds the issuer's server (pgbastion reads its key from a file), and runs the raw
+    /// client.
+    runtime: tokio::runtime::Runtime,
     /// The client certificate and key files for psql.
     client_files: tempfile::TempDir,
 }
@@ -68,7 +78,7 @@ impl Setup {
             cluster,
             ca,
             issuer,
-            _runtime: runtime,
+            runtime,
             client_files,
         }
     }
@@ -91,6 +101,16 @@ impl Setup {
             "[[route]]\nmatch = {{ user = \"app\" }}\nauth = \"passthrough\"\n\
              backend = \"{backend}\"\n"
         );
+        // OAUTHBEARER from the test's raw client, which speaks no TLS.
+        let oauth = format!(
+            "[[route]]\nmatch = {{ user = \"ouser\" }}\nauth = \"oauth\"\ninsecure = true\n\
+             backend = \"{backend}\"\n"
+        );
+        // The authenticator vouches for euser and maps it to app (password from its env).
+        let external = format!(
+            "[[route]]\nmatch = {{ user = \"euser\" }}\nauth = \"external\"\n\
+             backend = \"{backend}\"\nexternal = {{ command = [\"/bin/sh\", \"authenticator.sh\"] }}\n"
+        );
         let tls = r#"tls = { cert = "server.crt", key = "server.key", client_ca = "ca.crt" }"#;
         let config = format!(
             "[[listener]]\naddress = \"127.0.0.1:{}\"\n{tls}\n\n\
@@ -101,7 +121,7 @@ impl Setup {
              [[user]]\nname = \"cuser\"\npassword = \"${{CLEAR_PW}}\"\n\n\
              [jwt]\nissuer = \"{}\"\naudience = \"{AUDIENCE}\"\nkeys = [\"rsa.pem\"]\n\
              claim = \"preferred_username\"\n\n\
-             {}\n{}\n{}\n{}\n{}\n{}\n[log]\nlevel = \"debug\"\n\n{audit}\n",
+             {}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n[log]\nlevel = \"debug\"\n\n{audit}\n",
             ports[0],
             ports[1],
             ports[2],
@@ -112,6 +132,8 @@ impl Setup {
             route("muser", "md5"),
             route("cuser", "cleartext"),
             passthrough,
+            external,
+            oauth,
         );
         let server = self.ca.server_cert(&["localhost"]).unwrap();
         let pem = self.issuer.public_key_pem("RS256");
@@ -120,18 +142,25 @@ impl Setup {
             ("server.key", server.key_pem.as_str()),
             ("ca.crt", &self.ca.cert_pem()),
             ("rsa.pem", pem.as_str()),
+            ("authenticator.sh", AUTHENTICATOR),
         ];
         let env = [
             ("BACKEND_PW", BACKEND_PW),
             ("SCRAM_PW", SCRAM_PW),
             ("MD5_PW", MD5_PW),
             ("CLEAR_PW", CLEAR_PW),
+            ("EXT_PW", EXT_PW),
         ];
         Bastion::start(&config, &files, &env, &ports[..2])
     }
 
     /// A token for `juser` (its `preferred_username`) whose subject is [`SUBJECT`].
     fn token(&self) -> String {
+        self.token_for("juser")
+    }
+
+    /// A token for `user` (its `preferred_username`) whose subject is [`SUBJECT`].
+    fn token_for(&self, user: &str) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -140,7 +169,7 @@ impl Setup {
             "RS256",
             serde_json::json!({
                 "iss": self.issuer.issuer(), "aud": AUDIENCE, "sub": SUBJECT,
-                "preferred_username": "juser", "iat": now, "exp": now + 600,
+                "preferred_username": user, "iat": now, "exp": now + 600,
             }),
         )
     }
@@ -283,6 +312,76 @@ fn assert_no_secrets(audit: &str, secrets: &[&str]) {
     }
 }
 
+/// Logs in as `user` with OAUTHBEARER carrying `token` (plaintext, a raw client), runs one
+/// Query and one failing Query, and terminates.
+async fn oauthbearer_session(port: u16, user: &str, token: &str) {
+    use pgbastion_wire::{Authentication, BackendMessage, FrontendMessage};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut raw = pgbastion_testkit::RawClient::connect(addr).await.unwrap();
+    raw.send_startup(&[("user", user), ("database", "postgres")])
+        .await
+        .unwrap();
+    let offered = raw.read().await.unwrap();
+    assert!(
+        matches!(&offered, BackendMessage::Authentication(Authentication::Sasl { mechanisms }) if mechanisms == &["OAUTHBEARER"]),
+        "{offered:?}"
+    );
+    // RFC 7628: the GS2 header, then `auth=Bearer <token>` between ^A separators.
+    let data = format!("n,,\x01auth=Bearer {token}\x01\x01");
+    let mechanism = b"OAUTHBEARER\0";
+    let length = 4 + mechanism.len() + 4 + data.len();
+    let mut message = vec![b'p'];
+    message.extend_from_slice(&u32::try_from(length).unwrap().to_be_bytes());
+    message.extend_from_slice(mechanism);
+    message.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
+    message.extend_from_slice(data.as_bytes());
+    raw.send_raw(&message).await.unwrap();
+    let greeting = raw.read_until_ready().await.unwrap();
+    assert!(
+        matches!(
+            greeting[0],
+            BackendMessage::Authentication(Authentication::Ok)
+        ),
+        "{greeting:?}"
+    );
+    raw.simple_query(TEXTS.0).await.unwrap();
+    raw.simple_query("SELECT 1/0;").await.unwrap();
+    raw.send(&FrontendMessage::Terminate).await.unwrap();
+}
+
+#[test]
+fn an_oauthbearer_session_is_audited_with_the_tokens_subject_and_no_token() {
+    let setup = Setup::new();
+    let ports = free_ports(3);
+    let bastion = setup.start(&ports, "[audit]\ndestination = \"audit.jsonl\"\n");
+    let token = setup.token_for("ouser");
+    setup
+        .runtime
+        .block_on(oauthbearer_session(ports[0], "ouser", &token));
+    let events = audited(&audit_path(&bastion), 1);
+    let session = session_of(&events, "ouser", false);
+    let kinds: Vec<&str> = session
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["session_start", "query", "query", "error", "session_end"],
+        "{session:#?}"
+    );
+    let start = &session[0];
+    assert_eq!(start["auth"], "oauth", "{start}");
+    assert_eq!(start["identity"], SUBJECT, "{start}");
+    assert_eq!(start["route"], 8, "{start}");
+    assert_eq!(start["tls"], Value::Null, "{start}");
+    assert_eq!(session[1]["text"], TEXTS.0, "{session:#?}");
+    assert_eq!(session[3]["sqlstate"], "22012", "{session:#?}");
+    assert_eq!(session[4]["ended_by"], "terminate", "{session:#?}");
+    let audit = std::fs::read_to_string(audit_path(&bastion)).unwrap();
+    assert_no_secrets(&audit, &[token.as_str()]);
+    bastion.finish(&[token.as_str()]);
+}
+
 #[test]
 fn admin_console_commands_are_audited_with_their_outcome_and_no_text_of_a_non_command() {
     let setup = Setup::new();
@@ -341,7 +440,8 @@ fn sessions_of_every_auth_mode_on_both_listeners_are_audited_in_order_without_se
         setup.psql(*port, "cuser", Some(CLEAR_PW), SCRIPT);
     }
     setup.psql(ports[0], "app", Some(BACKEND_PW), SCRIPT);
-    let events = audited(&audit_path(&bastion), 11);
+    setup.psql(ports[0], "euser", Some(EXT_PW), SCRIPT);
+    let events = audited(&audit_path(&bastion), 12);
     for pooled in [false, true] {
         let scram = assert_in_order(&session_of(&events, "suser", pooled), TEXTS);
         let cert = assert_in_order(&session_of(&events, "certuser", pooled), TEXTS);
@@ -380,8 +480,19 @@ fn sessions_of_every_auth_mode_on_both_listeners_are_audited_in_order_without_se
     let passthrough = assert_in_order(&session_of(&events, "app", false), TEXTS);
     assert_eq!(passthrough["auth"], "passthrough", "{passthrough}");
     assert_eq!(passthrough["identity"], "app", "{passthrough}");
+    let external = assert_in_order(&session_of(&events, "euser", false), TEXTS);
+    assert_eq!(external["auth"], "external", "{external}");
+    assert_eq!(external["identity"], "euser", "{external}");
+    assert_eq!(external["backend_user"], "app", "{external}");
     let audit = std::fs::read_to_string(audit_path(&bastion)).unwrap();
-    let secrets = [SCRAM_PW, MD5_PW, CLEAR_PW, BACKEND_PW, token.as_str()];
+    let secrets = [
+        SCRAM_PW,
+        MD5_PW,
+        CLEAR_PW,
+        EXT_PW,
+        BACKEND_PW,
+        token.as_str(),
+    ];
     assert_no_secrets(&audit, &secrets);
     bastion.finish(&secrets);
 }
