@@ -4,34 +4,31 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::future::Future;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pgbastion_testkit::{Cluster, PasswordEncryption, RawClient};
 use pgbastion_wire::{BackendMessage, FrontendMessage, SqlState, Target, TransactionStatus};
 
-/// One cluster for the whole file: the tests use their own tables and users.
-fn cluster() -> &'static Cluster {
-    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-    CLUSTER.get_or_init(|| {
-        Cluster::builder()
-            .hba(&[
-                "host all trusted 127.0.0.1/32 trust",
-                "host all md5_user 127.0.0.1/32 md5",
-                "host all scram_user 127.0.0.1/32 scram-sha-256",
-                "host all postgres 127.0.0.1/32 trust",
-            ])
-            .user("trusted", "unused", PasswordEncryption::Md5)
-            .user("md5_user", "md5-secret", PasswordEncryption::Md5)
-            .user(
-                "scram_user",
-                "scram secret ü",
-                PasswordEncryption::ScramSha256,
-            )
-            .start()
-            .expect("start the test cluster")
-    })
+/// A cluster of the test's own, stopped when the test ends (a `static` one would never be
+/// dropped, and its server would outlive the test process).
+fn cluster() -> Cluster {
+    Cluster::builder()
+        .hba(&[
+            "host all trusted 127.0.0.1/32 trust",
+            "host all md5_user 127.0.0.1/32 md5",
+            "host all scram_user 127.0.0.1/32 scram-sha-256",
+            "host all postgres 127.0.0.1/32 trust",
+        ])
+        .user("trusted", "unused", PasswordEncryption::Md5)
+        .user("md5_user", "md5-secret", PasswordEncryption::Md5)
+        .user(
+            "scram_user",
+            "scram secret ü",
+            PasswordEncryption::ScramSha256,
+        )
+        .start()
+        .expect("start the test cluster")
 }
 
 async fn within<T>(what: &str, work: impl Future<Output = T>) -> T {
@@ -40,8 +37,8 @@ async fn within<T>(what: &str, work: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-async fn superuser() -> RawClient {
-    RawClient::startup(cluster().addr(), "postgres", "postgres", None)
+async fn superuser(cluster: &Cluster) -> RawClient {
+    RawClient::startup(cluster.addr(), "postgres", "postgres", None)
         .await
         .expect("superuser login")
 }
@@ -79,13 +76,14 @@ fn ready_status(messages: &[BackendMessage]) -> Option<TransactionStatus> {
 
 #[tokio::test]
 async fn startup_works_with_trust_md5_and_scram() {
+    let cluster = cluster();
     within("logins", async {
         for (user, password) in [
             ("trusted", None),
             ("md5_user", Some("md5-secret")),
             ("scram_user", Some("scram secret ü")),
         ] {
-            let mut client = RawClient::startup(cluster().addr(), user, "postgres", password)
+            let mut client = RawClient::startup(cluster.addr(), user, "postgres", password)
                 .await
                 .unwrap_or_else(|e| panic!("{user}: {e}"));
             assert!(client.backend_key.is_some(), "{user}: no BackendKeyData");
@@ -99,9 +97,10 @@ async fn startup_works_with_trust_md5_and_scram() {
 
 #[tokio::test]
 async fn wrong_passwords_get_28p01_for_md5_and_scram() {
+    let cluster = cluster();
     within("wrong passwords", async {
         for user in ["md5_user", "scram_user"] {
-            let err = RawClient::startup(cluster().addr(), user, "postgres", Some("nope"))
+            let err = RawClient::startup(cluster.addr(), user, "postgres", Some("nope"))
                 .await
                 .unwrap_err();
             let error = err
@@ -115,8 +114,9 @@ async fn wrong_passwords_get_28p01_for_md5_and_scram() {
 
 #[tokio::test]
 async fn a_simple_query_with_several_statements_answers_each() {
+    let cluster = cluster();
     within("multi-statement query", async {
-        let mut client = superuser().await;
+        let mut client = superuser(&cluster).await;
         let messages = client
             .simple_query("SELECT 1 AS one; SELECT 'two', NULL; CREATE TEMP TABLE t(x int)")
             .await
@@ -162,8 +162,9 @@ fn bind_execute(client: &mut RawClient, statement: &str, param: &str) {
 
 #[tokio::test]
 async fn pipelined_extended_queries_answer_in_order_after_one_sync() {
+    let cluster = cluster();
     within("pipeline", async {
-        let mut client = superuser().await;
+        let mut client = superuser(&cluster).await;
         client
             .queue(&FrontendMessage::Parse {
                 name: "double".into(),
@@ -205,8 +206,9 @@ async fn pipelined_extended_queries_answer_in_order_after_one_sync() {
 
 #[tokio::test]
 async fn an_error_in_a_pipeline_skips_to_sync_and_the_session_recovers() {
+    let cluster = cluster();
     within("pipeline error", async {
-        let mut client = superuser().await;
+        let mut client = superuser(&cluster).await;
         client
             .queue(&FrontendMessage::Parse {
                 name: "inverse".into(),
@@ -240,8 +242,9 @@ const COPY_ROWS: usize = 100_000;
 
 #[tokio::test]
 async fn copy_in_and_copy_out_move_100k_rows() {
+    let cluster = cluster();
     within("COPY", async {
-        let mut client = superuser().await;
+        let mut client = superuser(&cluster).await;
         client
             .simple_query("CREATE TABLE copy_rows (id int, note text)")
             .await
@@ -308,10 +311,11 @@ async fn copy_in_and_copy_out_move_100k_rows() {
 
 #[tokio::test]
 async fn notifications_reach_a_listening_session() {
+    let cluster = cluster();
     within("LISTEN/NOTIFY", async {
-        let mut listener = superuser().await;
+        let mut listener = superuser(&cluster).await;
         listener.simple_query("LISTEN jobs").await.unwrap();
-        let mut notifier = superuser().await;
+        let mut notifier = superuser(&cluster).await;
         notifier
             .simple_query("NOTIFY jobs, 'payload 1'")
             .await
@@ -329,15 +333,16 @@ async fn notifications_reach_a_listening_session() {
 
 #[tokio::test]
 async fn a_cancel_request_stops_pg_sleep() {
+    let cluster = cluster();
     within("cancel", async {
-        let mut client = superuser().await;
+        let mut client = superuser(&cluster).await;
         client
             .send(&FrontendMessage::Query("SELECT pg_sleep(10)".into()))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let started = Instant::now();
-        client.cancel(cluster().addr()).await.unwrap();
+        client.cancel(cluster.addr()).await.unwrap();
         let messages = client.read_until_ready().await.unwrap();
         let error = messages
             .iter()
