@@ -24,6 +24,7 @@ pub use stats::{ClientStats, Totals};
 use pgbastion_gateway::ConnectionState;
 
 use crate::drain::Drain;
+use crate::login_plan::LoginPlan;
 
 /// How many client database names the totals of ended sessions are kept under.
 pub const ENDED_NAMES: usize = 1_000;
@@ -88,6 +89,17 @@ pub struct BackendOf {
     pub user: String,
     /// Whether the session uses the pool of that database and user (a pooled session).
     pub pooled: bool,
+}
+
+impl BackendOf {
+    /// Where `plan` logs in (`pooled`: through the pool of that database and user).
+    pub fn planned(plan: &LoginPlan, pooled: bool) -> Self {
+        Self {
+            database: plan.database.clone(),
+            user: plan.user.clone(),
+            pooled,
+        }
+    }
 }
 
 impl ClientInfo {

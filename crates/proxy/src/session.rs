@@ -24,7 +24,7 @@ use crate::greeting;
 use crate::hooks::ProxyHooks;
 use crate::limits::{ConnectionLimiter, RateLimiter};
 use crate::login;
-use crate::login::connect_backend;
+use crate::login_plan::LoginPlan;
 use crate::metrics::{CancelResult, ClientGuard, ListenerMetrics, Metered, RefusalReason};
 use crate::pooled_client::PooledClient;
 use crate::refusal::Refusal;
@@ -225,12 +225,16 @@ async fn run_session(
         let session = (id, started);
         return serve_pooled(conn, ctx, &chosen, pool, &proof, session, guard).await;
     }
+    // Made once: the audit, the registry and the backend login all read it.
+    let plan = login::plan(conn.state(), &chosen, &proof);
     let audit = shared.lasting.audit.as_ref();
-    let audit = Opening::new(audit, id, conn.state(), &chosen, &proof, false);
-    let backend_of = transparent_backend(conn.state(), &chosen, &proof);
-    let backend = match proof {
-        Proof::Passthrough(backend) => Ok(backend),
-        proof => connect_backend(shared, conn.state(), &chosen, &proof).await,
+    let facts = (conn.state(), &chosen, &proof);
+    let audit = Opening::new(audit, id, facts, plan.as_ref().ok(), false);
+    let backend_of = transparent_backend(conn.state(), plan.as_ref().ok());
+    let backend = match (proof, plan) {
+        (Proof::Passthrough(backend), _) => Ok(backend),
+        (_, Ok(plan)) => shared.lasting.connector.connect(&plan).await,
+        (_, Err(error)) => Err(error),
     };
     let state = conn.state().clone();
     let route = chosen.route.number;
@@ -319,17 +323,16 @@ async fn run_session(
     );
 }
 
-/// Where a transparent session of `state`'s client goes (the client's own names where the
-/// plan cannot be made: its backend login then fails anyway).
-fn transparent_backend(state: &ConnectionState, chosen: &Chosen, proof: &Proof) -> BackendOf {
+/// Where a transparent session of `state`'s client goes by its login `plan` (the client's
+/// own names where none could be made: its backend login then fails anyway).
+fn transparent_backend(state: &ConnectionState, plan: Option<&LoginPlan>) -> BackendOf {
+    if let Some(plan) = plan {
+        return BackendOf::planned(plan, false);
+    }
     let client = state.client.as_ref();
-    let plan = login::plan(state, chosen, proof).ok();
-    let (database, user) = match plan {
-        Some(plan) => (plan.database, plan.user),
-        None => client
-            .map(|c| (c.database().to_owned(), c.user().to_owned()))
-            .unwrap_or_default(),
-    };
+    let (database, user) = client
+        .map(|c| (c.database().to_owned(), c.user().to_owned()))
+        .unwrap_or_default();
     BackendOf {
         database,
         user,
@@ -374,20 +377,10 @@ async fn serve_pooled(
     };
     let client = state.client.as_ref();
     let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
-    let backend = BackendOf {
-        database: plan.database.clone(),
-        user: plan.user.clone(),
-        pooled: true,
-    };
+    let backend = BackendOf::planned(&plan, true);
     let registered = register(shared, &state, ctx, (id, chosen.route.number), backend);
-    let audit = Opening::new(
-        shared.lasting.audit.as_ref(),
-        id,
-        &state,
-        chosen,
-        proof,
-        true,
-    );
+    let facts = (&state, chosen, proof);
+    let audit = Opening::new(shared.lasting.audit.as_ref(), id, facts, Some(&plan), true);
     let meter = ctx.metrics.session_meter(chosen.route.number);
     let pooled = PooledClient {
         pools: &shared.lasting.pools,

@@ -28,7 +28,7 @@ use pgbastion_gateway::ConnectionState;
 use crate::admission::{Chosen, Proof};
 use crate::clients::ClientId;
 use crate::config::AuthMode;
-use crate::login;
+use crate::login_plan::LoginPlan;
 use crate::observed::Observer;
 pub use event::{
     AdminCommand, ErrorEvent, Event, FunctionCall, Record, SessionEnd, SessionStart, Statement,
@@ -49,17 +49,15 @@ pub struct Opening {
 
 impl Opening {
     /// The audit of connection `id`, when there is an audit log: what its state, route and
-    /// proof say about it (the backend login as its plan would make it).
+    /// proof say about it, and its backend login's `plan` (`None`: none could be made).
     pub fn new(
         log: Option<&Arc<AuditLog>>,
         id: ClientId,
-        state: &ConnectionState,
-        chosen: &Chosen,
-        proof: &Proof,
+        (state, chosen, proof): (&ConnectionState, &Chosen, &Proof),
+        plan: Option<&LoginPlan>,
         pooled: bool,
     ) -> Option<Self> {
         let log = log?.clone();
-        let plan = login::plan(state, chosen, proof).ok();
         let client = state.client.as_ref();
         let start = SessionStart {
             client_addr: state.client_addr.to_string(),
@@ -77,9 +75,9 @@ impl Opening {
             route: chosen.route.number,
             auth: chosen.route.auth.name(),
             identity: identity(chosen.route.auth, proof, state),
-            backend: plan.as_ref().map(|p| p.address.to_string()),
-            backend_user: plan.as_ref().map(|p| p.user.clone()),
-            backend_database: plan.map(|p| p.database),
+            backend: plan.map(|p| p.address.to_string()),
+            backend_user: plan.map(|p| p.user.clone()),
+            backend_database: plan.map(|p| p.database.clone()),
             pooled,
         };
         Some(Self { log, id, start })
