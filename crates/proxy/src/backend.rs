@@ -20,14 +20,36 @@ use pgbastion_wire::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use crate::backend_socket::BackendSocket;
 use crate::kdf::Kdf;
 use crate::login_plan::LoginPlan;
 use crate::target::{Address, SslMode};
 use crate::tls_client::TlsClients;
 
 /// A byte stream to a backend.
-pub trait BackendIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static> BackendIo for T {}
+pub trait BackendIo: AsyncRead + AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Registers the stream's socket with the calling thread's runtime (see
+    /// [`BackendSocket::rehome`]); a stream that is no runtime's socket has nothing to move.
+    fn rehome(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl BackendIo for BackendSocket {
+    fn rehome(&mut self) -> std::io::Result<()> {
+        BackendSocket::rehome(self)
+    }
+}
+
+impl BackendIo for tokio_rustls::client::TlsStream<BackendSocket> {
+    fn rehome(&mut self) -> std::io::Result<()> {
+        self.get_mut().0.rehome()
+    }
+}
+
+/// In-memory streams, for tests of what is said to a backend.
+#[cfg(test)]
+impl BackendIo for tokio::io::DuplexStream {}
 
 /// The largest message accepted from a backend during login.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
@@ -266,7 +288,7 @@ async fn connect_inner(
         }
         Address::Unix(path) => {
             let unix = UnixStream::connect(path).await.map_err(connect_error)?;
-            (Box::new(unix), None)
+            (Box::new(BackendSocket::Unix(unix)), None)
         }
     };
     let mut stream = stream;
@@ -298,7 +320,7 @@ async fn negotiate_tls(
 ) -> Result<(Box<dyn BackendIo>, Option<Vec<u8>>), BackendError> {
     let sslmode = plan.tls.sslmode;
     if matches!(sslmode, SslMode::Disable | SslMode::Allow) {
-        return Ok((Box::new(tcp), None));
+        return Ok((Box::new(BackendSocket::Tcp(tcp)), None));
     }
     let mut request = BytesMut::new();
     StartupPacket::SslRequest
@@ -312,7 +334,7 @@ async fn negotiate_tls(
     };
     match answer {
         b'S' => {}
-        b'N' if sslmode == SslMode::Prefer => return Ok((Box::new(tcp), None)),
+        b'N' if sslmode == SslMode::Prefer => return Ok((Box::new(BackendSocket::Tcp(tcp)), None)),
         b'N' => {
             return Err(tls_error(format!(
                 "the server does not support TLS, and sslmode={sslmode:?} requires it"
@@ -325,7 +347,7 @@ async fn negotiate_tls(
         }
     }
     let stream = tls
-        .handshake(tcp, &plan.address, &plan.tls)
+        .handshake(BackendSocket::Tcp(tcp), &plan.address, &plan.tls)
         .await
         .map_err(tls_error)?;
     let binding = stream

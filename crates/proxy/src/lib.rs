@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth_query;
 pub mod backend;
 pub mod backend_reset;
+pub mod backend_socket;
 pub mod cancel;
 pub mod clients;
 pub mod config;

@@ -77,6 +77,16 @@ impl Manager for BackendManager {
             .is_ok()
     }
 
+    fn rehome(&self, backend: &mut PooledBackend) -> bool {
+        match backend.conn.stream.rehome() {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "pool: a backend connection could not move to this worker; closed");
+                false
+            }
+        }
+    }
+
     async fn close(&self, backend: PooledBackend) {
         backend_reset::terminate(backend.conn, RESET_TIMEOUT).await;
     }

@@ -14,8 +14,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
-use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+
+use crate::backend_socket::BackendSocket;
 use tokio_rustls::TlsConnector;
 
 use crate::target::{Address, SslMode, TlsSettings};
@@ -57,16 +58,16 @@ impl TlsClients {
     /// Runs the TLS handshake on `tcp` to `address` with the `tls` settings.
     pub async fn handshake(
         &self,
-        tcp: TcpStream,
+        socket: BackendSocket,
         address: &Address,
         tls: &TlsSettings,
-    ) -> Result<TlsStream<TcpStream>, String> {
+    ) -> Result<TlsStream<BackendSocket>, String> {
         let config = self.config(tls)?;
         let host = address.host().unwrap_or("localhost");
         let name =
             ServerName::try_from(host.to_owned()).map_err(|e| format!("host name {host}: {e}"))?;
         TlsConnector::from(config)
-            .connect(name, tcp)
+            .connect(name, socket)
             .await
             .map_err(|e| e.to_string())
     }

@@ -146,10 +146,10 @@ pub(super) async fn acquire_until(
 }
 
 /// Counts one waiter while it lives (also when a checkout is cancelled mid-wait).
-struct Waiting<'a>(&'a AtomicUsize);
+pub(super) struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
+    pub(super) fn new(count: &'a AtomicUsize) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
         Self(count)
     }

@@ -3,8 +3,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use tokio::sync::OwnedSemaphorePermit;
-
+use super::slots::SlotPermit;
 use super::{Manager, Pooled, Shared};
 
 /// A checked-out connection. It derefs to the connection. End it with [`Lease::release`]
@@ -15,15 +14,11 @@ pub struct Lease<M: Manager> {
     // Declared before the permit: dropping a lease closes the connection before its slot is
     // free for a waiter.
     pooled: Pooled<M>,
-    permit: OwnedSemaphorePermit,
+    permit: SlotPermit,
 }
 
 impl<M: Manager> Lease<M> {
-    pub(super) fn new(
-        shared: Arc<Shared<M>>,
-        pooled: Pooled<M>,
-        permit: OwnedSemaphorePermit,
-    ) -> Self {
+    pub(super) fn new(shared: Arc<Shared<M>>, pooled: Pooled<M>, permit: SlotPermit) -> Self {
         Self {
             shared,
             pooled,

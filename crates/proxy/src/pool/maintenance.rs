@@ -87,7 +87,7 @@ impl<M: Manager> Shared<M> {
                     return;
                 }
             }
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let Some(permit) = self.slots.try_acquire() else {
                 return;
             };
             let Some(caps) = self.caps.try_acquire() else {

@@ -20,10 +20,13 @@
 //!   they are handed out, and so are long-idle ones.
 //! - **Caps**: connections also hold permits of backend-wide [`Caps`] shared across pools.
 //! - **Local first**: sessions run on thread-per-core workers ([`crate::workers`]), and a
-//!   connection's socket wakes the worker that opened it. A checkout takes an idle connection
-//!   its own worker opened when there is one (the most recently used of them), else any; so in
-//!   the steady state a worker's clients use its own connections and no exchange crosses
-//!   threads, while `size`, the FIFO queue and `min_idle` stay the whole pool's.
+//!   connection's socket wakes the worker it is registered with. A checkout takes an idle
+//!   connection of its own worker when there is one (the most recently used of them), else
+//!   any, whose socket then moves to the checkout's worker ([`Manager::rehome`]); a slot freed
+//!   on a worker goes to that worker's first waiter unless another worker's has waited
+//!   [`slots`]' slack longer. So in the steady state a worker's clients take turns on its
+//!   own connections and no exchange crosses threads, while `size`, the waiting line and
+//!   `min_idle` stay the whole pool's.
 //!
 //! Every open connection holds a slot: a checkout holds one from its first wait to the end of
 //! its lease (a reset included), so a connection can never be handed out twice or before its
@@ -33,6 +36,7 @@ mod caps;
 mod lease;
 mod maintenance;
 mod settings;
+mod slots;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -42,7 +46,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 pub use caps::{CapKey, Caps, PoolCaps};
@@ -50,7 +53,8 @@ pub use lease::Lease;
 pub use settings::PoolSettings;
 pub use stats::PoolStats;
 
-use caps::{acquire_until, CapPermits};
+use caps::CapPermits;
+use slots::{worker_index, Slots};
 use stats::{Counters, OpenCount};
 
 /// Opens, resets, checks and closes the connections of one pool. Each future must end on
@@ -71,6 +75,14 @@ pub trait Manager: Send + Sync + 'static {
 
     /// Whether an idle connection still works (asked before a suspect one is handed out).
     fn check(&self, conn: &mut Self::Conn) -> impl Future<Output = bool> + Send;
+
+    /// Moves an idle connection's socket to the calling thread's runtime (a checkout on
+    /// another worker than the one it was last used on), so that its readiness wakes that
+    /// thread; `false` closes it. Connections that are not sockets need nothing.
+    fn rehome(&self, conn: &mut Self::Conn) -> bool {
+        let _ = conn;
+        true
+    }
 
     /// Closes an idle connection politely (e.g. with a Terminate message). Leases dropped
     /// mid-use are closed by dropping the connection instead: it may be mid-message.
@@ -127,7 +139,7 @@ impl<M: Manager> Pool<M> {
     pub fn new(manager: M, settings: PoolSettings, caps: PoolCaps) -> Self {
         let settings = settings.clamped();
         let shared = Arc::new(Shared {
-            permits: Arc::new(Semaphore::new(settings.size)),
+            slots: Slots::new(settings.size),
             manager,
             settings,
             caps,
@@ -170,7 +182,9 @@ impl<M: Manager> Pool<M> {
             }
         };
         let waiting = &shared.counters.waiting;
-        let permit = acquire_until(&shared.permits, deadline, waiting)
+        let permit = shared
+            .slots
+            .acquire_until(deadline, waiting)
             .await
             .ok_or_else(timed_out)?;
         let pooled = match shared.take_idle().await {
@@ -229,7 +243,7 @@ struct Shared<M: Manager> {
     settings: PoolSettings,
     /// One per connection that may be open: held by each checkout (and lease) and by the
     /// maintenance task while it opens one; idle connections hold none.
-    permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
     caps: PoolCaps,
     state: Mutex<State<M>>,
     counters: Arc<Counters>,
@@ -262,7 +276,8 @@ impl<M: Manager> Default for State<M> {
 /// An open connection with what the pool keeps with it for its whole life.
 struct Pooled<M: Manager> {
     conn: M::Conn,
-    /// The worker that opened it (its socket wakes that worker's thread); 0 off the workers.
+    /// The worker whose runtime its socket is registered with (whose thread its readiness
+    /// wakes): the one that opened it or last checked it out; 0 off the workers.
     home: usize,
     /// When it is due to retire (its jittered max_lifetime).
     retire_at: Option<Instant>,
@@ -309,8 +324,8 @@ impl<M: Manager> Shared<M> {
     }
 
     /// The most recently used idle connection, of the calling worker's own if it has one,
-    /// that is not due to retire and, if suspect, passes its check; retired and failed ones
-    /// are closed on the way.
+    /// that is not due to retire and, if suspect, passes its check, moved to the calling
+    /// worker; retired and failed ones are closed on the way.
     async fn take_idle(self: &Arc<Self>) -> Option<Pooled<M>> {
         let home = worker_index();
         loop {
@@ -332,6 +347,12 @@ impl<M: Manager> Shared<M> {
             if pooled.retire_at.is_some_and(|at| at <= now) {
                 self.close_in_background(pooled);
                 continue;
+            }
+            if pooled.home != home {
+                if !self.manager.rehome(&mut pooled.conn) {
+                    continue;
+                }
+                pooled.home = home;
             }
             if !suspect || self.manager.check(&mut pooled.conn).await {
                 return Some(pooled);
@@ -379,9 +400,4 @@ impl<M: Manager> Shared<M> {
         let shared = self.clone();
         tokio::spawn(async move { shared.close(pooled).await });
     }
-}
-
-/// The calling thread's worker, as a connection's home: 0 off the workers.
-fn worker_index() -> usize {
-    crate::workers::current().map_or(0, |worker| worker.index)
 }
