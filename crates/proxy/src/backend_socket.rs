@@ -7,9 +7,12 @@
 //! (two `epoll_ctl` calls, once), instead of every read crossing threads while it is used there.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -25,15 +28,43 @@ pub enum BackendSocket {
 }
 
 impl BackendSocket {
-    /// Registers the socket with the calling thread's runtime (it must be called inside one).
-    /// On failure the socket is closed and the error returned.
+    /// Registers the socket with the calling thread's runtime (it must be called inside one),
+    /// for an idle connection: one the backend closed, or sent something on, while it sat
+    /// idle is refused (a new registration knows nothing yet of what happened before). On
+    /// failure the socket is closed and the error returned.
     pub fn rehome(&mut self) -> io::Result<()> {
         *self = match std::mem::replace(self, Self::Detached) {
-            Self::Tcp(socket) => Self::Tcp(TcpStream::from_std(socket.into_std()?)?),
-            Self::Unix(socket) => Self::Unix(UnixStream::from_std(socket.into_std()?)?),
+            Self::Tcp(socket) => {
+                let socket = socket.into_std()?;
+                quiet(&socket)?;
+                Self::Tcp(TcpStream::from_std(socket)?)
+            }
+            Self::Unix(socket) => {
+                let socket = socket.into_std()?;
+                quiet(&socket)?;
+                Self::Unix(UnixStream::from_std(socket)?)
+            }
             Self::Detached => return Err(detached()),
         };
         Ok(())
+    }
+}
+
+/// Fails unless the socket has nothing to read (a look that never waits and takes nothing).
+fn quiet(socket: &impl AsRawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    match recv(socket.as_raw_fd(), &mut byte, flags) {
+        Err(Errno::EAGAIN) => Ok(()),
+        Ok(0) => Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "the backend closed the connection while it was idle",
+        )),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the backend sent something unasked while the connection was idle",
+        )),
+        Err(errno) => Err(errno.into()),
     }
 }
 
@@ -158,5 +189,28 @@ mod tests {
         });
         drop(theirs_runtime.join().unwrap());
         drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_socket_its_peer_closed_or_wrote_on_is_not_moved() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        for peer_writes in [false, true] {
+            let (ours, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
+            let mut ours = BackendSocket::Tcp(ours.unwrap());
+            let mut theirs = accepted.unwrap().0;
+            ours.rehome().expect("a quiet socket moves");
+            if peer_writes {
+                theirs.write_all(b"N").await.unwrap();
+            }
+            drop(theirs);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let error = ours.rehome().expect_err("not quiet");
+            assert!(matches!(
+                error.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::InvalidData
+            ));
+            assert!(ours.read_u8().await.is_err(), "and it is closed");
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod backend_socket;
 pub mod cancel;
 pub mod clients;
 pub mod config;
+pub mod dormant;
 pub mod drain;
 pub mod external;
 pub mod greeting;

@@ -5,6 +5,8 @@
 //! function; [`Stopper`] feeds it the phase and sends the cancel. Transparent and pooled
 //! sessions both use it, each describing where it stands as a [`Progress`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -12,6 +14,7 @@ use tokio::time::Instant;
 
 use super::{DrainWatch, Phase};
 use crate::cancel::BackendKey;
+use crate::dormant::Dormant;
 
 /// How long a forwarded cancel may take to reach the backend.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +66,9 @@ pub fn decide(phase: Phase, at: Progress, cancelled: bool, overdue: bool) -> Ste
 #[derive(Debug)]
 pub struct Stopper {
     watch: Option<DrainWatch>,
+    /// While serving: the wait for the drain to start, kept across [`wake`](Self::wake)s
+    /// (registered once, not once per message relayed).
+    serving: Option<Dormant<WatchChange>>,
     draining: bool,
     cancelled: bool,
     overdue_at: Option<Instant>,
@@ -73,6 +79,7 @@ impl Stopper {
     pub fn new(watch: Option<DrainWatch>) -> Self {
         Self {
             watch,
+            serving: None,
             draining: false,
             cancelled: false,
             overdue_at: None,
@@ -85,6 +92,10 @@ impl Stopper {
         let Some(watch) = self.watch.as_mut() else {
             return false;
         };
+        if self.serving.as_ref().is_some_and(Dormant::is_quiet) {
+            // Serving, and the drain has not moved since its wait was registered.
+            return false;
+        }
         let phase = watch.phase();
         self.draining = phase != Phase::Serving;
         if phase == Phase::Closing && self.overdue_at.is_none() {
@@ -115,6 +126,16 @@ impl Stopper {
         let Some(watch) = self.watch.as_mut() else {
             return std::future::pending().await;
         };
+        if !self.draining {
+            // Serving (no overdue time then, and `moved` is not watched): the one change to
+            // wait for is the drain starting.
+            let wait = self
+                .serving
+                .get_or_insert_with(|| Dormant::new(Box::pin(watch_change(watch.clone()))));
+            wait.await;
+            self.serving = None;
+            return;
+        }
         let overdue = async {
             match self.overdue_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -133,6 +154,13 @@ impl Stopper {
             () = overdue => {}
         }
     }
+}
+
+/// A wait for a [`DrainWatch`]'s next change, owning its watch.
+type WatchChange = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+async fn watch_change(mut watch: DrainWatch) {
+    watch.changed().await;
 }
 
 #[cfg(test)]
