@@ -150,7 +150,7 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let (mut ours, mut theirs) = first.block_on(async {
+        let (mut ours, theirs) = first.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let address = listener.local_addr().unwrap();
             let (ours, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
@@ -163,8 +163,7 @@ mod tests {
                 .build()
                 .unwrap()
                 .block_on(async move {
-                    let theirs = TcpStream::from_std(theirs.into_std().unwrap()).unwrap();
-                    let mut theirs = theirs;
+                    let mut theirs = TcpStream::from_std(theirs.into_std().unwrap()).unwrap();
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     theirs.write_all(b"hello").await.unwrap();
                     theirs
