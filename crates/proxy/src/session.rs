@@ -133,7 +133,7 @@ async fn serve_in_span(
     let mut guard = ctx.metrics.accepted();
     // A connection still in its handshake when the drain starts is simply closed.
     let accepted = tokio::select! {
-        accepted = pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks) => accepted,
+        accepted = Box::pin(pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks)) => accepted,
         () = ctx.drain.started() => return,
     };
     match accepted {
@@ -146,10 +146,13 @@ async fn serve_in_span(
                     return refuse(conn, refusal).await;
                 }
                 guard.session_started();
-                return admin::console::serve(conn, &ctx, id).await;
+                return Box::pin(admin::console::serve(conn, &ctx, id)).await;
             }
             match data.admitted() {
-                Ok(admitted) => run_session(conn, admitted, &ctx, id, started, &mut guard).await,
+                // Boxed, as each rare step below: an idle session keeps only what it needs.
+                Ok(admitted) => {
+                    Box::pin(run_session(conn, admitted, &ctx, id, started, &mut guard)).await;
+                }
                 Err(refusal) => refuse(conn, refusal).await,
             }
         }
@@ -162,7 +165,7 @@ async fn serve_in_span(
             // Only now may the client see its cancel connection close: drivers take that
             // close to mean the backend has been signalled, and run their next statement.
             // Until then it holds its slot under the listener's limits (`_held`).
-            conn.close_gracefully().await;
+            Box::pin(conn.close_gracefully()).await;
         }
         Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => {}
         Err(error) => {
@@ -233,7 +236,7 @@ async fn run_session(
     let backend_of = transparent_backend(conn.state(), plan.as_ref().ok());
     let backend = match (proof, plan) {
         (Proof::Passthrough(backend), _) => Ok(backend),
-        (_, Ok(plan)) => shared.lasting.connector.connect(&plan).await,
+        (_, Ok(plan)) => Box::pin(shared.lasting.connector.connect(&plan)).await,
         (_, Err(error)) => Err(error),
     };
     let state = conn.state().clone();

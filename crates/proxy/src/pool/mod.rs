@@ -305,7 +305,7 @@ impl<M: Manager> Shared<M> {
     async fn connect(&self, caps: CapPermits) -> Result<Pooled<M>, M::Error> {
         let open = OpenCount::new(&self.counters);
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
-        match self.manager.connect().await {
+        match Box::pin(self.manager.connect()).await {
             Ok(conn) => Ok(Pooled {
                 conn,
                 home: worker_index(),
@@ -354,7 +354,7 @@ impl<M: Manager> Shared<M> {
                 }
                 pooled.home = home;
             }
-            if !suspect || self.manager.check(&mut pooled.conn).await {
+            if !suspect || Box::pin(self.manager.check(&mut pooled.conn)).await {
                 return Some(pooled);
             }
             tracing::debug!("pool: an idle connection failed its check; closed");
