@@ -318,14 +318,17 @@ impl<L: Lender> PooledSession<'_, L> {
                 }
             }
             room_to_read(client_in, CLIENT_READ);
+            // Biased, writes first: what is owed goes out before more is read, and a fixed
+            // order spares a random draw per turn (every branch is tried each turn anyway).
             tokio::select! {
-                read = client_read.read_buf(client_in) => {
-                    if !matches!(read, Ok(n) if n > 0) {
+                biased;
+                written = client_write.write_buf(to_client), if !to_client.is_empty() => {
+                    if written.is_err() {
                         return Err(PooledEnd::Client);
                     }
                 }
-                written = client_write.write_buf(to_client), if !to_client.is_empty() => {
-                    if written.is_err() {
+                read = client_read.read_buf(client_in) => {
+                    if !matches!(read, Ok(n) if n > 0) {
                         return Err(PooledEnd::Client);
                     }
                 }
@@ -351,7 +354,9 @@ impl<L: Lender> PooledSession<'_, L> {
                 drain.wake(None).await;
             }
         };
+        // Biased: a backend that is free at once is taken without setting up the other waits.
         let got = tokio::select! {
+            biased;
             got = self.lender.checkout() => match got {
                 Ok(lease) => Checkout::Got(lease),
                 Err(refusal) => Checkout::Refused(refusal),
@@ -460,27 +465,11 @@ impl<L: Lender> PooledSession<'_, L> {
             let read_client = terminating.is_none()
                 && (client_in.len() < BUFFER_LIMIT
                     || !matches!(self.mux.has_client_message(client_in), Ok(true)));
-            let deadline =
-                terminating.unwrap_or_else(|| tokio::time::Instant::now() + AFTER_TERMINATE);
             room_to_read(client_in, CLIENT_READ);
             room_to_read(&mut backend_in, BACKEND_READ);
+            // Biased, writes first (as above).
             tokio::select! {
-                () = tokio::time::sleep_until(deadline), if terminating.is_some() => {
-                    break Turn::End(PooledEnd::Terminate);
-                }
-                read = client_read.read_buf(client_in), if read_client => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        break Turn::End(PooledEnd::Client);
-                    }
-                }
-                read = backend_read.read_buf(&mut backend_in), if to_client.len() < BUFFER_LIMIT => {
-                    if !matches!(read, Ok(n) if n > 0) {
-                        if !self.mux.last_was_error() {
-                            report(&backend_lost(), to_client);
-                        }
-                        break Turn::End(PooledEnd::Backend);
-                    }
-                }
+                biased;
                 written = client_write.write_buf(to_client), if !to_client.is_empty() => {
                     if written.is_err() {
                         break Turn::End(PooledEnd::Client);
@@ -492,12 +481,36 @@ impl<L: Lender> PooledSession<'_, L> {
                         break Turn::End(PooledEnd::Backend);
                     }
                 }
+                read = backend_read.read_buf(&mut backend_in), if to_client.len() < BUFFER_LIMIT => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        if !self.mux.last_was_error() {
+                            report(&backend_lost(), to_client);
+                        }
+                        break Turn::End(PooledEnd::Backend);
+                    }
+                }
+                read = client_read.read_buf(client_in), if read_client => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        break Turn::End(PooledEnd::Client);
+                    }
+                }
+                () = sleep_until(terminating) => {
+                    break Turn::End(PooledEnd::Terminate);
+                }
                 () = self.drain.wake(None) => {}
             }
         };
         drop((backend_read, backend_write));
         conn.buffered = backend_in;
         turn
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use pgbastion_wire::{
     BackendMessage, ErrorResponse, FrameDecoder, Severity, SqlState, TransactionStatus,
 };
@@ -122,7 +122,14 @@ pub struct Multiplexer {
     /// The tag of the last whole backend message.
     last_backend_tag: u8,
     backend_stream_forward: bool,
+    /// The last statement text [`judge`](Self::judge) found to leave nothing behind, with
+    /// how its literals were lexed: clients send the same text again and again (an unnamed
+    /// Parse per execution), and such a text means the same whatever the session's state.
+    harmless: Option<(StringLiterals, String)>,
 }
+
+/// The longest statement text remembered as harmless.
+const HARMLESS_MEMO: usize = 256;
 
 impl Multiplexer {
     /// A client with `wanted` session parameters (names as PostgreSQL reports them).
@@ -156,6 +163,7 @@ impl Multiplexer {
             backend_stream: 0,
             last_backend_tag: 0,
             backend_stream_forward: true,
+            harmless: None,
         }
     }
 
@@ -367,10 +375,10 @@ impl Multiplexer {
                 if take == 0 {
                     return Ok(ClientFlow::More);
                 }
-                let chunk = input.split_to(take);
                 if !self.discarding {
-                    to_backend.extend_from_slice(&chunk);
+                    to_backend.extend_from_slice(&input[..take]);
                 }
+                input.advance(take);
                 self.client_stream -= take;
                 continue;
             }
@@ -571,7 +579,22 @@ impl Multiplexer {
             Some("off") => StringLiterals::BackslashEscapes,
             _ => StringLiterals::Standard,
         };
+        if self
+            .harmless
+            .as_ref()
+            .is_some_and(|(lexed, text)| *lexed == literals && text == sql)
+        {
+            return Verdict::Go(Care::default());
+        }
         let scan = sql_scan::scan_with(sql, literals);
+        if scan.effects.is_empty() && sql.len() <= HARMLESS_MEMO && !mentions_search_path(sql) {
+            // Its verdict depends on nothing else: no effect to weigh against the session.
+            let (lexed, text) = self.harmless.get_or_insert_with(Default::default);
+            *lexed = literals;
+            text.clear();
+            text.push_str(sql);
+            return Verdict::Go(Care::default());
+        }
         let mut care = Care::default();
         for effect in scan.effects {
             let sticky = match effect {
@@ -829,8 +852,10 @@ impl Multiplexer {
     /// answer it alone: named or unnamed Parses whose text changes no session state, Closes
     /// of statements, Flushes, then the Sync.
     fn local_group(&self, input: &[u8]) -> Result<Option<usize>, MuxError> {
+        // The messages first, the texts only then: a group with a Bind (the usual one) needs
+        // a backend whatever its Parse says.
         let mut at = 0;
-        loop {
+        let end = loop {
             let Some((tag, total)) = self
                 .decoder
                 .peek_header(&input[at..])
@@ -843,23 +868,37 @@ impl Multiplexer {
             };
             at += total;
             match tag {
-                b'S' => return Ok(Some(at)),
+                b'S' => break at,
                 // Ignored up to the Sync (after an error): nothing needs a backend.
                 b'd' | b'X' => return Ok(None),
                 _ if self.discarding => {}
-                b'H' => {}
-                b'P' => {
-                    let parse = wire::Parse::split(frame)?;
+                b'H' | b'P' => {}
+                b'C' if wire::split_target(frame)?.0 == b'S' => {}
+                _ => return Ok(None),
+            }
+        };
+        if !self.discarding {
+            let mut at = 0;
+            while at < end {
+                let total = u32::from_be_bytes([
+                    input[at + 1],
+                    input[at + 2],
+                    input[at + 3],
+                    input[at + 4],
+                ]) as usize
+                    + 1;
+                if input[at] == b'P' {
+                    let parse = wire::Parse::split(&input[at..at + total])?;
                     if mentions_search_path(parse.query)
                         || !sql_scan::scan(parse.query).effects.is_empty()
                     {
                         return Ok(None);
                     }
                 }
-                b'C' if wire::split_target(frame)?.0 == b'S' => {}
-                _ => return Ok(None),
+                at += total;
             }
         }
+        Ok(Some(end))
     }
 
     /// The server-side name for the client's statement `name`, prepared first on this
@@ -944,10 +983,10 @@ impl Multiplexer {
                 if take == 0 {
                     return Ok(());
                 }
-                let chunk = input.split_to(take);
                 if self.backend_stream_forward {
-                    to_client.extend_from_slice(&chunk);
+                    to_client.extend_from_slice(&input[..take]);
                 }
+                input.advance(take);
                 self.backend_stream -= take;
                 continue;
             }
@@ -979,11 +1018,14 @@ impl Multiplexer {
             if input.len() < total {
                 return Ok(());
             }
-            let frame = input.split_to(total);
+            // Read in place, then dropped from the buffer: splitting it off would make the
+            // buffer shared (an allocation and atomic counts) for a message that is only copied.
+            let frame = &input[..total];
             self.last_backend_tag = tag;
             if self.backend_message(tag, &frame[5..], backend)? {
-                to_client.extend_from_slice(&frame);
+                to_client.extend_from_slice(frame);
             }
+            input.advance(total);
             self.emit_own(to_client);
         }
     }
@@ -1447,6 +1489,48 @@ mod tests {
             mux.from_backend(&mut answers, &mut backend, &mut BytesMut::new()),
             Err(MuxError::Backend(_))
         ));
+    }
+
+    #[test]
+    fn a_text_remembered_as_harmless_is_judged_by_its_exact_text_and_literals() {
+        let backend = BackendState::new(&[], 10);
+        let mut mux = Multiplexer::new(policy(true), vec![]);
+        let select = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        for _ in 0..2 {
+            assert!(
+                matches!(mux.judge(select, &backend), Verdict::Go(care) if care == Care::default())
+            );
+        }
+        assert!(mux.harmless.is_some());
+        // A text that differs only by what follows is lexed again.
+        assert!(matches!(
+            mux.judge(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = $1; LISTEN x",
+                &backend
+            ),
+            Verdict::Go(_)
+        ));
+        assert_eq!(mux.pinned(), Some("LISTEN"));
+        // How literals are lexed decides what a text hides: remembered under one way, the
+        // same text is lexed again under the other.
+        let mut mux = Multiplexer::new(policy(true), vec![]);
+        let hidden = r"SELECT 'a\'; LISTEN y; SELECT '1'";
+        let mut escaping = BackendState::new(&[], 10);
+        escaping
+            .reported
+            .insert("standard_conforming_strings".into(), "off".into());
+        assert!(matches!(mux.judge(hidden, &escaping), Verdict::Go(_)));
+        assert_eq!(mux.pinned(), None, "with backslash escapes: one string");
+        assert!(mux.harmless.is_some());
+        assert!(matches!(mux.judge(hidden, &backend), Verdict::Go(_)));
+        assert_eq!(mux.pinned(), Some("LISTEN"), "standard literals: a LISTEN");
+        // Texts that name search_path are never remembered.
+        let mut mux = Multiplexer::new(policy(true), vec![]);
+        assert!(matches!(
+            mux.judge("SELECT current_setting('search_path')", &backend),
+            Verdict::Go(_)
+        ));
+        assert!(mux.harmless.is_none());
     }
 
     #[test]
