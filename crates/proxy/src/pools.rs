@@ -9,13 +9,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pgbastion_wire::{ErrorResponse, Severity, SqlState};
-use prometheus_client::metrics::histogram::Histogram;
 
 use crate::admin::pause::Pauses;
 use crate::backend::{BackendError, Connector};
 use crate::backend_reset;
 use crate::login_plan::{LoginPlan, PoolKey};
-use crate::metrics::{Metrics, PoolLabels};
+use crate::metrics::{Durations, Metrics, PoolLabels};
 use crate::pool::{Caps, Lease, Manager, Pool, PoolError, PoolSettings};
 use crate::pooled_session::{GiveBack, Lender, PooledBackend};
 use crate::route::{Route, Routes};
@@ -100,7 +99,7 @@ pub struct RoutePool {
     /// Failed backend connects, logged at most once per interval per reason.
     warnings: Arc<WarnLimiter<Discriminant<BackendError>>>,
     /// The checkout wait histogram of this pool's labels.
-    checkout_wait: Histogram,
+    checkout_wait: Durations,
     /// The backend database (what PAUSE names).
     database: String,
     /// The backend user.
@@ -188,7 +187,7 @@ impl Lender for RoutePool {
         }
         // The pause's wait counts against the same checkout_timeout.
         let got = self.checkout_live(started, until).await;
-        self.checkout_wait.observe(started.elapsed().as_secs_f64());
+        self.checkout_wait.observe(started.elapsed());
         got
     }
 

@@ -8,6 +8,7 @@
 
 mod audit;
 mod conn;
+mod durations;
 mod labels;
 mod pools;
 mod ready;
@@ -19,11 +20,11 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 pub use audit::AuditCounters;
 pub use conn::{AuthAttempt, ClientGuard, ListenerMetrics};
+pub use durations::Durations;
 pub use labels::{CancelResult, Outcome, RefusalReason};
 pub use pools::{PoolLabels, StatsReader};
 pub use ready::{NotReady, Readiness};
@@ -34,17 +35,7 @@ use labels::{
 };
 use pools::PoolDirectory;
 
-/// Upper bounds (seconds) of the duration histograms: from a fast point query on a local
-/// network to a statement that runs for half a minute.
-const DURATION_BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
-}
-
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, Durations>;
 
 /// Every metric of the proxy, and the registry that encodes them.
 pub struct Metrics {
@@ -100,9 +91,9 @@ impl Metrics {
             route_hits: Family::default(),
             refusals: Family::default(),
             backend_connects: Family::default(),
-            queries: Family::new_with_constructor(duration_histogram),
-            transactions: Family::new_with_constructor(duration_histogram),
-            checkout_wait: Family::new_with_constructor(duration_histogram),
+            queries: Family::default(),
+            transactions: Family::default(),
+            checkout_wait: Family::default(),
             cancels: Family::default(),
             key_refreshes: Family::default(),
             reloads: Family::default(),
@@ -289,7 +280,7 @@ impl Metrics {
 
     /// Starts reporting the gauges of a pool (while it exists) and returns its checkout wait
     /// histogram.
-    pub fn track_pool(&self, labels: PoolLabels, stats: StatsReader) -> Histogram {
+    pub fn track_pool(&self, labels: PoolLabels, stats: StatsReader) -> Durations {
         let wait = self.checkout_wait.get_or_create(&labels).clone();
         self.pools.track(labels, stats);
         wait

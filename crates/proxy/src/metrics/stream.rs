@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use pgbastion_wire::{Direction, FrameScanner};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 
+use super::Durations;
 use crate::clients::ClientStats;
 use crate::observed::{Observed, Observer};
 
@@ -44,8 +44,8 @@ impl Stopwatch {
 pub struct SessionMeter {
     received: Counter,
     sent: Counter,
-    queries: Histogram,
-    transactions: Histogram,
+    queries: Durations,
+    transactions: Durations,
     scanner: FrameScanner,
     query: Stopwatch,
     transaction: Stopwatch,
@@ -57,8 +57,8 @@ impl SessionMeter {
     pub(super) fn new(
         received: Counter,
         sent: Counter,
-        queries: Histogram,
-        transactions: Histogram,
+        queries: Durations,
+        transactions: Durations,
     ) -> Self {
         Self {
             received,
@@ -110,14 +110,14 @@ impl Observer for SessionMeter {
         let now = Instant::now();
         for _ in 0..ready {
             let took = self.query.end(now);
-            self.queries.observe(took.as_secs_f64());
+            self.queries.observe(took);
             if let Some(client) = &self.client {
                 client.query_done(took);
             }
         }
         for _ in 0..idle {
             let took = self.transaction.end(now);
-            self.transactions.observe(took.as_secs_f64());
+            self.transactions.observe(took);
             if let Some(client) = &self.client {
                 client.transaction_done(took);
             }
@@ -132,9 +132,9 @@ pub type Metered<S> = Observed<S, SessionMeter>;
 mod tests {
     use super::*;
 
-    fn meter() -> (SessionMeter, Histogram, Histogram) {
-        let queries = Histogram::new([1.0]);
-        let transactions = Histogram::new([1.0]);
+    fn meter() -> (SessionMeter, Durations, Durations) {
+        let queries = Durations::default();
+        let transactions = Durations::default();
         let meter = SessionMeter::new(
             Counter::default(),
             Counter::default(),
@@ -144,7 +144,7 @@ mod tests {
         (meter, queries, transactions)
     }
 
-    fn count(histogram: &Histogram) -> u64 {
+    fn count(histogram: &Durations) -> u64 {
         let mut text = String::new();
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register("h", "h", histogram.clone());
