@@ -20,6 +20,8 @@ struct Record {
     checks: AtomicUsize,
     /// Polite closes ([`Manager::close`]).
     closes: AtomicUsize,
+    /// Moves to another worker ([`Manager::rehome`]), failed ones included.
+    rehomes: AtomicUsize,
     live: AtomicUsize,
     max_live: AtomicUsize,
 }
@@ -52,6 +54,8 @@ struct TestManager {
     /// The next this many connects fail.
     failing_connects: AtomicUsize,
     fail_resets: AtomicBool,
+    /// Connections cannot move to another worker.
+    fail_rehomes: AtomicBool,
     connect_delay: Mutex<Duration>,
     reset_delay: Mutex<Duration>,
     /// Connections whose check fails.
@@ -96,6 +100,11 @@ impl Manager for TestManager {
     async fn check(&self, conn: &mut TestConn) -> bool {
         self.record.checks.fetch_add(1, Ordering::SeqCst);
         !self.dead.lock().unwrap().contains(&conn.id)
+    }
+
+    fn rehome(&self, _conn: &mut TestConn) -> bool {
+        self.record.rehomes.fetch_add(1, Ordering::SeqCst);
+        !self.fail_rehomes.load(Ordering::SeqCst)
     }
 
     async fn close(&self, conn: TestConn) {
@@ -656,6 +665,35 @@ async fn a_checkout_prefers_a_connection_its_own_worker_opened() {
     .await;
     assert_eq!(ids, (2, 1));
     assert_eq!(Record::get(&record(&pool).connects), 2);
+}
+
+#[tokio::test]
+async fn a_connection_taken_on_another_worker_moves_there_once_or_is_closed() {
+    let workers = crate::workers::Workers::start(2).unwrap();
+    let pool = pool(settings(1));
+    let take = |pool: &Pool<TestManager>| {
+        let pool = pool.clone();
+        async move {
+            let lease = pool.checkout().await.unwrap();
+            let id = lease.id;
+            lease.release();
+            id
+        }
+    };
+    let moves = || Record::get(&record(&pool).rehomes);
+    assert_eq!(on_worker(&workers, 0, take(&pool)).await, 1);
+    assert_eq!(moves(), 0, "used where it was opened");
+    assert_eq!(on_worker(&workers, 1, take(&pool)).await, 1);
+    assert_eq!(moves(), 1, "moved to the worker that took it");
+    assert_eq!(on_worker(&workers, 1, take(&pool)).await, 1);
+    assert_eq!(moves(), 1, "already there");
+    // One that cannot move (its backend closed it while idle) is closed, and a new one
+    // opened in its place.
+    pool.manager().fail_rehomes.store(true, Ordering::SeqCst);
+    assert_eq!(on_worker(&workers, 0, take(&pool)).await, 2);
+    assert_eq!(moves(), 2);
+    assert_eq!(Record::get(&record(&pool).live), 1);
+    assert_eq!(pool.stats().open, 1);
 }
 
 #[tokio::test(start_paused = true)]
