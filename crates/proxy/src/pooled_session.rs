@@ -160,117 +160,123 @@ enum Turn {
     End(PooledEnd),
 }
 
-impl<L: Lender> PooledSession<'_, L> {
+impl<'a, L: Lender> PooledSession<'a, L> {
     /// Serves the client until it ends. `client_in` holds bytes already read from it.
-    pub async fn run<C>(mut self, client: C, mut client_in: BytesMut) -> Pooled
+    ///
+    /// An `async` block rather than an `async fn`: an `async fn` keeps a second copy of its
+    /// arguments in its future for as long as it runs (rustc moves them into locals and
+    /// keeps both), and an idle pooled client is mostly this future.
+    pub fn run<C>(mut self, client: C, mut client_in: BytesMut) -> impl Future<Output = Pooled> + 'a
     where
-        C: AsyncRead + AsyncWrite + Unpin,
+        C: AsyncRead + AsyncWrite + Unpin + 'a,
     {
-        let (mut client_read, mut client_write) = tokio::io::split(client);
-        let mut to_client = BytesMut::new();
-        let mut lease = self.held.take();
-        let mut checkouts = u64::from(lease.is_some());
-        // A backend just taken (the session mode one from the start, or a checkout) is made
-        // the client's before anything of the client's reaches it.
-        let mut fresh = lease.is_some();
-        let end = loop {
-            let mut to_backend = BytesMut::new();
-            if lease.is_none() {
-                match self
-                    .await_message(
-                        &mut client_read,
-                        &mut client_write,
+        async move {
+            let (mut client_read, mut client_write) = tokio::io::split(client);
+            let mut to_client = BytesMut::new();
+            let mut lease = self.held.take();
+            let mut checkouts = u64::from(lease.is_some());
+            // A backend just taken (the session mode one from the start, or a checkout) is made
+            // the client's before anything of the client's reaches it.
+            let mut fresh = lease.is_some();
+            let end = loop {
+                let mut to_backend = BytesMut::new();
+                if lease.is_none() {
+                    match self
+                        .await_message(
+                            &mut client_read,
+                            &mut client_write,
+                            &mut client_in,
+                            &mut to_client,
+                        )
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(end) => break end,
+                    }
+                    match self
+                        .mux
+                        .answer_without_backend(&mut client_in, &mut to_client)
+                    {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(error) => {
+                            report(&error, &mut to_client);
+                            break PooledEnd::Protocol;
+                        }
+                    }
+                    match self.checkout().await {
+                        Checkout::Got(got) => {
+                            checkouts += 1;
+                            fresh = true;
+                            lease = Some(got);
+                        }
+                        Checkout::Shutdown => {
+                            // Nothing of what it waits with has run: it ends as an idle one does.
+                            to_client.extend_from_slice(&crate::relay::shutdown_notice());
+                            break PooledEnd::Shutdown;
+                        }
+                        Checkout::Refused(refusal) => {
+                            if self.mux.refuse(&mut client_in, &refusal, &mut to_client)
+                                == ClientFlow::Terminate
+                            {
+                                break PooledEnd::Terminate;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                if let Some(got) = lease.as_mut().filter(|_| std::mem::take(&mut fresh)) {
+                    self.take_up(got, &mut to_backend);
+                }
+                let Some(held) = lease.as_mut() else {
+                    continue;
+                };
+                let turn = self
+                    .with_backend(
+                        held,
+                        (&mut client_read, &mut client_write),
                         &mut client_in,
                         &mut to_client,
+                        to_backend,
                     )
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(end) => break end,
-                }
-                match self
-                    .mux
-                    .answer_without_backend(&mut client_in, &mut to_client)
-                {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(error) => {
-                        report(&error, &mut to_client);
-                        break PooledEnd::Protocol;
-                    }
-                }
-                match self.checkout().await {
-                    Checkout::Got(got) => {
-                        checkouts += 1;
-                        fresh = true;
-                        lease = Some(got);
-                    }
-                    Checkout::Shutdown => {
-                        // Nothing of what it waits with has run: it ends as an idle one does.
-                        to_client.extend_from_slice(&crate::relay::shutdown_notice());
-                        break PooledEnd::Shutdown;
-                    }
-                    Checkout::Refused(refusal) => {
-                        if self.mux.refuse(&mut client_in, &refusal, &mut to_client)
-                            == ClientFlow::Terminate
-                        {
-                            break PooledEnd::Terminate;
+                    .await;
+                match turn {
+                    Turn::Release => {
+                        self.slot.detach().await;
+                        if let Some(clean) = lease.take() {
+                            let how = if self.mux.dirty() {
+                                GiveBack::Close
+                            } else {
+                                GiveBack::Clean
+                            };
+                            self.lender.give_back(clean, how).await;
                         }
-                        continue;
                     }
+                    Turn::End(end) => break end,
                 }
-            }
-            if let Some(got) = lease.as_mut().filter(|_| std::mem::take(&mut fresh)) {
-                self.take_up(got, &mut to_backend);
-            }
-            let Some(held) = lease.as_mut() else {
-                continue;
             };
-            let turn = self
-                .with_backend(
-                    held,
-                    (&mut client_read, &mut client_write),
-                    &mut client_in,
-                    &mut to_client,
-                    to_backend,
-                )
-                .await;
-            match turn {
-                Turn::Release => {
-                    self.slot.detach().await;
-                    if let Some(clean) = lease.take() {
-                        let how = if self.mux.dirty() {
-                            GiveBack::Close
-                        } else {
-                            GiveBack::Clean
-                        };
-                        self.lender.give_back(clean, how).await;
-                    }
+            self.slot.detach().await;
+            if let Some(held) = lease {
+                let how = match end {
+                    PooledEnd::Backend => GiveBack::Broken,
+                    _ if !self.mux.reusable() || self.mux.dirty() => GiveBack::Close,
+                    // Session mode, or a pinned client: the pool's reset makes it anyone's.
+                    _ if !self.mux.releasable() => GiveBack::Reset,
+                    _ => GiveBack::Clean,
+                };
+                // Before the last words to the client: a client that does not read them must
+                // not keep a backend from the others.
+                self.lender.give_back(held, how).await;
+            }
+            let goodbye = async {
+                if !to_client.is_empty() {
+                    client_write.write_all(&to_client).await?;
                 }
-                Turn::End(end) => break end,
-            }
-        };
-        self.slot.detach().await;
-        if let Some(held) = lease {
-            let how = match end {
-                PooledEnd::Backend => GiveBack::Broken,
-                _ if !self.mux.reusable() || self.mux.dirty() => GiveBack::Close,
-                // Session mode, or a pinned client: the pool's reset makes it anyone's.
-                _ if !self.mux.releasable() => GiveBack::Reset,
-                _ => GiveBack::Clean,
+                client_write.shutdown().await
             };
-            // Before the last words to the client: a client that does not read them must
-            // not keep a backend from the others.
-            self.lender.give_back(held, how).await;
+            let _ = tokio::time::timeout(AFTER_TERMINATE, goodbye).await;
+            Pooled { end, checkouts }
         }
-        let goodbye = async {
-            if !to_client.is_empty() {
-                client_write.write_all(&to_client).await?;
-            }
-            client_write.shutdown().await
-        };
-        let _ = tokio::time::timeout(AFTER_TERMINATE, goodbye).await;
-        Pooled { end, checkouts }
     }
 
     /// Makes a backend just taken the client's: its session parameters and the session

@@ -2,6 +2,7 @@
 //! backend login with the mapped user, database and parameters, the minted cancel key, the
 //! relay, and one log line when it ends.
 
+use std::future::Future;
 use std::mem::Discriminant;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -209,121 +210,126 @@ async fn refuse(conn: ClientConn<TcpStream>, refusal: Refusal) {
     greeting::refuse(conn, refusal.response()).await;
 }
 
-async fn run_session(
+/// An established session (an `async` block, not an `async fn`, and its arguments taken
+/// apart in the signature: an `async fn` keeps a second copy of its arguments for as long as
+/// it runs, and an idle session is mostly this future).
+fn run_session<'a>(
     mut conn: ClientConn<TcpStream>,
-    admitted: Admitted,
-    ctx: &ListenerContext,
+    Admitted {
+        chosen,
+        permit,
+        proof,
+    }: Admitted,
+    ctx: &'a ListenerContext,
     id: ClientId,
     started: Instant,
-    guard: &mut ClientGuard,
-) {
-    let shared = &ctx.hooks.shared;
-    // The permit is held until the session ends.
-    let Admitted {
-        chosen,
-        permit: _permit,
-        proof,
-    } = admitted;
-    if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
-        let session = (id, started);
-        return serve_pooled(conn, ctx, &chosen, pool, &proof, session, guard).await;
-    }
-    // Made once: the audit, the registry and the backend login all read it.
-    let plan = login::plan(conn.state(), &chosen, &proof);
-    let audit = shared.lasting.audit.as_ref();
-    let facts = (conn.state(), &chosen, &proof);
-    let audit = Opening::new(audit, id, facts, plan.as_ref().ok(), false);
-    let backend_of = transparent_backend(conn.state(), plan.as_ref().ok());
-    let backend = match (proof, plan) {
-        (Proof::Passthrough(backend), _) => Ok(backend),
-        (_, Ok(plan)) => Box::pin(shared.lasting.connector.connect(&plan)).await,
-        (_, Err(error)) => Err(error),
-    };
-    let state = conn.state().clone();
-    let route = chosen.route.number;
-    let auth = chosen.route.auth.name();
-    let (user, database) = state
-        .client
-        .as_ref()
-        .map(|c| (c.user().to_owned(), c.database().to_owned()))
-        .unwrap_or_default();
-    let mut backend = match backend {
-        Ok(backend) => backend,
-        Err(error) => {
-            if let Some(suppressed) = ctx
-                .warnings
-                .admit(SessionWarning::backend_login(route, &error))
-            {
-                tracing::warn!(client = %state.client_addr, %user, %database, route, %error, suppressed, "backend login failed");
+    guard: &'a mut ClientGuard,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let shared = &ctx.hooks.shared;
+        // Named here, so the future owns it: the permit is held until the session ends.
+        let _permit = &permit;
+        if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
+            let session = (id, started);
+            return serve_pooled(conn, ctx, &chosen, pool, &proof, session, guard).await;
+        }
+        // Made once: the audit, the registry and the backend login all read it.
+        let plan = login::plan(conn.state(), &chosen, &proof);
+        let audit = shared.lasting.audit.as_ref();
+        let facts = (conn.state(), &chosen, &proof);
+        let audit = Opening::new(audit, id, facts, plan.as_ref().ok(), false);
+        let backend_of = transparent_backend(conn.state(), plan.as_ref().ok());
+        let backend = match (proof, plan) {
+            (Proof::Passthrough(backend), _) => Ok(backend),
+            (_, Ok(plan)) => Box::pin(shared.lasting.connector.connect(&plan)).await,
+            (_, Err(error)) => Err(error),
+        };
+        let state = conn.state().clone();
+        let route = chosen.route.number;
+        let auth = chosen.route.auth.name();
+        let (user, database) = state
+            .client
+            .as_ref()
+            .map(|c| (c.user().to_owned(), c.database().to_owned()))
+            .unwrap_or_default();
+        let mut backend = match backend {
+            Ok(backend) => backend,
+            Err(error) => {
+                if let Some(suppressed) = ctx
+                    .warnings
+                    .admit(SessionWarning::backend_login(route, &error))
+                {
+                    tracing::warn!(client = %state.client_addr, %user, %database, route, %error, suppressed, "backend login failed");
+                }
+                shared.lasting.metrics.refused(RefusalReason::Backend);
+                refuse(conn, Refusal::Backend(error)).await;
+                return;
             }
-            shared.lasting.metrics.refused(RefusalReason::Backend);
-            refuse(conn, Refusal::Backend(error)).await;
+        };
+        let version = state
+            .client
+            .as_ref()
+            .map_or(ProtocolVersion::V3_0, |client| client.version);
+        let registration = backend.cancel_key().map(|target| {
+            shared.lasting.cancel.register(
+                Some(target.key.process_id),
+                version,
+                CancelTarget::Fixed(target),
+            )
+        });
+        let key = registration.as_ref().map(|r| r.key());
+        let greeted = greeting::greet(
+            &mut conn,
+            &backend.notices,
+            &backend.parameters,
+            key,
+            backend.status,
+        );
+        if greeted.await.is_err() {
             return;
         }
-    };
-    let version = state
-        .client
-        .as_ref()
-        .map_or(ProtocolVersion::V3_0, |client| client.version);
-    let registration = backend.cancel_key().map(|target| {
-        shared.lasting.cancel.register(
-            Some(target.key.process_id),
-            version,
-            CancelTarget::Fixed(target),
+        let Ok(detached) = conn.detach() else {
+            return;
+        };
+        guard.session_started();
+        tracing::info!(
+            client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
+            tls = state.tls.is_some(), "session started"
+        );
+        let audit = audit.map(Opening::start);
+        let tap = audit.as_ref().map(|audit| audit.tap(&detached.buffered));
+        let pending = std::mem::take(&mut backend.buffered).freeze();
+        let backend_address = backend.address.clone();
+        let registered = register(shared, &state, ctx, (id, route), backend_of);
+        let stop = relay::Stop {
+            watch: ctx.drain.watch_with(registered.kill()),
+            cancel: backend.cancel_key(),
+        };
+        let meter = ctx
+            .metrics
+            .session_meter(route)
+            .counting(registered.stats());
+        let metered = Metered::new(Audited::new(detached.stream, tap), meter);
+        let relayed = relay::relay(
+            metered,
+            detached.buffered,
+            backend.stream,
+            pending,
+            Some(stop),
         )
-    });
-    let key = registration.as_ref().map(|r| r.key());
-    let greeted = greeting::greet(
-        &mut conn,
-        &backend.notices,
-        &backend.parameters,
-        key,
-        backend.status,
-    );
-    if greeted.await.is_err() {
-        return;
+        .await;
+        drop(registration);
+        if let Some(audit) = audit {
+            audit.end(relayed.end.as_str());
+        }
+        tracing::info!(
+            client = %state.client_addr, %user, %database, route, auth,
+            duration_ms = started.elapsed().as_millis() as u64,
+            bytes_from_client = relayed.client_bytes, bytes_to_client = relayed.backend_bytes,
+            backend = %backend_address, tls = state.tls.is_some(), ended_by = relayed.end.as_str(),
+            "session ended"
+        );
     }
-    let Ok(detached) = conn.detach() else {
-        return;
-    };
-    guard.session_started();
-    tracing::info!(
-        client = %state.client_addr, %user, %database, route, auth, backend = %backend.address,
-        tls = state.tls.is_some(), "session started"
-    );
-    let audit = audit.map(Opening::start);
-    let tap = audit.as_ref().map(|audit| audit.tap(&detached.buffered));
-    let pending = std::mem::take(&mut backend.buffered).freeze();
-    let backend_address = backend.address.clone();
-    let registered = register(shared, &state, ctx, (id, route), backend_of);
-    let stop = relay::Stop {
-        watch: ctx.drain.watch_with(registered.kill()),
-        cancel: backend.cancel_key(),
-    };
-    let meter = ctx
-        .metrics
-        .session_meter(route)
-        .counting(registered.stats());
-    let metered = Metered::new(Audited::new(detached.stream, tap), meter);
-    let relayed = relay::relay(
-        metered,
-        detached.buffered,
-        backend.stream,
-        pending,
-        Some(stop),
-    )
-    .await;
-    drop(registration);
-    if let Some(audit) = audit {
-        audit.end(relayed.end.as_str());
-    }
-    tracing::info!(
-        client = %state.client_addr, %user, %database, route, auth,
-        duration_ms = started.elapsed().as_millis() as u64,
-        bytes_from_client = relayed.client_bytes, bytes_to_client = relayed.backend_bytes,
-        backend = %backend_address, tls = state.tls.is_some(), ended_by = relayed.end.as_str(),
-        "session ended"
-    );
 }
 
 /// Where a transparent session of `state`'s client goes by its login `plan` (the client's
@@ -356,54 +362,56 @@ fn register(
 }
 
 /// A client of a pooled route on a pooled listener.
-async fn serve_pooled(
+fn serve_pooled<'a>(
     conn: ClientConn<TcpStream>,
-    ctx: &ListenerContext,
-    chosen: &Chosen,
-    pool: &RoutePool,
-    proof: &Proof,
+    ctx: &'a ListenerContext,
+    chosen: &'a Chosen,
+    pool: &'a RoutePool,
+    proof: &'a Proof,
     (id, started): (ClientId, Instant),
-    guard: &mut ClientGuard,
-) {
-    let shared = &ctx.hooks.shared;
-    let state = conn.state().clone();
-    let plan = match login::plan(&state, chosen, proof) {
-        Ok(plan) => plan,
-        Err(error) => {
-            shared.lasting.metrics.refused(RefusalReason::Backend);
-            let kind = SessionWarning::backend_login(chosen.route.number, &error);
-            if let Some(suppressed) = ctx.warnings.admit(kind) {
-                tracing::warn!(client = %state.client_addr, %error, suppressed, "backend login failed");
+    guard: &'a mut ClientGuard,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        let shared = &ctx.hooks.shared;
+        let state = conn.state().clone();
+        let plan = match login::plan(&state, chosen, proof) {
+            Ok(plan) => plan,
+            Err(error) => {
+                shared.lasting.metrics.refused(RefusalReason::Backend);
+                let kind = SessionWarning::backend_login(chosen.route.number, &error);
+                if let Some(suppressed) = ctx.warnings.admit(kind) {
+                    tracing::warn!(client = %state.client_addr, %error, suppressed, "backend login failed");
+                }
+                return refuse(conn, Refusal::Backend(error)).await;
             }
-            return refuse(conn, Refusal::Backend(error)).await;
-        }
-    };
-    let client = state.client.as_ref();
-    let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
-    let backend = BackendOf::planned(&plan, true);
-    let registered = register(shared, &state, ctx, (id, chosen.route.number), backend);
-    let facts = (&state, chosen, proof);
-    let audit = Opening::new(shared.lasting.audit.as_ref(), id, facts, Some(&plan), true);
-    let meter = ctx.metrics.session_meter(chosen.route.number);
-    let pooled = PooledClient {
-        pools: &shared.lasting.pools,
-        cancel: &shared.lasting.cancel,
-        switch: ctx.switch.as_deref(),
-        route: &chosen.route,
-        pool,
-        plan,
-        identity: ClientIdentity {
-            address: state.client_addr,
-            user: parameter("user").to_owned(),
-            database: client.map(|c| c.database().to_owned()).unwrap_or_default(),
-            application_name: parameter("application_name").to_owned(),
-        },
-        version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
-        max_message_len: ctx.gateway.max_message_len,
-        drain: ctx.drain.watch_with(registered.kill()),
-        meter: meter.counting(registered.stats()),
-        guard,
-        audit,
-    };
-    pooled.serve(conn, started).await;
+        };
+        let client = state.client.as_ref();
+        let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
+        let backend = BackendOf::planned(&plan, true);
+        let registered = register(shared, &state, ctx, (id, chosen.route.number), backend);
+        let facts = (&state, chosen, proof);
+        let audit = Opening::new(shared.lasting.audit.as_ref(), id, facts, Some(&plan), true);
+        let meter = ctx.metrics.session_meter(chosen.route.number);
+        let pooled = PooledClient {
+            pools: &shared.lasting.pools,
+            cancel: &shared.lasting.cancel,
+            switch: ctx.switch.as_deref(),
+            route: &chosen.route,
+            pool,
+            plan,
+            identity: ClientIdentity {
+                address: state.client_addr,
+                user: parameter("user").to_owned(),
+                database: client.map(|c| c.database().to_owned()).unwrap_or_default(),
+                application_name: parameter("application_name").to_owned(),
+            },
+            version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
+            max_message_len: ctx.gateway.max_message_len,
+            drain: ctx.drain.watch_with(registered.kill()),
+            meter: meter.counting(registered.stats()),
+            guard,
+            audit,
+        };
+        pooled.serve(conn, started).await;
+    }
 }

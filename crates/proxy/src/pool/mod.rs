@@ -5,9 +5,10 @@
 //! manager of backend connections needs.
 //!
 //! - **Fair**: a checkout takes an idle connection (the most recently used one) or opens a
-//!   new one while fewer than [`PoolSettings::size`] are open; otherwise it waits in a FIFO
-//!   queue (tokio's fair semaphore) for at most [`PoolSettings::checkout_timeout`], then
-//!   fails with [`PoolError::Timeout`].
+//!   new one while fewer than [`PoolSettings::size`] are open; otherwise it waits in line
+//!   (first in, first out per worker thread, never more than a 2 ms slack behind another
+//!   worker's line: see `slots`) for at most [`PoolSettings::checkout_timeout`], then fails
+//!   with [`PoolError::Timeout`].
 //! - **RAII**: a lease comes back through [`Lease::release`] (clean: transaction mode at
 //!   ReadyForQuery `I`) or [`Lease::reset_and_release`] (session mode: the manager's reset
 //!   first; a failed reset closes it). A dropped lease closes its connection: that is what
