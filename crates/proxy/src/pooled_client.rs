@@ -58,6 +58,7 @@ pub struct PooledClient<'a> {
 impl<'a> PooledClient<'a> {
     /// Serves the client to the end; the session's log lines are written here. An `async`
     /// block, not an `async fn`, for the reason given at [`PooledSession::run`].
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub fn serve(
         mut self,
         mut conn: ClientConn<TcpStream>,

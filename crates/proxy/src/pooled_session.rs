@@ -166,6 +166,7 @@ impl<'a, L: Lender> PooledSession<'a, L> {
     /// An `async` block rather than an `async fn`: an `async fn` keeps a second copy of its
     /// arguments in its future for as long as it runs (rustc moves them into locals and
     /// keeps both), and an idle pooled client is mostly this future.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
     pub fn run<C>(mut self, client: C, mut client_in: BytesMut) -> impl Future<Output = Pooled> + 'a
     where
         C: AsyncRead + AsyncWrite + Unpin + 'a,

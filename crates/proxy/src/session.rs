@@ -213,6 +213,7 @@ async fn refuse(conn: ClientConn<TcpStream>, refusal: Refusal) {
 /// An established session (an `async` block, not an `async fn`, and its arguments taken
 /// apart in the signature: an `async fn` keeps a second copy of its arguments for as long as
 /// it runs, and an idle session is mostly this future).
+#[allow(clippy::manual_async_fn)] // on purpose: see run_session
 fn run_session<'a>(
     mut conn: ClientConn<TcpStream>,
     Admitted {
@@ -362,6 +363,7 @@ fn register(
 }
 
 /// A client of a pooled route on a pooled listener.
+#[allow(clippy::manual_async_fn)] // on purpose: see run_session
 fn serve_pooled<'a>(
     conn: ClientConn<TcpStream>,
     ctx: &'a ListenerContext,
