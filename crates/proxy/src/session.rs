@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::mem::Discriminant;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::admin;
-use crate::admission::{Admitted, Chosen, Proof};
+use crate::admission::{Admitted, Chosen, Proof, ProxyConn};
 use crate::audit::{Audited, Opening};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
@@ -132,11 +133,34 @@ async fn serve_in_span(
     let started = Instant::now();
     let _open = ctx.drain.enter();
     let mut guard = ctx.metrics.accepted();
-    // A connection still in its handshake when the drain starts is simply closed.
-    let accepted = tokio::select! {
-        accepted = Box::pin(pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks)) => accepted,
-        () = ctx.drain.started() => return,
+    // What follows the handshake is decided in a block of its own and boxed: the handshake's
+    // outcome and the admission are gone before it runs, and a session's task keeps only
+    // this pointer and the few values above (a future keeps every local live across an
+    // await, sized for the largest).
+    let next = {
+        // A connection still in its handshake when the drain starts is simply closed.
+        let accepted = tokio::select! {
+            accepted = Box::pin(pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks)) => accepted,
+            () = ctx.drain.started() => return,
+        };
+        after_handshake(accepted, &ctx, (id, started, peer), &mut guard)
     };
+    if let Some(next) = next {
+        next.await;
+    }
+}
+
+/// A step of a connection's life, boxed.
+type Step<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// What a connection does once its handshake ended: its session, the admin console, a
+/// refusal, or a cancel request forwarded (`None`: nothing more).
+fn after_handshake<'a>(
+    accepted: Result<Outcome<TcpStream, ProxyConn>, GatewayError>,
+    ctx: &'a ListenerContext,
+    (id, started, peer): (ClientId, Instant, SocketAddr),
+    guard: &'a mut ClientGuard,
+) -> Option<Step<'a>> {
     match accepted {
         Ok(Outcome::Authenticated { conn, mut data }) => {
             if let Some(attempt) = data.attempt.take() {
@@ -144,37 +168,36 @@ async fn serve_in_span(
             }
             if data.console {
                 if let Err(refusal) = ctx.hooks.admit_console(conn.state()) {
-                    return refuse(conn, refusal).await;
+                    return Some(greeting::refuse(conn, refusal.response()));
                 }
                 guard.session_started();
-                return Box::pin(admin::console::serve(conn, &ctx, id)).await;
+                return Some(Box::pin(admin::console::serve(conn, ctx, id)));
             }
-            match data.admitted() {
-                // Boxed, as each rare step below: an idle session keeps only what it needs.
-                Ok(admitted) => {
-                    Box::pin(run_session(conn, admitted, &ctx, id, started, &mut guard)).await;
-                }
-                Err(refusal) => refuse(conn, refusal).await,
-            }
+            Some(match data.admitted() {
+                Ok(admitted) => Box::pin(run_session(conn, admitted, ctx, id, started, guard)),
+                Err(refusal) => greeting::refuse(conn, refusal.response()),
+            })
         }
         Ok(Outcome::Cancel {
             request,
             mut conn,
-            data: _held,
-        }) => {
-            forward_cancel(&ctx, &request, conn.state()).await;
+            data: held,
+        }) => Some(Box::pin(async move {
+            forward_cancel(ctx, &request, conn.state()).await;
             // Only now may the client see its cancel connection close: drivers take that
             // close to mean the backend has been signalled, and run their next statement.
-            // Until then it holds its slot under the listener's limits (`_held`).
-            Box::pin(conn.close_gracefully()).await;
-        }
-        Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => {}
+            // Until then it holds its slot under the listener's limits (`held`).
+            conn.close_gracefully().await;
+            drop(held);
+        })),
+        Ok(Outcome::Handled { .. } | Outcome::Detached { .. } | Outcome::Closed) => None,
         Err(error) => {
             ctx.metrics.handshake_failed(&error);
             let kind = SessionWarning::Refused(peer.ip(), std::mem::discriminant(&error));
             if let Some(suppressed) = ctx.warnings.admit(kind) {
                 tracing::info!(peer = %peer, %error, suppressed, "connection refused");
             }
+            None
         }
     }
 }
