@@ -6,8 +6,8 @@
 //!
 //! - **Fair**: a checkout takes an idle connection (the most recently used one) or opens a
 //!   new one while fewer than [`PoolSettings::size`] are open; otherwise it waits in line
-//!   (first in, first out per worker thread, never more than a 2 ms slack behind another
-//!   worker's line: see `slots`) for at most [`PoolSettings::checkout_timeout`], then fails
+//!   (first in, first out per worker thread, and never overtaken by a checkout that arrived
+//!   more than 2 ms later on another: see `slots`) for at most [`PoolSettings::checkout_timeout`], then fails
 //!   with [`PoolError::Timeout`].
 //! - **RAII**: a lease comes back through [`Lease::release`] (clean: transaction mode at
 //!   ReadyForQuery `I`) or [`Lease::reset_and_release`] (session mode: the manager's reset

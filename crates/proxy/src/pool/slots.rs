@@ -8,8 +8,8 @@
 //! worker costs nothing; handing it across threads wakes the other thread (an `eventfd`
 //! write and a context switch), and in transaction mode a slot changes hands at every
 //! transaction. So each worker's clients mostly take turns among themselves, in their arrival
-//! order, while no client waits more than [`LOCAL_SLACK`] longer than it would in one
-//! first-in-first-out line.
+//! order, while no client is ever overtaken by one that arrived more than [`LOCAL_SLACK`]
+//! after it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
