@@ -126,6 +126,16 @@ impl Stopper {
         let Some(watch) = self.watch.as_mut() else {
             return std::future::pending().await;
         };
+        if self.serving.is_none() {
+            // The watch takes note of the drain as it stands, so that the wait below (on a
+            // copy) is for what comes next: a copy that lags would end at once, and at every
+            // turn of a caller that does not read the phase in between (a client leaving).
+            let draining = watch.phase() != Phase::Serving;
+            if draining != self.draining {
+                self.draining = draining;
+                return;
+            }
+        }
         if !self.draining {
             // Serving (no overdue time then, and `moved` is not watched): the one change to
             // wait for is the drain starting.
@@ -166,6 +176,35 @@ async fn watch_change(mut watch: DrainWatch) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A caller that turns without reading the phase (a pooled client that sent Terminate)
+    /// must not find `wake` ready at every turn.
+    #[tokio::test]
+    async fn wake_ends_for_a_change_a_bounded_number_of_times_without_the_phase_being_read() {
+        let drain = super::super::Drain::default();
+        let mut stopper = Stopper::new(Some(drain.watch()));
+        let brief = Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(brief, stopper.wake(None))
+                .await
+                .is_err(),
+            "serving: nothing to wake for"
+        );
+        drain.start(Duration::from_secs(60));
+        let mut woken = 0;
+        for _ in 0..6 {
+            if tokio::time::timeout(brief, stopper.wake(None))
+                .await
+                .is_ok()
+            {
+                woken += 1;
+            }
+        }
+        assert!(
+            (1..=2).contains(&woken),
+            "woken {woken} times for one change"
+        );
+    }
 
     const QUIET_IDLE: Progress = Progress {
         running: false,
