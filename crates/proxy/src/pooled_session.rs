@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::ops::DerefMut;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -83,7 +84,7 @@ pub enum GiveBack {
 
 /// What pgbastion says to each backend it checks out for this client before the client's
 /// own messages (the session switch): a complete Sync group, given the backend's process ID.
-pub type Switch<'a> = &'a (dyn Fn(u32) -> Bytes + Send + Sync);
+pub type Switch<'a> = Box<dyn Fn(u32) -> Bytes + Send + Sync + 'a>;
 
 /// How a pooled session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,14 +123,15 @@ pub struct Pooled {
     pub checkouts: u64,
 }
 
-/// One pooled client, from its first message after the greeting to its end.
+/// One pooled client, from its first message after the greeting to its end. It owns what it
+/// uses: an idle client is mostly this session's future, which then holds nothing twice.
 pub struct PooledSession<'a, L: Lender> {
     /// Where backends come from.
-    pub lender: &'a L,
+    pub lender: L,
     /// The client's protocol state.
     pub mux: Multiplexer,
     /// The client's cancel target.
-    pub slot: &'a CancelSlot,
+    pub slot: Arc<CancelSlot>,
     /// The session switch, on pooled listeners that have one.
     pub switch: Option<Switch<'a>>,
     /// Session mode: the backend the client holds from its start.
@@ -161,18 +163,27 @@ enum Turn {
 }
 
 impl<'a, L: Lender> PooledSession<'a, L> {
-    /// Serves the client until it ends. `client_in` holds bytes already read from it.
+    /// Serves the client, whose stream comes split in its two halves, until it ends.
+    /// `client_in` holds bytes already read from it.
     ///
-    /// An `async` block rather than an `async fn`: an `async fn` keeps a second copy of its
-    /// arguments in its future for as long as it runs (rustc moves them into locals and
-    /// keeps both), and an idle pooled client is mostly this future.
+    /// An `async` block rather than an `async fn`, its arguments taken apart in the signature:
+    /// an `async fn` keeps a second copy of its arguments in its future for as long as it
+    /// runs (rustc moves them into locals and keeps both), and an idle pooled client is
+    /// mostly this future. For the same reason the rare or short waits (a checkout, a give
+    /// back) are boxed: the future is sized by its largest wait, and the one it spends its
+    /// life in (an idle client's read) is small.
     #[allow(clippy::manual_async_fn)] // on purpose: see above
-    pub fn run<C>(mut self, client: C, mut client_in: BytesMut) -> impl Future<Output = Pooled> + 'a
+    pub fn run<R, W>(
+        mut self,
+        (mut client_read, mut client_write): (R, W),
+        mut client_in: BytesMut,
+    ) -> impl Future<Output = Pooled> + 'a
     where
-        C: AsyncRead + AsyncWrite + Unpin + 'a,
+        L: 'a,
+        R: AsyncRead + Unpin + 'a,
+        W: AsyncWrite + Unpin + 'a,
     {
         async move {
-            let (mut client_read, mut client_write) = tokio::io::split(client);
             let mut to_client = BytesMut::new();
             let mut lease = self.held.take();
             let mut checkouts = u64::from(lease.is_some());
@@ -205,7 +216,7 @@ impl<'a, L: Lender> PooledSession<'a, L> {
                             break PooledEnd::Protocol;
                         }
                     }
-                    match self.checkout().await {
+                    match Box::pin(self.checkout()).await {
                         Checkout::Got(got) => {
                             checkouts += 1;
                             fresh = true;
@@ -250,7 +261,7 @@ impl<'a, L: Lender> PooledSession<'a, L> {
                             } else {
                                 GiveBack::Clean
                             };
-                            self.lender.give_back(clean, how).await;
+                            Box::pin(self.lender.give_back(clean, how)).await;
                         }
                     }
                     Turn::End(end) => break end,
@@ -267,7 +278,7 @@ impl<'a, L: Lender> PooledSession<'a, L> {
                 };
                 // Before the last words to the client: a client that does not read them must
                 // not keep a backend from the others.
-                self.lender.give_back(held, how).await;
+                Box::pin(self.lender.give_back(held, how)).await;
             }
             let goodbye = async {
                 if !to_client.is_empty() {
@@ -284,7 +295,7 @@ impl<'a, L: Lender> PooledSession<'a, L> {
     /// switch go first, and cancels now reach it.
     fn take_up(&mut self, got: &mut L::Lease, to_backend: &mut BytesMut) {
         let pid = got.conn.key.as_ref().map_or(0, |key| key.process_id);
-        let switch = self.switch.map(|switch| switch(pid));
+        let switch = self.switch.as_ref().map(|switch| switch(pid));
         let PooledBackend { state, .. } = &mut **got;
         self.mux.begin(state, switch.as_ref(), to_backend);
         if let Some(key) = got.conn.cancel_key() {

@@ -9,13 +9,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use pgbastion_gateway::{ClientConn, ConnectionState, GatewayConfig, GatewayError, Outcome};
 use pgbastion_wire::{CancelKey, ProtocolVersion};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use crate::admin;
-use crate::admission::{Admitted, Chosen, Proof, ProxyConn};
+use crate::admission::{Admitted, Proof, ProxyConn};
 use crate::audit::{Audited, Opening};
 use crate::backend::BackendError;
 use crate::cancel::CancelTarget;
@@ -31,7 +32,6 @@ use crate::metrics::{CancelResult, ClientGuard, ListenerMetrics, Metered, Refusa
 use crate::pooled_client::PooledClient;
 use crate::refusal::Refusal;
 use crate::relay;
-use crate::route::RoutePool;
 use crate::session_switch::{ClientIdentity, SessionSwitch};
 use crate::settings::Listener;
 use crate::shared::Shared;
@@ -133,11 +133,11 @@ async fn serve_in_span(
     let started = Instant::now();
     let _open = ctx.drain.enter();
     let mut guard = ctx.metrics.accepted();
-    // What follows the handshake is decided in a block of its own and boxed: the handshake's
-    // outcome and the admission are gone before it runs, and a session's task keeps only
-    // this pointer and the few values above (a future keeps every local live across an
-    // await, sized for the largest).
-    let next = {
+    // What follows the handshake is decided in a block of its own, as boxed steps: the
+    // handshake's outcome and the admission are gone before they run, and a session's task
+    // keeps only a pointer and the few values above (a future keeps every local live across
+    // an await, sized for the largest).
+    let mut next = {
         // A connection still in its handshake when the drain starts is simply closed.
         let accepted = tokio::select! {
             accepted = Box::pin(pgbastion_gateway::accept(stream, peer, &ctx.gateway, &ctx.hooks)) => accepted,
@@ -145,13 +145,27 @@ async fn serve_in_span(
         };
         after_handshake(accepted, &ctx, (id, started, peer), &mut guard)
     };
-    if let Some(next) = next {
-        next.await;
+    while let Some(step) = next {
+        next = step.0.await;
     }
 }
 
-/// A step of a connection's life, boxed.
-type Step<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+/// A step of a connection's life, boxed. A step may name the one after it: its own future is
+/// gone before the next one runs, so a long step (a pooled session) carries nothing of the
+/// short ones before it (a future keeps its arguments for as long as it runs).
+struct Step<'a>(Pin<Box<dyn Future<Output = Option<Step<'a>>> + Send + 'a>>);
+
+impl<'a> Step<'a> {
+    /// A step after which there is nothing more.
+    fn last(work: impl Future<Output = ()> + Send + 'a) -> Self {
+        Self(Box::pin(work.map(|()| None)))
+    }
+
+    /// A step that may name the next.
+    fn then(work: impl Future<Output = Option<Step<'a>>> + Send + 'a) -> Self {
+        Self(Box::pin(work))
+    }
+}
 
 /// What a connection does once its handshake ended: its session, the admin console, a
 /// refusal, or a cancel request forwarded (`None`: nothing more).
@@ -168,21 +182,24 @@ fn after_handshake<'a>(
             }
             if data.console {
                 if let Err(refusal) = ctx.hooks.admit_console(conn.state()) {
-                    return Some(greeting::refuse(conn, refusal.response()));
+                    return Some(Step::last(greeting::refuse(conn, refusal.response())));
                 }
                 guard.session_started();
-                return Some(Box::pin(admin::console::serve(conn, ctx, id)));
+                return Some(Step::last(admin::console::serve(conn, ctx, id)));
             }
             Some(match data.admitted() {
-                Ok(admitted) => Box::pin(run_session(conn, admitted, ctx, id, started, guard)),
-                Err(refusal) => greeting::refuse(conn, refusal.response()),
+                Ok(admitted) if ctx.pooled && admitted.chosen.route.pool.is_some() => {
+                    Step::then(serve_pooled(conn, admitted, ctx, (id, started), guard))
+                }
+                Ok(admitted) => Step::last(run_session(conn, admitted, ctx, id, started, guard)),
+                Err(refusal) => Step::last(greeting::refuse(conn, refusal.response())),
             })
         }
         Ok(Outcome::Cancel {
             request,
             mut conn,
             data: held,
-        }) => Some(Box::pin(async move {
+        }) => Some(Step::last(async move {
             forward_cancel(ctx, &request, conn.state()).await;
             // Only now may the client see its cancel connection close: drivers take that
             // close to mean the backend has been signalled, and run their next statement.
@@ -233,9 +250,9 @@ async fn refuse(conn: ClientConn<TcpStream>, refusal: Refusal) {
     greeting::refuse(conn, refusal.response()).await;
 }
 
-/// An established session (an `async` block, not an `async fn`, and its arguments taken
-/// apart in the signature: an `async fn` keeps a second copy of its arguments for as long as
-/// it runs, and an idle session is mostly this future).
+/// An established transparent session (an `async` block, not an `async fn`, and its
+/// arguments taken apart in the signature: an `async fn` keeps a second copy of its arguments
+/// for as long as it runs, and an idle session is mostly this future).
 #[allow(clippy::manual_async_fn)] // on purpose: see run_session
 fn run_session<'a>(
     mut conn: ClientConn<TcpStream>,
@@ -253,10 +270,6 @@ fn run_session<'a>(
         let shared = &ctx.hooks.shared;
         // Named here, so the future owns it: the permit is held until the session ends.
         let _permit = &permit;
-        if let Some(pool) = chosen.route.pool.as_ref().filter(|_| ctx.pooled) {
-            let session = (id, started);
-            return serve_pooled(conn, ctx, &chosen, pool, &proof, session, guard).await;
-        }
         // Made once: the audit, the registry and the backend login all read it.
         let plan = login::plan(conn.state(), &chosen, &proof);
         let audit = shared.lasting.audit.as_ref();
@@ -385,58 +398,60 @@ fn register(
     shared.lasting.clients.register(info)
 }
 
-/// A client of a pooled route on a pooled listener.
-#[allow(clippy::manual_async_fn)] // on purpose: see run_session
-fn serve_pooled<'a>(
+/// A client of a pooled route on a pooled listener, up to its greeting: its session is the
+/// step after this one.
+async fn serve_pooled<'a>(
     conn: ClientConn<TcpStream>,
+    Admitted {
+        chosen,
+        permit,
+        proof,
+    }: Admitted,
     ctx: &'a ListenerContext,
-    chosen: &'a Chosen,
-    pool: &'a RoutePool,
-    proof: &'a Proof,
     (id, started): (ClientId, Instant),
     guard: &'a mut ClientGuard,
-) -> impl Future<Output = ()> + Send + 'a {
-    async move {
-        let shared = &ctx.hooks.shared;
-        let state = conn.state().clone();
-        let plan = match login::plan(&state, chosen, proof) {
-            Ok(plan) => plan,
-            Err(error) => {
-                shared.lasting.metrics.refused(RefusalReason::Backend);
-                let kind = SessionWarning::backend_login(chosen.route.number, &error);
-                if let Some(suppressed) = ctx.warnings.admit(kind) {
-                    tracing::warn!(client = %state.client_addr, %error, suppressed, "backend login failed");
-                }
-                return refuse(conn, Refusal::Backend(error)).await;
+) -> Option<Step<'a>> {
+    let shared = &ctx.hooks.shared;
+    let pool = chosen.route.pool.as_ref()?;
+    let state = conn.state().clone();
+    let plan = match login::plan(&state, &chosen, &proof) {
+        Ok(plan) => plan,
+        Err(error) => {
+            shared.lasting.metrics.refused(RefusalReason::Backend);
+            let kind = SessionWarning::backend_login(chosen.route.number, &error);
+            if let Some(suppressed) = ctx.warnings.admit(kind) {
+                tracing::warn!(client = %state.client_addr, %error, suppressed, "backend login failed");
             }
-        };
-        let client = state.client.as_ref();
-        let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
-        let backend = BackendOf::planned(&plan, true);
-        let registered = register(shared, &state, ctx, (id, chosen.route.number), backend);
-        let facts = (&state, chosen, proof);
-        let audit = Opening::new(shared.lasting.audit.as_ref(), id, facts, Some(&plan), true);
-        let meter = ctx.metrics.session_meter(chosen.route.number);
-        let pooled = PooledClient {
-            pools: &shared.lasting.pools,
-            cancel: &shared.lasting.cancel,
-            switch: ctx.switch.as_deref(),
-            route: &chosen.route,
-            pool,
-            plan,
-            identity: ClientIdentity {
-                address: state.client_addr,
-                user: parameter("user").to_owned(),
-                database: client.map(|c| c.database().to_owned()).unwrap_or_default(),
-                application_name: parameter("application_name").to_owned(),
-            },
-            version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
-            max_message_len: ctx.gateway.max_message_len,
-            drain: ctx.drain.watch_with(registered.kill()),
-            meter: meter.counting(registered.stats()),
-            guard,
-            audit,
-        };
-        pooled.serve(conn, started).await;
-    }
+            refuse(conn, Refusal::Backend(error)).await;
+            return None;
+        }
+    };
+    let client = state.client.as_ref();
+    let parameter = |name: &str| client.and_then(|c| c.parameter(name)).unwrap_or_default();
+    let backend = BackendOf::planned(&plan, true);
+    let registered = register(shared, &state, ctx, (id, chosen.route.number), backend);
+    let facts = (&state, &chosen, &proof);
+    let audit = Opening::new(shared.lasting.audit.as_ref(), id, facts, Some(&plan), true);
+    let meter = ctx.metrics.session_meter(chosen.route.number);
+    let pooled = PooledClient {
+        pools: &shared.lasting.pools,
+        cancel: &shared.lasting.cancel,
+        switch: ctx.switch.as_deref(),
+        plan,
+        identity: ClientIdentity {
+            address: state.client_addr,
+            user: parameter("user").to_owned(),
+            database: client.map(|c| c.database().to_owned()).unwrap_or_default(),
+            application_name: parameter("application_name").to_owned(),
+        },
+        version: client.map_or(ProtocolVersion::V3_0, |c| c.version),
+        max_message_len: ctx.gateway.max_message_len,
+        drain: ctx.drain.watch_with(registered.kill()),
+        meter: meter.counting(registered.stats()),
+        guard,
+        audit,
+        held: (permit, registered),
+    };
+    let serving = pooled.open(conn, (&chosen.route, pool), started).await?;
+    Some(Step::last(serving))
 }

@@ -13,12 +13,12 @@ pub struct Lease<M: Manager> {
     shared: Arc<Shared<M>>,
     // Declared before the permit: dropping a lease closes the connection before its slot is
     // free for a waiter.
-    pooled: Pooled<M>,
+    pooled: Box<Pooled<M>>,
     permit: SlotPermit,
 }
 
 impl<M: Manager> Lease<M> {
-    pub(super) fn new(shared: Arc<Shared<M>>, pooled: Pooled<M>, permit: SlotPermit) -> Self {
+    pub(super) fn new(shared: Arc<Shared<M>>, pooled: Box<Pooled<M>>, permit: SlotPermit) -> Self {
         Self {
             shared,
             pooled,

@@ -56,13 +56,14 @@ async fn run<M: Manager>(shared: Arc<Shared<M>>) {
 impl<M: Manager> Shared<M> {
     /// Takes out the idle connections due to retire, and those idle longer than
     /// `idle_timeout` beyond the `min_idle` kept.
-    fn sweep(&self, now: Instant) -> Vec<Pooled<M>> {
+    fn sweep(&self, now: Instant) -> Vec<Box<Pooled<M>>> {
         let mut state = self.state();
         let (retired, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut state.idle)
             .into_iter()
             .partition(|idle| idle.pooled.retire_at.is_some_and(|at| at <= now));
         state.idle = kept;
-        let mut closing: Vec<Pooled<M>> = retired.into_iter().map(|idle| idle.pooled).collect();
+        let mut closing: Vec<Box<Pooled<M>>> =
+            retired.into_iter().map(|idle| idle.pooled).collect();
         if let Some(limit) = self.settings.idle_timeout {
             let surplus = state.idle.len().saturating_sub(self.settings.min_idle);
             let stale = state

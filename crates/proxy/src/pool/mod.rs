@@ -274,7 +274,9 @@ impl<M: Manager> Default for State<M> {
     }
 }
 
-/// An open connection with what the pool keeps with it for its whole life.
+/// An open connection with what the pool keeps with it for its whole life. Always boxed:
+/// a lease is then a few pointers, and a client's session future that holds one (or the
+/// room for one) stays small.
 struct Pooled<M: Manager> {
     conn: M::Conn,
     /// The worker whose runtime its socket is registered with (whose thread its readiness
@@ -288,7 +290,7 @@ struct Pooled<M: Manager> {
 
 /// An idle connection and since when.
 struct Idle<M: Manager> {
-    pooled: Pooled<M>,
+    pooled: Box<Pooled<M>>,
     since: Instant,
 }
 
@@ -303,17 +305,17 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Opens a connection that holds `caps`.
-    async fn connect(&self, caps: CapPermits) -> Result<Pooled<M>, M::Error> {
+    async fn connect(&self, caps: CapPermits) -> Result<Box<Pooled<M>>, M::Error> {
         let open = OpenCount::new(&self.counters);
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
         match Box::pin(self.manager.connect()).await {
-            Ok(conn) => Ok(Pooled {
+            Ok(conn) => Ok(Box::new(Pooled {
                 conn,
                 home: worker_index(),
                 retire_at: self.settings.draw_lifetime().map(|l| Instant::now() + l),
                 _open: open,
                 _caps: caps,
-            }),
+            })),
             Err(error) => {
                 self.counters
                     .connect_failures
@@ -327,7 +329,7 @@ impl<M: Manager> Shared<M> {
     /// The most recently used idle connection, of the calling worker's own if it has one,
     /// that is not due to retire and, if suspect, passes its check, moved to the calling
     /// worker; retired and failed ones are closed on the way.
-    async fn take_idle(self: &Arc<Self>) -> Option<Pooled<M>> {
+    async fn take_idle(self: &Arc<Self>) -> Option<Box<Pooled<M>>> {
         let home = worker_index();
         loop {
             let now = Instant::now();
@@ -363,7 +365,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Puts a connection back as idle (or closes it when the pool is gone).
-    fn return_idle(&self, pooled: Pooled<M>) {
+    fn return_idle(&self, pooled: Box<Pooled<M>>) {
         let mut state = self.state();
         if state.closed {
             return;
@@ -375,7 +377,7 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Marks the pool closed and takes out its idle connections, to be closed.
-    fn close_pool(&self) -> Vec<Pooled<M>> {
+    fn close_pool(&self) -> Vec<Box<Pooled<M>>> {
         let mut state = self.state();
         state.closed = true;
         std::mem::take(&mut state.idle)
@@ -390,14 +392,14 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Closes an idle connection politely; its slot counts as open until that is done.
-    async fn close(&self, pooled: Pooled<M>) {
+    async fn close(&self, pooled: Box<Pooled<M>>) {
         let Pooled {
             conn, _open, _caps, ..
-        } = pooled;
+        } = *pooled;
         self.manager.close(conn).await;
     }
 
-    fn close_in_background(self: &Arc<Self>, pooled: Pooled<M>) {
+    fn close_in_background(self: &Arc<Self>, pooled: Box<Pooled<M>>) {
         let shared = self.clone();
         tokio::spawn(async move { shared.close(pooled).await });
     }
