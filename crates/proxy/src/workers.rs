@@ -43,6 +43,12 @@ pub fn current() -> Option<WorkerId> {
     CURRENT.with(Cell::get)
 }
 
+/// The calling thread's worker index: 0 off the worker threads (what per-worker state
+/// uses, whose slot 0 then also serves the threads that are not workers).
+pub fn index() -> usize {
+    current().map_or(0, |worker| worker.index)
+}
+
 struct Worker {
     jobs: mpsc::UnboundedSender<Job>,
     live: Arc<AtomicUsize>,

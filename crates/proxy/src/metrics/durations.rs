@@ -42,7 +42,7 @@ pub struct Durations {
 impl Durations {
     /// Counts one duration.
     pub fn observe(&self, took: Duration) {
-        let worker = crate::workers::current().map_or(0, |worker| worker.index);
+        let worker = crate::workers::index();
         let shard = &self.shards[worker % SHARDS];
         let seconds = took.as_secs_f64();
         let bucket = BOUNDS

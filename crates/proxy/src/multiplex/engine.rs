@@ -880,14 +880,11 @@ impl Multiplexer {
         if !self.discarding {
             let mut at = 0;
             while at < end {
-                let total = u32::from_be_bytes([
-                    input[at + 1],
-                    input[at + 2],
-                    input[at + 3],
-                    input[at + 4],
-                ]) as usize
-                    + 1;
-                if input[at] == b'P' {
+                // Whole and valid: the first pass read these headers.
+                let Ok(Some((tag, total))) = self.decoder.peek_header(&input[at..]) else {
+                    return Ok(None);
+                };
+                if tag == b'P' {
                     let parse = wire::Parse::split(&input[at..at + total])?;
                     if mentions_search_path(parse.query)
                         || !sql_scan::scan(parse.query).effects.is_empty()

@@ -55,7 +55,7 @@ pub use settings::PoolSettings;
 pub use stats::PoolStats;
 
 use caps::CapPermits;
-use slots::{worker_index, Slots};
+use slots::Slots;
 use stats::{Counters, OpenCount};
 
 /// Opens, resets, checks and closes the connections of one pool. Each future must end on
@@ -311,7 +311,7 @@ impl<M: Manager> Shared<M> {
         match Box::pin(self.manager.connect()).await {
             Ok(conn) => Ok(Box::new(Pooled {
                 conn,
-                home: worker_index(),
+                home: crate::workers::index(),
                 retire_at: self.settings.draw_lifetime().map(|l| Instant::now() + l),
                 _open: open,
                 _caps: caps,
@@ -330,7 +330,7 @@ impl<M: Manager> Shared<M> {
     /// that is not due to retire and, if suspect, passes its check, moved to the calling
     /// worker; retired and failed ones are closed on the way.
     async fn take_idle(self: &Arc<Self>) -> Option<Box<Pooled<M>>> {
-        let home = worker_index();
+        let home = crate::workers::index();
         loop {
             let now = Instant::now();
             let (idle, suspect) = {

@@ -95,7 +95,7 @@ impl Slots {
         deadline: Instant,
         waiting: &AtomicUsize,
     ) -> Option<SlotPermit> {
-        let here = worker_index();
+        let here = crate::workers::index();
         let (id, granted) = {
             let mut line = self.line();
             if line.free > 0 && line.waiters == 0 {
@@ -132,7 +132,7 @@ impl Slots {
     /// Passes a freed slot on: to the next waiter (see the module documentation), or back to
     /// the count when nobody waits.
     fn pass_on(self: &Arc<Self>) {
-        let here = worker_index();
+        let here = crate::workers::index();
         loop {
             let waiter = {
                 let mut line = self.line();
@@ -206,11 +206,6 @@ impl Drop for SlotPermit {
             slots.pass_on();
         }
     }
-}
-
-/// The calling thread's worker: 0 off the workers.
-pub(super) fn worker_index() -> usize {
-    crate::workers::current().map_or(0, |worker| worker.index)
 }
 
 #[cfg(test)]
