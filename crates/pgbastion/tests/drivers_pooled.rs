@@ -49,11 +49,11 @@ fn most_connections<T>(cluster: &Cluster, work: impl FnOnce() -> T) -> (T, usize
     })
 }
 
-/// Runs `script` straight at PostgreSQL and through a pool of [`POOL_SIZE`], and compares.
+/// Runs `script` straight at PostgreSQL and through a pool of [`POOL_SIZE`] (twice: as
+/// configured by default, and with unnamed statements cached), and compares.
 /// Every script's clients share one pool: startup parameters, `-c` settings in `options`
 /// included, are set per client (docs/pooling.md, Pools).
 fn same_through_the_pool(program: &str, script: &str) {
-    let pools = 1;
     let cluster = Cluster::builder()
         .hba(&["host all all 127.0.0.1/32 scram-sha-256"])
         .user(USER, PASSWORD, PasswordEncryption::ScramSha256)
@@ -75,6 +75,23 @@ fn same_through_the_pool(program: &str, script: &str) {
         );
     }
 
+    // Then with the pool's unnamed statements cached (docs/pooling.md): the drivers that
+    // send unnamed statements (node-postgres, psycopg) must not see a difference either.
+    for pool_extra in ["", ", cache_unnamed = true"] {
+        through_the_pool(program, script, &cluster, &direct, pool_extra);
+    }
+}
+
+/// Runs `script` through a pool of [`POOL_SIZE`] (`pool_extra` added to its settings) in
+/// front of `cluster`, and compares with what it saw straight at PostgreSQL (`direct`).
+fn through_the_pool(
+    program: &str,
+    script: &str,
+    cluster: &Cluster,
+    direct: &serde_json::Value,
+    pool_extra: &str,
+) {
+    let pools = 1;
     let port = free_ports(1)[0];
     let config = format!(
         r#"
@@ -89,12 +106,12 @@ password = "{PASSWORD}"
 [[route]]
 auth = "scram"
 backend = "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable"
-pool = {{ mode = "transaction", size = {POOL_SIZE}, checkout_timeout = "30s" }}
+pool = {{ mode = "transaction", size = {POOL_SIZE}, checkout_timeout = "30s"{pool_extra} }}
 "#,
         cluster.port()
     );
     let proxy = Bastion::start(&config, &[], &[], &[port]);
-    let (through, most) = most_connections(&cluster, || {
+    let (through, most) = most_connections(cluster, || {
         run_script(program, script, port, (USER, PASSWORD), None)
     });
 
@@ -103,7 +120,7 @@ pool = {{ mode = "transaction", size = {POOL_SIZE}, checkout_timeout = "30s" }}
     for (check, value) in checks {
         if through.get(check) != Some(value) {
             differences.push(format!(
-                "{script} {check}: direct {value}, through the pool {}",
+                "{script} {check} (pool{pool_extra}): direct {value}, through the pool {}",
                 through.get(check).unwrap_or(&serde_json::Value::Null)
             ));
         }

@@ -384,6 +384,10 @@ pub struct PoolConfig {
     pub statements_per_backend: Option<Spanned<usize>>,
     /// Prepared statements one client may hold at once (transaction mode).
     pub statements_per_client: Option<Spanned<usize>>,
+    /// Transaction mode: a client's unnamed statements are made on backends as named
+    /// statements of pgbastion's, prepared once per backend and text.
+    #[serde(default)]
+    pub cache_unnamed: bool,
 }
 
 /// When a pooled backend connection goes back to the pool.

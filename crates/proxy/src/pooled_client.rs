@@ -140,6 +140,7 @@ impl<'a> PooledClient<'a> {
         let policy = Policy {
             transaction,
             statements_per_client: pool.statements_per_client,
+            cache_unnamed: pool.cache_unnamed,
             refuse_session_state: pool.session_state == SessionStatePolicy::Refuse,
             max_message_len: self.max_message_len,
         };

@@ -201,6 +201,8 @@ pub struct RoutePool {
     pub statements_per_backend: usize,
     /// Prepared statements one client may hold at once (transaction mode).
     pub statements_per_client: usize,
+    /// Transaction mode: unnamed statements are cached on backends as named ones.
+    pub cache_unnamed: bool,
 }
 
 /// A compiled `[[route]]`.

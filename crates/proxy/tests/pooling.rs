@@ -218,6 +218,117 @@ async fn pgbench_prepared_through_a_transaction_pool_of_two() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_cached_on_the_backends_when_the_pool_says_so() {
+    let cluster = trust_cluster();
+    // One backend: every statement below is made on it.
+    let pool = "mode = \"transaction\", size = 1, cache_unnamed = true";
+    let (_dir, proxy) = pooled_proxy(&cluster, pool, "").await;
+    let port = proxy.addr.port();
+    let run = move |args: &[&str]| run_client_program(port, ("postgres", None), "pgbench", args);
+    let out = tokio::task::spawn_blocking(move || {
+        run(&["-i", "-s", "1", "-q", "postgres"]);
+        run(&[
+            "-c", "20", "-j", "2", "-t", "50", "-M", "extended", "postgres",
+        ])
+    });
+    let bench = within("pgbench -M extended", out).await.unwrap();
+    assert!(
+        bench.contains("number of transactions actually processed: 1000/1000"),
+        "{bench}"
+    );
+    within("unnamed statements of a driver", async {
+        let client = client(&proxy).await;
+        let int4 = tokio_postgres::types::Type::INT4;
+        for n in 0..5 {
+            // query_typed: an unnamed Parse, Bind and Execute in one Sync group.
+            let rows = client
+                .query_typed("SELECT $1::int4 + 1", &[(&n, int4.clone())])
+                .await
+                .unwrap();
+            assert_eq!(rows[0].get::<_, i32>(0), n + 1);
+        }
+        let error = client.query_typed("SELEC 1", &[]).await.unwrap_err();
+        assert_eq!(code(&error), "42601");
+        let rows = client.query_typed("SELECT 2", &[]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i32>(0), 2);
+        // The backend holds pgbastion's statement for the text, made once, where the
+        // client's unnamed one would have been parsed at every execution.
+        let made: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_statements \
+                 WHERE name LIKE 'pgbastion_%' AND statement = 'SELECT $1::int4 + 1'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(made, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_whose_table_changed_works_again_once_prepared_again() {
+    let cluster = trust_cluster();
+    // One backend, so that every statement below meets the backend's earlier copy.
+    let pool = "mode = \"transaction\", size = 1, cache_unnamed = true";
+    let (_dir, proxy) = pooled_proxy(&cluster, pool, "").await;
+    within("statements across a change of their table", async {
+        let client = client(&proxy).await;
+        client
+            .batch_execute("CREATE TABLE shape (a int); INSERT INTO shape VALUES (1)")
+            .await
+            .unwrap();
+        let named = client.prepare("SELECT * FROM shape").await.unwrap();
+        assert_eq!(client.query(&named, &[]).await.unwrap()[0].len(), 1);
+        let unnamed = client
+            .query_typed("SELECT * FROM shape", &[])
+            .await
+            .unwrap();
+        assert_eq!(unnamed[0].len(), 1);
+        client
+            .batch_execute("ALTER TABLE shape ADD COLUMN b int")
+            .await
+            .unwrap();
+        let before = pid(&client).await;
+        // PostgreSQL refuses a prepared statement whose result changed shape...
+        let error = client.query(&named, &[]).await.unwrap_err();
+        assert_eq!(code(&error), "0A000", "{error}");
+        // ...until it is prepared again. The backend's copy is shared by every client that
+        // prepared the text (and stands in for unnamed statements of it), so the backend is
+        // retired when the client gives it back: preparing the text again, and the unnamed
+        // statement that PostgreSQL would parse afresh, meet fresh statements.
+        assert_ne!(pid(&client).await, before, "the backend was retired");
+        let again = client.prepare("SELECT * FROM shape").await.unwrap();
+        assert_eq!(client.query(&again, &[]).await.unwrap()[0].len(), 2);
+        let unnamed = client
+            .query_typed("SELECT * FROM shape", &[])
+            .await
+            .unwrap();
+        assert_eq!(unnamed[0].len(), 2);
+        // The difference cache_unnamed may make: an unnamed statement whose table changed
+        // can fail once with 0A000 where PostgreSQL would have parsed it afresh (the backend
+        // is then retired); it never runs with the old shape.
+        client
+            .batch_execute("ALTER TABLE shape ADD COLUMN c int")
+            .await
+            .unwrap();
+        let rows = match client.query_typed("SELECT * FROM shape", &[]).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                assert_eq!(code(&error), "0A000", "{error}");
+                client
+                    .query_typed("SELECT * FROM shape", &[])
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(rows[0].len(), 3);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_state_pins_the_client_or_is_refused() {
     let cluster = trust_cluster();
     let dir = tempfile::tempdir().unwrap();

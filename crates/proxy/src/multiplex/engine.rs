@@ -39,6 +39,10 @@ pub struct Policy {
     pub transaction: bool,
     /// The most named statements one client may hold (transaction mode).
     pub statements_per_client: usize,
+    /// Transaction mode: the client's unnamed statements are made on backends as named
+    /// statements of pgbastion's (named by their text, like the client's named ones), so a
+    /// backend parses each text once rather than at every execution.
+    pub cache_unnamed: bool,
     /// Refuse statements that leave session state behind (transaction mode) instead of
     /// pinning the client to its backend.
     pub refuse_session_state: bool,
@@ -86,6 +90,13 @@ pub struct Multiplexer {
     unnamed: Option<Bytes>,
     /// Whether the current backend holds that unnamed statement.
     unnamed_here: bool,
+    /// With the pool's `cache_unnamed`: the client's last unnamed Parse (as it sent it,
+    /// under the namespace it was made in) and the named statement of pgbastion's that
+    /// stands for it on backends. Kept when the statement is dropped: the same text comes
+    /// again.
+    stand_in: Option<(Bytes, String, Arc<Prepared>)>,
+    /// Whether the client's unnamed statement is `stand_in`'s (then `unnamed` is `None`).
+    unnamed_cached: bool,
     /// Namespace of prepared statements (the client's search_path).
     namespace: String,
     /// Session parameters the client has (startup values, then what the backend reported
@@ -145,6 +156,8 @@ impl Multiplexer {
             policy,
             unnamed: None,
             unnamed_here: false,
+            stand_in: None,
+            unnamed_cached: false,
             namespace,
             startup: wanted.clone(),
             wanted,
@@ -281,7 +294,7 @@ impl Multiplexer {
             }
             if tag == b'P' {
                 // Whatever it prepared, the unnamed statement is not the one it had.
-                self.unnamed = None;
+                self.forget_unnamed();
             }
             if matches!(tag, b'S' | b'Q' | b'F') {
                 to_client.extend_from_slice(&wire::ready(self.status));
@@ -548,8 +561,7 @@ impl Multiplexer {
         to_client: &mut BytesMut,
     ) {
         // A simple query drops the unnamed statement.
-        self.unnamed = None;
-        self.unnamed_here = false;
+        self.forget_unnamed();
         let sql = frame
             .get(5..frame.len().saturating_sub(1))
             .and_then(|body| std::str::from_utf8(body).ok())
@@ -702,6 +714,17 @@ impl Multiplexer {
                 return Ok(());
             }
         }
+        if parse.name.is_empty() && self.policy.cache_unnamed {
+            let prepared = self.stand_in_for(&frame, &parse);
+            self.forget_unnamed();
+            self.unnamed_cached = true;
+            let undo = Undo {
+                unnamed: true,
+                ..Undo::default()
+            };
+            self.prepare_here(&prepared, undo, backend, to_backend, to_client);
+            return Ok(());
+        }
         if parse.name.is_empty() {
             self.unnamed = Some(frame.clone());
             self.unnamed_here = true;
@@ -724,29 +747,59 @@ impl Multiplexer {
                 return Ok(());
             }
         };
-        let server = prepared.server_name().clone();
-        let client = Some((name, previous));
-        if backend.statements.touch(&server) {
-            let undo = Undo {
-                client,
-                ..Undo::default()
-            };
-            self.answer(wire::PARSE_COMPLETE.clone(), undo, to_client);
-        } else {
-            backend.statements.insert(server.clone());
-            to_backend.extend_from_slice(prepared.parse());
-            self.expected.push(Expect::Reply {
-                kind: Kind::Parse,
-                show: Show::All,
-                undo: Undo {
-                    client,
-                    cache: Some(server),
-                    unnamed: false,
-                },
-                care: Care::default(),
-            });
-        }
+        let undo = Undo {
+            client: Some((name, previous)),
+            ..Undo::default()
+        };
+        self.prepare_here(&prepared, undo, backend, to_backend, to_client);
         Ok(())
+    }
+
+    /// A client's Parse of `prepared`: answered here when the backend has the statement
+    /// already, else sent as pgbastion's Parse, whose reply the client sees. `undo` is what
+    /// a failure takes back.
+    fn prepare_here(
+        &mut self,
+        prepared: &Prepared,
+        mut undo: Undo,
+        backend: &mut BackendState,
+        to_backend: &mut BytesMut,
+        to_client: &mut BytesMut,
+    ) {
+        let server = prepared.server_name().clone();
+        if backend.statements.touch(&server) {
+            self.answer(wire::PARSE_COMPLETE.clone(), undo, to_client);
+            return;
+        }
+        backend.statements.insert(server.clone());
+        to_backend.extend_from_slice(prepared.parse());
+        undo.cache = Some(server);
+        self.expected.push(Expect::Reply {
+            kind: Kind::Parse,
+            show: Show::All,
+            undo,
+            care: Care::default(),
+        });
+    }
+
+    /// The named statement that stands for the client's unnamed Parse `frame` (made once
+    /// for a run of the same text).
+    fn stand_in_for(&mut self, frame: &Bytes, parse: &wire::Parse<'_>) -> Arc<Prepared> {
+        if let Some((last, namespace, prepared)) = &self.stand_in {
+            if last == frame && *namespace == self.namespace {
+                return prepared.clone();
+            }
+        }
+        let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
+        self.stand_in = Some((frame.clone(), self.namespace.clone(), prepared.clone()));
+        prepared
+    }
+
+    /// The client's unnamed statement is gone (or replaced).
+    fn forget_unnamed(&mut self) {
+        self.unnamed = None;
+        self.unnamed_here = false;
+        self.unnamed_cached = false;
     }
 
     /// Gives the client's statement its name: refused when the name is taken or the client
@@ -811,9 +864,15 @@ impl Multiplexer {
                 match frame[0] {
                     b'P' => {
                         let parse = wire::Parse::split(&frame)?;
-                        if parse.name.is_empty() {
+                        if parse.name.is_empty() && self.policy.cache_unnamed {
+                            self.stand_in_for(&frame, &parse);
+                            self.forget_unnamed();
+                            self.unnamed_cached = true;
+                            to_client.extend_from_slice(&wire::PARSE_COMPLETE);
+                        } else if parse.name.is_empty() {
                             self.unnamed = Some(frame.clone());
                             self.unnamed_here = false;
+                            self.unnamed_cached = false;
                             to_client.extend_from_slice(&wire::PARSE_COMPLETE);
                         } else {
                             match self.register(&parse) {
@@ -829,7 +888,7 @@ impl Multiplexer {
                     b'C' => {
                         let (_, name) = wire::split_target(&frame)?;
                         if name.is_empty() {
-                            self.unnamed = None;
+                            self.forget_unnamed();
                         } else {
                             self.statements.remove(&String::from_utf8_lossy(name));
                         }
@@ -907,6 +966,12 @@ impl Multiplexer {
         backend: &mut BackendState,
         to_backend: &mut BytesMut,
     ) -> Result<Option<Arc<str>>, MuxError> {
+        if name.is_empty() && self.unnamed_cached {
+            if let Some((_, _, prepared)) = &self.stand_in {
+                let prepared = prepared.clone();
+                return Ok(Some(self.made_here(&prepared, backend, to_backend)));
+            }
+        }
         if name.is_empty() {
             if !self.unnamed_here {
                 if let Some(parse) = &self.unnamed {
@@ -922,6 +987,17 @@ impl Multiplexer {
         let Some(prepared) = self.statements.get(name) else {
             return Ok(None);
         };
+        Ok(Some(self.made_here(&prepared.clone(), backend, to_backend)))
+    }
+
+    /// `prepared`'s name on the backend, where it is made first if it is not there (the
+    /// reply swallowed).
+    fn made_here(
+        &mut self,
+        prepared: &Prepared,
+        backend: &mut BackendState,
+        to_backend: &mut BytesMut,
+    ) -> Arc<str> {
         let server = prepared.server_name().clone();
         if !backend.statements.touch(&server) {
             to_backend.extend_from_slice(prepared.parse());
@@ -936,7 +1012,7 @@ impl Multiplexer {
                 care: Care::default(),
             });
         }
-        Ok(Some(server))
+        server
     }
 
     /// Close of a statement: the client's name is forgotten; the backend's statement stays
@@ -949,7 +1025,9 @@ impl Multiplexer {
         to_client: &mut BytesMut,
     ) {
         if name.is_empty() {
+            // A cached one stays on its backends for the next run of its text.
             self.unnamed = None;
+            self.unnamed_cached = false;
             if std::mem::take(&mut self.unnamed_here) {
                 self.forward(Kind::Close, frame, to_backend);
                 return;
@@ -1197,8 +1275,7 @@ impl Multiplexer {
             backend.statements.remove(&server);
         }
         if undo.unnamed {
-            self.unnamed = None;
-            self.unnamed_here = false;
+            self.forget_unnamed();
         }
     }
 }
@@ -1236,9 +1313,18 @@ mod tests {
         Policy {
             transaction,
             statements_per_client: 100,
+            cache_unnamed: false,
             refuse_session_state: false,
             max_message_len: 1 << 20,
         }
+    }
+
+    fn caching() -> Multiplexer {
+        let policy = Policy {
+            cache_unnamed: true,
+            ..policy(true)
+        };
+        Multiplexer::new(policy, vec![])
     }
 
     fn query(sql: &str) -> BytesMut {
@@ -1363,6 +1449,84 @@ mod tests {
         let (sent, seen) = run.exchange(&mut first, bind_execute_sync("s1"), "2DCZ");
         assert_eq!(tags(&sent), "BES");
         assert_eq!(tags(&seen), "2DCZ");
+    }
+
+    #[test]
+    fn a_cached_unnamed_statement_is_parsed_once_per_backend_and_text() {
+        let mut run = Run { mux: caching() };
+        let mut first = BackendState::new(&[], 10);
+        let mut once = parse("", "SELECT 1");
+        once.extend_from_slice(&bind_execute_sync(""));
+        let (sent, seen) = run.exchange(&mut first, once.clone(), "12DCZ");
+        assert_eq!(tags(&sent), "PBES");
+        let server = names_in(&sent);
+        assert_eq!(server.len(), 2, "Parse and Bind both renamed: {sent:?}");
+        assert_eq!(server[0], server[1]);
+        assert_eq!(tags(&seen), "12DCZ");
+        assert!(run.mux.releasable());
+
+        // The same text again: answered here, the Bind goes to the backend's statement.
+        let (sent, seen) = run.exchange(&mut first, once.clone(), "2DCZ");
+        assert_eq!(tags(&sent), "BES");
+        assert_eq!(names_in(&sent), vec![server[0].clone()]);
+        assert_eq!(tags(&seen), "12DCZ");
+
+        // On another backend it is made once, with the client's own Parse.
+        let mut second = BackendState::new(&[], 10);
+        run.mux.begin(&mut second, None, &mut BytesMut::new());
+        let (sent, _) = run.exchange(&mut second, once.clone(), "12DCZ");
+        assert_eq!(tags(&sent), "PBES");
+        // A Bind of the unnamed statement alone, on a backend that lacks it: made first, the
+        // reply swallowed.
+        let mut third = BackendState::new(&[], 10);
+        run.mux.begin(&mut third, None, &mut BytesMut::new());
+        let (sent, seen) = run.exchange(&mut third, bind_execute_sync(""), "12DCZ");
+        assert_eq!(tags(&sent), "PBES");
+        assert_eq!(tags(&seen), "2DCZ");
+
+        // Another text is another statement; a simple query drops the unnamed one.
+        let mut other = parse("", "SELECT 2");
+        other.extend_from_slice(&bind_execute_sync(""));
+        let (sent, _) = run.exchange(&mut first, other, "12DCZ");
+        assert_eq!(tags(&sent), "PBES");
+        assert_ne!(names_in(&sent)[0], server[0]);
+        let (_, _) = run.exchange(&mut first, query("SELECT 3"), "CZ");
+        let (sent, seen) = run.exchange(&mut first, bind_execute_sync(""), "EZ");
+        assert_eq!(
+            tags(&sent),
+            "BES",
+            "no statement of ours stands in any more"
+        );
+        assert!(names_in(&sent).is_empty());
+        assert_eq!(tags(&seen), "EZ");
+    }
+
+    #[test]
+    fn a_cached_unnamed_parse_that_fails_leaves_nothing_behind() {
+        let mut run = Run { mux: caching() };
+        let mut backend = BackendState::new(&[], 10);
+        let mut input = parse("", "SELEC 1");
+        input.extend_from_slice(&bind_execute_sync(""));
+        let (sent, seen) = run.exchange(&mut backend, input, "EZ");
+        assert_eq!(tags(&sent), "PBES");
+        assert_eq!(tags(&seen), "EZ");
+        assert!(backend.statements.is_empty(), "not recorded as made");
+        // Not standing in for the client's unnamed statement either: its next Bind is the
+        // client's own, unchanged.
+        let (sent, _) = run.exchange(&mut backend, bind_execute_sync(""), "EZ");
+        assert!(names_in(&sent).is_empty());
+        // Closing the unnamed statement leaves the backend's statement for the next run of
+        // its text, and is answered here.
+        let mut good = parse("", "SELECT 1");
+        good.extend_from_slice(&sync());
+        run.exchange(&mut backend, good, "1Z");
+        let mut close = BytesMut::new();
+        fe::write_close(&mut close, pgbastion_wire::Target::Statement, "").unwrap();
+        close.extend_from_slice(&sync());
+        let (sent, seen) = run.exchange(&mut backend, close, "Z");
+        assert_eq!(tags(&sent), "S");
+        assert_eq!(tags(&seen), "3Z");
+        assert_eq!(backend.statements.len(), 1);
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl Compiler<'_> {
                 DEFAULT_STATEMENTS_PER_CLIENT,
                 "statements_per_client",
             )?,
+            cache_unnamed: pool.cache_unnamed,
         }))
     }
 
@@ -159,6 +160,7 @@ mod tests {
                 },
                 statements_per_backend: 256,
                 statements_per_client: 1000,
+                cache_unnamed: false,
             }
         );
     }
@@ -169,12 +171,13 @@ mod tests {
             "mode = \"transaction\", size = 4, min_idle = 2, max_lifetime = \"30m\", \
              idle_timeout = \"90s\", checkout_timeout = \"2500ms\", \
              reset = \"RESET ALL\", session_state = \"refuse\", statements_per_backend = 8, \
-             statements_per_client = 9",
+             statements_per_client = 9, cache_unnamed = true",
         );
         assert_eq!(
             (pool.statements_per_backend, pool.statements_per_client),
             (8, 9)
         );
+        assert!(pool.cache_unnamed);
         assert_eq!(pool.mode, PoolMode::Transaction);
         assert_eq!(pool.session_state, SessionStatePolicy::Refuse);
         assert_eq!(pool.reset.as_deref(), Some("RESET ALL"));
