@@ -290,8 +290,9 @@ su_psql -d "$DB" -c "VACUUM ANALYZE" -c "CHECKPOINT"
 
 # --- 3. pgbastion --------------------------------------------------------------------------
 # Three listeners of one process: transparent (database bench), a session pool (database
-# bench_session) and a transaction pool (database bench_txn). The two pooled routes are told
-# apart by the database the client asks for; both log in to the backend database bench.
+# bench_session) and a transaction pool (database bench_txn; bench_cached: the same with
+# cache_unnamed). The pooled routes are told apart by the database the client asks for; all
+# log in to the backend database bench.
 bastion_config() { # transparent_port session_port txn_port
     cat <<EOF
 [[listener]]
@@ -320,6 +321,12 @@ match = { database = "${DB}_txn" }
 auth = "scram"
 backend = "$BACKEND_URL"
 pool = { mode = "transaction", size = $POOL_SIZE, checkout_timeout = "60s" }
+
+[[route]]
+match = { database = "${DB}_cached" }
+auth = "scram"
+backend = "$BACKEND_URL"
+pool = { mode = "transaction", size = $POOL_SIZE, checkout_timeout = "60s", cache_unnamed = true }
 
 [[route]]
 match = { database = "$DB" }
@@ -474,6 +481,7 @@ add_target direct "$PG_PORT" "$DB" direct
 add_target pgbastion "$BASTION_PORT" "$DB" transparent
 add_target pgb-session "$SESSION_PORT" "${DB}_session" session
 add_target pgb-txn "$TXN_PORT" "${DB}_txn" transaction
+add_target pgb-cached "$TXN_PORT" "${DB}_cached" transaction
 if [ -n "$COMPARE" ]; then
     add_target candidate "$CANDIDATE_PORT" "$DB" transparent
     add_target cand-session "$CAND_SESSION_PORT" "${DB}_session" session
