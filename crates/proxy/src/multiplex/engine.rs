@@ -715,9 +715,7 @@ impl Multiplexer {
             }
         }
         if parse.name.is_empty() && self.policy.cache_unnamed {
-            let prepared = self.stand_in_for(&frame, &parse);
-            self.forget_unnamed();
-            self.unnamed_cached = true;
+            let prepared = self.cache_unnamed(&frame, &parse);
             let undo = Undo {
                 unnamed: true,
                 ..Undo::default()
@@ -782,9 +780,12 @@ impl Multiplexer {
         });
     }
 
-    /// The named statement that stands for the client's unnamed Parse `frame` (made once
-    /// for a run of the same text).
-    fn stand_in_for(&mut self, frame: &Bytes, parse: &wire::Parse<'_>) -> Arc<Prepared> {
+    /// The client's unnamed Parse `frame` makes its unnamed statement, stood in for by a
+    /// named statement of pgbastion's (made once for a run of the same text), which is
+    /// returned.
+    fn cache_unnamed(&mut self, frame: &Bytes, parse: &wire::Parse<'_>) -> Arc<Prepared> {
+        self.forget_unnamed();
+        self.unnamed_cached = true;
         if let Some((last, namespace, prepared)) = &self.stand_in {
             if last == frame && *namespace == self.namespace {
                 return prepared.clone();
@@ -865,14 +866,11 @@ impl Multiplexer {
                     b'P' => {
                         let parse = wire::Parse::split(&frame)?;
                         if parse.name.is_empty() && self.policy.cache_unnamed {
-                            self.stand_in_for(&frame, &parse);
-                            self.forget_unnamed();
-                            self.unnamed_cached = true;
+                            self.cache_unnamed(&frame, &parse);
                             to_client.extend_from_slice(&wire::PARSE_COMPLETE);
                         } else if parse.name.is_empty() {
+                            self.forget_unnamed();
                             self.unnamed = Some(frame.clone());
-                            self.unnamed_here = false;
-                            self.unnamed_cached = false;
                             to_client.extend_from_slice(&wire::PARSE_COMPLETE);
                         } else {
                             match self.register(&parse) {
