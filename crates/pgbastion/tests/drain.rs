@@ -318,3 +318,38 @@ async fn a_pooled_client_waiting_for_a_backend_is_ended_by_the_drain_not_by_the_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_pool_client_waiting_at_login_is_ended_by_the_drain() {
+    within(
+        "the drain of a client waiting for its session's backend",
+        async {
+            let (_cluster, config, ports) = cluster_and_two_listeners("grace_period = \"30s\"");
+            let session = "pool = { mode = \"session\", size = 1, checkout_timeout = \"20s\" }";
+            let config = config.replace("pool = { mode = \"transaction\", size = 4 }", session);
+            assert!(config.contains(session));
+            let mut bastion = Bastion::start(&config, &[], &[], &ports);
+            let pooled = local(ports[1]);
+            // The pool's one backend is this client's for its session, inside a transaction
+            // (which the drain waits for)...
+            let mut holder = login(pooled).await;
+            run(&mut holder, "BEGIN").await;
+            // ...so this one waits for it at login.
+            let mut waiting = RawClient::connect(pooled).await.unwrap();
+            waiting
+                .send_startup(&[("user", "postgres"), ("database", "postgres")])
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let signalled = Instant::now();
+            bastion.signal(Signal::SIGTERM);
+            // Told at once, not after checkout_timeout (20 s) with 53300.
+            expect_shutdown(&mut waiting, "client waiting at login").await;
+            assert!(signalled.elapsed() < Duration::from_secs(5));
+            run(&mut holder, "COMMIT").await;
+            expect_shutdown(&mut holder, "session once idle").await;
+            assert!(bastion.wait_exit(Duration::from_secs(10)).success());
+        },
+    )
+    .await;
+}

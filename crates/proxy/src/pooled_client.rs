@@ -19,7 +19,7 @@ use crate::cancel::{CancelRegistry, CancelSlot, CancelTarget};
 use crate::clients::Registered;
 use crate::config::{PoolMode, SessionStatePolicy};
 use crate::drain::stopper::Stopper;
-use crate::drain::DrainWatch;
+use crate::drain::{DrainWatch, Phase};
 use crate::greeting;
 use crate::limits::Permit;
 use crate::login_plan::LoginPlan;
@@ -54,9 +54,10 @@ pub struct PooledClient<'a> {
     pub guard: &'a mut ClientGuard,
     /// The session's audit, when `[audit]` is on.
     pub audit: Option<Opening>,
-    /// What the session holds until it ends: its slot under the listener's limits and its
-    /// line in the list of clients.
-    pub held: (Permit, Registered),
+    /// What the session holds until it ends: its line in the list of clients and its slot
+    /// under the listener's limits (dropped in that order, as a transparent session's are:
+    /// a client admitted in its place is never listed beside it).
+    pub held: (Registered, Permit),
 }
 
 /// A pooled client's session, greeted and running: what a pooled client is for most of its
@@ -74,7 +75,7 @@ impl<'a> PooledClient<'a> {
     /// Two steps, so that the session (which may last hours) keeps nothing of this one: the
     /// client's handshake, its route and plan, the checkout of session mode.
     pub async fn open(
-        self,
+        mut self,
         mut conn: ClientConn<TcpStream>,
         (route, pool): (&Route, &route::RoutePool),
         started: Instant,
@@ -94,18 +95,20 @@ impl<'a> PooledClient<'a> {
         let held = if transaction {
             None
         } else {
-            match route_pool.checkout().await {
-                Ok(lease) => Some(lease),
-                Err(error) => return self.refuse(conn, error.into_fatal()).await,
+            match self.unless_drained(route_pool.checkout()).await {
+                Some(Ok(lease)) => Some(lease),
+                Some(Err(error)) => return self.refuse(conn, error.into_fatal()).await,
+                None => return shut_out(conn).await,
             }
         };
         let greeting = match &held {
-            Some(lease) => Ok(lease.conn.parameters.clone()),
-            None => route_pool.greeting().await,
+            Some(lease) => Some(Ok(lease.conn.parameters.clone())),
+            None => self.unless_drained(route_pool.greeting()).await,
         };
         let greeting = match greeting {
-            Ok(greeting) => greeting,
-            Err(error) => return self.refuse(conn, error.into_fatal()).await,
+            Some(Ok(greeting)) => greeting,
+            Some(Err(error)) => return self.refuse(conn, error.into_fatal()).await,
+            None => return shut_out(conn).await,
         };
         let (_, session_parameters) = self.plan.pool_identity();
         let mut wanted = greeting;
@@ -199,6 +202,24 @@ impl<'a> PooledClient<'a> {
         Some(run.map(Box::new(end)))
     }
 
+    /// `wait`'s outcome, or `None` when pgbastion starts shutting down (or the client is
+    /// killed from the console) first: a client not greeted yet has run nothing and holds
+    /// nothing, so it does not wait for a backend (up to the pool's `checkout_timeout`) only
+    /// to be told to go.
+    async fn unless_drained<T>(&mut self, wait: impl Future<Output = T>) -> Option<T> {
+        let drain = &mut self.drain;
+        let drained = async {
+            while drain.phase() == Phase::Serving {
+                drain.changed().await;
+            }
+        };
+        tokio::select! {
+            biased;
+            outcome = wait => Some(outcome),
+            () = drained => None,
+        }
+    }
+
     /// Refuses the client: no backend for it.
     async fn refuse<T>(&self, conn: ClientConn<TcpStream>, error: ErrorResponse) -> Option<T> {
         self.guard.metrics().refused(RefusalReason::Backend);
@@ -206,6 +227,12 @@ impl<'a> PooledClient<'a> {
         greeting::refuse(conn, error).await;
         None
     }
+}
+
+/// Ends a client not greeted yet because pgbastion shuts down, in PostgreSQL's own words.
+async fn shut_out<T>(conn: ClientConn<TcpStream>) -> Option<T> {
+    greeting::refuse(conn, crate::relay::shutdown_error()).await;
+    None
 }
 
 /// Parameters the backend reports but no one can set: they are the same on every backend

@@ -224,11 +224,20 @@ where
 const TERMINATE: &[u8] = b"X\0\0\0\x04";
 
 /// What a client is told when pgbastion shuts down, in PostgreSQL's own words.
-pub fn shutdown_notice() -> BytesMut {
-    fatal(
+pub fn shutdown_error() -> ErrorResponse {
+    ErrorResponse::new(
+        Severity::Fatal,
         SqlState::ADMIN_SHUTDOWN,
         "terminating connection due to administrator command",
     )
+}
+
+/// [`shutdown_error`], encoded.
+pub fn shutdown_notice() -> BytesMut {
+    let mut out = BytesMut::new();
+    // A fixed message always encodes; an empty buffer (nothing sent) is the fallback.
+    let _ = BackendMessage::ErrorResponse(shutdown_error()).encode(&mut out);
+    out
 }
 
 /// A direction's buffer, holding the bytes read before the relay began.

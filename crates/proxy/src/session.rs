@@ -450,7 +450,7 @@ async fn serve_pooled<'a>(
         meter: meter.counting(registered.stats()),
         guard,
         audit,
-        held: (permit, registered),
+        held: (registered, permit),
     };
     let serving = pooled.open(conn, (&chosen.route, pool), started).await?;
     Some(Step::last(serving))
