@@ -256,7 +256,7 @@ impl<'a, L: Lender> PooledSession<'a, L> {
                     Turn::Release => {
                         self.slot.detach().await;
                         if let Some(clean) = lease.take() {
-                            let how = if self.mux.dirty() {
+                            let how = if self.mux.take_dirty() {
                                 GiveBack::Close
                             } else {
                                 GiveBack::Clean

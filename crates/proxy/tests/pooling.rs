@@ -261,6 +261,152 @@ async fn unnamed_statements_cached_on_the_backends_when_the_pool_says_so() {
     .await;
 }
 
+/// One Sync group (or simple Query) of a pipelined script.
+type Group = Vec<pgbastion_wire::FrontendMessage>;
+
+/// The replies to `script` sent by a fresh client at `addr`, group by group: each group
+/// written whole (and, when `pipelined`, every group before any reply is read), each reply
+/// shown as its tag, an error as its SQLSTATE.
+async fn replies_to(addr: std::net::SocketAddr, script: &[Group], pipelined: bool) -> Vec<String> {
+    let mut raw = RawClient::startup(addr, "postgres", "postgres", None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut owed = 0;
+    for group in script {
+        for message in group {
+            raw.queue(message).unwrap();
+        }
+        raw.flush().await.unwrap();
+        owed += 1;
+        if !pipelined {
+            seen.push(shown(raw.read_until_ready().await.unwrap()));
+            owed -= 1;
+        }
+    }
+    for _ in 0..owed {
+        seen.push(shown(raw.read_until_ready().await.unwrap()));
+    }
+    seen
+}
+
+fn shown(messages: Vec<BackendMessage>) -> String {
+    messages
+        .iter()
+        .map(|message| match message {
+            BackendMessage::ErrorResponse(error) => {
+                format!(
+                    "E{} ",
+                    error.get(pgbastion_wire::ErrorField::Code).unwrap_or("?")
+                )
+            }
+            other => format!("{}", other.tag().byte() as char),
+        })
+        .collect()
+}
+
+/// `sql` parsed unnamed, bound, executed, with its Sync.
+fn unnamed_run(sql: &str) -> Group {
+    use pgbastion_wire::FrontendMessage as F;
+    let mut group = vec![F::Parse {
+        name: String::new(),
+        query: sql.to_owned(),
+        param_types: vec![],
+    }];
+    group.extend(run_unnamed());
+    group
+}
+
+/// A Bind of the unnamed statement, its Execute and the Sync.
+fn run_unnamed() -> Group {
+    use pgbastion_wire::FrontendMessage as F;
+    vec![
+        F::Bind {
+            portal: String::new(),
+            statement: String::new(),
+            param_formats: vec![],
+            params: vec![],
+            result_formats: vec![],
+        },
+        F::Execute {
+            portal: String::new(),
+            max_rows: 0,
+        },
+        F::Sync,
+    ]
+}
+
+/// Two unnamed runs in one Sync group.
+fn two_in_a_group(first: &str, second: &str) -> Group {
+    let mut group = unnamed_run(first);
+    group.pop();
+    group.extend(unnamed_run(second));
+    group
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
+    use pgbastion_wire::FrontendMessage as F;
+    let cluster = trust_cluster();
+    let query = |sql: &str| vec![F::Query(sql.to_owned())];
+    let scripts: Vec<(&str, Vec<Group>)> = vec![
+        (
+            "a later group meets a statement an earlier one failed to make",
+            vec![
+                two_in_a_group("SELEC 1", "SELECT 7"),
+                unnamed_run("SELECT 7"),
+            ],
+        ),
+        (
+            "a later group meets a statement skipped in a failed transaction",
+            vec![
+                query("BEGIN; SELECT 1/0"),
+                unnamed_run("SELECT 8"),
+                query("ROLLBACK"),
+                unnamed_run("SELECT 8"),
+            ],
+        ),
+        (
+            "the unnamed statement after a group whose second Parse was skipped",
+            vec![
+                unnamed_run("SELECT 15"),
+                two_in_a_group("SELECT 1/0", "SELECT 15"),
+                run_unnamed(),
+            ],
+        ),
+        (
+            "DEALLOCATE ALL as an unnamed statement",
+            vec![
+                unnamed_run("SELECT 13"),
+                unnamed_run("DEALLOCATE ALL"),
+                unnamed_run("SELECT 13"),
+                run_unnamed(),
+            ],
+        ),
+    ];
+    for cache in [true, false] {
+        let pool = format!("mode = \"transaction\", size = 1, cache_unnamed = {cache}");
+        let (_dir, proxy) = pooled_proxy(&cluster, &pool, "").await;
+        within("pipelined scripts, direct and pooled", async {
+            for (what, script) in &scripts {
+                for pipelined in [false, true] {
+                    let direct = replies_to(cluster.addr(), script, pipelined).await;
+                    // Twice: the second time the pool's backend holds what the first made.
+                    for round in 0..2 {
+                        let pooled = replies_to(proxy.addr, script, pipelined).await;
+                        assert_eq!(
+                            pooled, direct,
+                            "{what} (cache_unnamed = {cache}, pipelined: {pipelined}, \
+                             round {round})"
+                        );
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_whose_table_changed_works_again_once_prepared_again() {
     let cluster = trust_cluster();
@@ -292,7 +438,9 @@ async fn a_statement_whose_table_changed_works_again_once_prepared_again() {
         // prepared the text (and stands in for unnamed statements of it), so the backend is
         // retired when the client gives it back: preparing the text again, and the unnamed
         // statement that PostgreSQL would parse afresh, meet fresh statements.
-        assert_ne!(pid(&client).await, before, "the backend was retired");
+        let after = pid(&client).await;
+        assert_ne!(after, before, "the backend was retired");
+        assert_eq!(pid(&client).await, after, "once: the next backend is kept");
         let again = client.prepare("SELECT * FROM shape").await.unwrap();
         assert_eq!(client.query(&again, &[]).await.unwrap()[0].len(), 2);
         let unnamed = client
@@ -300,23 +448,23 @@ async fn a_statement_whose_table_changed_works_again_once_prepared_again() {
             .await
             .unwrap();
         assert_eq!(unnamed[0].len(), 2);
-        // The difference cache_unnamed may make: an unnamed statement whose table changed
-        // can fail once with 0A000 where PostgreSQL would have parsed it afresh (the backend
-        // is then retired); it never runs with the old shape.
+        // The difference cache_unnamed makes: an unnamed statement whose table changed fails
+        // once with 0A000 where PostgreSQL would have parsed it afresh (the backend, which
+        // holds the statement from before, is then retired); it never runs with the old
+        // shape.
         client
             .batch_execute("ALTER TABLE shape ADD COLUMN c int")
             .await
             .unwrap();
-        let rows = match client.query_typed("SELECT * FROM shape", &[]).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                assert_eq!(code(&error), "0A000", "{error}");
-                client
-                    .query_typed("SELECT * FROM shape", &[])
-                    .await
-                    .unwrap()
-            }
-        };
+        let error = client
+            .query_typed("SELECT * FROM shape", &[])
+            .await
+            .unwrap_err();
+        assert_eq!(code(&error), "0A000", "{error}");
+        let rows = client
+            .query_typed("SELECT * FROM shape", &[])
+            .await
+            .unwrap();
         assert_eq!(rows[0].len(), 3);
     })
     .await;

@@ -17,10 +17,12 @@ use pgbastion_wire::{
 };
 
 use super::backend_state::BackendState;
-use super::expect::{Care, Expect, Expected, Kind, Show, Undo};
+use super::expect::{Care, Expect, Expected, Kind, Show, Undo, UnnamedBefore};
 use super::statements::{ClientStatements, Prepared, SERVER_PREFIX};
 use super::wire;
 use crate::sql_scan::{self, Discard, Effect, StringLiterals};
+
+mod pipelining;
 
 /// The client frame streamed through as it arrives, however long: CopyData.
 const STREAMED_FROM_CLIENT: u8 = b'd';
@@ -95,8 +97,18 @@ pub struct Multiplexer {
     /// stands for it on backends. Kept when the statement is dropped: the same text comes
     /// again.
     stand_in: Option<(Bytes, String, Arc<Prepared>)>,
-    /// Whether the client's unnamed statement is `stand_in`'s (then `unnamed` is `None`).
-    unnamed_cached: bool,
+    /// The statement of pgbastion's that the client's unnamed statement is, when it is a
+    /// cached one (then `unnamed` is `None`).
+    unnamed_stand_in: Option<Arc<Prepared>>,
+    /// Statements whose execution drops statements or parameters (`DEALLOCATE ALL`,
+    /// `DISCARD ALL`, `RESET ALL` prepared through the extended protocol), by their name on
+    /// the backend, or `None` for the backend's own unnamed statement; rarely any.
+    dropping: Vec<(Option<Arc<str>>, Care)>,
+    /// The portal last bound to one of those, and what its execution does.
+    portal_care: Option<(Vec<u8>, Care)>,
+    /// Whether the client's current Sync group made its unnamed statement (a Bind of it then
+    /// depends on nothing sent before the group).
+    unnamed_in_group: bool,
     /// Namespace of prepared statements (the client's search_path).
     namespace: String,
     /// Session parameters the client has (startup values, then what the backend reported
@@ -157,7 +169,10 @@ impl Multiplexer {
             unnamed: None,
             unnamed_here: false,
             stand_in: None,
-            unnamed_cached: false,
+            unnamed_stand_in: None,
+            unnamed_in_group: false,
+            dropping: Vec::new(),
+            portal_care: None,
             namespace,
             startup: wanted.clone(),
             wanted,
@@ -239,6 +254,12 @@ impl Multiplexer {
     /// Whether the backend must be closed rather than given back: what it holds is unknown.
     pub fn dirty(&self) -> bool {
         self.dirty
+    }
+
+    /// Whether the backend must be closed when it goes back ([`dirty`](Self::dirty)); the
+    /// next one starts clean.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
     }
 
     /// Whether a message of pgbastion's own failed (the backend must be closed).
@@ -409,6 +430,10 @@ impl Multiplexer {
             if input.len() < total {
                 return Ok(ClientFlow::More);
             }
+            if !self.discarding && self.must_wait(tag, &input[..total], backend)? {
+                // Read again once the backend has answered what came before.
+                return Ok(ClientFlow::More);
+            }
             if tag == b'X' {
                 input.clear();
                 return Ok(ClientFlow::Terminate);
@@ -431,6 +456,9 @@ impl Multiplexer {
             return Ok(());
         }
         let ends_group = matches!(tag, b'Q' | b'F') || (tag == b'S' && !self.copy_in);
+        if ends_group {
+            self.unnamed_in_group = false;
+        }
         self.in_group = matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H')
             || (self.in_group && !ends_group);
         match tag {
@@ -455,7 +483,13 @@ impl Multiplexer {
             b'Q' if self.policy.transaction => self.query(frame, backend, to_backend, to_client),
             b'Q' => self.forward(Kind::Query, frame, to_backend),
             b'F' => self.forward(Kind::FunctionCall, frame, to_backend),
-            b'E' => self.forward(Kind::Execute, frame, to_backend),
+            b'E' => {
+                let care = match &self.portal_care {
+                    Some((portal, care)) if **portal == *wire::execute_portal(&frame)? => *care,
+                    _ => Care::default(),
+                };
+                self.forward_with(Kind::Execute, frame, care, to_backend);
+            }
             b'P' | b'B' | b'C' | b'D' if !self.policy.transaction => {
                 let kind = match tag {
                     b'P' => Kind::Parse,
@@ -470,9 +504,15 @@ impl Multiplexer {
                 let bind = wire::Bind::split(&frame)?;
                 match self.statement_for(bind.statement, backend, to_backend)? {
                     Some(server) => {
+                        if !self.dropping.is_empty() || self.portal_care.is_some() {
+                            self.bound(bind.portal, Some(&server));
+                        }
                         self.forward(Kind::Bind, bind.renamed(&server), to_backend);
                     }
                     None if bind.statement.is_empty() => {
+                        if !self.dropping.is_empty() || self.portal_care.is_some() {
+                            self.bound(bind.portal, None);
+                        }
                         self.forward(Kind::Bind, frame, to_backend);
                     }
                     None => self.missing_statement(bind.statement, to_client),
@@ -702,38 +742,58 @@ impl Multiplexer {
         to_client: &mut BytesMut,
     ) -> Result<(), MuxError> {
         let parse = wire::Parse::split(&frame)?;
-        match self.judge(parse.query, backend) {
-            Verdict::Go(care) if care == Care::default() => {}
-            Verdict::Go(_) | Verdict::Deallocate(_) => {
-                // Statements and parameters dropped through the extended protocol cannot be
-                // followed reply by reply: the client keeps its backend.
+        let care = match self.judge(parse.query, backend) {
+            Verdict::Go(care) if care == Care::default() => care,
+            Verdict::Go(care) => {
+                // Its execution is followed (the Execute of a portal bound to it), but what
+                // it drops reaches past pgbastion's view: the client keeps its backend.
                 self.pin_for("DEALLOCATE, DISCARD or RESET ALL as a prepared statement");
+                care
+            }
+            Verdict::Deallocate(_) => {
+                self.pin_for("DEALLOCATE as a prepared statement");
+                Care::default()
             }
             Verdict::Refuse(error) => {
                 self.fail_batch_with(error, to_client);
                 return Ok(());
             }
-        }
-        if parse.name.is_empty() && self.policy.cache_unnamed {
-            let prepared = self.cache_unnamed(&frame, &parse);
-            let undo = Undo {
-                unnamed: true,
-                ..Undo::default()
-            };
-            self.prepare_here(&prepared, undo, backend, to_backend, to_client);
+        };
+        if self.refused_in_failed_transaction(&parse, backend) {
+            if parse.name.is_empty() {
+                // Dropped before the Parse is refused.
+                self.forget_unnamed();
+            }
+            let message = "current transaction is aborted, commands ignored until end of \
+                           transaction block";
+            self.fail_batch(
+                SqlState::IN_FAILED_SQL_TRANSACTION,
+                message.into(),
+                to_client,
+            );
             return Ok(());
         }
         if parse.name.is_empty() {
+            let undo = Undo {
+                unnamed: Some(self.unnamed_before()),
+                ..Undo::default()
+            };
+            self.unnamed_in_group = true;
+            if self.policy.cache_unnamed {
+                let prepared = self.cache_unnamed(&frame, &parse);
+                self.note_dropping(Some(prepared.server_name()), care);
+                self.prepare_here(&prepared, undo, backend, to_backend, to_client);
+                return Ok(());
+            }
+            self.note_dropping(None, care);
+            self.forget_unnamed();
             self.unnamed = Some(frame.clone());
             self.unnamed_here = true;
             to_backend.extend_from_slice(&frame);
             self.expected.push(Expect::Reply {
                 kind: Kind::Parse,
                 show: Show::All,
-                undo: Undo {
-                    unnamed: true,
-                    ..Undo::default()
-                },
+                undo,
                 care: Care::default(),
             });
             return Ok(());
@@ -749,8 +809,30 @@ impl Multiplexer {
             client: Some((name, previous)),
             ..Undo::default()
         };
+        self.note_dropping(Some(prepared.server_name()), care);
         self.prepare_here(&prepared, undo, backend, to_backend, to_client);
         Ok(())
+    }
+
+    /// Remembers that executing the statement `server` (`None`: the backend's unnamed one)
+    /// does what `care` says.
+    fn note_dropping(&mut self, server: Option<&Arc<str>>, care: Care) {
+        let server = server.cloned();
+        self.dropping.retain(|(known, _)| *known != server);
+        if care != Care::default() {
+            self.dropping.push((server, care));
+        }
+    }
+
+    /// A Bind of the statement `server` (`None`: the backend's unnamed one) to `portal`:
+    /// what executing that portal does is followed.
+    fn bound(&mut self, portal: &[u8], server: Option<&Arc<str>>) {
+        let care = self
+            .dropping
+            .iter()
+            .find(|(known, _)| known.as_ref() == server)
+            .map(|(_, care)| *care);
+        self.portal_care = care.map(|care| (portal.to_vec(), care));
     }
 
     /// A client's Parse of `prepared`: answered here when the backend has the statement
@@ -785,14 +867,17 @@ impl Multiplexer {
     /// returned.
     fn cache_unnamed(&mut self, frame: &Bytes, parse: &wire::Parse<'_>) -> Arc<Prepared> {
         self.forget_unnamed();
-        self.unnamed_cached = true;
-        if let Some((last, namespace, prepared)) = &self.stand_in {
-            if last == frame && *namespace == self.namespace {
-                return prepared.clone();
+        let prepared = match &self.stand_in {
+            Some((last, namespace, prepared)) if last == frame && *namespace == self.namespace => {
+                prepared.clone()
             }
-        }
-        let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
-        self.stand_in = Some((frame.clone(), self.namespace.clone(), prepared.clone()));
+            _ => {
+                let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
+                self.stand_in = Some((frame.clone(), self.namespace.clone(), prepared.clone()));
+                prepared
+            }
+        };
+        self.unnamed_stand_in = Some(prepared.clone());
         prepared
     }
 
@@ -800,7 +885,16 @@ impl Multiplexer {
     fn forget_unnamed(&mut self) {
         self.unnamed = None;
         self.unnamed_here = false;
-        self.unnamed_cached = false;
+        self.unnamed_stand_in = None;
+    }
+
+    /// The client's unnamed statement now, for an undo.
+    fn unnamed_before(&self) -> UnnamedBefore {
+        UnnamedBefore {
+            parse: self.unnamed.clone(),
+            here: self.unnamed_here,
+            stand_in: self.unnamed_stand_in.clone(),
+        }
     }
 
     /// Gives the client's statement its name: refused when the name is taken or the client
@@ -964,9 +1058,8 @@ impl Multiplexer {
         backend: &mut BackendState,
         to_backend: &mut BytesMut,
     ) -> Result<Option<Arc<str>>, MuxError> {
-        if name.is_empty() && self.unnamed_cached {
-            if let Some((_, _, prepared)) = &self.stand_in {
-                let prepared = prepared.clone();
+        if name.is_empty() {
+            if let Some(prepared) = self.unnamed_stand_in.clone() {
                 return Ok(Some(self.made_here(&prepared, backend, to_backend)));
             }
         }
@@ -1025,7 +1118,7 @@ impl Multiplexer {
         if name.is_empty() {
             // A cached one stays on its backends for the next run of its text.
             self.unnamed = None;
-            self.unnamed_cached = false;
+            self.unnamed_stand_in = None;
             if std::mem::take(&mut self.unnamed_here) {
                 self.forward(Kind::Close, frame, to_backend);
                 return;
@@ -1151,6 +1244,12 @@ impl Multiplexer {
             (b'T' | b'n', Kind::Describe) => true,
             (b'C' | b'I' | b's', Kind::Execute) => {
                 self.copy = false;
+                if tag == b'C' && care.drops_statements {
+                    self.statements_dropped(backend, false, false);
+                }
+                if tag == b'C' && care.reapply {
+                    self.reapply_startup(backend);
+                }
                 true
             }
             (b'G' | b'H' | b'W', Kind::Execute | Kind::Query) => {
@@ -1249,13 +1348,17 @@ impl Multiplexer {
         if !self.expected.has_sync() {
             self.discarding = true;
         }
-        // `drain_until_sync` returns newest first; the failed one is the oldest.
-        dropped
-            .iter_mut()
-            .for_each(|entry| self.undo(entry, backend));
+        // `drain_until_sync` returns newest first; the failed one is the oldest, the others
+        // were skipped.
+        let failed = dropped.len().saturating_sub(1);
+        for (at, entry) in dropped.iter_mut().enumerate() {
+            self.undo(entry, backend, at == failed);
+        }
     }
 
-    fn undo(&mut self, entry: &mut Expect, backend: &mut BackendState) {
+    /// Takes back what the message of `entry` did in pgbastion's view: it `failed`, or was
+    /// skipped after an earlier error.
+    fn undo(&mut self, entry: &mut Expect, backend: &mut BackendState, failed: bool) {
         let undo = match entry {
             Expect::Reply { undo, .. } | Expect::Own { undo, .. } => std::mem::take(undo),
         };
@@ -1272,8 +1375,17 @@ impl Multiplexer {
         if let Some(server) = undo.cache {
             backend.statements.remove(&server);
         }
-        if undo.unnamed {
-            self.forget_unnamed();
+        match undo.unnamed {
+            // PostgreSQL dropped the unnamed statement before the Parse failed. Without
+            // cache_unnamed a skipped one is forgotten too: the backend's own is used as is,
+            // and a later group may have replaced it meanwhile (no one waits for it).
+            Some(_) if failed || !self.policy.cache_unnamed => self.forget_unnamed(),
+            Some(before) => {
+                self.unnamed = before.parse;
+                self.unnamed_here = before.here;
+                self.unnamed_stand_in = before.stand_in;
+            }
+            None => {}
         }
     }
 }
@@ -1525,6 +1637,173 @@ mod tests {
         assert_eq!(tags(&sent), "S");
         assert_eq!(tags(&seen), "3Z");
         assert_eq!(backend.statements.len(), 1);
+    }
+
+    /// `sql` parsed unnamed, bound, executed and synced.
+    fn unnamed_run(sql: &str) -> BytesMut {
+        let mut out = parse("", sql);
+        out.extend_from_slice(&bind_execute_sync(""));
+        out
+    }
+
+    /// Runs as much of `input` as the multiplexer takes now: what reached the backend.
+    fn send(mux: &mut Multiplexer, backend: &mut BackendState, input: &mut BytesMut) -> BytesMut {
+        let (mut to_backend, mut to_client) = (BytesMut::new(), BytesMut::new());
+        mux.from_client(input, backend, &mut to_backend, &mut to_client)
+            .unwrap();
+        to_backend
+    }
+
+    /// Answers with `reply`: what reached the client.
+    fn answer(mux: &mut Multiplexer, backend: &mut BackendState, reply: &str) -> BytesMut {
+        let mut to_client = BytesMut::new();
+        mux.from_backend(&mut replies(reply), backend, &mut to_client)
+            .unwrap();
+        to_client
+    }
+
+    #[test]
+    fn a_cached_unnamed_parse_skipped_after_an_error_leaves_the_one_before() {
+        let mut run = Run { mux: caching() };
+        let mut backend = BackendState::new(&[], 10);
+        let (made, _) = run.exchange(&mut backend, unnamed_run("SELECT 15"), "12DCZ");
+        let fifteen = names_in(&made)[0].clone();
+        // SELECT 1/0 parses, fails when run; the Parse of SELECT 15 after it is skipped.
+        let mut group = parse("", "SELECT 1/0");
+        group.extend_from_slice(&bind_execute_sync("")[..]);
+        let sync_len = sync().len();
+        group.truncate(group.len() - sync_len);
+        group.extend_from_slice(&unnamed_run("SELECT 15"));
+        let (sent, seen) = run.exchange(&mut backend, group, "12EZ");
+        let failing = names_in(&sent)[0].clone();
+        assert_ne!(failing, fifteen);
+        assert_eq!(tags(&seen), "12EZ", "the skipped Parse is not answered");
+        // As in PostgreSQL, the unnamed statement is SELECT 1/0's.
+        let (sent, _) = run.exchange(&mut backend, bind_execute_sync(""), "2EZ");
+        assert_eq!(names_in(&sent), vec![failing]);
+    }
+
+    #[test]
+    fn a_pipelined_group_waits_when_it_relies_on_what_an_earlier_one_may_not_do() {
+        let mut mux = caching();
+        let mut backend = BackendState::new(&[], 10);
+        // The first group fails at its first Parse: PostgreSQL skips the second, so SELECT 2
+        // is not on the backend when the next group comes.
+        let mut input = parse("", "SELEC 1");
+        input.extend_from_slice(&bind_execute_sync("")[..]);
+        input.truncate(input.len() - sync().len());
+        input.extend_from_slice(&unnamed_run("SELECT 2"));
+        let first_len = input.len();
+        input.extend_from_slice(&unnamed_run("SELECT 2"));
+        let sent = send(&mut mux, &mut backend, &mut input);
+        assert_eq!(tags(&sent), "PBEPBES", "the first group only");
+        assert_eq!(
+            input.len(),
+            unnamed_run("SELECT 2").len(),
+            "the second waits ({first_len} bytes went)"
+        );
+        assert_eq!(
+            send(&mut mux, &mut backend, &mut input).len(),
+            0,
+            "still waiting"
+        );
+        assert_eq!(tags(&answer(&mut mux, &mut backend, "EZ")), "EZ");
+        // Answered: SELECT 2 is made for real, not taken for present.
+        let sent = send(&mut mux, &mut backend, &mut input);
+        assert!(input.is_empty());
+        assert_eq!(tags(&sent), "PBES");
+        let names = names_in(&sent);
+        assert_eq!(names.len(), 2);
+        assert_eq!(tags(&answer(&mut mux, &mut backend, "12DCZ")), "12DCZ");
+
+        // A Bind of the unnamed statement alone waits for the group that set it.
+        let mut input = unnamed_run("SELECT 1/0");
+        input.extend_from_slice(&bind_execute_sync(""));
+        let sent = send(&mut mux, &mut backend, &mut input);
+        assert_eq!(tags(&sent), "PBES");
+        let failing = names_in(&sent)[0].clone();
+        assert_eq!(tags(&input), "BES", "waits");
+        answer(&mut mux, &mut backend, "12EZ");
+        let sent = send(&mut mux, &mut backend, &mut input);
+        assert_eq!(
+            names_in(&sent),
+            vec![failing],
+            "bound to SELECT 1/0's, as PostgreSQL"
+        );
+
+        // A Parse answered here waits for the transaction status of the groups before it
+        // (in a failed transaction PostgreSQL refuses it); groups that rely on nothing
+        // unanswered are pipelined.
+        answer(&mut mux, &mut backend, "2EZ");
+        let mut input = unnamed_run("SELECT 2");
+        input.extend_from_slice(&unnamed_run("SELECT 2"));
+        let sent = send(&mut mux, &mut backend, &mut input);
+        assert_eq!(tags(&sent), "BES");
+        assert_eq!(tags(&input), "PBES", "waits");
+        answer(&mut mux, &mut backend, "2DCZ");
+        assert_eq!(tags(&send(&mut mux, &mut backend, &mut input)), "BES");
+        let mut input = bind_execute_sync("");
+        input.extend_from_slice(&bind_execute_sync(""));
+        let sent = send(&mut mux, &mut backend, &mut input);
+        assert!(input.is_empty());
+        assert_eq!(tags(&sent), "BESBES", "pipelined");
+    }
+
+    #[test]
+    fn a_parse_of_a_statement_held_here_is_refused_in_a_failed_transaction() {
+        let mut run = Run { mux: caching() };
+        let mut backend = BackendState::new(&[], 10);
+        run.exchange(&mut backend, unnamed_run("SELECT 8"), "12DCZ");
+        let mut failed = BytesMut::new();
+        failed.put_u8(b'Z');
+        failed.put_u32(5);
+        failed.put_u8(b'E');
+        let mut input = query("SELECT 1/0");
+        let (mut to_backend, mut to_client) = (BytesMut::new(), BytesMut::new());
+        run.mux
+            .from_client(&mut input, &mut backend, &mut to_backend, &mut to_client)
+            .unwrap();
+        let mut reply = replies("E");
+        reply.extend_from_slice(&failed);
+        run.mux
+            .from_backend(&mut reply, &mut backend, &mut to_client)
+            .unwrap();
+        assert_eq!(run.mux.status(), TransactionStatus::Failed);
+        let (sent, seen) = run.exchange(&mut backend, unnamed_run("SELECT 8"), "Z");
+        assert_eq!(tags(&sent), "S", "refused here, as PostgreSQL refuses it");
+        assert_eq!(tags(&seen), "EZ");
+        assert!(String::from_utf8_lossy(&seen).contains("25P02"));
+        // ROLLBACK is parsed in a failed transaction.
+        run.exchange(&mut backend, unnamed_run("ROLLBACK"), "12CZ");
+    }
+
+    #[test]
+    fn deallocate_all_run_as_a_prepared_statement_is_followed() {
+        for cached in [true, false] {
+            let mut run = Run {
+                mux: if cached {
+                    caching()
+                } else {
+                    Multiplexer::new(policy(true), vec![])
+                },
+            };
+            let mut backend = BackendState::new(&[], 10);
+            let mut named = parse("s1", "SELECT 13");
+            named.extend_from_slice(&sync());
+            run.exchange(&mut backend, named, "1Z");
+            run.exchange(&mut backend, unnamed_run("SELECT 14"), "12DCZ");
+            let held = backend.statements.len();
+            assert_eq!(held, if cached { 1 } else { 0 } + 1);
+            run.exchange(&mut backend, unnamed_run("DEALLOCATE ALL"), "12CZ");
+            assert!(run.mux.pinned().is_some());
+            assert!(backend.statements.is_empty(), "cached: {cached}");
+            // The client's named statement is gone, as in PostgreSQL; a cached unnamed one is
+            // made again.
+            let (_, seen) = run.exchange(&mut backend, bind_execute_sync("s1"), "Z");
+            assert_eq!(tags(&seen), "EZ");
+            let (sent, _) = run.exchange(&mut backend, unnamed_run("SELECT 14"), "12DCZ");
+            assert_eq!(tags(&sent), "PBES", "cached: {cached}");
+        }
     }
 
     #[test]

@@ -58,8 +58,21 @@ pub struct Undo {
     pub client: Option<(String, Option<Arc<Prepared>>)>,
     /// A statement recorded as present on the backend.
     pub cache: Option<Arc<str>>,
-    /// The client's unnamed statement was replaced.
-    pub unnamed: bool,
+    /// The client's unnamed statement was replaced: what it was before.
+    pub unnamed: Option<UnnamedBefore>,
+}
+
+/// The client's unnamed statement before a Parse replaced it. PostgreSQL drops the unnamed
+/// statement when an unnamed Parse begins, so a Parse that fails leaves none; one skipped
+/// after an earlier error leaves this.
+#[derive(Debug, Clone, Default)]
+pub struct UnnamedBefore {
+    /// The client's own unnamed Parse, as it sent it.
+    pub parse: Option<Bytes>,
+    /// Whether the backend held it.
+    pub here: bool,
+    /// The statement of pgbastion's that stood in for it (`cache_unnamed`).
+    pub stand_in: Option<Arc<Prepared>>,
 }
 
 /// What a Query does to the backend's state that pgbastion must follow.
@@ -111,6 +124,13 @@ impl Expect {
         )
     }
 
+    /// What its undo would put back.
+    pub fn undo(&self) -> &Undo {
+        match self {
+            Self::Reply { undo, .. } | Self::Own { undo, .. } => undo,
+        }
+    }
+
     /// Which replies the client sees.
     pub fn show(&self) -> Show {
         match self {
@@ -156,6 +176,27 @@ impl Expected {
     /// Whether a Sync is queued (an error's skipping ends there).
     pub fn has_sync(&self) -> bool {
         self.0.iter().any(Expect::is_sync)
+    }
+
+    /// Whether a group of the client's sent before the current one (a Sync's, a Query's or a
+    /// function call's) is unanswered: the transaction's status after it is not known yet.
+    pub fn owes_client_group(&self) -> bool {
+        self.0.iter().any(|entry| match entry {
+            Expect::Reply { kind, show, .. } => kind.ends_at_ready() && *show != Show::Nothing,
+            Expect::Own { .. } => false,
+        })
+    }
+
+    /// Whether an entry of a Sync group sent before the current one (and not answered yet)
+    /// has an undo that `touches`.
+    pub fn earlier_groups_undo(&self, touches: impl Fn(&Undo) -> bool) -> bool {
+        let Some(last_sync) = self.0.iter().rposition(Expect::is_sync) else {
+            return false;
+        };
+        self.0
+            .iter()
+            .take(last_sync)
+            .any(|entry| touches(entry.undo()))
     }
 
     /// Removes the Sync entries right behind the oldest entry (a backend in COPY FROM STDIN

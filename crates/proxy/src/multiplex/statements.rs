@@ -162,6 +162,11 @@ impl BackendStatements {
         }
     }
 
+    /// Whether the backend holds `name` (not marked used).
+    pub fn contains(&self, name: &str) -> bool {
+        self.used.contains_key(name)
+    }
+
     /// Records that `name` is (being) prepared on the backend.
     pub fn insert(&mut self, name: Arc<str>) {
         self.clock += 1;

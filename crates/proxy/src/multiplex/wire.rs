@@ -104,6 +104,11 @@ impl<'a> Bind<'a> {
     }
 }
 
+/// The portal a whole Execute frame names.
+pub fn execute_portal(frame: &[u8]) -> Result<&[u8], MuxError> {
+    Ok(cstr(&frame[5..], "Execute")?.0)
+}
+
 /// The target byte (`S` or `P`) and name of a whole Describe or Close frame.
 pub fn split_target(frame: &[u8]) -> Result<(u8, &[u8]), MuxError> {
     let (&target, rest) = frame[5..]

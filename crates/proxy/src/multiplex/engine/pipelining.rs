@@ -1,0 +1,156 @@
+//! What a pipelining client's messages wait for, and what PostgreSQL would refuse that
+//! pgbastion answers itself: the translation of a message depends on the outcome of the Sync
+//! groups sent before it (a statement they make, a name they give, the unnamed statement
+//! they set, the transaction status they leave), so it is made only once that is known.
+
+use pgbastion_wire::TransactionStatus;
+
+use super::super::backend_state::BackendState;
+use super::super::expect::Undo;
+use super::super::statements::Prepared;
+use super::super::wire;
+use super::{Multiplexer, MuxError};
+
+impl Multiplexer {
+    /// Whether the client message `frame` must wait until the Sync groups sent before it are
+    /// answered (a pipelining client): what it means depends on whether a message of those
+    /// groups runs, and each may still fail or be skipped after an error. It may use a
+    /// statement they make on the backend, a name they give or take back, or (with
+    /// `cache_unnamed`) an unnamed statement they set; or replace what their undo would put
+    /// back.
+    pub(super) fn must_wait(
+        &self,
+        tag: u8,
+        frame: &[u8],
+        backend: &BackendState,
+    ) -> Result<bool, MuxError> {
+        if !self.policy.transaction || !matches!(tag, b'P' | b'B' | b'D' | b'C') {
+            return Ok(false);
+        }
+        if tag == b'P' && self.expected.owes_client_group() {
+            // A Parse pgbastion would answer itself (the backend holds the statement) is
+            // answered as PostgreSQL would only in a known transaction status (refused in a
+            // failed transaction).
+            let parse = wire::Parse::split(frame)?;
+            if !parse.name.is_empty() || self.policy.cache_unnamed {
+                let made = Prepared::new(parse.query, parse.types, &self.namespace);
+                if backend.statements.contains(made.server_name()) {
+                    return Ok(true);
+                }
+            }
+        }
+        let earlier = |touches: &dyn Fn(&Undo) -> bool| self.expected.earlier_groups_undo(touches);
+        let cares = earlier(&|undo| {
+            undo.cache.is_some() || undo.client.is_some() || undo.unnamed.is_some()
+        });
+        if !cares {
+            return Ok(false);
+        }
+        let (name, made) = match tag {
+            b'P' => {
+                let parse = wire::Parse::split(frame)?;
+                let made = (!parse.name.is_empty() || self.policy.cache_unnamed)
+                    .then(|| Prepared::new(parse.query, parse.types, &self.namespace));
+                (parse.name, made)
+            }
+            b'B' => (wire::Bind::split(frame)?.statement, None),
+            _ => match wire::split_target(frame)? {
+                (b'S', name) => (name, None),
+                _ => return Ok(false),
+            },
+        };
+        // The statement on the backend that its translation relies on.
+        let server = if let Some(made) = made {
+            Some(made.server_name().clone())
+        } else if name.is_empty() {
+            self.unnamed_stand_in
+                .as_ref()
+                .map(|prepared| prepared.server_name().clone())
+        } else {
+            let name = String::from_utf8_lossy(name);
+            self.statements
+                .get(&name)
+                .map(|prepared| prepared.server_name().clone())
+        };
+        let name_at_stake = if name.is_empty() {
+            // Without cache_unnamed the backend's own unnamed statement is used as is; a
+            // group that made it is its own.
+            self.policy.cache_unnamed
+                && !(tag != b'P' && self.unnamed_in_group)
+                && earlier(&|undo| undo.unnamed.is_some())
+        } else {
+            let name = String::from_utf8_lossy(name);
+            earlier(&|undo| {
+                undo.client
+                    .as_ref()
+                    .is_some_and(|(given, _)| *given == name)
+            })
+        };
+        let statement_at_stake = tag != b'C'
+            && server.is_some_and(|server| earlier(&|undo| undo.cache.as_ref() == Some(&server)));
+        Ok(name_at_stake || statement_at_stake)
+    }
+
+    /// Whether PostgreSQL would refuse `parse` with 25P02 and pgbastion must say so itself:
+    /// the transaction failed, the backend holds the statement (so its text parses, and
+    /// pgbastion would answer the Parse without it), and the text cannot end the transaction.
+    pub(super) fn refused_in_failed_transaction(
+        &self,
+        parse: &wire::Parse<'_>,
+        backend: &BackendState,
+    ) -> bool {
+        if self.status != TransactionStatus::Failed
+            || (parse.name.is_empty() && !self.policy.cache_unnamed)
+            || may_end_transaction(parse.query)
+        {
+            return false;
+        }
+        let made = Prepared::new(parse.query, parse.types, &self.namespace);
+        backend.statements.contains(made.server_name())
+    }
+}
+
+/// Whether `sql` may be one of the statements PostgreSQL still runs in a failed transaction
+/// (COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION, ROLLBACK TO): true unless it plainly
+/// begins with another word.
+fn may_end_transaction(sql: &str) -> bool {
+    let text = sql.trim_start();
+    let word: String = text.chars().take_while(char::is_ascii_alphabetic).collect();
+    if word.is_empty() {
+        // A comment, a parenthesis: not worth reading further.
+        return true;
+    }
+    ["commit", "end", "rollback", "abort", "prepare"]
+        .iter()
+        .any(|exit| word.eq_ignore_ascii_case(exit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_end_transaction;
+
+    #[test]
+    fn only_texts_that_plainly_begin_with_another_word_cannot_end_a_transaction() {
+        for text in [
+            "ROLLBACK",
+            "  commit",
+            "END",
+            "abort;",
+            "PREPARE TRANSACTION 'x'",
+            "rollback to savepoint a",
+            "/* a comment */ SELECT 1",
+            "(SELECT 1)",
+            "",
+        ] {
+            assert!(may_end_transaction(text), "{text:?}");
+        }
+        for text in [
+            "SELECT 1",
+            " insert into t values (1)",
+            "DEALLOCATE ALL",
+            "endless",
+        ] {
+            assert!(!may_end_transaction(text), "{text:?}");
+        }
+    }
+}
