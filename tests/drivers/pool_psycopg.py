@@ -14,6 +14,9 @@ What is checked, and why it is hard for a pool (docs/pooling.md, /work/shared/PO
 - deallocate: a client prepares s1, DEALLOCATEs it and prepares s1 again while another
   client keeps its own s1; PostgreSQL's 42P05 / 26000 / 25001 for the client's own names
   (POOLING.md 6).
+- evicted: psycopg drops the statements its own cache evicts (prepared_max): with a Close
+  message over libpq 17 and later (the wheel's), with DEALLOCATE _pg3_N through the extended
+  protocol over older ones (that path is tested in crates/proxy/tests/pooling.rs).
 - pipeline_error: an error in the middle of a pipeline (POOLING.md 1): the SQLSTATE, which
   inserts survived, and the connection works afterwards.
 - session_parameters: clients with different options='-c TimeZone=…' and application_name
@@ -118,6 +121,21 @@ def many_statements():
         wrong = sum(one(conn, q, [7], prepare=True) != 7 + i for i, q in enumerate(queries))
         rerun = sum(one(conn, q, [8], prepare=True) != 8 + i for i, q in enumerate(queries[:50]))
         return {"prepared": len(queries), "mismatches": wrong, "rerun_mismatches": rerun}
+
+
+def evicted():
+    def client(k):
+        with connect() as conn:
+            conn.prepare_threshold = 0
+            conn.prepared_max = 2
+            return [
+                one(conn, f"SELECT %s::int + {i} + {1000 * k}", [r]) == r + i + 1000 * k
+                for r in range(2)
+                for i in range(6)
+            ]
+
+    outcomes = in_threads(4, client)
+    return {"right": sum(map(sum, outcomes)), "runs": sum(map(len, outcomes))}
 
 
 def deallocate():
@@ -259,6 +277,7 @@ def main():
         auto_prepare,
         unnamed_statement,
         many_statements,
+        evicted,
         deallocate,
         pipeline_error,
         session_parameters,

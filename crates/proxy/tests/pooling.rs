@@ -375,6 +375,29 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
             ],
         ),
         (
+            "DEALLOCATE of a named statement as an unnamed statement (psycopg's eviction, libpq < 17)",
+            vec![
+                vec![
+                    F::Parse {
+                        name: "s1".into(),
+                        query: "SELECT 1".into(),
+                        param_types: vec![],
+                    },
+                    F::Sync,
+                ],
+                unnamed_run("DEALLOCATE s1"),
+                {
+                    let mut group = run_unnamed();
+                    if let F::Bind { statement, .. } = &mut group[0] {
+                        *statement = "s1".into();
+                    }
+                    group
+                },
+                unnamed_run("DEALLOCATE s1"),
+                run_unnamed(),
+            ],
+        ),
+        (
             "DEALLOCATE ALL as an unnamed statement",
             vec![
                 unnamed_run("SELECT 13"),

@@ -18,7 +18,7 @@ use pgbastion_wire::{
 
 use super::backend_state::BackendState;
 use super::expect::{Care, Expect, Expected, Kind, Show, Undo, UnnamedBefore};
-use super::statements::{ClientStatements, Prepared, SERVER_PREFIX};
+use super::statements::{encode_parse, ClientStatements, Prepared, SERVER_PREFIX};
 use super::wire;
 use crate::sql_scan::{self, Discard, Effect, StringLiterals};
 
@@ -150,6 +150,10 @@ pub struct Multiplexer {
     /// Parse per execution), and such a text means the same whatever the session's state.
     harmless: Option<(StringLiterals, String)>,
 }
+
+/// The statement of pgbastion's that a client's `DEALLOCATE name` deallocates on the backend
+/// (made just before; clients cannot name it: it has pgbastion's prefix).
+const SCRATCH_STATEMENT: &str = "pgbastion_deallocate";
 
 /// The longest statement text remembered as harmless.
 const HARMLESS_MEMO: usize = 256;
@@ -750,6 +754,14 @@ impl Multiplexer {
                 self.pin_for("DEALLOCATE, DISCARD or RESET ALL as a prepared statement");
                 care
             }
+            Verdict::Deallocate(_) if self.status == TransactionStatus::Failed => {
+                self.refuse_in_failed_transaction(parse.name.is_empty(), to_client);
+                return Ok(());
+            }
+            Verdict::Deallocate(name) if parse.name.is_empty() => {
+                self.deallocate_unnamed(name, &parse, to_backend);
+                return Ok(());
+            }
             Verdict::Deallocate(_) => {
                 self.pin_for("DEALLOCATE as a prepared statement");
                 Care::default()
@@ -760,17 +772,7 @@ impl Multiplexer {
             }
         };
         if self.refused_in_failed_transaction(&parse, backend) {
-            if parse.name.is_empty() {
-                // Dropped before the Parse is refused.
-                self.forget_unnamed();
-            }
-            let message = "current transaction is aborted, commands ignored until end of \
-                           transaction block";
-            self.fail_batch(
-                SqlState::IN_FAILED_SQL_TRANSACTION,
-                message.into(),
-                to_client,
-            );
+            self.refuse_in_failed_transaction(parse.name.is_empty(), to_client);
             return Ok(());
         }
         if parse.name.is_empty() {
@@ -812,6 +814,57 @@ impl Multiplexer {
         self.note_dropping(Some(prepared.server_name()), care);
         self.prepare_here(&prepared, undo, backend, to_backend, to_client);
         Ok(())
+    }
+
+    /// Refuses a Parse as PostgreSQL does in a failed transaction (an unnamed one drops the
+    /// unnamed statement first).
+    fn refuse_in_failed_transaction(&mut self, unnamed: bool, to_client: &mut BytesMut) {
+        if unnamed {
+            self.forget_unnamed();
+        }
+        let message = "current transaction is aborted, commands ignored until end of \
+                       transaction block";
+        self.fail_batch(
+            SqlState::IN_FAILED_SQL_TRANSACTION,
+            message.into(),
+            to_client,
+        );
+    }
+
+    /// `DEALLOCATE name` of the client's own statement, parsed unnamed (psycopg deallocates
+    /// the statements its cache evicts so): the client's name is dropped, and the backend,
+    /// which knows the statement under its shared name, deallocates a statement of
+    /// pgbastion's made for the purpose instead, so that the client gets PostgreSQL's own
+    /// replies to its Bind, Describe and Execute.
+    fn deallocate_unnamed(
+        &mut self,
+        name: String,
+        parse: &wire::Parse<'_>,
+        to_backend: &mut BytesMut,
+    ) {
+        let before = self.unnamed_before();
+        let previous = self.statements.remove(&name);
+        // Closed first: one left by a group that failed before its DEALLOCATE ran.
+        wire::close_statement(SCRATCH_STATEMENT, to_backend);
+        self.own(Kind::Close, Show::Nothing);
+        to_backend.extend_from_slice(&encode_parse(SCRATCH_STATEMENT, "SELECT", &[0, 0]));
+        self.own(Kind::Parse, Show::Nothing);
+        let frame = encode_parse("", &format!("DEALLOCATE {SCRATCH_STATEMENT}"), parse.types);
+        self.forget_unnamed();
+        self.unnamed = Some(frame.clone());
+        self.unnamed_here = true;
+        self.unnamed_in_group = true;
+        to_backend.extend_from_slice(&frame);
+        self.expected.push(Expect::Reply {
+            kind: Kind::Parse,
+            show: Show::All,
+            undo: Undo {
+                client: Some((name, previous)),
+                unnamed: Some(before),
+                ..Undo::default()
+            },
+            care: Care::default(),
+        });
     }
 
     /// Remembers that executing the statement `server` (`None`: the backend's unnamed one)

@@ -60,7 +60,7 @@ impl Prepared {
 
 /// A Parse message: `name`, `query`, and the parameter-type block as the client sent it (a
 /// 16-bit count and that many OIDs).
-fn encode_parse(name: &str, query: &str, param_types: &[u8]) -> Bytes {
+pub fn encode_parse(name: &str, query: &str, param_types: &[u8]) -> Bytes {
     let body_len = name.len() + 1 + query.len() + 1 + param_types.len();
     let mut out = BytesMut::with_capacity(5 + body_len);
     out.extend_from_slice(b"P");
