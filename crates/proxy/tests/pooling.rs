@@ -336,6 +336,25 @@ fn run_unnamed() -> Group {
     ]
 }
 
+/// A Parse of `sql` named `name`.
+fn parse_as(name: &str, sql: &str) -> pgbastion_wire::FrontendMessage {
+    pgbastion_wire::FrontendMessage::Parse {
+        name: name.to_owned(),
+        query: sql.to_owned(),
+        param_types: vec![],
+    }
+}
+
+/// A Bind of the statement `name` to the unnamed portal, and its Execute (no Sync).
+fn bind_execute(name: &str) -> Group {
+    let mut group = run_unnamed();
+    group.pop();
+    if let pgbastion_wire::FrontendMessage::Bind { statement, .. } = &mut group[0] {
+        *statement = name.to_owned();
+    }
+    group
+}
+
 /// Two unnamed runs in one Sync group.
 fn two_in_a_group(first: &str, second: &str) -> Group {
     let mut group = unnamed_run(first);
@@ -398,6 +417,49 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
             ],
         ),
         (
+            "statements made in the group of a DEALLOCATE ALL, after it",
+            vec![
+                {
+                    let mut group = unnamed_run("DEALLOCATE ALL");
+                    group.pop();
+                    group.push(parse_as("s2", "SELECT 2"));
+                    group.extend(bind_execute("s2"));
+                    group.push(F::Sync);
+                    group
+                },
+                {
+                    let mut group = bind_execute("s2");
+                    group.push(F::Sync);
+                    group
+                },
+                {
+                    let mut group = vec![parse_as("s3", "SELECT 2")];
+                    group.extend(bind_execute("s3"));
+                    group.push(F::Sync);
+                    group
+                },
+            ],
+        ),
+        (
+            "a simple query after a group whose undo would put the unnamed statement back",
+            vec![
+                unnamed_run("SELECT 1"),
+                // (A Describe so that the group needs a backend: a group of Parses alone is
+                // answered by pgbastion, docs/pooling.md.)
+                vec![
+                    parse_as("bad", "SELEC"),
+                    parse_as("", "SELECT 2"),
+                    F::Describe {
+                        target: pgbastion_wire::Target::Statement,
+                        name: String::new(),
+                    },
+                    F::Sync,
+                ],
+                query("SELECT 3"),
+                run_unnamed(),
+            ],
+        ),
+        (
             "DEALLOCATE ALL as an unnamed statement",
             vec![
                 unnamed_run("SELECT 13"),
@@ -407,8 +469,13 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
             ],
         ),
     ];
-    for cache in [true, false] {
-        let pool = format!("mode = \"transaction\", size = 1, cache_unnamed = {cache}");
+    // A cache of one statement per backend: pgbastion's closes of evicted statements are
+    // owed when the scripts' messages come.
+    for (cache, per_backend) in [(true, 256), (false, 256), (true, 1), (false, 1)] {
+        let pool = format!(
+            "mode = \"transaction\", size = 1, cache_unnamed = {cache}, \
+             statements_per_backend = {per_backend}"
+        );
         let (_dir, proxy) = pooled_proxy(&cluster, &pool, "").await;
         within("pipelined scripts, direct and pooled", async {
             for (what, script) in &scripts {
@@ -419,8 +486,8 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
                         let pooled = replies_to(proxy.addr, script, pipelined).await;
                         assert_eq!(
                             pooled, direct,
-                            "{what} (cache_unnamed = {cache}, pipelined: {pipelined}, \
-                             round {round})"
+                            "{what} (cache_unnamed = {cache}, statements_per_backend = \
+                             {per_backend}, pipelined: {pipelined}, round {round})"
                         );
                     }
                 }

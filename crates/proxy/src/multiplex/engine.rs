@@ -612,6 +612,10 @@ impl Multiplexer {
             .unwrap_or_default();
         match self.judge(sql, backend) {
             Verdict::Go(care) => self.forward_with(Kind::Query, frame, care, to_backend),
+            // Answered here only when the transaction status it reports is known.
+            Verdict::Deallocate(_) if !self.expected.is_empty() => {
+                self.forward(Kind::Query, frame, to_backend);
+            }
             Verdict::Deallocate(name) => {
                 self.statements.remove(&name);
                 let done = wire::encode(&BackendMessage::CommandComplete {
@@ -686,8 +690,7 @@ impl Multiplexer {
                     ));
                 }
                 Effect::Deallocate { name: Some(name) } => {
-                    let alone = scan.statements == 1 && self.expected.is_empty();
-                    if alone && self.statements.get(&name).is_some() {
+                    if scan.statements == 1 && self.statements.get(&name).is_some() {
                         return Verdict::Deallocate(name);
                     }
                     continue;
@@ -754,12 +757,16 @@ impl Multiplexer {
                 self.pin_for("DEALLOCATE, DISCARD or RESET ALL as a prepared statement");
                 care
             }
-            Verdict::Deallocate(_) if self.status == TransactionStatus::Failed => {
-                self.refuse_in_failed_transaction(parse.name.is_empty(), to_client);
-                return Ok(());
-            }
-            Verdict::Deallocate(name) if parse.name.is_empty() => {
-                self.deallocate_unnamed(name, &parse, to_backend);
+            // Rewritten only when the transaction status is known (pgbastion's own Parse
+            // must not fail).
+            Verdict::Deallocate(name)
+                if parse.name.is_empty() && !self.expected.owes_client_group() =>
+            {
+                if self.status == TransactionStatus::Failed {
+                    self.refuse_in_failed_transaction(true, to_client);
+                } else {
+                    self.deallocate_unnamed(name, &parse, to_backend);
+                }
                 return Ok(());
             }
             Verdict::Deallocate(_) => {
@@ -901,8 +908,11 @@ impl Multiplexer {
     ) {
         let server = prepared.server_name().clone();
         if backend.statements.touch(&server) {
-            self.answer(wire::PARSE_COMPLETE.clone(), undo, to_client);
-            return;
+            if !self.statements_uncertain() {
+                self.answer(wire::PARSE_COMPLETE.clone(), undo, to_client);
+                return;
+            }
+            self.close_before_remaking(&server, to_backend);
         }
         backend.statements.insert(server.clone());
         to_backend.extend_from_slice(prepared.parse());
@@ -1143,7 +1153,12 @@ impl Multiplexer {
         to_backend: &mut BytesMut,
     ) -> Arc<str> {
         let server = prepared.server_name().clone();
-        if !backend.statements.touch(&server) {
+        let held = backend.statements.touch(&server);
+        let uncertain = self.statements_uncertain();
+        if held && uncertain {
+            self.close_before_remaking(&server, to_backend);
+        }
+        if !held || uncertain {
             to_backend.extend_from_slice(prepared.parse());
             backend.statements.insert(server.clone());
             self.expected.push(Expect::Reply {
@@ -1157,6 +1172,22 @@ impl Multiplexer {
             });
         }
         server
+    }
+
+    /// Whether the statements the backend holds may not be what pgbastion recorded: a
+    /// statement sent before, still to run, may drop them all (`DEALLOCATE ALL`), or one
+    /// of them outlived a change of its table (0A000: the backend is retired when given back,
+    /// and until then a client that sends its next query at once must not meet it again).
+    fn statements_uncertain(&self) -> bool {
+        self.dirty || self.expected.drops_pending()
+    }
+
+    /// Closes `server` on the backend (reply unseen) before it is made again while
+    /// [`statements_uncertain`](Self::statements_uncertain): a Close followed by a Parse is
+    /// right whether the backend still holds it or not.
+    fn close_before_remaking(&mut self, server: &str, to_backend: &mut BytesMut) {
+        wire::close_statement(server, to_backend);
+        self.own(Kind::Close, Show::Nothing);
     }
 
     /// Close of a statement: the client's name is forgotten; the backend's statement stays
@@ -1377,8 +1408,19 @@ impl Multiplexer {
     /// it is closed instead of going back to the pool.
     fn statements_dropped(&mut self, backend: &mut BackendState, failed: bool, several: bool) {
         if !failed {
-            self.statements.clear();
-            backend.statements.clear();
+            // What was sent after it (a pipelining client) is made after the drop: kept.
+            let mut names = Vec::new();
+            let mut made = Vec::new();
+            for entry in self.expected.behind_front() {
+                let undo = entry.undo();
+                names.extend(undo.client.as_ref().map(|(name, _)| name.clone()));
+                made.extend(undo.cache.clone());
+            }
+            self.statements
+                .retain(|name| names.iter().any(|kept| kept == name));
+            backend
+                .statements
+                .retain(|server| made.iter().any(|kept| kept == server));
         } else if several {
             self.dirty = true;
         }

@@ -140,60 +140,111 @@ impl Expect {
     }
 }
 
-/// The queue of expected replies of one backend.
+/// The queue of expected replies of one backend, with counts kept as entries come and go
+/// (a pipelining client may have tens of thousands queued, and these are asked per message).
 #[derive(Debug, Default)]
-pub struct Expected(VecDeque<Expect>);
+pub struct Expected {
+    entries: VecDeque<Expect>,
+    /// Entries that end a group of the client's (its Sync, Query or function call).
+    client_groups: usize,
+    /// Entries with something to undo.
+    undos: usize,
+    /// Entries whose success drops every prepared statement.
+    drops: usize,
+}
+
+/// How many queued entries [`Expected::earlier_groups_undo`] reads before it answers "maybe".
+const SCAN_LIMIT: usize = 128;
 
 impl Expected {
+    fn count(&mut self, entry: &Expect, added: bool) {
+        let step = |count: &mut usize, yes: bool| {
+            if yes {
+                *count = if added { *count + 1 } else { *count - 1 };
+            }
+        };
+        let (group, drops) = match entry {
+            Expect::Reply {
+                kind, show, care, ..
+            } => (
+                kind.ends_at_ready() && *show != Show::Nothing,
+                care.drops_statements,
+            ),
+            Expect::Own { .. } => (false, false),
+        };
+        let undo = entry.undo();
+        let undoes = undo.cache.is_some() || undo.client.is_some() || undo.unnamed.is_some();
+        step(&mut self.client_groups, group);
+        step(&mut self.undos, undoes);
+        step(&mut self.drops, drops);
+    }
+
     /// Adds an entry at the back.
     pub fn push(&mut self, entry: Expect) {
-        self.0.push_back(entry);
+        self.count(&entry, true);
+        self.entries.push_back(entry);
     }
 
     /// The oldest entry.
     pub fn front(&self) -> Option<&Expect> {
-        self.0.front()
+        self.entries.front()
     }
 
     /// Removes the oldest entry.
     pub fn pop(&mut self) -> Option<Expect> {
-        self.0.pop_front()
+        let entry = self.entries.pop_front()?;
+        self.count(&entry, false);
+        Some(entry)
     }
 
     /// Whether nothing is owed.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// The entries behind the oldest one (sent after it).
+    pub fn behind_front(&self) -> impl Iterator<Item = &Expect> {
+        self.entries.iter().skip(1)
+    }
+
+    /// Whether a statement that drops every prepared statement is still to complete.
+    pub fn drops_pending(&self) -> bool {
+        self.drops > 0
     }
 
     /// Whether a Sync group of pgbastion's own is still unanswered. (Closes of evicted
     /// statements are not waited for: PostgreSQL answers them only at the client's Sync.)
     pub fn owes_hidden_group(&self) -> bool {
-        self.0
+        self.entries
             .iter()
             .any(|entry| entry.is_sync() && entry.show() == Show::Nothing)
     }
 
     /// Whether a Sync is queued (an error's skipping ends there).
     pub fn has_sync(&self) -> bool {
-        self.0.iter().any(Expect::is_sync)
+        self.entries.iter().any(Expect::is_sync)
     }
 
     /// Whether a group of the client's sent before the current one (a Sync's, a Query's or a
     /// function call's) is unanswered: the transaction's status after it is not known yet.
     pub fn owes_client_group(&self) -> bool {
-        self.0.iter().any(|entry| match entry {
-            Expect::Reply { kind, show, .. } => kind.ends_at_ready() && *show != Show::Nothing,
-            Expect::Own { .. } => false,
-        })
+        self.client_groups > 0
     }
 
     /// Whether an entry of a Sync group sent before the current one (and not answered yet)
-    /// has an undo that `touches`.
+    /// may have an undo that `touches`: read up to [`SCAN_LIMIT`] entries, beyond which the
+    /// answer is yes (the caller waits for the backend to catch up rather than read more).
     pub fn earlier_groups_undo(&self, touches: impl Fn(&Undo) -> bool) -> bool {
-        let Some(last_sync) = self.0.iter().rposition(Expect::is_sync) else {
+        if self.undos == 0 || self.client_groups == 0 {
+            return false;
+        }
+        if self.entries.len() > SCAN_LIMIT {
+            return true;
+        }
+        let Some(last_sync) = self.entries.iter().rposition(Expect::is_sync) else {
             return false;
         };
-        self.0
+        self.entries
             .iter()
             .take(last_sync)
             .any(|entry| touches(entry.undo()))
@@ -202,8 +253,10 @@ impl Expected {
     /// Removes the Sync entries right behind the oldest entry (a backend in COPY FROM STDIN
     /// ignores those Syncs).
     pub fn drop_syncs_after_front(&mut self) {
-        while self.0.get(1).is_some_and(Expect::is_sync) {
-            self.0.remove(1);
+        while self.entries.get(1).is_some_and(Expect::is_sync) {
+            if let Some(entry) = self.entries.remove(1) {
+                self.count(&entry, false);
+            }
         }
     }
 
@@ -211,11 +264,14 @@ impl Expected {
     /// after an error), newest first, so their undos apply in reverse order.
     pub fn drain_until_sync(&mut self) -> Vec<Expect> {
         let end = self
-            .0
+            .entries
             .iter()
             .position(Expect::is_sync)
-            .unwrap_or(self.0.len());
-        let mut dropped: Vec<Expect> = self.0.drain(..end).collect();
+            .unwrap_or(self.entries.len());
+        let mut dropped: Vec<Expect> = self.entries.drain(..end).collect();
+        for entry in &dropped {
+            self.count(entry, false);
+        }
         dropped.reverse();
         dropped
     }

@@ -110,9 +110,9 @@ impl ClientStatements {
         self.named.remove(name)
     }
 
-    /// Forgets every statement (`DEALLOCATE ALL`, `DISCARD ALL`).
-    pub fn clear(&mut self) {
-        self.named.clear();
+    /// Keeps only the names `keep` says (`DEALLOCATE ALL`, `DISCARD ALL`).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.named.retain(|name, _| keep(name));
     }
 
     /// How many statements the client has.
@@ -178,9 +178,10 @@ impl BackendStatements {
         self.used.remove(name);
     }
 
-    /// Forgets everything (the backend ran `DISCARD ALL` or `DEALLOCATE ALL`).
-    pub fn clear(&mut self) {
-        self.used.clear();
+    /// Keeps only the statements `keep` says (the backend ran `DISCARD ALL` or
+    /// `DEALLOCATE ALL`).
+    pub fn retain(&mut self, keep: impl Fn(&Arc<str>) -> bool) {
+        self.used.retain(|name, _| keep(name));
     }
 
     /// How many statements the backend holds.

@@ -12,65 +12,50 @@ use super::super::wire;
 use super::{Multiplexer, MuxError};
 
 impl Multiplexer {
-    /// Whether the client message `frame` must wait until the Sync groups sent before it are
+    /// Whether the client message `frame` must wait until the groups sent before it are
     /// answered (a pipelining client): what it means depends on whether a message of those
     /// groups runs, and each may still fail or be skipped after an error. It may use a
     /// statement they make on the backend, a name they give or take back, or (with
     /// `cache_unnamed`) an unnamed statement they set; or replace what their undo would put
-    /// back.
+    /// back; or be a Parse pgbastion would answer itself, which it can answer as PostgreSQL
+    /// would only in a known transaction status. Without an earlier group unanswered (no
+    /// pipelining) the answer costs nothing.
     pub(super) fn must_wait(
         &self,
         tag: u8,
         frame: &[u8],
         backend: &BackendState,
     ) -> Result<bool, MuxError> {
-        if !self.policy.transaction || !matches!(tag, b'P' | b'B' | b'D' | b'C') {
+        if !self.policy.transaction || !self.expected.owes_client_group() {
             return Ok(false);
         }
-        if tag == b'P' && self.expected.owes_client_group() {
-            // A Parse pgbastion would answer itself (the backend holds the statement) is
-            // answered as PostgreSQL would only in a known transaction status (refused in a
-            // failed transaction).
-            let parse = wire::Parse::split(frame)?;
-            if !parse.name.is_empty() || self.policy.cache_unnamed {
+        let earlier = |touches: &dyn Fn(&Undo) -> bool| self.expected.earlier_groups_undo(touches);
+        let (name, server) = match tag {
+            // A simple Query drops the unnamed statement, which an earlier group's undo could
+            // put back behind its back.
+            b'Q' => return Ok(self.policy.cache_unnamed && earlier(&|undo| undo.unnamed.is_some())),
+            b'P' => {
+                let parse = wire::Parse::split(frame)?;
+                if parse.name.is_empty() && !self.policy.cache_unnamed {
+                    // The backend's own unnamed statement: PostgreSQL follows it itself.
+                    return Ok(false);
+                }
                 let made = Prepared::new(parse.query, parse.types, &self.namespace);
                 if backend.statements.contains(made.server_name()) {
                     return Ok(true);
                 }
+                (parse.name, Some(made.server_name().clone()))
             }
-        }
-        let earlier = |touches: &dyn Fn(&Undo) -> bool| self.expected.earlier_groups_undo(touches);
-        let cares = earlier(&|undo| {
-            undo.cache.is_some() || undo.client.is_some() || undo.unnamed.is_some()
-        });
-        if !cares {
-            return Ok(false);
-        }
-        let (name, made) = match tag {
-            b'P' => {
-                let parse = wire::Parse::split(frame)?;
-                let made = (!parse.name.is_empty() || self.policy.cache_unnamed)
-                    .then(|| Prepared::new(parse.query, parse.types, &self.namespace));
-                (parse.name, made)
+            b'B' => {
+                let name = wire::Bind::split(frame)?.statement;
+                (name, self.server_of(name))
             }
-            b'B' => (wire::Bind::split(frame)?.statement, None),
-            _ => match wire::split_target(frame)? {
+            b'D' | b'C' => match wire::split_target(frame)? {
+                (b'S', name) if tag == b'D' => (name, self.server_of(name)),
                 (b'S', name) => (name, None),
                 _ => return Ok(false),
             },
-        };
-        // The statement on the backend that its translation relies on.
-        let server = if let Some(made) = made {
-            Some(made.server_name().clone())
-        } else if name.is_empty() {
-            self.unnamed_stand_in
-                .as_ref()
-                .map(|prepared| prepared.server_name().clone())
-        } else {
-            let name = String::from_utf8_lossy(name);
-            self.statements
-                .get(&name)
-                .map(|prepared| prepared.server_name().clone())
+            _ => return Ok(false),
         };
         let name_at_stake = if name.is_empty() {
             // Without cache_unnamed the backend's own unnamed statement is used as is; a
@@ -86,9 +71,19 @@ impl Multiplexer {
                     .is_some_and(|(given, _)| *given == name)
             })
         };
-        let statement_at_stake = tag != b'C'
-            && server.is_some_and(|server| earlier(&|undo| undo.cache.as_ref() == Some(&server)));
+        let statement_at_stake =
+            server.is_some_and(|server| earlier(&|undo| undo.cache.as_ref() == Some(&server)));
         Ok(name_at_stake || statement_at_stake)
+    }
+
+    /// The backend statement a Bind or Describe of the client's statement `name` uses.
+    fn server_of(&self, name: &[u8]) -> Option<std::sync::Arc<str>> {
+        let prepared = if name.is_empty() {
+            self.unnamed_stand_in.as_ref()
+        } else {
+            self.statements.get(&String::from_utf8_lossy(name))
+        };
+        prepared.map(|prepared| prepared.server_name().clone())
     }
 
     /// Whether PostgreSQL would refuse `parse` with 25P02 and pgbastion must say so itself:
