@@ -157,6 +157,7 @@ pub struct Expected {
 const SCAN_LIMIT: usize = 128;
 
 impl Expected {
+    /// Follows `entry` in the counts as it is `added` or removed.
     fn count(&mut self, entry: &Expect, added: bool) {
         let step = |count: &mut usize, yes: bool| {
             if yes {
@@ -274,5 +275,76 @@ impl Expected {
         }
         dropped.reverse();
         dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(kind: Kind, undo: Undo, drops_statements: bool) -> Expect {
+        Expect::Reply {
+            kind,
+            show: Show::All,
+            undo,
+            care: Care {
+                drops_statements,
+                ..Care::default()
+            },
+        }
+    }
+
+    fn named() -> Undo {
+        Undo {
+            client: Some(("s1".to_owned(), None)),
+            ..Undo::default()
+        }
+    }
+
+    #[test]
+    fn the_counts_follow_entries_in_and_out_whichever_way_they_leave() {
+        let mut queue = Expected::default();
+        queue.push(reply(Kind::Parse, named(), false));
+        queue.push(reply(Kind::Sync, Undo::default(), false));
+        queue.push(reply(Kind::Execute, Undo::default(), true));
+        assert!(queue.owes_client_group());
+        assert!(queue.drops_pending());
+        assert!(queue.earlier_groups_undo(|undo| undo.client.is_some()));
+        assert!(!queue.earlier_groups_undo(|undo| undo.cache.is_some()));
+        // An error at the Parse: it goes, up to the Sync.
+        assert_eq!(queue.drain_until_sync().len(), 1);
+        assert!(
+            !queue.earlier_groups_undo(|_| true),
+            "nothing undoable is left"
+        );
+        queue.pop();
+        assert!(!queue.owes_client_group());
+        queue.pop();
+        assert!(!queue.drops_pending());
+        assert!(queue.is_empty());
+        // Syncs sent into COPY FROM STDIN are dropped: they count no more.
+        queue.push(reply(Kind::Execute, Undo::default(), false));
+        queue.push(reply(Kind::Sync, Undo::default(), false));
+        queue.drop_syncs_after_front();
+        assert!(!queue.owes_client_group());
+    }
+
+    #[test]
+    fn a_long_queue_with_something_to_undo_answers_maybe_without_reading_it() {
+        let mut queue = Expected::default();
+        queue.push(reply(Kind::Parse, named(), false));
+        queue.push(reply(Kind::Sync, Undo::default(), false));
+        for _ in 0..SCAN_LIMIT {
+            queue.push(reply(Kind::Bind, Undo::default(), false));
+        }
+        assert!(
+            queue.earlier_groups_undo(|_| false),
+            "maybe: the caller waits"
+        );
+        queue.pop();
+        assert!(
+            !queue.earlier_groups_undo(|_| true),
+            "nothing undoable left"
+        );
     }
 }
