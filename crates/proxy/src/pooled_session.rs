@@ -345,7 +345,9 @@ impl<'a, L: Lender> PooledSession<'a, L> {
                         return Err(PooledEnd::Client);
                     }
                 }
-                read = client_read.read_buf(client_in) => {
+                // A client that does not read what pgbastion answers alone (its Parses and
+                // Syncs) waits, as it would at PostgreSQL once its socket is full.
+                read = client_read.read_buf(client_in), if to_client.len() < BUFFER_LIMIT => {
                     if !matches!(read, Ok(n) if n > 0) {
                         return Err(PooledEnd::Client);
                     }

@@ -355,6 +355,12 @@ fn bind_execute(name: &str) -> Group {
     group
 }
 
+/// `group` with a Sync at its end.
+fn with_sync(mut group: Group) -> Group {
+    group.push(pgbastion_wire::FrontendMessage::Sync);
+    group
+}
+
 /// Two unnamed runs in one Sync group.
 fn two_in_a_group(first: &str, second: &str) -> Group {
     let mut group = unnamed_run(first);
@@ -468,15 +474,91 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
                 run_unnamed(),
             ],
         ),
+        (
+            "DEALLOCATE of a named statement as a simple query, then again",
+            vec![
+                // (Past the first checkout, whose own messages are waited for.)
+                query("SELECT 1"),
+                vec![parse_as("s1", "SELECT 1"), F::Sync],
+                query("DEALLOCATE s1"),
+                with_sync(bind_execute("s1")),
+                query("DEALLOCATE s1"),
+                vec![parse_as("s1", "SELECT 2"), F::Sync],
+                with_sync(bind_execute("s1")),
+            ],
+        ),
+        (
+            "DEALLOCATE of a named statement in a failed transaction",
+            vec![
+                vec![parse_as("s1", "SELECT 1"), F::Sync],
+                query("BEGIN"),
+                query("SELECT 1/0"),
+                query("DEALLOCATE s1"),
+                query("ROLLBACK"),
+                with_sync(bind_execute("s1")),
+            ],
+        ),
+        (
+            "a name used after a DISCARD ALL and a DEALLOCATE ALL",
+            vec![
+                vec![parse_as("s1", "SELECT 1"), F::Sync],
+                query("DISCARD ALL"),
+                {
+                    let mut group = vec![parse_as("s1", "SELECT 2")];
+                    group.extend(with_sync(bind_execute("s1")));
+                    group
+                },
+                query("DEALLOCATE ALL"),
+                with_sync(bind_execute("s1")),
+            ],
+        ),
+        (
+            "a statement the backend holds, parsed after ROLLBACK TO in a failed transaction",
+            vec![
+                query("BEGIN; SAVEPOINT a"),
+                {
+                    let mut group = vec![parse_as("s1", "SELECT 5")];
+                    group.extend(with_sync(bind_execute("s1")));
+                    group
+                },
+                query("SELECT 1/0"),
+                {
+                    let mut group = unnamed_run("ROLLBACK TO SAVEPOINT a");
+                    group.pop();
+                    group.push(parse_as("s2", "SELECT 5"));
+                    group.extend(with_sync(bind_execute("s2")));
+                    group
+                },
+                query("ROLLBACK"),
+            ],
+        ),
+        (
+            "the unnamed statement after a simple query, and after a failed Parse",
+            vec![
+                unnamed_run("SELECT 1"),
+                query("SELECT 2"),
+                run_unnamed(),
+                unnamed_run("SELEC 3"),
+                run_unnamed(),
+            ],
+        ),
     ];
     // A cache of one statement per backend: pgbastion's closes of evicted statements are
-    // owed when the scripts' messages come.
-    for (cache, per_backend) in [(true, 256), (false, 256), (true, 1), (false, 1)] {
+    // owed when the scripts' messages come; so is the session switch's group at every
+    // checkout.
+    let switch = "session_switch = { statement = \"SELECT set_config('pgbastion.switch', $1, \
+                  false)\", key = \"k\" }";
+    for (cache, per_backend, listener) in [
+        (true, 256, ""),
+        (false, 256, switch),
+        (true, 1, switch),
+        (false, 1, ""),
+    ] {
         let pool = format!(
             "mode = \"transaction\", size = 1, cache_unnamed = {cache}, \
              statements_per_backend = {per_backend}"
         );
-        let (_dir, proxy) = pooled_proxy(&cluster, &pool, "").await;
+        let (_dir, proxy) = pooled_proxy(&cluster, &pool, listener).await;
         within("pipelined scripts, direct and pooled", async {
             for (what, script) in &scripts {
                 for pipelined in [false, true] {
@@ -485,9 +567,11 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
                     for round in 0..2 {
                         let pooled = replies_to(proxy.addr, script, pipelined).await;
                         assert_eq!(
-                            pooled, direct,
+                            pooled,
+                            direct,
                             "{what} (cache_unnamed = {cache}, statements_per_backend = \
-                             {per_backend}, pipelined: {pipelined}, round {round})"
+                             {per_backend}, switch: {}, pipelined: {pipelined}, round {round})",
+                            !listener.is_empty()
                         );
                     }
                 }
@@ -495,6 +579,81 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
         })
         .await;
     }
+}
+
+/// What a client that sends a run and many Closes without a Sync, and reads nothing, gets
+/// before its Sync (at least the run's replies and `closes / 2` CloseCompletes: PostgreSQL
+/// sends its output when its buffer fills), and the CloseCompletes in all.
+async fn replies_without_sync(addr: std::net::SocketAddr, closes: usize) -> usize {
+    use pgbastion_wire::FrontendMessage as F;
+    let mut raw = RawClient::startup(addr, "postgres", "postgres", None)
+        .await
+        .unwrap();
+    let mut run = unnamed_run("SELECT 1");
+    run.pop();
+    for message in &run {
+        raw.queue(message).unwrap();
+    }
+    for _ in 0..closes {
+        raw.queue(&F::Close {
+            target: pgbastion_wire::Target::Statement,
+            name: "nosuch".into(),
+        })
+        .unwrap();
+    }
+    raw.flush().await.unwrap();
+    let mut seen = String::new();
+    let mut closed = 0;
+    while closed < closes / 2 {
+        let message = raw.read().await.unwrap();
+        if matches!(message, BackendMessage::CloseComplete) {
+            closed += 1;
+        } else {
+            seen.push(message.tag().byte() as char);
+        }
+    }
+    assert_eq!(seen, "12DC", "the run's replies come first");
+    raw.send(&F::Sync).await.unwrap();
+    for message in raw.read_until_ready().await.unwrap() {
+        closed += usize::from(matches!(message, BackendMessage::CloseComplete));
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_without_a_sync_gets_its_replies_as_from_postgresql() {
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
+    // Closes of a name the client never prepared are answered by pgbastion, behind the run's
+    // replies that the backend keeps until its buffer fills or a Flush; pgbastion stops
+    // reading at 4,096 owed replies and asks the backend for them.
+    let closes = 20_000;
+    within("closes without a Sync", async {
+        assert_eq!(replies_without_sync(cluster.addr(), closes).await, closes);
+        assert_eq!(replies_without_sync(proxy.addr, closes).await, closes);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_whose_date_style_differs_do_not_share_a_statement() {
+    let cluster = trust_cluster();
+    // One backend: the second client's Parse meets the first one's statement.
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
+    within("date literals under two DateStyles", async {
+        let sql = "SELECT '01/02/2020'::date::text";
+        for (style, date) in [("ISO, DMY", "2020-02-01"), ("ISO, MDY", "2020-01-02")] {
+            let client = client(&proxy).await;
+            client
+                .batch_execute(&format!("SET DateStyle = '{style}'"))
+                .await
+                .unwrap();
+            let statement = client.prepare(sql).await.unwrap();
+            let read: String = client.query_one(&statement, &[]).await.unwrap().get(0);
+            assert_eq!(read, date, "{sql} under {style}");
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

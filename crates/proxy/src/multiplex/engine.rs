@@ -9,6 +9,7 @@
 //! swallowed), a Parse of a statement the backend already holds is answered by pgbastion,
 //! and Close of a statement acts on the client's names only.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -23,6 +24,8 @@ use super::wire;
 use crate::sql_scan::{self, Discard, Effect, StringLiterals};
 
 mod pipelining;
+
+use pipelining::may_end_transaction;
 
 /// The client frame streamed through as it arrives, however long: CopyData.
 const STREAMED_FROM_CLIENT: u8 = b'd';
@@ -92,6 +95,10 @@ pub struct Multiplexer {
     unnamed: Option<Bytes>,
     /// Whether the current backend holds that unnamed statement.
     unnamed_here: bool,
+    /// Counts the changes of the client's unnamed statement: an undo puts back the one
+    /// before a Parse only while that Parse's is still the client's (without
+    /// `cache_unnamed`, a later group's Parse may have replaced it before the undo).
+    unnamed_generation: u64,
     /// With the pool's `cache_unnamed`: the client's last unnamed Parse (as it sent it,
     /// under the namespace it was made in) and the named statement of pgbastion's that
     /// stands for it on backends. Kept when the statement is dropped: the same text comes
@@ -109,7 +116,12 @@ pub struct Multiplexer {
     /// Whether the client's current Sync group made its unnamed statement (a Bind of it then
     /// depends on nothing sent before the group).
     unnamed_in_group: bool,
-    /// Namespace of prepared statements (the client's search_path).
+    /// Whether a message of the client's current Sync group may end a failed transaction (a
+    /// Bind, or a Parse of a text that may be ROLLBACK or COMMIT): a failed status is then no
+    /// longer known to hold for the rest of the group.
+    exit_in_group: bool,
+    /// Namespace of prepared statements: the client's settings that change what a text
+    /// means when it is parsed ([`namespace_of`]).
     namespace: String,
     /// Session parameters the client has (startup values, then what the backend reported
     /// while serving it).
@@ -145,6 +157,8 @@ pub struct Multiplexer {
     /// The tag of the last whole backend message.
     last_backend_tag: u8,
     backend_stream_forward: bool,
+    /// A Flush was sent to the backend when the client reached [`OWED_LIMIT`].
+    flushed_at_limit: bool,
     /// The last statement text [`judge`](Self::judge) found to leave nothing behind, with
     /// how its literals were lexed: clients send the same text again and again (an unnamed
     /// Parse per execution), and such a text means the same whatever the session's state.
@@ -158,23 +172,26 @@ const SCRATCH_STATEMENT: &str = "pgbastion_deallocate";
 /// The longest statement text remembered as harmless.
 const HARMLESS_MEMO: usize = 256;
 
+/// How many replies a client may be owed before its next messages wait: a client that
+/// sends without reading gets what PostgreSQL's output buffer would give it, not memory
+/// without bound (the answers pgbastion makes itself wait behind the backend's).
+const OWED_LIMIT: usize = 4096;
+
 impl Multiplexer {
     /// A client with `wanted` session parameters (names as PostgreSQL reports them).
     pub fn new(policy: Policy, wanted: Vec<(String, String)>) -> Self {
-        let namespace = wanted
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("search_path"))
-            .map(|(_, value)| value.clone())
-            .unwrap_or_default();
+        let namespace = namespace_of(&wanted);
         Self {
             decoder: FrameDecoder::frontend(policy.max_message_len),
             statements: ClientStatements::new(policy.statements_per_client),
             policy,
             unnamed: None,
             unnamed_here: false,
+            unnamed_generation: 0,
             stand_in: None,
             unnamed_stand_in: None,
             unnamed_in_group: false,
+            exit_in_group: false,
             dropping: Vec::new(),
             portal_care: None,
             namespace,
@@ -195,6 +212,7 @@ impl Multiplexer {
             backend_stream: 0,
             last_backend_tag: 0,
             backend_stream_forward: true,
+            flushed_at_limit: false,
             harmless: None,
         }
     }
@@ -434,6 +452,14 @@ impl Multiplexer {
             if input.len() < total {
                 return Ok(ClientFlow::More);
             }
+            if self.expected.len() >= OWED_LIMIT {
+                // The front reply may be one the backend keeps until a Flush or a Sync.
+                if !std::mem::replace(&mut self.flushed_at_limit, true) && !self.copy_in {
+                    to_backend.extend_from_slice(wire::FLUSH);
+                }
+                return Ok(ClientFlow::More);
+            }
+            self.flushed_at_limit = false;
             if !self.discarding && self.must_wait(tag, &input[..total], backend)? {
                 // Read again once the backend has answered what came before.
                 return Ok(ClientFlow::More);
@@ -462,6 +488,7 @@ impl Multiplexer {
         let ends_group = matches!(tag, b'Q' | b'F') || (tag == b'S' && !self.copy_in);
         if ends_group {
             self.unnamed_in_group = false;
+            self.exit_in_group = false;
         }
         self.in_group = matches!(tag, b'P' | b'B' | b'D' | b'E' | b'C' | b'H')
             || (self.in_group && !ends_group);
@@ -505,6 +532,8 @@ impl Multiplexer {
             }
             b'P' => self.parse(frame, backend, to_backend, to_client)?,
             b'B' => {
+                // A Bind in a failed transaction runs only for a ROLLBACK or COMMIT.
+                self.exit_in_group = true;
                 let bind = wire::Bind::split(&frame)?;
                 match self.statement_for(bind.statement, backend, to_backend)? {
                     Some(server) => {
@@ -513,7 +542,9 @@ impl Multiplexer {
                         }
                         self.forward(Kind::Bind, bind.renamed(&server), to_backend);
                     }
-                    None if bind.statement.is_empty() => {
+                    // The backend's unnamed statement is the client's only when it holds the
+                    // client's (otherwise it may be anyone's: another client's, the switch's).
+                    None if bind.statement.is_empty() && self.unnamed_here => {
                         if !self.dropping.is_empty() || self.portal_care.is_some() {
                             self.bound(bind.portal, None);
                         }
@@ -543,7 +574,9 @@ impl Multiplexer {
                         let describe = wire::describe_statement(&server);
                         self.forward(Kind::Describe, describe, to_backend);
                     }
-                    None if name.is_empty() => self.forward(kind, frame, to_backend),
+                    None if name.is_empty() && self.unnamed_here => {
+                        self.forward(kind, frame, to_backend);
+                    }
                     None => self.missing_statement(&name, to_client),
                 }
             }
@@ -606,15 +639,22 @@ impl Multiplexer {
     ) {
         // A simple query drops the unnamed statement.
         self.forget_unnamed();
-        let sql = frame
-            .get(5..frame.len().saturating_sub(1))
-            .and_then(|body| std::str::from_utf8(body).ok())
-            .unwrap_or_default();
+        let sql = wire::query_text(&frame);
         match self.judge(sql, backend) {
             Verdict::Go(care) => self.forward_with(Kind::Query, frame, care, to_backend),
-            // Answered here only when the transaction status it reports is known.
-            Verdict::Deallocate(_) if !self.expected.is_empty() => {
+            // Answered here only when the transaction status it reports is known: a
+            // pipelining client's waits for its groups before (`must_wait`), and only
+            // extended messages without their Sync can still be owed here.
+            Verdict::Deallocate(_) if self.expected.owes_client() => {
                 self.forward(Kind::Query, frame, to_backend);
+            }
+            Verdict::Deallocate(_) if self.status == TransactionStatus::Failed => {
+                self.answer(
+                    wire::error(in_failed_transaction()),
+                    Undo::default(),
+                    to_client,
+                );
+                self.answer(wire::ready(self.status), Undo::default(), to_client);
             }
             Verdict::Deallocate(name) => {
                 self.statements.remove(&name);
@@ -635,10 +675,7 @@ impl Multiplexer {
     /// behind pin the client (or are refused, as the route says); parameters the backend
     /// reports are followed; dropping statements or parameters is followed.
     fn judge(&mut self, sql: &str, backend: &BackendState) -> Verdict {
-        let literals = match backend.reported_value("standard_conforming_strings") {
-            Some("off") => StringLiterals::BackslashEscapes,
-            _ => StringLiterals::Standard,
-        };
+        let literals = literals_of(backend);
         if self
             .harmless
             .as_ref()
@@ -734,10 +771,14 @@ impl Multiplexer {
     }
 
     fn missing_statement(&mut self, name: &[u8], to_client: &mut BytesMut) {
-        let message = format!(
-            "prepared statement \"{}\" does not exist",
-            String::from_utf8_lossy(name)
-        );
+        let message = if name.is_empty() {
+            "unnamed prepared statement does not exist".to_owned()
+        } else {
+            format!(
+                "prepared statement \"{}\" does not exist",
+                String::from_utf8_lossy(name)
+            )
+        };
         self.fail_batch(SqlState::INVALID_SQL_STATEMENT_NAME, message, to_client);
     }
 
@@ -749,6 +790,8 @@ impl Multiplexer {
         to_client: &mut BytesMut,
     ) -> Result<(), MuxError> {
         let parse = wire::Parse::split(&frame)?;
+        // (Whatever the status now: a pipelining client's may be older than the group.)
+        self.exit_in_group |= may_end_transaction(parse.query);
         let care = match self.judge(parse.query, backend) {
             Verdict::Go(care) if care == Care::default() => care,
             Verdict::Go(care) => {
@@ -760,7 +803,9 @@ impl Multiplexer {
             // Rewritten only when the transaction status is known (pgbastion's own Parse
             // must not fail).
             Verdict::Deallocate(name)
-                if parse.name.is_empty() && !self.expected.owes_client_group() =>
+                if parse.name.is_empty()
+                    && !self.expected.owes_client_group()
+                    && !(self.exit_in_group && self.status == TransactionStatus::Failed) =>
             {
                 if self.status == TransactionStatus::Failed {
                     self.refuse_in_failed_transaction(true, to_client);
@@ -783,13 +828,11 @@ impl Multiplexer {
             return Ok(());
         }
         if parse.name.is_empty() {
-            let undo = Undo {
-                unnamed: Some(self.unnamed_before()),
-                ..Undo::default()
-            };
+            let before = self.unnamed_before();
             self.unnamed_in_group = true;
             if self.policy.cache_unnamed {
                 let prepared = self.cache_unnamed(&frame, &parse);
+                let undo = self.unnamed_replaced(before);
                 self.note_dropping(Some(prepared.server_name()), care);
                 self.prepare_here(&prepared, undo, backend, to_backend, to_client);
                 return Ok(());
@@ -798,6 +841,7 @@ impl Multiplexer {
             self.forget_unnamed();
             self.unnamed = Some(frame.clone());
             self.unnamed_here = true;
+            let undo = self.unnamed_replaced(before);
             to_backend.extend_from_slice(&frame);
             self.expected.push(Expect::Reply {
                 kind: Kind::Parse,
@@ -829,13 +873,7 @@ impl Multiplexer {
         if unnamed {
             self.forget_unnamed();
         }
-        let message = "current transaction is aborted, commands ignored until end of \
-                       transaction block";
-        self.fail_batch(
-            SqlState::IN_FAILED_SQL_TRANSACTION,
-            message.into(),
-            to_client,
-        );
+        self.fail_batch_with(in_failed_transaction(), to_client);
     }
 
     /// `DEALLOCATE name` of the client's own statement, parsed unnamed (psycopg deallocates
@@ -862,14 +900,14 @@ impl Multiplexer {
         self.unnamed_here = true;
         self.unnamed_in_group = true;
         to_backend.extend_from_slice(&frame);
+        let undo = Undo {
+            client: Some((name, previous)),
+            ..self.unnamed_replaced(before)
+        };
         self.expected.push(Expect::Reply {
             kind: Kind::Parse,
             show: Show::All,
-            undo: Undo {
-                client: Some((name, previous)),
-                unnamed: Some(before),
-                ..Undo::default()
-            },
+            undo,
             care: Care::default(),
         });
     }
@@ -949,6 +987,7 @@ impl Multiplexer {
         self.unnamed = None;
         self.unnamed_here = false;
         self.unnamed_stand_in = None;
+        self.unnamed_generation += 1;
     }
 
     /// The client's unnamed statement now, for an undo.
@@ -957,6 +996,19 @@ impl Multiplexer {
             parse: self.unnamed.clone(),
             here: self.unnamed_here,
             stand_in: self.unnamed_stand_in.clone(),
+            generation: self.unnamed_generation,
+            made: self.unnamed_generation,
+        }
+    }
+
+    /// The undo of a Parse that replaced the client's unnamed statement, which was `before`.
+    fn unnamed_replaced(&self, before: UnnamedBefore) -> Undo {
+        Undo {
+            unnamed: Some(UnnamedBefore {
+                made: self.unnamed_generation,
+                ..before
+            }),
+            ..Undo::default()
         }
     }
 
@@ -1201,9 +1253,9 @@ impl Multiplexer {
     ) {
         if name.is_empty() {
             // A cached one stays on its backends for the next run of its text.
-            self.unnamed = None;
-            self.unnamed_stand_in = None;
-            if std::mem::take(&mut self.unnamed_here) {
+            let here = self.unnamed_here;
+            self.forget_unnamed();
+            if here {
                 self.forward(Kind::Close, frame, to_backend);
                 return;
             }
@@ -1298,6 +1350,7 @@ impl Multiplexer {
                 if let Some((name, value)) = wire::parameter_status(body) {
                     backend.reported.insert(name.clone(), value.clone());
                     set(&mut self.wanted, name, value);
+                    self.namespace = namespace_of(&self.wanted);
                 }
                 return Ok(true);
             }
@@ -1434,6 +1487,7 @@ impl Multiplexer {
         for (name, value) in &self.startup {
             set(&mut self.wanted, name.clone(), value.clone());
         }
+        self.namespace = namespace_of(&self.wanted);
     }
 
     /// The front message failed: its undo applies, and the backend skips the rest up to
@@ -1471,26 +1525,86 @@ impl Multiplexer {
             backend.statements.remove(&server);
         }
         match undo.unnamed {
-            // PostgreSQL dropped the unnamed statement before the Parse failed. Without
-            // cache_unnamed a skipped one is forgotten too: the backend's own is used as is,
-            // and a later group may have replaced it meanwhile (no one waits for it).
-            Some(_) if failed || !self.policy.cache_unnamed => self.forget_unnamed(),
+            // Replaced since by a later group's Parse (without cache_unnamed, no one waits for
+            // the groups before): that one stands.
+            Some(before) if before.made != self.unnamed_generation => {}
+            // PostgreSQL dropped the unnamed statement before the Parse failed.
+            Some(_) if failed => self.forget_unnamed(),
             Some(before) => {
                 self.unnamed = before.parse;
                 self.unnamed_here = before.here;
                 self.unnamed_stand_in = before.stand_in;
+                self.unnamed_generation = before.generation;
             }
             None => {}
         }
     }
 }
 
+/// The settings under which PostgreSQL reads a statement's text differently (where names
+/// resolve; how date, time and interval literals, folded into constants at parse time, and
+/// backslashes read; how the text's bytes convert), as `name=length:value` lines: clients whose
+/// values differ do not share statements.
+fn namespace_of(wanted: &[(String, String)]) -> String {
+    const AT_PARSE: [&str; 6] = [
+        "search_path",
+        "DateStyle",
+        "IntervalStyle",
+        "TimeZone",
+        "standard_conforming_strings",
+        "client_encoding",
+    ];
+    let mut namespace = String::new();
+    for setting in AT_PARSE {
+        if let Some((_, value)) = wanted
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(setting))
+        {
+            // Length first: no value can pass for another's.
+            let _ = writeln!(namespace, "{setting}={}:{value}", value.len());
+        }
+    }
+    namespace
+}
+
+/// How the backend reads string literals (`standard_conforming_strings`).
+fn literals_of(backend: &BackendState) -> StringLiterals {
+    match backend.reported_value("standard_conforming_strings") {
+        Some("off") => StringLiterals::BackslashEscapes,
+        _ => StringLiterals::Standard,
+    }
+}
+
+/// Whether `sql` deallocates a statement by its name (which [`Multiplexer::judge`] may find
+/// to be one of the client's, answered or rewritten by pgbastion).
+fn deallocates_by_name(sql: &str, backend: &BackendState) -> bool {
+    mentions(sql, b"deallocate")
+        && sql_scan::scan_with(sql, literals_of(backend))
+            .effects
+            .iter()
+            .any(|effect| matches!(effect, Effect::Deallocate { name: Some(_) }))
+}
+
+/// PostgreSQL's error for a statement other than a transaction's end in a failed
+/// transaction.
+fn in_failed_transaction() -> ErrorResponse {
+    ErrorResponse::new(
+        Severity::Error,
+        SqlState::IN_FAILED_SQL_TRANSACTION,
+        "current transaction is aborted, commands ignored until end of transaction block",
+    )
+}
+
 /// Whether `sql` names `search_path` anywhere (in any case).
 fn mentions_search_path(sql: &str) -> bool {
-    const NEEDLE: &[u8] = b"search_path";
+    mentions(sql, b"search_path")
+}
+
+/// Whether `sql` holds `needle` (ASCII, in any case).
+fn mentions(sql: &str, needle: &[u8]) -> bool {
     sql.as_bytes()
-        .windows(NEEDLE.len())
-        .any(|window| window.eq_ignore_ascii_case(NEEDLE))
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 fn set(list: &mut Vec<(String, String)>, name: String, value: String) {
@@ -1696,13 +1810,10 @@ mod tests {
         assert_eq!(tags(&sent), "PBES");
         assert_ne!(names_in(&sent)[0], server[0]);
         let (_, _) = run.exchange(&mut first, query("SELECT 3"), "CZ");
-        let (sent, seen) = run.exchange(&mut first, bind_execute_sync(""), "EZ");
-        assert_eq!(
-            tags(&sent),
-            "BES",
-            "no statement of ours stands in any more"
-        );
-        assert!(names_in(&sent).is_empty());
+        // No statement of ours stands in any more, and the backend's unnamed one is not the
+        // client's: 26000 from pgbastion, as from PostgreSQL.
+        let (sent, seen) = run.exchange(&mut first, bind_execute_sync(""), "Z");
+        assert_eq!(tags(&sent), "S");
         assert_eq!(tags(&seen), "EZ");
     }
 
@@ -2150,12 +2261,12 @@ mod tests {
         let mut run = Run {
             mux: Multiplexer::new(policy(true), vec![]),
         };
-        let mut input = BytesMut::new();
+        let mut input = parse("", "SELECT generate_series(1, 20)");
         fe::write_bind(&mut input, "", "", &[], [], &[]).unwrap();
         fe::write_execute(&mut input, "", 10).unwrap();
         input.extend_from_slice(b"H\0\0\0\x04");
-        let (sent, _) = run.exchange(&mut backend, input, "2Ds");
-        assert_eq!(tags(&sent), "BEH");
+        let (sent, _) = run.exchange(&mut backend, input, "12Ds");
+        assert_eq!(tags(&sent), "PBEH");
         assert!(!run.mux.releasable(), "the portal lives until the Sync");
         let (_, seen) = run.exchange(&mut backend, sync(), "Z");
         assert_eq!(tags(&seen), "Z");

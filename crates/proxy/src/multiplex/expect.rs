@@ -73,6 +73,11 @@ pub struct UnnamedBefore {
     pub here: bool,
     /// The statement of pgbastion's that stood in for it (`cache_unnamed`).
     pub stand_in: Option<Arc<Prepared>>,
+    /// Its generation (the client's unnamed statement changes count up).
+    pub generation: u64,
+    /// The generation the Parse made: what was before comes back only while the client's
+    /// unnamed statement is still that one.
+    pub made: u64,
 }
 
 /// What a Query does to the backend's state that pgbastion must follow.
@@ -124,6 +129,11 @@ impl Expect {
         )
     }
 
+    /// Whether this entry ends a group of the client's (its Sync, Query or function call).
+    pub fn ends_client_group(&self) -> bool {
+        matches!(self, Self::Reply { kind, show, .. } if kind.ends_at_ready() && *show != Show::Nothing)
+    }
+
     /// What its undo would put back.
     pub fn undo(&self) -> &Undo {
         match self {
@@ -164,15 +174,8 @@ impl Expected {
                 *count = if added { *count + 1 } else { *count - 1 };
             }
         };
-        let (group, drops) = match entry {
-            Expect::Reply {
-                kind, show, care, ..
-            } => (
-                kind.ends_at_ready() && *show != Show::Nothing,
-                care.drops_statements,
-            ),
-            Expect::Own { .. } => (false, false),
-        };
+        let group = entry.ends_client_group();
+        let drops = matches!(entry, Expect::Reply { care, .. } if care.drops_statements);
         let undo = entry.undo();
         let undoes = undo.cache.is_some() || undo.client.is_some() || undo.unnamed.is_some();
         step(&mut self.client_groups, group);
@@ -208,9 +211,36 @@ impl Expected {
         self.entries.iter().skip(1)
     }
 
+    /// How many replies are owed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether a statement that drops every prepared statement is still to complete.
     pub fn drops_pending(&self) -> bool {
         self.drops > 0
+    }
+
+    /// Whether such a statement is in a group of the client's sent before the current one:
+    /// the client's names mean what they mean after it only once it is answered.
+    pub fn earlier_groups_drop(&self) -> bool {
+        if self.drops == 0 || self.client_groups == 0 {
+            return false;
+        }
+        let Some(last_end) = self.entries.iter().rposition(Expect::ends_client_group) else {
+            return false;
+        };
+        self.entries
+            .iter()
+            .take(last_end + 1)
+            .any(|entry| matches!(entry, Expect::Reply { care, .. } if care.drops_statements))
+    }
+
+    /// Whether a reply the client sees is owed (of a group of its own, finished or not).
+    pub fn owes_client(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.show() != Show::Nothing)
     }
 
     /// Whether a Sync group of pgbastion's own is still unanswered. (Closes of evicted

@@ -10,6 +10,8 @@ use super::engine::MuxError;
 pub const PARSE_COMPLETE: Bytes = Bytes::from_static(b"1\0\0\0\x04");
 /// CloseComplete.
 pub const CLOSE_COMPLETE: Bytes = Bytes::from_static(b"3\0\0\0\x04");
+/// Flush, from pgbastion to the backend: what it holds for the client is sent now.
+pub const FLUSH: &[u8] = b"H\0\0\0\x04";
 
 /// A client message that is not a frontend message.
 pub fn unknown_message(tag: u8) -> MuxError {
@@ -102,6 +104,14 @@ impl<'a> Bind<'a> {
         out.put_slice(self.rest);
         out.freeze()
     }
+}
+
+/// The text of a whole Query frame (empty when it is not UTF-8: PostgreSQL refuses it).
+pub fn query_text(frame: &[u8]) -> &str {
+    frame
+        .get(5..frame.len().saturating_sub(1))
+        .and_then(|body| std::str::from_utf8(body).ok())
+        .unwrap_or_default()
 }
 
 /// The portal a whole Execute frame names.

@@ -9,7 +9,7 @@ use super::super::backend_state::BackendState;
 use super::super::expect::Undo;
 use super::super::statements::Prepared;
 use super::super::wire;
-use super::{Multiplexer, MuxError};
+use super::{deallocates_by_name, Multiplexer, MuxError};
 
 impl Multiplexer {
     /// Whether the client message `frame` must wait until the groups sent before it are
@@ -18,7 +18,8 @@ impl Multiplexer {
     /// statement they make on the backend, a name they give or take back, or (with
     /// `cache_unnamed`) an unnamed statement they set; or replace what their undo would put
     /// back; or be a Parse pgbastion would answer itself, which it can answer as PostgreSQL
-    /// would only in a known transaction status. Without an earlier group unanswered (no
+    /// would only in a known transaction status; or use a name while a `DEALLOCATE ALL` or
+    /// `DISCARD ALL` before it is unanswered. Without an earlier group unanswered (no
     /// pipelining) the answer costs nothing.
     pub(super) fn must_wait(
         &self,
@@ -29,13 +30,28 @@ impl Multiplexer {
         if !self.policy.transaction || !self.expected.owes_client_group() {
             return Ok(false);
         }
+        if matches!(tag, b'P' | b'B' | b'D' | b'C') && self.expected.earlier_groups_drop() {
+            // Which of the client's names exist is known once the drop is answered.
+            return Ok(true);
+        }
         let earlier = |touches: &dyn Fn(&Undo) -> bool| self.expected.earlier_groups_undo(touches);
         let (name, server) = match tag {
             // A simple Query drops the unnamed statement, which an earlier group's undo could
-            // put back behind its back.
-            b'Q' => return Ok(self.policy.cache_unnamed && earlier(&|undo| undo.unnamed.is_some())),
+            // put back behind its back; a DEALLOCATE of the client's statement is answered
+            // (with the transaction status) by pgbastion.
+            b'Q' => {
+                let sql = wire::query_text(frame);
+                return Ok(
+                    (self.policy.cache_unnamed && earlier(&|undo| undo.unnamed.is_some()))
+                        || deallocates_by_name(sql, backend),
+                );
+            }
             b'P' => {
                 let parse = wire::Parse::split(frame)?;
+                if parse.name.is_empty() && deallocates_by_name(parse.query, backend) {
+                    // Rewritten only in a known transaction status (`deallocate_unnamed`).
+                    return Ok(true);
+                }
                 if parse.name.is_empty() && !self.policy.cache_unnamed {
                     // The backend's own unnamed statement: PostgreSQL follows it itself.
                     return Ok(false);
@@ -87,14 +103,16 @@ impl Multiplexer {
     }
 
     /// Whether PostgreSQL would refuse `parse` with 25P02 and pgbastion must say so itself:
-    /// the transaction failed, the backend holds the statement (so its text parses, and
-    /// pgbastion would answer the Parse without it), and the text cannot end the transaction.
+    /// the transaction failed (and nothing earlier in the group may have ended it), the
+    /// backend holds the statement (so its text parses, and pgbastion would answer the Parse
+    /// without it), and the text cannot end the transaction.
     pub(super) fn refused_in_failed_transaction(
         &self,
         parse: &wire::Parse<'_>,
         backend: &BackendState,
     ) -> bool {
         if self.status != TransactionStatus::Failed
+            || self.exit_in_group
             || (parse.name.is_empty() && !self.policy.cache_unnamed)
             || may_end_transaction(parse.query)
         {
@@ -108,9 +126,12 @@ impl Multiplexer {
 /// Whether `sql` may be one of the statements PostgreSQL still runs in a failed transaction
 /// (COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION, ROLLBACK TO): true unless it plainly
 /// begins with another word.
-fn may_end_transaction(sql: &str) -> bool {
+pub(super) fn may_end_transaction(sql: &str) -> bool {
     let text = sql.trim_start();
-    let word: String = text.chars().take_while(char::is_ascii_alphabetic).collect();
+    let end = text
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let word = &text[..end];
     if word.is_empty() {
         // A comment, a parenthesis: not worth reading further.
         return true;
