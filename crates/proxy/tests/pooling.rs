@@ -657,6 +657,49 @@ async fn clients_whose_date_style_differs_do_not_share_a_statement() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_made_again_after_a_set_is_not_shared_under_the_settings_before() {
+    let cluster = trust_cluster();
+    // One backend that holds one statement: the first client's statement is evicted, then
+    // made again there after its SET.
+    let pool = "mode = \"transaction\", size = 1, statements_per_backend = 1";
+    let (_dir, proxy) = pooled_proxy(&cluster, pool, "").await;
+    within("a statement made again under a changed DateStyle", async {
+        let sql = "SELECT '01/02/2020'::date::text";
+        let first = client(&proxy).await;
+        first
+            .batch_execute("SET DateStyle = 'ISO, DMY'")
+            .await
+            .unwrap();
+        let dated = first.prepare(sql).await.unwrap();
+        assert_eq!(
+            first
+                .query_one(&dated, &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0),
+            "2020-02-01"
+        );
+        let other = first.prepare("SELECT 2").await.unwrap();
+        first.query_one(&other, &[]).await.unwrap();
+        first
+            .batch_execute("SET DateStyle = 'ISO, MDY'")
+            .await
+            .unwrap();
+        first.query_one(&dated, &[]).await.unwrap();
+        // A client under the first settings reads the text under them.
+        let second = client(&proxy).await;
+        second
+            .batch_execute("SET DateStyle = 'ISO, DMY'")
+            .await
+            .unwrap();
+        let dated = second.prepare(sql).await.unwrap();
+        let read: String = second.query_one(&dated, &[]).await.unwrap().get(0);
+        assert_eq!(read, "2020-02-01");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_whose_table_changed_works_again_once_prepared_again() {
     let cluster = trust_cluster();
     // One backend, so that every statement below meets the backend's earlier copy.

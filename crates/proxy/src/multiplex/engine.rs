@@ -103,7 +103,7 @@ pub struct Multiplexer {
     /// under the namespace it was made in) and the named statement of pgbastion's that
     /// stands for it on backends. Kept when the statement is dropped: the same text comes
     /// again.
-    stand_in: Option<(Bytes, String, Arc<Prepared>)>,
+    stand_in: Option<(Bytes, Arc<str>, Arc<Prepared>)>,
     /// The statement of pgbastion's that the client's unnamed statement is, when it is a
     /// cached one (then `unnamed` is `None`).
     unnamed_stand_in: Option<Arc<Prepared>>,
@@ -122,7 +122,7 @@ pub struct Multiplexer {
     exit_in_group: bool,
     /// Namespace of prepared statements: the client's settings that change what a text
     /// means when it is parsed ([`namespace_of`]).
-    namespace: String,
+    namespace: Arc<str>,
     /// Session parameters the client has (startup values, then what the backend reported
     /// while serving it).
     wanted: Vec<(String, String)>,
@@ -1207,6 +1207,16 @@ impl Multiplexer {
         let server = prepared.server_name().clone();
         let held = backend.statements.touch(&server);
         let uncertain = self.statements_uncertain();
+        if (!held || uncertain) && *prepared.namespace() != self.namespace {
+            // Made under settings the client has changed since (`SET TimeZone`): made here
+            // under the ones it has now, as their statement (PostgreSQL would keep the
+            // first reading; what must not happen is another client meeting this one
+            // under the first settings' name).
+            if let Ok(parse) = wire::Parse::split(prepared.parse()) {
+                let now = Prepared::new(parse.query, parse.types, &self.namespace);
+                return self.made_here(&now, backend, to_backend);
+            }
+        }
         if held && uncertain {
             self.close_before_remaking(&server, to_backend);
         }
@@ -1545,7 +1555,7 @@ impl Multiplexer {
 /// resolve; how date, time and interval literals, folded into constants at parse time, and
 /// backslashes read; how the text's bytes convert), as `name=length:value` lines: clients whose
 /// values differ do not share statements.
-fn namespace_of(wanted: &[(String, String)]) -> String {
+fn namespace_of(wanted: &[(String, String)]) -> Arc<str> {
     const AT_PARSE: [&str; 6] = [
         "search_path",
         "DateStyle",
@@ -1564,7 +1574,7 @@ fn namespace_of(wanted: &[(String, String)]) -> String {
             let _ = writeln!(namespace, "{setting}={}:{value}", value.len());
         }
     }
-    namespace
+    namespace.into()
 }
 
 /// How the backend reads string literals (`standard_conforming_strings`).

@@ -3,7 +3,7 @@
 //!
 //! A client's `Parse("s1", text, types)` becomes a [`Prepared`] whose server-side name is
 //! derived from what the statement means (its text, its parameter types and the client's
-//! `search_path`), so two clients preparing the same statement share one on each backend,
+//! settings that PostgreSQL parses a text under), so two clients preparing the same statement share one on each backend,
 //! and a client never reaches a statement prepared for a different meaning.
 
 use std::collections::HashMap;
@@ -23,12 +23,15 @@ pub struct Prepared {
     server_name: Arc<str>,
     /// The encoded Parse message under `server_name`, ready to send to any backend.
     parse: Bytes,
+    /// The client settings it means what it means under.
+    namespace: Arc<str>,
 }
 
 impl Prepared {
     /// The statement `query` with `param_types` (encoded big-endian, as in the client's
-    /// Parse), as seen from `namespace` (the client's `search_path`).
-    pub fn new(query: &str, param_types: &[u8], namespace: &str) -> Self {
+    /// Parse), as read under `namespace` (the client's settings that PostgreSQL parses a
+    /// text under).
+    pub fn new(query: &str, param_types: &[u8], namespace: &Arc<str>) -> Self {
         let mut hash = Sha256::new();
         for part in [namespace.as_bytes(), param_types, query.as_bytes()] {
             hash.update((part.len() as u64).to_be_bytes());
@@ -44,7 +47,13 @@ impl Prepared {
         Self {
             server_name: server_name.into(),
             parse,
+            namespace: namespace.clone(),
         }
+    }
+
+    /// The client settings it is read under.
+    pub fn namespace(&self) -> &Arc<str> {
+        &self.namespace
     }
 
     /// The backend-side name.
@@ -224,10 +233,10 @@ mod tests {
 
     #[test]
     fn the_server_name_follows_meaning_not_the_client_name() {
-        let a = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 23], "public");
-        let b = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 23], "public");
-        let other_types = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 25], "public");
-        let other_path = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 23], "tenant");
+        let a = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 23], &"public".into());
+        let b = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 23], &"public".into());
+        let other_types = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 25], &"public".into());
+        let other_path = Prepared::new("SELECT $1", &[0, 1, 0, 0, 0, 23], &"tenant".into());
         assert_eq!(a.server_name(), b.server_name());
         assert_ne!(a.server_name(), other_types.server_name());
         assert_ne!(a.server_name(), other_path.server_name());
@@ -236,7 +245,7 @@ mod tests {
 
     #[test]
     fn the_parse_message_decodes_as_the_client_statement_under_the_server_name() {
-        let prepared = Prepared::new("SELECT $1::int", &[0, 1, 0, 0, 0, 23], "");
+        let prepared = Prepared::new("SELECT $1::int", &[0, 1, 0, 0, 0, 23], &"".into());
         let mut buf = BytesMut::from(&prepared.parse()[..]);
         let frame = pgbastion_wire::FrameDecoder::new(1 << 20)
             .decode(&mut buf)
