@@ -111,8 +111,9 @@ pub struct Multiplexer {
     /// `DISCARD ALL`, `RESET ALL` prepared through the extended protocol), by their name on
     /// the backend, or `None` for the backend's own unnamed statement; rarely any.
     dropping: Vec<(Option<Arc<str>>, Care)>,
-    /// The portal last bound to one of those, and what its execution does.
-    portal_care: Option<(Vec<u8>, Care)>,
+    /// The portals bound to one of those (the last [`PORTALS_CARED_FOR`]), and what their
+    /// execution does.
+    portal_care: Vec<(Vec<u8>, Care)>,
     /// Whether the client's current Sync group made its unnamed statement (a Bind of it then
     /// depends on nothing sent before the group).
     unnamed_in_group: bool,
@@ -172,6 +173,10 @@ const SCRATCH_STATEMENT: &str = "pgbastion_deallocate";
 /// The longest statement text remembered as harmless.
 const HARMLESS_MEMO: usize = 256;
 
+/// How many portals bound to a statement that drops statements or parameters are followed
+/// at once (a client holds one or two; a bound keeps a client from growing the list).
+const PORTALS_CARED_FOR: usize = 8;
+
 /// How many replies a client may be owed before its next messages wait: a client that
 /// sends without reading gets what PostgreSQL's output buffer would give it, not memory
 /// without bound (the answers pgbastion makes itself wait behind the backend's).
@@ -193,7 +198,7 @@ impl Multiplexer {
             unnamed_in_group: false,
             exit_in_group: false,
             dropping: Vec::new(),
-            portal_care: None,
+            portal_care: Vec::new(),
             namespace,
             startup: wanted.clone(),
             wanted,
@@ -515,10 +520,12 @@ impl Multiplexer {
             b'Q' => self.forward(Kind::Query, frame, to_backend),
             b'F' => self.forward(Kind::FunctionCall, frame, to_backend),
             b'E' => {
-                let care = match &self.portal_care {
-                    Some((portal, care)) if **portal == *wire::execute_portal(&frame)? => *care,
-                    _ => Care::default(),
-                };
+                let portal = wire::execute_portal(&frame)?;
+                let care = self
+                    .portal_care
+                    .iter()
+                    .find(|(bound, _)| **bound == *portal)
+                    .map_or_else(Care::default, |(_, care)| *care);
                 self.forward_with(Kind::Execute, frame, care, to_backend);
             }
             b'P' | b'B' | b'C' | b'D' if !self.policy.transaction => {
@@ -537,7 +544,7 @@ impl Multiplexer {
                 let bind = wire::Bind::split(&frame)?;
                 match self.statement_for(bind.statement, backend, to_backend)? {
                     Some(server) => {
-                        if !self.dropping.is_empty() || self.portal_care.is_some() {
+                        if !self.dropping.is_empty() || !self.portal_care.is_empty() {
                             self.bound(bind.portal, Some(&server));
                         }
                         self.forward(Kind::Bind, bind.renamed(&server), to_backend);
@@ -545,7 +552,7 @@ impl Multiplexer {
                     // The backend's unnamed statement is the client's only when it holds the
                     // client's (otherwise it may be anyone's: another client's, the switch's).
                     None if bind.statement.is_empty() && self.unnamed_here => {
-                        if !self.dropping.is_empty() || self.portal_care.is_some() {
+                        if !self.dropping.is_empty() || !self.portal_care.is_empty() {
                             self.bound(bind.portal, None);
                         }
                         self.forward(Kind::Bind, frame, to_backend);
@@ -925,12 +932,19 @@ impl Multiplexer {
     /// A Bind of the statement `server` (`None`: the backend's unnamed one) to `portal`:
     /// what executing that portal does is followed.
     fn bound(&mut self, portal: &[u8], server: Option<&Arc<str>>) {
+        // A portal bound again is another (the unnamed one is, at every Bind).
+        self.portal_care.retain(|(bound, _)| bound != portal);
         let care = self
             .dropping
             .iter()
             .find(|(known, _)| known.as_ref() == server)
             .map(|(_, care)| *care);
-        self.portal_care = care.map(|care| (portal.to_vec(), care));
+        if let Some(care) = care {
+            if self.portal_care.len() == PORTALS_CARED_FOR {
+                self.portal_care.remove(0);
+            }
+            self.portal_care.push((portal.to_vec(), care));
+        }
     }
 
     /// A client's Parse of `prepared`: answered here when the backend has the statement
@@ -2020,6 +2034,33 @@ mod tests {
             let (sent, _) = run.exchange(&mut backend, unnamed_run("SELECT 14"), "12DCZ");
             assert_eq!(tags(&sent), "PBES", "cached: {cached}");
         }
+    }
+
+    #[test]
+    fn a_deallocate_all_portal_is_followed_beside_another_portal() {
+        let mut run = Run {
+            mux: Multiplexer::new(policy(true), vec![]),
+        };
+        let mut backend = BackendState::new(&[], 10);
+        // PostgreSQL: the DEALLOCATE ALL runs at its Execute and drops "x", parsed before it;
+        // the portal bound to "x" lives on.
+        let mut input = parse("", "DEALLOCATE ALL");
+        fe::write_bind(&mut input, "", "", &[], [], &[]).unwrap();
+        input.extend_from_slice(&parse("x", "SELECT 1"));
+        fe::write_bind(&mut input, "p2", "x", &[], [], &[]).unwrap();
+        fe::write_execute(&mut input, "", 0).unwrap();
+        fe::write_execute(&mut input, "p2", 0).unwrap();
+        input.extend_from_slice(&sync());
+        let (_, seen) = run.exchange(&mut backend, input, "1212CDCZ");
+        assert_eq!(tags(&seen), "1212CDCZ");
+        assert!(backend.statements.is_empty(), "the backend holds nothing");
+        let (sent, seen) = run.exchange(&mut backend, bind_execute_sync("x"), "Z");
+        assert_eq!(
+            tags(&sent),
+            "S",
+            "26000 from pgbastion, for the client's name"
+        );
+        assert_eq!(tags(&seen), "EZ");
     }
 
     #[test]
