@@ -533,6 +533,20 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
             ],
         ),
         (
+            "a statement bound after a SET TimeZone, behind a group that fails",
+            vec![
+                vec![parse_as("s1", "SELECT '2024-06-01 00:00'::timestamptz::text"), F::Sync],
+                query("SET TimeZone TO 'America/New_York'"),
+                {
+                    let mut group = unnamed_run("SELECT 1/0");
+                    group.pop();
+                    group.extend(with_sync(bind_execute("s1")));
+                    group
+                },
+                with_sync(bind_execute("s1")),
+            ],
+        ),
+        (
             "the unnamed statement after a simple query, and after a failed Parse",
             vec![
                 unnamed_run("SELECT 1"),
@@ -652,6 +666,47 @@ async fn clients_whose_date_style_differs_do_not_share_a_statement() {
             let read: String = client.query_one(&statement, &[]).await.unwrap().get(0);
             assert_eq!(read, date, "{sql} under {style}");
         }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_behind_a_set_is_not_shared_under_the_settings_before() {
+    use pgbastion_wire::FrontendMessage as F;
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
+    let sql = "SELECT '2024-06-01 00:00'::timestamptz::text";
+    within("a Parse pipelined behind a SET TimeZone", async {
+        // Sent at once: the Parse is read under New York's time, whatever pgbastion knew
+        // of the client's settings when it came.
+        let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+            .await
+            .unwrap();
+        raw.queue(&F::Query("SET TimeZone TO 'UTC'".into()))
+            .unwrap();
+        raw.flush().await.unwrap();
+        raw.read_until_ready().await.unwrap();
+        raw.queue(&F::Query("SET TimeZone TO 'America/New_York'".into()))
+            .unwrap();
+        raw.queue(&parse_as("s1", sql)).unwrap();
+        for message in with_sync(bind_execute("s1")) {
+            raw.queue(&message).unwrap();
+        }
+        raw.flush().await.unwrap();
+        raw.read_until_ready().await.unwrap();
+        let rows = raw.read_until_ready().await.unwrap();
+        assert!(
+            rows.iter()
+                .any(|message| matches!(message, BackendMessage::DataRow(row)
+                if format!("{row:?}").contains("-04"))),
+            "read under New York's time: {rows:?}"
+        );
+        // A client in UTC reads the text under UTC.
+        let utc = client(&proxy).await;
+        utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
+        let statement = utc.prepare(sql).await.unwrap();
+        let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
+        assert_eq!(read, "2024-06-01 00:00:00+00");
     })
     .await;
 }

@@ -124,6 +124,10 @@ pub struct Multiplexer {
     /// Namespace of prepared statements: the client's settings that change what a text
     /// means when it is parsed ([`namespace_of`]).
     namespace: Arc<str>,
+    /// While a statement that may change one of those settings is unanswered: a namespace
+    /// of this client's alone, so that what it prepares meanwhile (read under settings not
+    /// known yet) is shared with no one.
+    unsettled: Option<Arc<str>>,
     /// Session parameters the client has (startup values, then what the backend reported
     /// while serving it).
     wanted: Vec<(String, String)>,
@@ -200,6 +204,7 @@ impl Multiplexer {
             dropping: Vec::new(),
             portal_care: Vec::new(),
             namespace,
+            unsettled: None,
             startup: wanted.clone(),
             wanted,
             expected: Expected::default(),
@@ -691,7 +696,15 @@ impl Multiplexer {
             return Verdict::Go(Care::default());
         }
         let scan = sql_scan::scan_with(sql, literals);
-        if scan.effects.is_empty() && sql.len() <= HARMLESS_MEMO && !mentions_search_path(sql) {
+        let unsettles = changes_reading(sql, &scan.effects);
+        if unsettles {
+            self.unsettle();
+        }
+        if scan.effects.is_empty()
+            && sql.len() <= HARMLESS_MEMO
+            && !unsettles
+            && !mentions_search_path(sql)
+        {
             // Its verdict depends on nothing else: no effect to weigh against the session.
             let (lexed, text) = self.harmless.get_or_insert_with(Default::default);
             *lexed = literals;
@@ -983,12 +996,12 @@ impl Multiplexer {
     fn cache_unnamed(&mut self, frame: &Bytes, parse: &wire::Parse<'_>) -> Arc<Prepared> {
         self.forget_unnamed();
         let prepared = match &self.stand_in {
-            Some((last, namespace, prepared)) if last == frame && *namespace == self.namespace => {
+            Some((last, namespace, prepared)) if last == frame && namespace == self.reading() => {
                 prepared.clone()
             }
             _ => {
-                let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
-                self.stand_in = Some((frame.clone(), self.namespace.clone(), prepared.clone()));
+                let prepared = Arc::new(Prepared::new(parse.query, parse.types, self.reading()));
+                self.stand_in = Some((frame.clone(), self.reading().clone(), prepared.clone()));
                 prepared
             }
         };
@@ -1012,6 +1025,36 @@ impl Multiplexer {
             stand_in: self.unnamed_stand_in.clone(),
             generation: self.unnamed_generation,
             made: self.unnamed_generation,
+        }
+    }
+
+    /// The namespace the client's texts are read under now ([`namespace_of`]; one of its own
+    /// while its settings are unsettled).
+    fn reading(&self) -> &Arc<str> {
+        self.unsettled.as_ref().unwrap_or(&self.namespace)
+    }
+
+    /// A statement that may change how texts are read was sent.
+    fn unsettle(&mut self) {
+        static EPISODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if self.unsettled.is_none() {
+            let episode = EPISODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.unsettled = Some(format!("{}unsettled={episode}\n", self.namespace).into());
+        }
+    }
+
+    /// `prepared` as the client reads it now: made under settings it has changed since, the
+    /// same text and types under the ones it has now. (PostgreSQL would keep the first
+    /// reading; what must not happen is a statement read under one client's settings named
+    /// after another's.)
+    fn read_now(&self, prepared: &Arc<Prepared>) -> Arc<Prepared> {
+        let reading = self.reading();
+        if prepared.namespace() == reading {
+            return prepared.clone();
+        }
+        match wire::Parse::split(prepared.parse()) {
+            Ok(parse) => Arc::new(Prepared::new(parse.query, parse.types, reading)),
+            Err(_) => prepared.clone(),
         }
     }
 
@@ -1047,7 +1090,7 @@ impl Multiplexer {
             );
             return Err((SqlState::PROGRAM_LIMIT_EXCEEDED, message));
         }
-        let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
+        let prepared = Arc::new(Prepared::new(parse.query, parse.types, self.reading()));
         let previous = self.statements.insert(name.clone(), prepared.clone());
         Ok((name, prepared, previous))
     }
@@ -1188,8 +1231,10 @@ impl Multiplexer {
         to_backend: &mut BytesMut,
     ) -> Result<Option<Arc<str>>, MuxError> {
         if name.is_empty() {
-            if let Some(prepared) = self.unnamed_stand_in.clone() {
-                return Ok(Some(self.made_here(&prepared, backend, to_backend)));
+            if let Some(prepared) = &self.unnamed_stand_in {
+                let now = self.read_now(prepared);
+                self.unnamed_stand_in = Some(now.clone());
+                return Ok(Some(self.made_here(&now, backend, to_backend)));
             }
         }
         if name.is_empty() {
@@ -1207,7 +1252,11 @@ impl Multiplexer {
         let Some(prepared) = self.statements.get(name) else {
             return Ok(None);
         };
-        Ok(Some(self.made_here(&prepared.clone(), backend, to_backend)))
+        let now = self.read_now(prepared);
+        if !Arc::ptr_eq(&now, prepared) {
+            self.statements.insert(name.to_owned(), now.clone());
+        }
+        Ok(Some(self.made_here(&now, backend, to_backend)))
     }
 
     /// `prepared`'s name on the backend, where it is made first if it is not there (the
@@ -1221,16 +1270,6 @@ impl Multiplexer {
         let server = prepared.server_name().clone();
         let held = backend.statements.touch(&server);
         let uncertain = self.statements_uncertain();
-        if (!held || uncertain) && *prepared.namespace() != self.namespace {
-            // Made under settings the client has changed since (`SET TimeZone`): made here
-            // under the ones it has now, as their statement (PostgreSQL would keep the
-            // first reading; what must not happen is another client meeting this one
-            // under the first settings' name).
-            if let Ok(parse) = wire::Parse::split(prepared.parse()) {
-                let now = Prepared::new(parse.query, parse.types, &self.namespace);
-                return self.made_here(&now, backend, to_backend);
-            }
-        }
         if held && uncertain {
             self.close_before_remaking(&server, to_backend);
         }
@@ -1369,14 +1408,22 @@ impl Multiplexer {
             // from pgbastion's own messages.
             b'N' | b'A' => return Ok(forwards || tag == b'A'),
             b'S' => {
-                // Parameter changes always reach the client, so that its view is the
-                // backend's, whoever caused them.
-                if let Some((name, value)) = wire::parameter_status(body) {
-                    backend.reported.insert(name.clone(), value.clone());
+                // Parameter changes reach the client, so that its view is the backend's,
+                // whoever caused them; one of pgbastion's own that tells the client what it
+                // has already (the backend was set to the client's values) does not.
+                let Some((name, value)) = wire::parameter_status(body) else {
+                    return Ok(true);
+                };
+                let news = !self
+                    .wanted
+                    .iter()
+                    .any(|(known, had)| known.eq_ignore_ascii_case(&name) && *had == value);
+                backend.reported.insert(name.clone(), value.clone());
+                if news {
                     set(&mut self.wanted, name, value);
                     self.namespace = namespace_of(&self.wanted);
                 }
-                return Ok(true);
+                return Ok(forwards || news);
             }
             _ => {}
         }
@@ -1475,6 +1522,10 @@ impl Multiplexer {
         };
         if complete {
             self.expected.pop();
+            if self.unsettled.is_some() && !self.expected.owes_client_group() && !self.in_group {
+                // Everything sent is answered: the settings are what the backend reported.
+                self.unsettled = None;
+            }
         }
         Ok(show == Show::All)
     }
@@ -1570,25 +1621,55 @@ impl Multiplexer {
 /// backslashes read; how the text's bytes convert), as `name=length:value` lines: clients whose
 /// values differ do not share statements.
 fn namespace_of(wanted: &[(String, String)]) -> Arc<str> {
-    const AT_PARSE: [&str; 6] = [
-        "search_path",
-        "DateStyle",
-        "IntervalStyle",
-        "TimeZone",
-        "standard_conforming_strings",
-        "client_encoding",
-    ];
     let mut namespace = String::new();
-    for setting in AT_PARSE {
+    for setting in READ_UNDER {
         if let Some((_, value)) = wanted
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(setting))
         {
+            // As PostgreSQL reports it, whichever way the client spelled it (`utf-8` and
+            // `UTF8`, `iso, mdy` and `ISO, MDY`): the same settings share statements.
+            let value = match setting {
+                "search_path" => value.clone(),
+                "client_encoding" => value.replace(['-', '_'], "").to_ascii_uppercase(),
+                _ => value.replace(' ', "").to_ascii_lowercase(),
+            };
             // Length first: no value can pass for another's.
             let _ = writeln!(namespace, "{setting}={}:{value}", value.len());
         }
     }
     namespace.into()
+}
+
+/// The settings a statement's text is read under, as PostgreSQL reports them.
+const READ_UNDER: [&str; 6] = [
+    "search_path",
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "client_encoding",
+];
+
+/// Whether `sql` (with its `effects`) may change how later texts are read, for a while or
+/// for good: it sets or names one of [`READ_UNDER`] but `search_path` (which pins the client
+/// instead), including `SET LOCAL` and `set_config(…, true)`, or resets every parameter.
+fn changes_reading(sql: &str, effects: &[Effect]) -> bool {
+    let sets = effects.iter().any(|effect| match effect {
+        Effect::SetParameter { name } => READ_UNDER[1..]
+            .iter()
+            .any(|setting| setting.eq_ignore_ascii_case(name)),
+        Effect::ResetAll | Effect::Discard(Discard::All) => true,
+        _ => false,
+    });
+    let first_word_is_set = sql
+        .trim_start()
+        .get(..4)
+        .is_some_and(|word| word.eq_ignore_ascii_case("set "));
+    sets || READ_UNDER[1..]
+        .iter()
+        .any(|setting| mentions(sql, setting.as_bytes()))
+        || (first_word_is_set && mentions(sql, b"time zone"))
 }
 
 /// How the backend reads string literals (`standard_conforming_strings`).
@@ -2150,8 +2231,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             tags(&seen),
-            "S",
-            "only the parameter change reaches the client"
+            "",
+            "nothing reaches the client: it has that value already"
         );
         assert!(run.mux.releasable());
         let mut again = BytesMut::new();

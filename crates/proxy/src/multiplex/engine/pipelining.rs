@@ -56,7 +56,7 @@ impl Multiplexer {
                     // The backend's own unnamed statement: PostgreSQL follows it itself.
                     return Ok(false);
                 }
-                let made = Prepared::new(parse.query, parse.types, &self.namespace);
+                let made = Prepared::new(parse.query, parse.types, self.reading());
                 if backend.statements.contains(made.server_name()) {
                     return Ok(true);
                 }
@@ -99,7 +99,7 @@ impl Multiplexer {
         } else {
             self.statements.get(&String::from_utf8_lossy(name))
         };
-        prepared.map(|prepared| prepared.server_name().clone())
+        prepared.map(|prepared| self.read_now(prepared).server_name().clone())
     }
 
     /// Whether PostgreSQL would refuse `parse` with 25P02 and pgbastion must say so itself:
@@ -118,7 +118,7 @@ impl Multiplexer {
         {
             return false;
         }
-        let made = Prepared::new(parse.query, parse.types, &self.namespace);
+        let made = Prepared::new(parse.query, parse.types, self.reading());
         backend.statements.contains(made.server_name())
     }
 }
