@@ -422,7 +422,13 @@ impl<'a, L: Lender> PooledSession<'a, L> {
             if !self.proven && !self.mux.owes_own() && !self.mux.own_failed() {
                 self.proven = true;
             }
-            if terminating.is_none() && self.proven && to_backend.len() < BUFFER_LIMIT {
+            // What pgbastion answers alone goes to the client at once: a client that does not
+            // read is not read either, past a buffer's worth.
+            if terminating.is_none()
+                && self.proven
+                && to_backend.len() < BUFFER_LIMIT
+                && to_client.len() < BUFFER_LIMIT
+            {
                 match self.mux.has_client_message(client_in) {
                     Ok(false) => {}
                     Ok(true) => {

@@ -823,11 +823,11 @@ impl Multiplexer {
             // Rewritten only when the transaction status is known (pgbastion's own Parse
             // must not fail).
             Verdict::Deallocate(name)
-                if parse.name.is_empty()
-                    && !self.expected.owes_client_group()
-                    && !(self.exit_in_group && self.status == TransactionStatus::Failed) =>
+                if parse.name.is_empty() && !self.expected.owes_client_group() =>
             {
                 if self.status == TransactionStatus::Failed {
+                    // (After a Bind earlier in the group, most likely refused with it; a
+                    // ROLLBACK bound there would have let PostgreSQL run it.)
                     self.refuse_in_failed_transaction(true, to_client);
                 } else {
                     self.deallocate_unnamed(name, &parse, to_backend);
