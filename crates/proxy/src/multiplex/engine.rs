@@ -1652,8 +1652,8 @@ const READ_UNDER: [&str; 6] = [
 ];
 
 /// Whether `sql` (with its `effects`) may change how later texts are read, for a while or
-/// for good: it sets or names one of [`READ_UNDER`] but `search_path` (which pins the client
-/// instead), including `SET LOCAL` and `set_config(…, true)`, or resets every parameter.
+/// for good: it sets one of [`READ_UNDER`] but `search_path` (which pins the client
+/// instead), `SET LOCAL` and `set_config(…, true)` included, or resets every parameter.
 fn changes_reading(sql: &str, effects: &[Effect]) -> bool {
     let sets = effects.iter().any(|effect| match effect {
         Effect::SetParameter { name } => READ_UNDER[1..]
@@ -1662,14 +1662,19 @@ fn changes_reading(sql: &str, effects: &[Effect]) -> bool {
         Effect::ResetAll | Effect::Discard(Discard::All) => true,
         _ => false,
     });
-    let first_word_is_set = sql
+    if sets {
+        return true;
+    }
+    // What sets them without an effect of its own: `SET LOCAL`, `set_config(…, true)`.
+    let set_local = sql
         .trim_start()
         .get(..4)
         .is_some_and(|word| word.eq_ignore_ascii_case("set "));
-    sets || READ_UNDER[1..]
-        .iter()
-        .any(|setting| mentions(sql, setting.as_bytes()))
-        || (first_word_is_set && mentions(sql, b"time zone"))
+    (set_local || mentions(sql, b"set_config"))
+        && (mentions(sql, b"time zone")
+            || READ_UNDER[1..]
+                .iter()
+                .any(|setting| mentions(sql, setting.as_bytes())))
 }
 
 /// How the backend reads string literals (`standard_conforming_strings`).
@@ -2114,6 +2119,28 @@ mod tests {
             assert_eq!(tags(&seen), "EZ");
             let (sent, _) = run.exchange(&mut backend, unnamed_run("SELECT 14"), "12DCZ");
             assert_eq!(tags(&sent), "PBES", "cached: {cached}");
+        }
+    }
+
+    #[test]
+    fn texts_that_may_change_how_later_texts_read_are_told_from_the_rest() {
+        for (sql, changes) in [
+            ("SET TimeZone = 'UTC'", true),
+            ("SET TIME ZONE 'UTC'", true),
+            ("SET LOCAL TIME ZONE 'UTC'", true),
+            ("set local datestyle to sql", true),
+            ("SET NAMES 'LATIN1'", true),
+            ("SELECT set_config('DateStyle', 'SQL', true)", true),
+            ("RESET ALL", true),
+            ("DISCARD ALL", true),
+            ("SELECT now() AT TIME ZONE 'UTC'", false),
+            ("SELECT current_setting('TimeZone')", false),
+            ("SET work_mem = '64MB'", false),
+            ("SET search_path TO app", false),
+            ("SELECT 1", false),
+        ] {
+            let effects = sql_scan::scan(sql).effects;
+            assert_eq!(changes_reading(sql, &effects), changes, "{sql}");
         }
     }
 
