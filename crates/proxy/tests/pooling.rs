@@ -499,6 +499,22 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
             ],
         ),
         (
+            "DEALLOCATE as an unnamed statement in a failed transaction, alone and after ROLLBACK",
+            vec![
+                vec![parse_as("s1", "SELECT 1"), F::Sync],
+                query("BEGIN"),
+                query("SELECT 1/0"),
+                unnamed_run("DEALLOCATE s1"),
+                {
+                    let mut group = unnamed_run("ROLLBACK");
+                    group.pop();
+                    group.extend(unnamed_run("DEALLOCATE s1"));
+                    group
+                },
+                with_sync(bind_execute("s1")),
+            ],
+        ),
+        (
             "a name used after a DISCARD ALL and a DEALLOCATE ALL",
             vec![
                 vec![parse_as("s1", "SELECT 1"), F::Sync],
@@ -544,6 +560,7 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
                     group
                 },
                 with_sync(bind_execute("s1")),
+                query("RESET TimeZone"),
             ],
         ),
         (
@@ -708,6 +725,59 @@ async fn a_statement_prepared_behind_a_set_is_not_shared_under_the_settings_befo
         let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
         assert_eq!(read, "2024-06-01 00:00:00+00");
     })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_parsed_after_a_prepared_set_in_its_group_is_not_shared() {
+    use pgbastion_wire::FrontendMessage as F;
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
+    let sql = "SELECT '2024-06-01 00:00'::timestamptz::text";
+    within(
+        "a Parse behind a SET run from a prepared statement",
+        async {
+            // The SET is a prepared statement of the client's (pgjdbc's after five runs): no
+            // text of it passes when it runs, only the backend's ParameterStatus tells.
+            let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+                .await
+                .unwrap();
+            for group in [
+                vec![F::Query("SET TimeZone TO 'UTC'".into())],
+                vec![
+                    parse_as("zone", "SET TimeZone TO 'America/New_York'"),
+                    F::Sync,
+                ],
+            ] {
+                for message in &group {
+                    raw.queue(message).unwrap();
+                }
+                raw.flush().await.unwrap();
+                raw.read_until_ready().await.unwrap();
+            }
+            let mut group = bind_execute("zone");
+            group.push(parse_as("s1", sql));
+            group.extend(with_sync(bind_execute("s1")));
+            for message in &group {
+                raw.queue(message).unwrap();
+            }
+            raw.flush().await.unwrap();
+            let rows = raw.read_until_ready().await.unwrap();
+            assert!(
+                rows.iter()
+                    .any(|message| matches!(message, BackendMessage::DataRow(row)
+                if format!("{row:?}").contains("-04"))),
+                "read under New York's time: {rows:?}"
+            );
+            raw.send(&F::Terminate).await.unwrap();
+            // A client in UTC reads the text under UTC.
+            let utc = client(&proxy).await;
+            utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
+            let statement = utc.prepare(sql).await.unwrap();
+            let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
+            assert_eq!(read, "2024-06-01 00:00:00+00");
+        },
+    )
     .await;
 }
 

@@ -124,10 +124,15 @@ pub struct Multiplexer {
     /// Namespace of prepared statements: the client's settings that change what a text
     /// means when it is parsed ([`namespace_of`]).
     namespace: Arc<str>,
-    /// While a statement that may change one of those settings is unanswered: a namespace
-    /// of this client's alone, so that what it prepares meanwhile (read under settings not
-    /// known yet) is shared with no one.
-    unsettled: Option<Arc<str>>,
+    /// Those settings' values on the backend the client holds (what pgbastion sets at
+    /// checkout, then what the backend reports), which `namespace` is made of.
+    in_force: Vec<(String, String)>,
+    /// The client's parameters went back to its startup values (`RESET ALL`): the backend
+    /// gets them at the next checkout, and the namespace with them.
+    in_force_stale: bool,
+    /// A statement of pgbastion's that the settings in `in_force` may change was parsed on
+    /// the backend since its last ReadyForQuery.
+    parsed_since_ready: bool,
     /// Session parameters the client has (startup values, then what the backend reported
     /// while serving it).
     wanted: Vec<(String, String)>,
@@ -189,7 +194,8 @@ const OWED_LIMIT: usize = 4096;
 impl Multiplexer {
     /// A client with `wanted` session parameters (names as PostgreSQL reports them).
     pub fn new(policy: Policy, wanted: Vec<(String, String)>) -> Self {
-        let namespace = namespace_of(&wanted);
+        let in_force = read_under(&wanted);
+        let namespace = namespace_of(&in_force);
         Self {
             decoder: FrameDecoder::frontend(policy.max_message_len),
             statements: ClientStatements::new(policy.statements_per_client),
@@ -204,7 +210,9 @@ impl Multiplexer {
             dropping: Vec::new(),
             portal_care: Vec::new(),
             namespace,
-            unsettled: None,
+            in_force,
+            in_force_stale: false,
+            parsed_since_ready: false,
             startup: wanted.clone(),
             wanted,
             expected: Expected::default(),
@@ -384,6 +392,11 @@ impl Multiplexer {
     ) {
         self.unnamed_here = false;
         self.status = TransactionStatus::Idle;
+        self.parsed_since_ready = false;
+        if std::mem::take(&mut self.in_force_stale) {
+            self.in_force = read_under(&self.wanted);
+            self.namespace = namespace_of(&self.in_force);
+        }
         let changes = backend.changes_for(&self.wanted);
         if !changes.is_empty() {
             wire::set_config(&changes, to_backend);
@@ -696,15 +709,7 @@ impl Multiplexer {
             return Verdict::Go(Care::default());
         }
         let scan = sql_scan::scan_with(sql, literals);
-        let unsettles = changes_reading(sql, &scan.effects);
-        if unsettles {
-            self.unsettle();
-        }
-        if scan.effects.is_empty()
-            && sql.len() <= HARMLESS_MEMO
-            && !unsettles
-            && !mentions_search_path(sql)
-        {
+        if scan.effects.is_empty() && sql.len() <= HARMLESS_MEMO && !mentions_search_path(sql) {
             // Its verdict depends on nothing else: no effect to weigh against the session.
             let (lexed, text) = self.harmless.get_or_insert_with(Default::default);
             *lexed = literals;
@@ -820,18 +825,13 @@ impl Multiplexer {
                 self.pin_for("DEALLOCATE, DISCARD or RESET ALL as a prepared statement");
                 care
             }
-            // Rewritten only when the transaction status is known (pgbastion's own Parse
-            // must not fail).
+            // Rewritten once the groups before are answered (whether the name exists may
+            // depend on them); in any transaction status, PostgreSQL answers the rewritten
+            // Parse as it would the client's.
             Verdict::Deallocate(name)
                 if parse.name.is_empty() && !self.expected.owes_client_group() =>
             {
-                if self.status == TransactionStatus::Failed {
-                    // (After a Bind earlier in the group, most likely refused with it; a
-                    // ROLLBACK bound there would have let PostgreSQL run it.)
-                    self.refuse_in_failed_transaction(true, to_client);
-                } else {
-                    self.deallocate_unnamed(name, &parse, to_backend);
-                }
+                self.deallocate_unnamed(name, &parse, to_backend);
                 return Ok(());
             }
             Verdict::Deallocate(_) => {
@@ -912,7 +912,8 @@ impl Multiplexer {
         // Closed first: one left by a group that failed before its DEALLOCATE ran.
         wire::close_statement(SCRATCH_STATEMENT, to_backend);
         self.own(Kind::Close, Show::Nothing);
-        to_backend.extend_from_slice(&encode_parse(SCRATCH_STATEMENT, "SELECT", &[0, 0]));
+        // ROLLBACK: a text PostgreSQL parses in a failed transaction too (it is never run).
+        to_backend.extend_from_slice(&encode_parse(SCRATCH_STATEMENT, "ROLLBACK", &[0, 0]));
         self.own(Kind::Parse, Show::Nothing);
         let frame = encode_parse("", &format!("DEALLOCATE {SCRATCH_STATEMENT}"), parse.types);
         self.forget_unnamed();
@@ -986,7 +987,7 @@ impl Multiplexer {
             kind: Kind::Parse,
             show: Show::All,
             undo,
-            care: Care::default(),
+            care: Care::of_parse(prepared),
         });
     }
 
@@ -996,12 +997,12 @@ impl Multiplexer {
     fn cache_unnamed(&mut self, frame: &Bytes, parse: &wire::Parse<'_>) -> Arc<Prepared> {
         self.forget_unnamed();
         let prepared = match &self.stand_in {
-            Some((last, namespace, prepared)) if last == frame && namespace == self.reading() => {
+            Some((last, namespace, prepared)) if last == frame && *namespace == self.namespace => {
                 prepared.clone()
             }
             _ => {
-                let prepared = Arc::new(Prepared::new(parse.query, parse.types, self.reading()));
-                self.stand_in = Some((frame.clone(), self.reading().clone(), prepared.clone()));
+                let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
+                self.stand_in = Some((frame.clone(), self.namespace.clone(), prepared.clone()));
                 prepared
             }
         };
@@ -1028,18 +1029,21 @@ impl Multiplexer {
         }
     }
 
-    /// The namespace the client's texts are read under now ([`namespace_of`]; one of its own
-    /// while its settings are unsettled).
-    fn reading(&self) -> &Arc<str> {
-        self.unsettled.as_ref().unwrap_or(&self.namespace)
-    }
-
-    /// A statement that may change how texts are read was sent.
-    fn unsettle(&mut self) {
-        static EPISODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        if self.unsettled.is_none() {
-            let episode = EPISODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.unsettled = Some(format!("{}unsettled={episode}\n", self.namespace).into());
+    /// The backend reported `name` (one of [`READ_UNDER`]) now `value`, whatever changed it
+    /// (a `SET`, `SET LOCAL` or `set_config` in any statement, the end of the transaction
+    /// that set it, `RESET ALL`). Texts are read under it from now on; one of pgbastion's
+    /// statements parsed since the backend's last ReadyForQuery, or still to be, may have been
+    /// read under it already while named after the settings before: the backend's
+    /// statements are then unknown (made again before each use, the backend closed when
+    /// given back), so that no other client meets such a statement.
+    fn reading_changed(&mut self, name: &str, value: &str) {
+        set(&mut self.in_force, name.to_owned(), value.to_owned());
+        let namespace = namespace_of(&self.in_force);
+        if namespace != self.namespace {
+            self.namespace = namespace;
+            if self.parsed_since_ready || self.expected.parse_pending() {
+                self.dirty = true;
+            }
         }
     }
 
@@ -1048,7 +1052,7 @@ impl Multiplexer {
     /// reading; what must not happen is a statement read under one client's settings named
     /// after another's.)
     fn read_now(&self, prepared: &Arc<Prepared>) -> Arc<Prepared> {
-        let reading = self.reading();
+        let reading = &self.namespace;
         if prepared.namespace() == reading {
             return prepared.clone();
         }
@@ -1090,7 +1094,7 @@ impl Multiplexer {
             );
             return Err((SqlState::PROGRAM_LIMIT_EXCEEDED, message));
         }
-        let prepared = Arc::new(Prepared::new(parse.query, parse.types, self.reading()));
+        let prepared = Arc::new(Prepared::new(parse.query, parse.types, &self.namespace));
         let previous = self.statements.insert(name.clone(), prepared.clone());
         Ok((name, prepared, previous))
     }
@@ -1283,7 +1287,7 @@ impl Multiplexer {
                     cache: Some(server.clone()),
                     ..Undo::default()
                 },
-                care: Care::default(),
+                care: Care::of_parse(prepared),
             });
         }
         server
@@ -1408,22 +1412,19 @@ impl Multiplexer {
             // from pgbastion's own messages.
             b'N' | b'A' => return Ok(forwards || tag == b'A'),
             b'S' => {
-                // Parameter changes reach the client, so that its view is the backend's,
-                // whoever caused them; one of pgbastion's own that tells the client what it
-                // has already (the backend was set to the client's values) does not.
-                let Some((name, value)) = wire::parameter_status(body) else {
-                    return Ok(true);
-                };
-                let news = !self
-                    .wanted
-                    .iter()
-                    .any(|(known, had)| known.eq_ignore_ascii_case(&name) && *had == value);
-                backend.reported.insert(name.clone(), value.clone());
-                if news {
+                // Parameter changes always reach the client, so that its view is the
+                // backend's, whoever caused them.
+                if let Some((name, value)) = wire::parameter_status(body) {
+                    backend.reported.insert(name.clone(), value.clone());
+                    if READ_UNDER
+                        .iter()
+                        .any(|read| read.eq_ignore_ascii_case(&name))
+                    {
+                        self.reading_changed(&name, &value);
+                    }
                     set(&mut self.wanted, name, value);
-                    self.namespace = namespace_of(&self.wanted);
                 }
-                return Ok(forwards || news);
+                return Ok(true);
             }
             _ => {}
         }
@@ -1521,10 +1522,12 @@ impl Multiplexer {
             }
         };
         if complete {
-            self.expected.pop();
-            if self.unsettled.is_some() && !self.expected.owes_client_group() && !self.in_group {
-                // Everything sent is answered: the settings are what the backend reported.
-                self.unsettled = None;
+            if let Some(Expect::Reply { kind, care, .. }) = self.expected.pop() {
+                if kind.ends_at_ready() {
+                    self.parsed_since_ready = false;
+                } else if care.read_under_settings {
+                    self.parsed_since_ready = true;
+                }
             }
         }
         Ok(show == Show::All)
@@ -1562,7 +1565,7 @@ impl Multiplexer {
         for (name, value) in &self.startup {
             set(&mut self.wanted, name.clone(), value.clone());
         }
-        self.namespace = namespace_of(&self.wanted);
+        self.in_force_stale = true;
     }
 
     /// The front message failed: its undo applies, and the backend skips the rest up to
@@ -1641,6 +1644,19 @@ fn namespace_of(wanted: &[(String, String)]) -> Arc<str> {
     namespace.into()
 }
 
+/// The entries of `parameters` that texts are read under ([`READ_UNDER`]).
+fn read_under(parameters: &[(String, String)]) -> Vec<(String, String)> {
+    parameters
+        .iter()
+        .filter(|(name, _)| {
+            READ_UNDER
+                .iter()
+                .any(|read| read.eq_ignore_ascii_case(name))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The settings a statement's text is read under, as PostgreSQL reports them.
 const READ_UNDER: [&str; 6] = [
     "search_path",
@@ -1650,32 +1666,6 @@ const READ_UNDER: [&str; 6] = [
     "standard_conforming_strings",
     "client_encoding",
 ];
-
-/// Whether `sql` (with its `effects`) may change how later texts are read, for a while or
-/// for good: it sets one of [`READ_UNDER`] but `search_path` (which pins the client
-/// instead), `SET LOCAL` and `set_config(…, true)` included, or resets every parameter.
-fn changes_reading(sql: &str, effects: &[Effect]) -> bool {
-    let sets = effects.iter().any(|effect| match effect {
-        Effect::SetParameter { name } => READ_UNDER[1..]
-            .iter()
-            .any(|setting| setting.eq_ignore_ascii_case(name)),
-        Effect::ResetAll | Effect::Discard(Discard::All) => true,
-        _ => false,
-    });
-    if sets {
-        return true;
-    }
-    // What sets them without an effect of its own: `SET LOCAL`, `set_config(…, true)`.
-    let set_local = sql
-        .trim_start()
-        .get(..4)
-        .is_some_and(|word| word.eq_ignore_ascii_case("set "));
-    (set_local || mentions(sql, b"set_config"))
-        && (mentions(sql, b"time zone")
-            || READ_UNDER[1..]
-                .iter()
-                .any(|setting| mentions(sql, setting.as_bytes())))
-}
 
 /// How the backend reads string literals (`standard_conforming_strings`).
 fn literals_of(backend: &BackendState) -> StringLiterals {
@@ -2123,28 +2113,6 @@ mod tests {
     }
 
     #[test]
-    fn texts_that_may_change_how_later_texts_read_are_told_from_the_rest() {
-        for (sql, changes) in [
-            ("SET TimeZone = 'UTC'", true),
-            ("SET TIME ZONE 'UTC'", true),
-            ("SET LOCAL TIME ZONE 'UTC'", true),
-            ("set local datestyle to sql", true),
-            ("SET NAMES 'LATIN1'", true),
-            ("SELECT set_config('DateStyle', 'SQL', true)", true),
-            ("RESET ALL", true),
-            ("DISCARD ALL", true),
-            ("SELECT now() AT TIME ZONE 'UTC'", false),
-            ("SELECT current_setting('TimeZone')", false),
-            ("SET work_mem = '64MB'", false),
-            ("SET search_path TO app", false),
-            ("SELECT 1", false),
-        ] {
-            let effects = sql_scan::scan(sql).effects;
-            assert_eq!(changes_reading(sql, &effects), changes, "{sql}");
-        }
-    }
-
-    #[test]
     fn a_deallocate_all_portal_is_followed_beside_another_portal() {
         let mut run = Run {
             mux: Multiplexer::new(policy(true), vec![]),
@@ -2258,8 +2226,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             tags(&seen),
-            "",
-            "nothing reaches the client: it has that value already"
+            "S",
+            "only the parameter change reaches the client"
         );
         assert!(run.mux.releasable());
         let mut again = BytesMut::new();

@@ -92,6 +92,19 @@ pub struct Care {
     /// client's startup values are what it should have, and they are set again at the next
     /// checkout.
     pub reapply: bool,
+    /// A Parse of a statement of pgbastion's whose reading the client's settings may change
+    /// (DateStyle, TimeZone, …; not a `SET` or `RESET`).
+    pub read_under_settings: bool,
+}
+
+impl Care {
+    /// The care of a Parse of `prepared` under its shared name.
+    pub fn of_parse(prepared: &Prepared) -> Self {
+        Self {
+            read_under_settings: prepared.read_under_settings(),
+            ..Self::default()
+        }
+    }
 }
 
 /// One expected reply.
@@ -234,6 +247,14 @@ impl Expected {
             .iter()
             .take(last_end + 1)
             .any(|entry| matches!(entry, Expect::Reply { care, .. } if care.drops_statements))
+    }
+
+    /// Whether a Parse of a statement of pgbastion's that the settings may change is
+    /// unanswered.
+    pub fn parse_pending(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| matches!(entry, Expect::Reply { care, .. } if care.read_under_settings))
     }
 
     /// Whether a reply the client sees is owed (of a group of its own, finished or not).

@@ -13,6 +13,17 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+/// Whether `query` is a `SET` or `RESET` (which the settings it is read under leave as it
+/// is), by its first word.
+fn sets_parameters(query: &str) -> bool {
+    let text = query.trim_start();
+    let end = text
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let word = &text[..end];
+    word.eq_ignore_ascii_case("set") || word.eq_ignore_ascii_case("reset")
+}
+
 /// How the names of pgbastion's statements on backends begin.
 pub const SERVER_PREFIX: &str = "pgbastion_";
 
@@ -25,6 +36,8 @@ pub struct Prepared {
     parse: Bytes,
     /// The client settings it means what it means under.
     namespace: Arc<str>,
+    /// Whether those settings may change what it means (not for a `SET` or `RESET`).
+    read_under_settings: bool,
 }
 
 impl Prepared {
@@ -48,7 +61,13 @@ impl Prepared {
             server_name: server_name.into(),
             parse,
             namespace: namespace.clone(),
+            read_under_settings: !sets_parameters(query),
         }
+    }
+
+    /// Whether the client settings it is read under may change what it means.
+    pub fn read_under_settings(&self) -> bool {
+        self.read_under_settings
     }
 
     /// The client settings it is read under.

@@ -49,14 +49,14 @@ impl Multiplexer {
             b'P' => {
                 let parse = wire::Parse::split(frame)?;
                 if parse.name.is_empty() && deallocates_by_name(parse.query, backend) {
-                    // Rewritten only in a known transaction status (`deallocate_unnamed`).
+                    // Whether the name exists depends on the groups before (`deallocate_unnamed`).
                     return Ok(true);
                 }
                 if parse.name.is_empty() && !self.policy.cache_unnamed {
                     // The backend's own unnamed statement: PostgreSQL follows it itself.
                     return Ok(false);
                 }
-                let made = Prepared::new(parse.query, parse.types, self.reading());
+                let made = Prepared::new(parse.query, parse.types, &self.namespace);
                 if backend.statements.contains(made.server_name()) {
                     return Ok(true);
                 }
@@ -118,7 +118,7 @@ impl Multiplexer {
         {
             return false;
         }
-        let made = Prepared::new(parse.query, parse.types, self.reading());
+        let made = Prepared::new(parse.query, parse.types, &self.namespace);
         backend.statements.contains(made.server_name())
     }
 }
