@@ -782,6 +782,72 @@ async fn a_statement_parsed_after_a_prepared_set_in_its_group_is_not_shared() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_parsed_in_the_group_of_a_set_local_is_not_shared() {
+    use pgbastion_wire::FrontendMessage as F;
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
+    let sql = "SELECT '2024-06-01 00:00'::timestamptz::text";
+    within("a Parse in the group of a SET LOCAL", async {
+        // The zone is New York's only until the group's Sync: PostgreSQL reports nothing.
+        let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+            .await
+            .unwrap();
+        raw.send(&F::Query("SET TimeZone TO 'UTC'".into()))
+            .await
+            .unwrap();
+        raw.read_until_ready().await.unwrap();
+        let mut group = unnamed_run("SET LOCAL TimeZone TO 'America/New_York'");
+        group.pop();
+        group.push(parse_as("s1", sql));
+        group.extend(with_sync(bind_execute("s1")));
+        for message in &group {
+            raw.queue(message).unwrap();
+        }
+        raw.flush().await.unwrap();
+        let rows = raw.read_until_ready().await.unwrap();
+        assert!(
+            rows.iter()
+                .any(|message| matches!(message, BackendMessage::DataRow(row)
+                if format!("{row:?}").contains("-04"))),
+            "read under New York's time: {rows:?}"
+        );
+        raw.send(&F::Terminate).await.unwrap();
+        let utc = client(&proxy).await;
+        utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
+        let statement = utc.prepare(sql).await.unwrap();
+        let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
+        assert_eq!(read, "2024-06-01 00:00:00+00");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_date_style_without_its_order_gets_the_default_order() {
+    let cluster = trust_cluster();
+    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
+    within("DateStyle=ISO after a client in DMY", async {
+        let dmy = client(&proxy).await;
+        dmy.batch_execute("SET DateStyle = 'ISO, DMY'")
+            .await
+            .unwrap();
+        drop(dmy);
+        // As a new session at PostgreSQL: the server's default order (MDY), not the last
+        // client's.
+        let iso = client_as(&proxy, "iso", Some("-c DateStyle=ISO")).await;
+        let row = iso
+            .query_one(
+                "SELECT '01/02/2020'::date::text, current_setting('DateStyle')",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(1), "ISO, MDY");
+        assert_eq!(row.get::<_, String>(0), "2020-01-02");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_made_again_after_a_set_is_not_shared_under_the_settings_before() {
     let cluster = trust_cluster();
     // One backend that holds one statement: the first client's statement is evicted, then

@@ -58,6 +58,12 @@ impl BackendState {
         let mut changes = Vec::new();
         for (name, value) in wanted {
             if self.current(name) != Some(value.as_str()) {
+                if name.eq_ignore_ascii_case("DateStyle") && !value.contains(',') {
+                    // A style without its order (`ISO`, as pgjdbc sends) keeps the order the
+                    // backend has: it is reset first, as a new session starts from the
+                    // default.
+                    changes.push((name.clone(), None));
+                }
                 changes.push((name.clone(), Some(value.clone())));
                 if !self.reports(name) {
                     self.applied.insert(name.clone(), value.clone());
@@ -91,6 +97,22 @@ mod tests {
         list.iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_date_style_without_its_order_is_set_from_the_default() {
+        let mut backend = BackendState::new(&pairs(&[("DateStyle", "ISO, DMY")]), 10);
+        assert_eq!(
+            backend.changes_for(&pairs(&[("DateStyle", "ISO")])),
+            vec![
+                ("DateStyle".into(), None),
+                ("DateStyle".into(), Some("ISO".into())),
+            ]
+        );
+        assert_eq!(
+            backend.changes_for(&pairs(&[("DateStyle", "SQL, MDY")])),
+            vec![("DateStyle".into(), Some("SQL, MDY".into()))]
+        );
     }
 
     #[test]

@@ -133,6 +133,12 @@ pub struct Multiplexer {
     /// A statement of pgbastion's that the settings in `in_force` may change was parsed on
     /// the backend since its last ReadyForQuery.
     parsed_since_ready: bool,
+    /// The message being handled may change those settings (its text says so).
+    changes_reading: bool,
+    /// A statement that may change them is unanswered, or in the current Sync group: a
+    /// change that is undone before the group's ReadyForQuery (`SET LOCAL`, a second `SET`,
+    /// a failure after it) is never reported, so what is parsed meanwhile is suspect.
+    reading_unsettled: bool,
     /// Session parameters the client has (startup values, then what the backend reported
     /// while serving it).
     wanted: Vec<(String, String)>,
@@ -213,6 +219,8 @@ impl Multiplexer {
             in_force,
             in_force_stale: false,
             parsed_since_ready: false,
+            changes_reading: false,
+            reading_unsettled: false,
             startup: wanted.clone(),
             wanted,
             expected: Expected::default(),
@@ -493,6 +501,8 @@ impl Multiplexer {
             }
             let frame = input.split_to(total).freeze();
             self.client_message(tag, frame, backend, to_backend, to_client)?;
+            // (After the message: its own Parse is read under the settings before it.)
+            self.reading_unsettled |= std::mem::take(&mut self.changes_reading);
         }
     }
 
@@ -709,7 +719,13 @@ impl Multiplexer {
             return Verdict::Go(Care::default());
         }
         let scan = sql_scan::scan_with(sql, literals);
-        if scan.effects.is_empty() && sql.len() <= HARMLESS_MEMO && !mentions_search_path(sql) {
+        let changes = changes_reading(sql, &scan.effects);
+        self.changes_reading |= changes;
+        if scan.effects.is_empty()
+            && sql.len() <= HARMLESS_MEMO
+            && !changes
+            && !mentions_search_path(sql)
+        {
             // Its verdict depends on nothing else: no effect to weigh against the session.
             let (lexed, text) = self.harmless.get_or_insert_with(Default::default);
             *lexed = literals;
@@ -983,6 +999,7 @@ impl Multiplexer {
         backend.statements.insert(server.clone());
         to_backend.extend_from_slice(prepared.parse());
         undo.cache = Some(server);
+        self.parse_sent(prepared);
         self.expected.push(Expect::Reply {
             kind: Kind::Parse,
             show: Show::All,
@@ -1044,6 +1061,15 @@ impl Multiplexer {
             if self.parsed_since_ready || self.expected.parse_pending() {
                 self.dirty = true;
             }
+        }
+    }
+
+    /// A Parse of `prepared` under its shared name is sent: while a statement that may change
+    /// how it reads is unanswered, what it will mean is not known, and the backend's
+    /// statements count as unknown (see [`reading_changed`](Self::reading_changed)).
+    fn parse_sent(&mut self, prepared: &Prepared) {
+        if self.reading_unsettled && prepared.read_under_settings() {
+            self.dirty = true;
         }
     }
 
@@ -1280,6 +1306,7 @@ impl Multiplexer {
         if !held || uncertain {
             to_backend.extend_from_slice(prepared.parse());
             backend.statements.insert(server.clone());
+            self.parse_sent(prepared);
             self.expected.push(Expect::Reply {
                 kind: Kind::Parse,
                 show: Show::Errors,
@@ -1525,6 +1552,9 @@ impl Multiplexer {
             if let Some(Expect::Reply { kind, care, .. }) = self.expected.pop() {
                 if kind.ends_at_ready() {
                     self.parsed_since_ready = false;
+                    if !self.expected.owes_client_group() && !self.in_group {
+                        self.reading_unsettled = false;
+                    }
                 } else if care.read_under_settings {
                     self.parsed_since_ready = true;
                 }
@@ -1666,6 +1696,32 @@ const READ_UNDER: [&str; 6] = [
     "standard_conforming_strings",
     "client_encoding",
 ];
+
+/// Whether `sql` (with its `effects`) may change how later texts are read: it sets one of
+/// [`READ_UNDER`] but `search_path` (which pins the client instead), `SET LOCAL` and
+/// `set_config(…)` included, or resets every parameter.
+fn changes_reading(sql: &str, effects: &[Effect]) -> bool {
+    let sets = effects.iter().any(|effect| match effect {
+        Effect::SetParameter { name } => READ_UNDER[1..]
+            .iter()
+            .any(|setting| setting.eq_ignore_ascii_case(name)),
+        Effect::ResetAll | Effect::Discard(Discard::All) => true,
+        _ => false,
+    });
+    if sets {
+        return true;
+    }
+    // What sets them without an effect of its own: `SET LOCAL`, `set_config(…, true)`.
+    let set_local = sql
+        .trim_start()
+        .get(..4)
+        .is_some_and(|word| word.eq_ignore_ascii_case("set "));
+    (set_local || mentions(sql, b"set_config"))
+        && (mentions(sql, b"time zone")
+            || READ_UNDER[1..]
+                .iter()
+                .any(|setting| mentions(sql, setting.as_bytes())))
+}
 
 /// How the backend reads string literals (`standard_conforming_strings`).
 fn literals_of(backend: &BackendState) -> StringLiterals {
@@ -2109,6 +2165,28 @@ mod tests {
             assert_eq!(tags(&seen), "EZ");
             let (sent, _) = run.exchange(&mut backend, unnamed_run("SELECT 14"), "12DCZ");
             assert_eq!(tags(&sent), "PBES", "cached: {cached}");
+        }
+    }
+
+    #[test]
+    fn texts_that_may_change_how_later_texts_read_are_told_from_the_rest() {
+        for (sql, changes) in [
+            ("SET TimeZone = 'UTC'", true),
+            ("SET TIME ZONE 'UTC'", true),
+            ("SET LOCAL TIME ZONE 'UTC'", true),
+            ("set local datestyle to sql", true),
+            ("SET NAMES 'LATIN1'", true),
+            ("SELECT set_config('DateStyle', 'SQL', true)", true),
+            ("RESET ALL", true),
+            ("DISCARD ALL", true),
+            ("SELECT now() AT TIME ZONE 'UTC'", false),
+            ("SELECT current_setting('TimeZone')", false),
+            ("SET work_mem = '64MB'", false),
+            ("SET search_path TO app", false),
+            ("SELECT 1", false),
+        ] {
+            let effects = sql_scan::scan(sql).effects;
+            assert_eq!(changes_reading(sql, &effects), changes, "{sql}");
         }
     }
 
