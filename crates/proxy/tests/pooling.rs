@@ -785,40 +785,55 @@ async fn a_statement_parsed_after_a_prepared_set_in_its_group_is_not_shared() {
 async fn a_statement_parsed_in_the_group_of_a_set_local_is_not_shared() {
     use pgbastion_wire::FrontendMessage as F;
     let cluster = trust_cluster();
-    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
     let sql = "SELECT '2024-06-01 00:00'::timestamptz::text";
-    within("a Parse in the group of a SET LOCAL", async {
-        // The zone is New York's only until the group's Sync: PostgreSQL reports nothing.
-        let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
-            .await
-            .unwrap();
-        raw.send(&F::Query("SET TimeZone TO 'UTC'".into()))
-            .await
-            .unwrap();
-        raw.read_until_ready().await.unwrap();
-        let mut group = unnamed_run("SET LOCAL TimeZone TO 'America/New_York'");
-        group.pop();
-        group.push(parse_as("s1", sql));
-        group.extend(with_sync(bind_execute("s1")));
-        for message in &group {
-            raw.queue(message).unwrap();
-        }
-        raw.flush().await.unwrap();
-        let rows = raw.read_until_ready().await.unwrap();
-        assert!(
-            rows.iter()
-                .any(|message| matches!(message, BackendMessage::DataRow(row)
-                if format!("{row:?}").contains("-04"))),
-            "read under New York's time: {rows:?}"
-        );
-        raw.send(&F::Terminate).await.unwrap();
-        let utc = client(&proxy).await;
-        utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
-        let statement = utc.prepare(sql).await.unwrap();
-        let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
-        assert_eq!(read, "2024-06-01 00:00:00+00");
-    })
-    .await;
+    let set_local = "SET LOCAL TimeZone TO 'America/New_York'";
+    // The SET LOCAL's text in the group, or a statement prepared before and bound there.
+    for prepared in [false, true] {
+        let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
+        within("a Parse in the group of a SET LOCAL", async {
+            // The zone is New York's only until the group's Sync: PostgreSQL reports nothing.
+            let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
+                .await
+                .unwrap();
+            let mut setup = vec![F::Query("SET TimeZone TO 'UTC'".into())];
+            if prepared {
+                setup.extend([parse_as("zone", set_local), F::Sync]);
+            }
+            for message in &setup {
+                raw.send(message).await.unwrap();
+                if !matches!(message, F::Parse { .. }) {
+                    raw.read_until_ready().await.unwrap();
+                }
+            }
+            let mut group = if prepared {
+                bind_execute("zone")
+            } else {
+                let mut group = unnamed_run(set_local);
+                group.pop();
+                group
+            };
+            group.push(parse_as("s1", sql));
+            group.extend(with_sync(bind_execute("s1")));
+            for message in &group {
+                raw.queue(message).unwrap();
+            }
+            raw.flush().await.unwrap();
+            let rows = raw.read_until_ready().await.unwrap();
+            assert!(
+                rows.iter()
+                    .any(|message| matches!(message, BackendMessage::DataRow(row)
+                    if format!("{row:?}").contains("-04"))),
+                "read under New York's time (prepared: {prepared}): {rows:?}"
+            );
+            raw.send(&F::Terminate).await.unwrap();
+            let utc = client(&proxy).await;
+            utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
+            let statement = utc.prepare(sql).await.unwrap();
+            let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
+            assert_eq!(read, "2024-06-01 00:00:00+00", "prepared: {prepared}");
+        })
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

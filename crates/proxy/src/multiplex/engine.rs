@@ -19,7 +19,9 @@ use pgbastion_wire::{
 
 use super::backend_state::BackendState;
 use super::expect::{Care, Expect, Expected, Kind, Show, Undo, UnnamedBefore};
-use super::statements::{encode_parse, ClientStatements, Prepared, SERVER_PREFIX};
+use super::statements::{
+    encode_parse, may_change_reading, mentions, ClientStatements, Prepared, SERVER_PREFIX,
+};
 use super::wire;
 use crate::sql_scan::{self, Discard, Effect, StringLiterals};
 
@@ -401,6 +403,8 @@ impl Multiplexer {
         self.unnamed_here = false;
         self.status = TransactionStatus::Idle;
         self.parsed_since_ready = false;
+        // Nothing the client sent before is unanswered.
+        self.reading_unsettled = false;
         if std::mem::take(&mut self.in_force_stale) {
             self.in_force = read_under(&self.wanted);
             self.namespace = namespace_of(&self.in_force);
@@ -570,6 +574,9 @@ impl Multiplexer {
                 // A Bind in a failed transaction runs only for a ROLLBACK or COMMIT.
                 self.exit_in_group = true;
                 let bind = wire::Bind::split(&frame)?;
+                self.changes_reading |= self
+                    .prepared(bind.statement)
+                    .is_some_and(|prepared| prepared.changes_reading());
                 match self.statement_for(bind.statement, backend, to_backend)? {
                     Some(server) => {
                         if !self.dropping.is_empty() || !self.portal_care.is_empty() {
@@ -1698,29 +1705,16 @@ const READ_UNDER: [&str; 6] = [
 ];
 
 /// Whether `sql` (with its `effects`) may change how later texts are read: it sets one of
-/// [`READ_UNDER`] but `search_path` (which pins the client instead), `SET LOCAL` and
-/// `set_config(…)` included, or resets every parameter.
+/// [`READ_UNDER`] but `search_path` (which pins the client instead), or resets every
+/// parameter, or its text may ([`may_change_reading`]: `SET LOCAL`, `set_config`, …).
 fn changes_reading(sql: &str, effects: &[Effect]) -> bool {
-    let sets = effects.iter().any(|effect| match effect {
+    effects.iter().any(|effect| match effect {
         Effect::SetParameter { name } => READ_UNDER[1..]
             .iter()
             .any(|setting| setting.eq_ignore_ascii_case(name)),
         Effect::ResetAll | Effect::Discard(Discard::All) => true,
         _ => false,
-    });
-    if sets {
-        return true;
-    }
-    // What sets them without an effect of its own: `SET LOCAL`, `set_config(…, true)`.
-    let set_local = sql
-        .trim_start()
-        .get(..4)
-        .is_some_and(|word| word.eq_ignore_ascii_case("set "));
-    (set_local || mentions(sql, b"set_config"))
-        && (mentions(sql, b"time zone")
-            || READ_UNDER[1..]
-                .iter()
-                .any(|setting| mentions(sql, setting.as_bytes())))
+    }) || may_change_reading(sql)
 }
 
 /// How the backend reads string literals (`standard_conforming_strings`).
@@ -1754,13 +1748,6 @@ fn in_failed_transaction() -> ErrorResponse {
 /// Whether `sql` names `search_path` anywhere (in any case).
 fn mentions_search_path(sql: &str) -> bool {
     mentions(sql, b"search_path")
-}
-
-/// Whether `sql` holds `needle` (ASCII, in any case).
-fn mentions(sql: &str, needle: &[u8]) -> bool {
-    sql.as_bytes()
-        .windows(needle.len())
-        .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 fn set(list: &mut Vec<(String, String)>, name: String, value: String) {

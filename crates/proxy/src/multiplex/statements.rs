@@ -16,12 +16,64 @@ use sha2::{Digest, Sha256};
 /// Whether `query` is a `SET` or `RESET` (which the settings it is read under leave as it
 /// is), by its first word.
 fn sets_parameters(query: &str) -> bool {
-    let text = query.trim_start();
+    let word = first_word(query);
+    word.eq_ignore_ascii_case("set") || word.eq_ignore_ascii_case("reset")
+}
+
+/// The first word of `query`, past spaces and comments.
+fn first_word(query: &str) -> &str {
+    let mut text = query.trim_start();
+    loop {
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest
+                .find('\n')
+                .map_or("", |at| &rest[at + 1..])
+                .trim_start();
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            text = rest
+                .find("*/")
+                .map_or("", |at| &rest[at + 2..])
+                .trim_start();
+        } else {
+            break;
+        }
+    }
     let end = text
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(text.len());
-    let word = &text[..end];
-    word.eq_ignore_ascii_case("set") || word.eq_ignore_ascii_case("reset")
+    &text[..end]
+}
+
+/// Whether `query` holds `needle` (ASCII, in any case).
+pub fn mentions(query: &str, needle: &[u8]) -> bool {
+    query
+        .as_bytes()
+        .windows(needle.len())
+        .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+/// Whether running `query` may change a setting statements' texts are read under (but
+/// `search_path`, followed otherwise), however briefly: a `RESET` or `DISCARD`, or a `SET`,
+/// a `DO` block or a `set_config` call that names one of them (`SET LOCAL`, `SET TIME ZONE`,
+/// `SET NAMES` included). By its text, erring towards yes.
+pub fn may_change_reading(query: &str) -> bool {
+    let word = first_word(query);
+    if word.eq_ignore_ascii_case("reset") || word.eq_ignore_ascii_case("discard") {
+        return true;
+    }
+    let sets = word.eq_ignore_ascii_case("set")
+        || word.eq_ignore_ascii_case("do")
+        || mentions(query, b"set_config");
+    sets && [
+        &b"zone"[..],
+        b"datestyle",
+        b"intervalstyle",
+        b"standard_conforming_strings",
+        b"client_encoding",
+        b"names",
+    ]
+    .iter()
+    .any(|needle| mentions(query, needle))
 }
 
 /// How the names of pgbastion's statements on backends begin.
@@ -38,6 +90,8 @@ pub struct Prepared {
     namespace: Arc<str>,
     /// Whether those settings may change what it means (not for a `SET` or `RESET`).
     read_under_settings: bool,
+    /// Whether running it may change them ([`may_change_reading`]).
+    changes_reading: bool,
 }
 
 impl Prepared {
@@ -62,7 +116,13 @@ impl Prepared {
             parse,
             namespace: namespace.clone(),
             read_under_settings: !sets_parameters(query),
+            changes_reading: may_change_reading(query),
         }
+    }
+
+    /// Whether running it may change the settings texts are read under.
+    pub fn changes_reading(&self) -> bool {
+        self.changes_reading
     }
 
     /// Whether the client settings it is read under may change what it means.
@@ -249,6 +309,31 @@ impl BackendStatements {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_that_may_change_the_settings_statements_are_read_under() {
+        for (sql, changes) in [
+            ("SET TimeZone = 'UTC'", true),
+            ("SET LOCAL TIME  ZONE 'UTC'", true),
+            ("set\tlocal datestyle to sql", true),
+            ("/* app */ SET LOCAL NAMES 'LATIN1'", true),
+            ("-- app\nSET LOCAL IntervalStyle = iso_8601", true),
+            ("SELECT set_config('DateStyle', 'SQL', true)", true),
+            ("DO $$ BEGIN SET LOCAL TimeZone = 'UTC'; END $$", true),
+            ("RESET ALL", true),
+            ("DISCARD ALL", true),
+            ("SELECT now() AT TIME ZONE 'UTC'", false),
+            ("SELECT current_setting('TimeZone')", false),
+            ("SET work_mem = '64MB'", false),
+            ("SELECT 1", false),
+        ] {
+            assert_eq!(may_change_reading(sql), changes, "{sql}");
+        }
+        assert!(
+            !Prepared::new("/* x */ SET TimeZone = 'UTC'", &[0, 0], &"".into())
+                .read_under_settings()
+        );
+    }
 
     #[test]
     fn the_server_name_follows_meaning_not_the_client_name() {

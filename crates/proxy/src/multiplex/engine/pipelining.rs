@@ -94,12 +94,18 @@ impl Multiplexer {
 
     /// The backend statement a Bind or Describe of the client's statement `name` uses.
     fn server_of(&self, name: &[u8]) -> Option<std::sync::Arc<str>> {
-        let prepared = if name.is_empty() {
+        self.prepared(name)
+            .map(|prepared| self.read_now(prepared).server_name().clone())
+    }
+
+    /// The statement of pgbastion's that the client's statement `name` is, if pgbastion
+    /// knows it (the unnamed one only with `cache_unnamed`).
+    pub(super) fn prepared(&self, name: &[u8]) -> Option<&std::sync::Arc<Prepared>> {
+        if name.is_empty() {
             self.unnamed_stand_in.as_ref()
         } else {
             self.statements.get(&String::from_utf8_lossy(name))
-        };
-        prepared.map(|prepared| self.read_now(prepared).server_name().clone())
+        }
     }
 
     /// Whether PostgreSQL would refuse `parse` with 25P02 and pgbastion must say so itself:
