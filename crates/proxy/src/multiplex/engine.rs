@@ -135,7 +135,8 @@ pub struct Multiplexer {
     /// A statement of pgbastion's that the settings in `in_force` may change was parsed on
     /// the backend since its last ReadyForQuery.
     parsed_since_ready: bool,
-    /// The message being handled may change those settings (its text says so).
+    /// The message being handled may change those settings (its text, or that of the
+    /// prepared statement it binds, says so).
     changes_reading: bool,
     /// A statement that may change them is unanswered, or in the current Sync group: a
     /// change that is undone before the group's ReadyForQuery (`SET LOCAL`, a second `SET`,
