@@ -551,7 +551,7 @@ async fn pipelined_groups_answer_as_postgresql_does_whatever_the_cache() {
         (
             "a statement bound after a SET TimeZone, behind a group that fails",
             vec![
-                vec![parse_as("s1", "SELECT '2024-06-01 00:00'::timestamptz::text"), F::Sync],
+                vec![parse_as("s1", ZONED), F::Sync],
                 query("SET TimeZone TO 'America/New_York'"),
                 {
                     let mut group = unnamed_run("SELECT 1/0");
@@ -687,96 +687,96 @@ async fn clients_whose_date_style_differs_do_not_share_a_statement() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_statement_prepared_behind_a_set_is_not_shared_under_the_settings_before() {
+/// A text whose value shows the time zone it was parsed under.
+const ZONED: &str = "SELECT '2024-06-01 00:00'::timestamptz::text";
+
+/// Through a transaction pool of one backend: a client set to UTC sends `setup` (each group
+/// answered before the next), then `at_once` (sent together; its last group prepares `s1`
+/// as [`ZONED`] and runs it), whose rows must read New York's time; then a client in UTC
+/// must read the text under UTC, so the first client's statement was not shared under
+/// UTC's name.
+async fn read_in_new_york_and_not_shared(
+    cluster: &Cluster,
+    setup: &[Group],
+    at_once: &[Group],
+    what: &str,
+) {
     use pgbastion_wire::FrontendMessage as F;
-    let cluster = trust_cluster();
-    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
-    let sql = "SELECT '2024-06-01 00:00'::timestamptz::text";
-    within("a Parse pipelined behind a SET TimeZone", async {
-        // Sent at once: the Parse is read under New York's time, whatever pgbastion knew
-        // of the client's settings when it came.
+    let (_dir, proxy) = pooled_proxy(cluster, "mode = \"transaction\", size = 1", "").await;
+    within(what, async {
         let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
             .await
             .unwrap();
-        raw.queue(&F::Query("SET TimeZone TO 'UTC'".into()))
-            .unwrap();
-        raw.flush().await.unwrap();
-        raw.read_until_ready().await.unwrap();
-        raw.queue(&F::Query("SET TimeZone TO 'America/New_York'".into()))
-            .unwrap();
-        raw.queue(&parse_as("s1", sql)).unwrap();
-        for message in with_sync(bind_execute("s1")) {
-            raw.queue(&message).unwrap();
+        let utc = vec![F::Query("SET TimeZone TO 'UTC'".into())];
+        for group in std::iter::once(&utc).chain(setup) {
+            for message in group {
+                raw.queue(message).unwrap();
+            }
+            raw.flush().await.unwrap();
+            raw.read_until_ready().await.unwrap();
+        }
+        for message in at_once.iter().flatten() {
+            raw.queue(message).unwrap();
         }
         raw.flush().await.unwrap();
-        raw.read_until_ready().await.unwrap();
-        let rows = raw.read_until_ready().await.unwrap();
+        let mut rows = Vec::new();
+        for _ in at_once {
+            rows = raw.read_until_ready().await.unwrap();
+        }
         assert!(
             rows.iter()
                 .any(|message| matches!(message, BackendMessage::DataRow(row)
                 if format!("{row:?}").contains("-04"))),
-            "read under New York's time: {rows:?}"
+            "{what}: read under New York's time: {rows:?}"
         );
-        // A client in UTC reads the text under UTC.
+        raw.send(&F::Terminate).await.unwrap();
         let utc = client(&proxy).await;
         utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
-        let statement = utc.prepare(sql).await.unwrap();
+        let statement = utc.prepare(ZONED).await.unwrap();
         let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
-        assert_eq!(read, "2024-06-01 00:00:00+00");
+        assert_eq!(read, "2024-06-01 00:00:00+00", "{what}");
     })
+    .await;
+}
+
+/// `first` (messages without their Sync), then `s1` prepared as [`ZONED`] and run, in one
+/// Sync group.
+fn then_zoned(mut first: Group) -> Group {
+    first.push(parse_as("s1", ZONED));
+    first.extend(with_sync(bind_execute("s1")));
+    first
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_behind_a_set_is_not_shared_under_the_settings_before() {
+    use pgbastion_wire::FrontendMessage as F;
+    // Sent at once: the Parse is read under New York's time, whatever pgbastion knew of the
+    // client's settings when it came.
+    read_in_new_york_and_not_shared(
+        &trust_cluster(),
+        &[],
+        &[
+            vec![F::Query("SET TimeZone TO 'America/New_York'".into())],
+            then_zoned(Vec::new()),
+        ],
+        "a Parse pipelined behind a SET TimeZone",
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_parsed_after_a_prepared_set_in_its_group_is_not_shared() {
     use pgbastion_wire::FrontendMessage as F;
-    let cluster = trust_cluster();
-    let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
-    let sql = "SELECT '2024-06-01 00:00'::timestamptz::text";
-    within(
+    // The SET is a prepared statement of the client's (pgjdbc's after five runs): no text of
+    // it passes when it runs, only the backend's ParameterStatus tells.
+    read_in_new_york_and_not_shared(
+        &trust_cluster(),
+        &[vec![
+            parse_as("zone", "SET TimeZone TO 'America/New_York'"),
+            F::Sync,
+        ]],
+        &[then_zoned(bind_execute("zone"))],
         "a Parse behind a SET run from a prepared statement",
-        async {
-            // The SET is a prepared statement of the client's (pgjdbc's after five runs): no
-            // text of it passes when it runs, only the backend's ParameterStatus tells.
-            let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
-                .await
-                .unwrap();
-            for group in [
-                vec![F::Query("SET TimeZone TO 'UTC'".into())],
-                vec![
-                    parse_as("zone", "SET TimeZone TO 'America/New_York'"),
-                    F::Sync,
-                ],
-            ] {
-                for message in &group {
-                    raw.queue(message).unwrap();
-                }
-                raw.flush().await.unwrap();
-                raw.read_until_ready().await.unwrap();
-            }
-            let mut group = bind_execute("zone");
-            group.push(parse_as("s1", sql));
-            group.extend(with_sync(bind_execute("s1")));
-            for message in &group {
-                raw.queue(message).unwrap();
-            }
-            raw.flush().await.unwrap();
-            let rows = raw.read_until_ready().await.unwrap();
-            assert!(
-                rows.iter()
-                    .any(|message| matches!(message, BackendMessage::DataRow(row)
-                if format!("{row:?}").contains("-04"))),
-                "read under New York's time: {rows:?}"
-            );
-            raw.send(&F::Terminate).await.unwrap();
-            // A client in UTC reads the text under UTC.
-            let utc = client(&proxy).await;
-            utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
-            let statement = utc.prepare(sql).await.unwrap();
-            let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
-            assert_eq!(read, "2024-06-01 00:00:00+00");
-        },
     )
     .await;
 }
@@ -785,55 +785,25 @@ async fn a_statement_parsed_after_a_prepared_set_in_its_group_is_not_shared() {
 async fn a_statement_parsed_in_the_group_of_a_set_local_is_not_shared() {
     use pgbastion_wire::FrontendMessage as F;
     let cluster = trust_cluster();
-    let sql = "SELECT '2024-06-01 00:00'::timestamptz::text";
+    // The zone is New York's only until the group's Sync: PostgreSQL reports nothing. The
+    // SET LOCAL's text in the group, or a statement prepared before and bound there.
     let set_local = "SET LOCAL TimeZone TO 'America/New_York'";
-    // The SET LOCAL's text in the group, or a statement prepared before and bound there.
-    for prepared in [false, true] {
-        let (_dir, proxy) = pooled_proxy(&cluster, "mode = \"transaction\", size = 1", "").await;
-        within("a Parse in the group of a SET LOCAL", async {
-            // The zone is New York's only until the group's Sync: PostgreSQL reports nothing.
-            let mut raw = RawClient::startup(proxy.addr, "postgres", "postgres", None)
-                .await
-                .unwrap();
-            let mut setup = vec![F::Query("SET TimeZone TO 'UTC'".into())];
-            if prepared {
-                setup.extend([parse_as("zone", set_local), F::Sync]);
-            }
-            for message in &setup {
-                raw.send(message).await.unwrap();
-                if !matches!(message, F::Parse { .. }) {
-                    raw.read_until_ready().await.unwrap();
-                }
-            }
-            let mut group = if prepared {
-                bind_execute("zone")
-            } else {
-                let mut group = unnamed_run(set_local);
-                group.pop();
-                group
-            };
-            group.push(parse_as("s1", sql));
-            group.extend(with_sync(bind_execute("s1")));
-            for message in &group {
-                raw.queue(message).unwrap();
-            }
-            raw.flush().await.unwrap();
-            let rows = raw.read_until_ready().await.unwrap();
-            assert!(
-                rows.iter()
-                    .any(|message| matches!(message, BackendMessage::DataRow(row)
-                    if format!("{row:?}").contains("-04"))),
-                "read under New York's time (prepared: {prepared}): {rows:?}"
-            );
-            raw.send(&F::Terminate).await.unwrap();
-            let utc = client(&proxy).await;
-            utc.batch_execute("SET TimeZone TO 'UTC'").await.unwrap();
-            let statement = utc.prepare(sql).await.unwrap();
-            let read: String = utc.query_one(&statement, &[]).await.unwrap().get(0);
-            assert_eq!(read, "2024-06-01 00:00:00+00", "prepared: {prepared}");
-        })
-        .await;
-    }
+    let mut as_text = unnamed_run(set_local);
+    as_text.pop();
+    read_in_new_york_and_not_shared(
+        &cluster,
+        &[],
+        &[then_zoned(as_text)],
+        "a Parse in the group of a SET LOCAL",
+    )
+    .await;
+    read_in_new_york_and_not_shared(
+        &cluster,
+        &[vec![parse_as("zone", set_local), F::Sync]],
+        &[then_zoned(bind_execute("zone"))],
+        "a Parse in the group of a prepared SET LOCAL",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
