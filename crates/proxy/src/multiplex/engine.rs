@@ -575,15 +575,14 @@ impl Multiplexer {
                 // A Bind in a failed transaction runs only for a ROLLBACK or COMMIT.
                 self.exit_in_group = true;
                 let bind = wire::Bind::split(&frame)?;
-                self.changes_reading |= self
-                    .prepared(bind.statement)
-                    .is_some_and(|prepared| prepared.changes_reading());
                 match self.statement_for(bind.statement, backend, to_backend)? {
-                    Some(server) => {
+                    Some(prepared) => {
+                        self.changes_reading |= prepared.changes_reading();
+                        let server = prepared.server_name();
                         if !self.dropping.is_empty() || !self.portal_care.is_empty() {
-                            self.bound(bind.portal, Some(&server));
+                            self.bound(bind.portal, Some(server));
                         }
-                        self.forward(Kind::Bind, bind.renamed(&server), to_backend);
+                        self.forward(Kind::Bind, bind.renamed(server), to_backend);
                     }
                     // The backend's unnamed statement is the client's only when it holds the
                     // client's (otherwise it may be anyone's: another client's, the switch's).
@@ -613,8 +612,8 @@ impl Multiplexer {
                     return Ok(());
                 }
                 match self.statement_for(&name, backend, to_backend)? {
-                    Some(server) => {
-                        let describe = wire::describe_statement(&server);
+                    Some(prepared) => {
+                        let describe = wire::describe_statement(prepared.server_name());
                         self.forward(Kind::Describe, describe, to_backend);
                     }
                     None if name.is_empty() && self.unnamed_here => {
@@ -1259,20 +1258,21 @@ impl Multiplexer {
         Ok(Some(end))
     }
 
-    /// The server-side name for the client's statement `name`, prepared first on this
-    /// backend if it lacks it (the reply swallowed). `None` for the unnamed statement when
-    /// it is the backend's own, and for a name the client never prepared.
+    /// The statement of pgbastion's that the client's statement `name` is, prepared first on
+    /// this backend if it lacks it (the reply swallowed). `None` for the unnamed statement
+    /// when it is the backend's own, and for a name the client never prepared.
     fn statement_for(
         &mut self,
         name: &[u8],
         backend: &mut BackendState,
         to_backend: &mut BytesMut,
-    ) -> Result<Option<Arc<str>>, MuxError> {
+    ) -> Result<Option<Arc<Prepared>>, MuxError> {
         if name.is_empty() {
             if let Some(prepared) = &self.unnamed_stand_in {
                 let now = self.read_now(prepared);
                 self.unnamed_stand_in = Some(now.clone());
-                return Ok(Some(self.made_here(&now, backend, to_backend)));
+                self.made_here(&now, backend, to_backend);
+                return Ok(Some(now));
             }
         }
         if name.is_empty() {
@@ -1294,22 +1294,22 @@ impl Multiplexer {
         if !Arc::ptr_eq(&now, prepared) {
             self.statements.insert(name.to_owned(), now.clone());
         }
-        Ok(Some(self.made_here(&now, backend, to_backend)))
+        self.made_here(&now, backend, to_backend);
+        Ok(Some(now))
     }
 
-    /// `prepared`'s name on the backend, where it is made first if it is not there (the
-    /// reply swallowed).
+    /// Makes `prepared` on the backend if it is not there (the reply swallowed).
     fn made_here(
         &mut self,
         prepared: &Prepared,
         backend: &mut BackendState,
         to_backend: &mut BytesMut,
-    ) -> Arc<str> {
-        let server = prepared.server_name().clone();
-        let held = backend.statements.touch(&server);
+    ) {
+        let server = prepared.server_name();
+        let held = backend.statements.touch(server);
         let uncertain = self.statements_uncertain();
         if held && uncertain {
-            self.close_before_remaking(&server, to_backend);
+            self.close_before_remaking(server, to_backend);
         }
         if !held || uncertain {
             to_backend.extend_from_slice(prepared.parse());
@@ -1325,7 +1325,6 @@ impl Multiplexer {
                 care: Care::of_parse(prepared),
             });
         }
-        server
     }
 
     /// Whether the statements the backend holds may not be what pgbastion recorded: a

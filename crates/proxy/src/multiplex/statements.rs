@@ -38,6 +38,12 @@ fn first_word(query: &str) -> &str {
             break;
         }
     }
+    leading_word(text)
+}
+
+/// The letters `text` begins with, past spaces (none before a comment or a parenthesis).
+pub fn leading_word(text: &str) -> &str {
+    let text = text.trim_start();
     let end = text
         .find(|c: char| !c.is_ascii_alphabetic())
         .unwrap_or(text.len());

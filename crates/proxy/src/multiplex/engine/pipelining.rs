@@ -7,7 +7,7 @@ use pgbastion_wire::TransactionStatus;
 
 use super::super::backend_state::BackendState;
 use super::super::expect::Undo;
-use super::super::statements::Prepared;
+use super::super::statements::{leading_word, Prepared};
 use super::super::wire;
 use super::{deallocates_by_name, Multiplexer, MuxError};
 
@@ -133,11 +133,7 @@ impl Multiplexer {
 /// (COMMIT, END, ROLLBACK, ABORT, PREPARE TRANSACTION, ROLLBACK TO): true unless it plainly
 /// begins with another word.
 pub(super) fn may_end_transaction(sql: &str) -> bool {
-    let text = sql.trim_start();
-    let end = text
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let word = &text[..end];
+    let word = leading_word(sql);
     if word.is_empty() {
         // A comment, a parenthesis: not worth reading further.
         return true;
