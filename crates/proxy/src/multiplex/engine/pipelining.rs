@@ -100,7 +100,7 @@ impl Multiplexer {
 
     /// The statement of pgbastion's that the client's statement `name` is, if pgbastion
     /// knows it (the unnamed one only with `cache_unnamed`).
-    pub(super) fn prepared(&self, name: &[u8]) -> Option<&std::sync::Arc<Prepared>> {
+    fn prepared(&self, name: &[u8]) -> Option<&std::sync::Arc<Prepared>> {
         if name.is_empty() {
             self.unnamed_stand_in.as_ref()
         } else {
